@@ -1,0 +1,72 @@
+"""tftrt-export: build the frozen graph and TF-TRT variants of an existing SavedModel.
+
+  tftrt-export --saved_model_dir=/models/resnet --output_dir=/serving/resnet \
+      --precisions=FP16,INT8 --calibration_data=calibration.npz
+
+The output directory gets the layout the training callbacks write (the SavedModel copied as a new numbered
+version, variants beside it, a manifest). Prints the summary table; exits 0 when the normal export and every
+attempted artifact are usable (variants skipped because TF-TRT cannot run here included), 1 when an artifact
+failed, 2 on bad arguments.
+"""
+
+import json
+import sys
+
+from absl import app
+from absl import flags
+
+from tftrt_keras import flags as tftrt_flags
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values=FLAGS):
+  flags.DEFINE_string("saved_model_dir", None, "The SavedModel to convert.", flag_values=flag_values)
+  flags.DEFINE_string("output_dir", None, "Export root to write the new version into.", flag_values=flag_values)
+  flags.DEFINE_string("signature_key", "serving_default", "Signature to freeze and convert.", flag_values=flag_values)
+  flags.DEFINE_string("calibration_data", None, ".npz with one array per signature input (samples along axis 0); "
+                      "required for INT8.", flag_values=flag_values)
+  flags.DEFINE_integer("calibration_batch_size", None, "Batch size for calibration and engine building "
+                       "(default: --max_batch_size or 8).", flag_values=flag_values)
+  flags.DEFINE_boolean("json", False, "Print the manifest as JSON instead of the table.", flag_values=flag_values)
+  tftrt_flags.define_export_flags(flag_values, export_dir=False, training=False)
+
+
+def run_from_flags(flag_values=FLAGS, out=sys.stdout):
+  """Runs one offline export from parsed flags; returns the process exit code."""
+  # Imported here so that `--help` answers without loading TensorFlow.
+  from tftrt_keras.errors import TensorRTUnavailableError  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.manifest import FAILED  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.offline_export import export_saved_model  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.summary import summary_table  # pylint: disable=g-import-not-at-top
+  try:
+    options = tftrt_flags.conversion_options_from_flags(flag_values)
+    manifest = export_saved_model(
+        flag_values.saved_model_dir, flag_values.output_dir, signature_key=flag_values.signature_key,
+        calibration_data=flag_values.calibration_data, calibration_batch_size=flag_values.calibration_batch_size,
+        options=options, exports_to_keep=flag_values.exports_to_keep)
+  except (ValueError, TensorRTUnavailableError) as err:
+    print(f"tftrt-export: {err}", file=sys.stderr)
+    return 2
+  if flag_values.json:
+    print(json.dumps(manifest, indent=2), file=out)
+  else:
+    print(summary_table([manifest], root=flag_values.output_dir), file=out)
+  return 1 if any(e["status"] == FAILED for e in manifest["artifacts"].values()) else 0
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  return run_from_flags()
+
+
+def run():
+  """Console-script entry point (`tftrt-export`)."""
+  define_flags()
+  flags.mark_flags_as_required(["saved_model_dir", "output_dir"])
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,26 @@
+"""tftrt_keras: TF-TRT FP32/FP16/INT8 SavedModels as a by-product of Keras and Estimator training."""
+
+import setuptools
+
+setuptools.setup(
+    name="tftrt_keras",
+    version="0.1.0",
+    description="TensorRT deployment as a by-product of ordinary TensorFlow training",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=["tftrt_keras", "export"],
+    python_requires=">=3.9,<3.13",
+    # TensorFlow is left to the user (or to constraints/tf2.*.txt): the supported lines are 2.15 and 2.17, and
+    # GPU users install it from their own channel (tensorflow[and-cuda], NVIDIA containers).
+    install_requires=["absl-py>=1.0", "numpy>=1.23,<2"],
+    extras_require={
+        "tf215": ["tensorflow>=2.15,<2.16", "tensorflow-estimator>=2.15,<2.16", "tf-keras>=2.15,<2.16"],
+        "tf217": ["tensorflow>=2.17,<2.18", "tf-keras>=2.17,<2.18"],
+        "hub": ["tensorflow-hub>=0.16"],
+        "report": ["matplotlib>=3.5"],
+        "gpu": ["tensorrt==8.6.1", "pycuda"],
+        "test": ["pytest>=7", "pytest-timeout", "scikit-learn", "tensorflow-hub>=0.16", "matplotlib>=3.5"],
+    },
+    entry_points={"console_scripts": ["tftrt-export=export.tftrt_export:run"]},
+    classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
+)

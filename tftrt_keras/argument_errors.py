@@ -1,0 +1,20 @@
+"""One message shape for every bad argument: what is wrong, what was received, what is expected."""
+
+
+def invalid_argument(name, received, expected, *, hint=None):
+  """Builds the ValueError every public entry point raises for bad input.
+
+  Args:
+    name: the argument's (or flag's) name as the user typed it.
+    received: the value the user gave.
+    expected: a phrase describing what would have been accepted.
+    hint: optional extra sentence (how to fix it).
+
+  Returns:
+    A `ValueError` ready to raise.
+  """
+  message = (f"Invalid value for argument `{name}`. Received: {name}={received!r}. "
+             f"Expected {expected}.")
+  if hint:
+    message += f" {hint}"
+  return ValueError(message)

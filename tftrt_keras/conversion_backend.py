@@ -1,0 +1,25 @@
+"""The one small interface every converter implements, and how the worker finds the configured one.
+
+A backend turns a SavedModel plus sample batches into a variant directory. It raises
+`ConversionUnavailable` when it cannot run on this machine (recorded as `skipped`) and any other exception
+when the conversion itself failed (recorded as `failed`).
+
+    class Backend:
+      name = "tftrt"                      # artifact prefix: tftrt_fp16, ...
+      def unavailable_reason(self): ...   # None when it can run; else one line saying why not
+      def environment(self): ...          # dict for the manifest's `environment`
+      def convert(self, saved_model_dir, signature_key, precision, options,
+                  calibration_batches, build_batches, output_dir): ...
+"""
+
+import importlib
+
+
+class ConversionUnavailable(Exception):
+  """The backend cannot run here (no TensorRT, no GPU); the message is the preflight's reason."""
+
+
+def load_backend(spec):
+  """Instantiates `module:attribute` (e.g. `tftrt_keras.trt_convert:TfTrtBackend`)."""
+  module_name, _, attribute = spec.partition(":")
+  return getattr(importlib.import_module(module_name), attribute)()

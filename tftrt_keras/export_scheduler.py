@@ -1,0 +1,114 @@
+"""At most one conversion worker per export root at a time, with a bounded queue.
+
+Policy when an export is due while the previous worker still runs: the new export's normal SavedModel and
+samples are written at once (the normal export is never delayed or lost); its conversion waits in a queue of
+`max_queued` (default 1). When the queue is full, the oldest waiting conversion is dropped and its manifest
+says so (`skipped`, "superseded by version N"): the newest weights are the ones worth converting. Two
+workers never write into one export root, and never into one version.
+"""
+
+import threading
+
+from absl import logging
+
+from tftrt_keras.export_layout import ExportLayout
+from tftrt_keras.export_worker import ExportJob
+from tftrt_keras.manifest import PENDING, SKIPPED, read_manifest, set_artifact, write_manifest
+
+
+class ExportScheduler:
+  """Runs prepared exports one after another in worker processes.
+
+  Args:
+    exports_to_keep: after each finished export, keep only this many (None: keep all).
+    max_queued: conversions allowed to wait behind the running one.
+    on_done: optional callable(manifest) for each finished export.
+  """
+
+  def __init__(self, exports_to_keep=None, max_queued=1, on_done=None):
+    self._keep = exports_to_keep
+    self._max_queued = max_queued
+    self._on_done = on_done
+    self._running = None
+    self._queue = []
+    self._lock = threading.Lock()
+    self.finished = []  # closed manifests, in the order their workers ended
+
+  def submit(self, request, blocking=False):
+    """Starts `request`'s worker now, or queues it behind the running one."""
+    with self._lock:
+      self._start_next_locked()
+      if self._running is None:
+        self._running = ExportJob(request)
+      else:
+        if len(self._queue) >= self._max_queued:
+          dropped = self._queue.pop(0)
+          _mark_superseded(dropped, request.version)
+        self._queue.append(request)
+    if blocking:
+      self.wait_all()
+
+  def poll(self):
+    """Collects a finished worker and starts the next queued one; cheap, call it often."""
+    with self._lock:
+      self._start_next_locked()
+
+  def busy(self):
+    with self._lock:
+      return self._running is not None or bool(self._queue)
+
+  def wait_all(self, timeout=None):
+    """Waits for the running and all queued exports. Returns the manifests finished so far."""
+    while True:
+      with self._lock:
+        self._start_next_locked()
+        job = self._running
+      if job is None:
+        return list(self.finished)
+      job.wait(timeout)
+      if not job.done():
+        return list(self.finished)
+
+  def stop(self, reason):
+    """Kills the running worker and drops the queue, recording `reason` in their manifests."""
+    with self._lock:
+      job, self._running = self._running, None
+      queued, self._queue = self._queue, []
+    if job is not None:
+      self._finish(job.kill(reason), job.request.root)
+    for request in queued:
+      _mark_dropped(request, reason)
+
+  def _start_next_locked(self):
+    if self._running is not None and self._running.done():
+      self._finish(self._running.wait(), self._running.request.root)
+      self._running = None
+    if self._running is None and self._queue:
+      self._running = ExportJob(self._queue.pop(0))
+
+  def _finish(self, manifest, root):
+    self.finished.append(manifest)
+    if self._on_done is not None:
+      try:
+        self._on_done(manifest)
+      except Exception:  # pylint: disable=broad-except
+        logging.exception("tftrt_keras: on_done callback failed")
+    if self._keep:
+      try:
+        ExportLayout(root).retain(self._keep)
+      except Exception:  # pylint: disable=broad-except
+        logging.exception("tftrt_keras: retention failed; old exports were left in place")
+
+
+def _mark_dropped(request, reason):
+  layout = ExportLayout(request.root)
+  manifest = read_manifest(layout.manifest_dir(request.version))
+  for name, entry in manifest["artifacts"].items():
+    if entry["status"] == PENDING:
+      set_artifact(manifest, name, SKIPPED, reason=reason)
+  write_manifest(layout.manifest_dir(request.version), manifest)
+
+
+def _mark_superseded(request, newer_version):
+  _mark_dropped(request, f"superseded: export version {newer_version} was due before this export's conversion "
+                         "started (one conversion runs at a time and the queue was full)")

@@ -1,0 +1,181 @@
+"""The conversion worker: a child process per export, so a TensorRT crash or an OOM kill cannot take the
+training process down.
+
+Parent side: `ExportJob` starts `python -m tftrt_keras.export_worker <request.json>`, watches it (timeout,
+death), and closes the manifest when it ends however it ends. Child side: `main()` sets the GPU memory
+budget, makes an installed-but-unfindable TensorRT findable, and runs `pipeline.run_export`.
+"""
+
+import atexit
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import weakref
+
+from tftrt_keras.export_layout import ExportLayout
+from tftrt_keras.export_request import REQUEST_FILE, ExportRequest
+from tftrt_keras.manifest import FAILED, PENDING, fail_pending, read_manifest, write_manifest
+
+WORKER_LOG = "worker.log"
+_LIBRARY_PATH_DONE = "TFTRT_KERAS_WORKER_LIBRARY_PATH_SET"
+_PR_SET_PDEATHSIG = 1
+_LIVE_JOBS = weakref.WeakSet()
+
+
+def _die_with_parent():
+  """Runs in the child before exec: the kernel sends it SIGKILL when the training process dies, whatever
+  kills it (SIGKILL included), so no worker is ever orphaned."""
+  try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+  except OSError:
+    pass
+
+
+def _package_parent():
+  return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _describe_exit(returncode, pending):
+  what = f" while producing {', '.join(pending)}" if pending else ""
+  if returncode < 0:
+    name = signal.Signals(-returncode).name
+    hint = {"SIGKILL": " (the out-of-memory killer sends this: lower max_workspace_size_bytes or "
+                       "gpu_memory_limit_mb, or give the machine more memory)",
+            "SIGSEGV": " (a crash inside TensorFlow or TensorRT)",
+            "SIGABRT": " (TensorFlow or TensorRT aborted; see worker.log)"}.get(name, "")
+    return f"export worker killed by {name}{what}{hint}"
+  return f"export worker exited with status {returncode}{what}; see worker.log"
+
+
+class ExportJob:
+  """A running (or finished) worker for one prepared export.
+
+  Args:
+    request: the `ExportRequest` written by `pipeline.prepare_export`.
+    on_done: optional callable(manifest) run once the manifest is closed (in the watcher thread).
+  """
+
+  def __init__(self, request, on_done=None):
+    self.request = request
+    self._layout = ExportLayout(request.root)
+    self._directory = self._layout.manifest_dir(request.version)
+    self._on_done = on_done
+    self._manifest = None
+    self._finished = threading.Event()
+    self.returncode = None
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_parent(), env.get("PYTHONPATH")) if p)
+    self._log = open(os.path.join(self._directory, WORKER_LOG), "ab")
+    self._process = subprocess.Popen(
+        [sys.executable, "-m", "tftrt_keras.export_worker", os.path.join(self._directory, REQUEST_FILE)],
+        stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+        start_new_session=True,  # Ctrl-C in the terminal reaches the trainer, which stops us in order
+        preexec_fn=_die_with_parent)
+    self.pid = self._process.pid
+    self._started = time.monotonic()
+    _LIVE_JOBS.add(self)
+    self._watcher = threading.Thread(target=self._watch, name=f"tftrt-export-{request.version}", daemon=True)
+    self._watcher.start()
+
+  @property
+  def version(self):
+    return self.request.version
+
+  def done(self):
+    return self._finished.is_set()
+
+  def wait(self, timeout=None):
+    """Blocks until the worker ended and the manifest is closed; returns the manifest (None on timeout)."""
+    self._finished.wait(timeout)
+    return self._manifest
+
+  def kill(self, reason):
+    """Stops the worker now; its export is recorded as failed with `reason`."""
+    self._kill_reason = reason
+    self._signal(signal.SIGKILL)
+    return self.wait()
+
+  def _signal(self, sig):
+    try:
+      os.killpg(self._process.pid, sig)
+    except ProcessLookupError:
+      pass
+
+  _kill_reason = None
+
+  def _watch(self):
+    timeout = self.request.options.timeout_seconds
+    try:
+      self.returncode = self._process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      self._kill_reason = f"export worker still running after timeout_seconds={timeout:g} and was killed"
+      self._signal(signal.SIGKILL)
+      self.returncode = self._process.wait()
+    self._close()
+
+  def _close(self):
+    self._log.close()
+    try:
+      manifest = read_manifest(self._directory)
+      pending = [n for n, e in manifest["artifacts"].items() if e["status"] == PENDING]
+      if pending or self.returncode != 0:
+        fail_pending(manifest, self._kill_reason or _describe_exit(self.returncode, pending))
+        manifest.setdefault("worker", {})["exit"] = self.returncode
+        write_manifest(self._directory, manifest)
+      self._layout.remove_temps(version=self.version)
+      self._manifest = manifest
+      if self._on_done is not None:
+        self._on_done(manifest)
+    finally:
+      _LIVE_JOBS.discard(self)
+      self._finished.set()
+
+
+@atexit.register
+def _stop_live_workers():
+  """The training process is exiting (Ctrl-C included) with exports still running: stop them in order."""
+  for job in list(_LIVE_JOBS):
+    job.kill("interrupted: the training process exited while this export was running")
+
+
+def _configure_gpu_memory(limit_mb):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  for gpu in tf.config.list_physical_devices("GPU"):
+    if limit_mb:
+      tf.config.set_logical_device_configuration(gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=limit_mb)])
+    else:
+      tf.config.experimental.set_memory_growth(gpu, True)
+
+
+def _ensure_tensorrt_findable(argv):
+  """Re-executes this worker with TensorRT's directory on LD_LIBRARY_PATH when it is installed off-path
+  (the loader reads LD_LIBRARY_PATH only at process start)."""
+  if os.environ.get(_LIBRARY_PATH_DONE):
+    return
+  from tftrt_keras.preflight import check_tensorrt, worker_environment  # pylint: disable=g-import-not-at-top
+  status = check_tensorrt()
+  if status.library_dir_to_add:
+    env = worker_environment(status)
+    env[_LIBRARY_PATH_DONE] = "1"
+    os.execve(sys.executable, [sys.executable, "-m", "tftrt_keras.export_worker"] + argv[1:], env)
+
+
+def main(argv):
+  from tftrt_keras import pipeline  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.conversion_options import DEFAULT_BACKEND  # pylint: disable=g-import-not-at-top
+  request = ExportRequest.read(argv[1])
+  if request.options.backend == DEFAULT_BACKEND:
+    _ensure_tensorrt_findable(argv)
+  _configure_gpu_memory(request.options.gpu_memory_limit_mb)
+  manifest = pipeline.run_export(request)
+  failed = [n for n, e in manifest["artifacts"].items() if e["status"] == FAILED]
+  print(f"tftrt_keras worker: version {request.version} done; failed: {failed or 'none'}", flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))

@@ -1,0 +1,94 @@
+"""Freezing a SavedModel signature into a GraphDef with variables folded into constants."""
+
+import json
+import os
+
+from tftrt_keras.saved_model_signature import load_signature
+
+FROZEN_GRAPH_FILE = "frozen_graph.pb"
+FROZEN_IO_FILE = "frozen_graph.json"
+
+# Ops whose state a frozen graph cannot carry: their initialisers run in the SavedModel's restore path,
+# not in the graph, so a fresh session would fail with "Table not initialized" at the first request.
+_STATEFUL_RESOURCE_OPS = frozenset({
+    "HashTable", "HashTableV2", "MutableHashTable", "MutableHashTableV2", "MutableHashTableOfTensors",
+    "MutableHashTableOfTensorsV2", "MutableDenseHashTable", "MutableDenseHashTableV2", "VarHandleOp",
+    "AnonymousHashTable", "AnonymousMutableHashTable", "AnonymousMutableDenseHashTable",
+})
+
+
+class FreezeRefused(Exception):
+  """The signature cannot be expressed as a self-contained frozen graph; the message says why."""
+
+
+def _all_ops(graph_def):
+  for node in graph_def.node:
+    yield node.op
+  for function in graph_def.library.function:
+    for node in function.node_def:
+      yield node.op
+
+
+def freeze_signature(saved_model_dir, signature_key, output_dir):
+  """Writes `frozen_graph.pb` and `frozen_graph.json` (tensor names, dtypes, shapes) into `output_dir`.
+
+  Returns:
+    The dict stored in `frozen_graph.json`: {"inputs": [...], "outputs": [...]}, each entry with the
+    signature `key`, graph `tensor` name, `dtype` and `shape`.
+
+  Raises:
+    FreezeRefused: the graph keeps state a frozen graph cannot hold (lookup tables, unfoldable variables).
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-import-not-at-top
+  loaded, function, info = load_signature(saved_model_dir, signature_key)
+  frozen = convert_to_constants.convert_variables_to_constants_v2(function)
+  graph_def = frozen.graph.as_graph_def()
+  stateful = sorted(set(_all_ops(graph_def)) & _STATEFUL_RESOURCE_OPS)
+  if stateful:
+    raise FreezeRefused(
+        f"the signature holds state that a frozen graph cannot carry ({', '.join(stateful)}); "
+        "serve the SavedModel (native or TF-TRT) instead")
+  # Placeholders follow the flattened (sorted-key) input signature; outputs the flattened structured outputs.
+  _, input_specs = function.structured_input_signature
+  input_keys = sorted(input_specs)
+  placeholders = [t for t in frozen.inputs if t.dtype != tf.resource]
+  output_keys = sorted(function.structured_outputs)
+  io = {
+      "signature_key": signature_key,
+      "inputs": [dict(info.input(key).to_json(), key=key, tensor=tensor.name)
+                 for key, tensor in zip(input_keys, placeholders)],
+      "outputs": [dict(next(o for o in info.outputs if o.name == key).to_json(), key=key, tensor=tensor.name)
+                  for key, tensor in zip(output_keys, frozen.outputs)],
+  }
+  with open(os.path.join(output_dir, FROZEN_GRAPH_FILE), "wb") as f:
+    f.write(graph_def.SerializeToString())
+  with open(os.path.join(output_dir, FROZEN_IO_FILE), "w") as f:
+    json.dump(io, f, indent=2)
+  del loaded  # kept alive until here on purpose: the function dies with it
+  return io
+
+
+def run_frozen_graph(frozen_dir, feeds):
+  """Runs a frozen graph in a fresh `tf.compat.v1` graph and session, as a TF1 server would.
+
+  Args:
+    frozen_dir: directory with `frozen_graph.pb` and `frozen_graph.json`.
+    feeds: {signature input key: array}.
+
+  Returns:
+    {signature output key: numpy array}.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(frozen_dir, FROZEN_IO_FILE)) as f:
+    io = json.load(f)
+  graph_def = tf.compat.v1.GraphDef()
+  with open(os.path.join(frozen_dir, FROZEN_GRAPH_FILE), "rb") as f:
+    graph_def.ParseFromString(f.read())
+  graph = tf.Graph()
+  with graph.as_default():
+    tf.compat.v1.import_graph_def(graph_def, name="")
+  with tf.compat.v1.Session(graph=graph) as session:
+    fetches = {o["key"]: graph.get_tensor_by_name(o["tensor"]) for o in io["outputs"]}
+    feed_dict = {graph.get_tensor_by_name(i["tensor"]): feeds[i["key"]] for i in io["inputs"]}
+    return session.run(fetches, feed_dict=feed_dict)

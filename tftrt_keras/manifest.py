@@ -1,0 +1,70 @@
+"""`manifest.json`: what one export produced, skipped or failed, and why.
+
+Statuses: `ok`, `skipped` (not attempted: the machine cannot run it, or it was superseded), `failed` (attempted
+and broke; `reason` says how), `rejected` (produced but outside the verification thresholds), and
+`pending` only while a worker is still running (a finished manifest never holds `pending`).
+"""
+
+import datetime
+import json
+import os
+
+MANIFEST_FILE = "manifest.json"
+MANIFEST_VERSION = 1
+OK, SKIPPED, FAILED, REJECTED, PENDING = "ok", "skipped", "failed", "rejected", "pending"
+FINAL_STATUSES = (OK, SKIPPED, FAILED, REJECTED)
+
+
+def utc_now_iso(clock=None):
+  now = clock() if clock else datetime.datetime.now(datetime.timezone.utc)
+  return now.isoformat(timespec="seconds")
+
+
+def new_manifest(version, source, artifact_names, created=None):
+  """A manifest with every requested artifact `pending`."""
+  return {
+      "manifest_version": MANIFEST_VERSION,
+      "version": int(version),
+      "created": created or utc_now_iso(),
+      "source": dict(source),
+      "environment": {},
+      "artifacts": {name: {"status": PENDING, "path": None} for name in artifact_names},
+  }
+
+
+def set_artifact(manifest, name, status, path=None, reason=None, **details):
+  entry = {"status": status, "path": path}
+  if reason:
+    entry["reason"] = reason
+  entry.update(details)
+  manifest["artifacts"][name] = entry
+  return entry
+
+
+def fail_pending(manifest, reason):
+  """Marks every artifact still pending as failed with `reason` (a worker died or was stopped)."""
+  for name, entry in manifest["artifacts"].items():
+    if entry["status"] == PENDING:
+      set_artifact(manifest, name, FAILED, reason=reason)
+
+
+def write_manifest(directory, manifest):
+  """Writes `directory/manifest.json` atomically: readers see the old or the new file, never half of one."""
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, MANIFEST_FILE)
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(manifest, f, indent=2, sort_keys=False)
+    f.write("\n")
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+  return path
+
+
+def read_manifest(path):
+  """Reads a manifest from its file or its directory."""
+  if os.path.isdir(path):
+    path = os.path.join(path, MANIFEST_FILE)
+  with open(path) as f:
+    return json.load(f)

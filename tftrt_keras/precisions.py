@@ -1,0 +1,31 @@
+"""Precisions and the artifact names they produce.
+
+Artifacts are named by backend and precision (`tftrt_fp16`, later `onnx`, `trt_fp16`, ...) so that a new
+backend adds names without changing any other code.
+"""
+
+from tftrt_keras.argument_errors import invalid_argument
+
+PRECISIONS = ("FP32", "FP16", "INT8")
+TFTRT_ARTIFACTS = {p: "tftrt_" + p.lower() for p in PRECISIONS}
+# Artifacts every export has, in the order a manifest lists them.
+BASE_ARTIFACTS = ("native", "frozen", "calibration")
+
+
+def normalize_precisions(precisions, argument="precisions"):
+  """Returns the precisions as an upper-case tuple in canonical order, or raises ValueError."""
+  if isinstance(precisions, str):
+    precisions = [p for p in precisions.split(",") if p.strip()]
+  try:
+    requested = [str(p).strip().upper() for p in precisions]
+  except TypeError:
+    raise invalid_argument(argument, precisions, f"a subset of {PRECISIONS}") from None
+  unknown = [p for p in requested if p not in PRECISIONS]
+  if unknown or not requested and precisions is None:
+    raise invalid_argument(argument, tuple(precisions), f"a subset of {PRECISIONS}")
+  return tuple(p for p in PRECISIONS if p in requested)
+
+
+def artifact_names(precisions):
+  """The manifest keys an export with these precisions has, in order."""
+  return BASE_ARTIFACTS + tuple(TFTRT_ARTIFACTS[p] for p in precisions)
