@@ -1,0 +1,40 @@
+"""Which Keras a model belongs to: Keras 2 (`tf.keras` on TF 2.15, `tf_keras` on TF 2.17) or Keras 3.
+
+One callback class serves both: it subclasses Keras 3's `Callback` where Keras 3 is installed and carries the
+few hooks Keras 2's `CallbackList` asks every callback for, so `tf_keras` on TF 2.17 accepts it too.
+"""
+
+import importlib
+
+
+def _keras3():
+  try:
+    keras = importlib.import_module("keras")
+  except ImportError:
+    return None
+  return keras if keras.__version__.startswith("3.") else None
+
+
+def callback_base():
+  keras3 = _keras3()
+  if keras3 is not None:
+    return keras3.callbacks.Callback
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.keras.callbacks.Callback
+
+
+def is_keras3_model(model):
+  keras3 = _keras3()
+  return keras3 is not None and isinstance(model, keras3.Model)
+
+
+def keras_version(model):
+  """'keras 3.6.0', 'tf_keras 2.17.0', 'tf.keras 2.15.0' – for the manifest."""
+  module = type(model).__module__.split(".")[0]
+  if is_keras3_model(model):
+    return f"keras {_keras3().__version__}"
+  try:
+    package = importlib.import_module("tf_keras" if module == "tf_keras" else "keras")
+    return f"{'tf_keras' if module == 'tf_keras' else 'tf.keras'} {package.__version__}"
+  except ImportError:
+    return "keras (unknown version)"
