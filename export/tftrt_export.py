@@ -1,4 +1,4 @@
-"""tftrt-export: build the frozen graph and TF-TRT variants of an existing SavedModel.
+r"""tftrt-export: build the frozen graph and TF-TRT variants of an existing SavedModel.
 
   tftrt-export --saved_model_dir=/models/resnet --output_dir=/serving/resnet \
       --precisions=FP16,INT8 --calibration_data=calibration.npz
@@ -18,6 +18,7 @@ from absl import flags
 from tftrt_keras import flags as tftrt_flags
 
 FLAGS = flags.FLAGS
+_HELP_ARGS = {"--help", "-help", "-h", "--helpshort", "-?"}
 
 
 def define_flags(flag_values=FLAGS):
@@ -52,6 +53,10 @@ def run_from_flags(flag_values=FLAGS, out=sys.stdout):
     print(json.dumps(manifest, indent=2), file=out)
   else:
     print(summary_table([manifest], root=flag_values.output_dir), file=out)
+    from tftrt_keras.report import verification_table  # pylint: disable=g-import-not-at-top
+    table = verification_table(manifest)
+    if table:
+      print("\n" + table, file=out)
   return 1 if any(e["status"] == FAILED for e in manifest["artifacts"].values()) else 0
 
 
@@ -61,11 +66,28 @@ def main(argv):
   return run_from_flags()
 
 
+def _parse_flags(argv):
+  """absl's parser, but a bad or missing flag exits with 2 (bad arguments), as every other argument error does;
+  absl's own parser exits with 1, which this tool uses for a failed artifact."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as err:
+    print(f"tftrt-export: {err}\nPass --help to see the flags.", file=sys.stderr)
+    sys.exit(2)
+
+
 def run():
   """Console-script entry point (`tftrt-export`)."""
   define_flags()
+  if _HELP_ARGS & set(sys.argv[1:]):
+    # absl's --help lists the flags of the __main__ module only; a console script's are defined here and in
+    # tftrt_keras.flags, so it would list none of them.
+    print(__doc__)
+    print(FLAGS.module_help(__name__))
+    print(FLAGS.module_help(tftrt_flags.__name__))
+    return 0
   flags.mark_flags_as_required(["saved_model_dir", "output_dir"])
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

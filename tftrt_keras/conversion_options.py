@@ -28,6 +28,12 @@ def _check_positive_number(name, value, *, allow_none):
     raise invalid_argument(name, value, expected)
 
 
+def _check_fraction(name, value, expected, *, upper):
+  if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0
+      or (upper is not None and not value <= upper)):
+    raise invalid_argument(name, value, expected)
+
+
 @dataclasses.dataclass(frozen=True)
 class ConversionOptions:
   """What to build and how; every field is checked in `__post_init__`.
@@ -44,6 +50,18 @@ class ConversionOptions:
       to TensorRT (the TensorFlow/TensorRT memory split). None: TensorFlow grows on demand.
     timeout_seconds: a worker still running after this long is killed and its export recorded as failed.
     backend: `module:attribute` of the conversion backend.
+    verify: run every produced artifact on the held-out verification samples, compare it with the normal
+      export and time it (see `tftrt_keras.verification`); an artifact outside its thresholds is `rejected`.
+    verify_tolerance_frozen, verify_tolerance_fp32, verify_tolerance_fp16, verify_tolerance_int8: the largest
+      allowed error of a float output, relative to the output's scale: max |artifact - normal| / max |normal|.
+      FP32 allows 1e-3 rather than 1e-5 because TensorRT and TensorFlow both use TF32 matmuls on Ampere and
+      newer GPUs, and their kernels round differently; the frozen graph runs in TensorFlow itself. INT8 uses
+      its tolerance only for outputs that are not classifier-like (see `verify_min_agreement`).
+    verify_min_agreement: smallest fraction of verification samples on which an artifact must agree with the
+      normal export: on the top-1 class of classifier-like outputs (rank-2 float, more than one column) under
+      INT8, and on the exact value of integer, boolean and string outputs under every precision.
+    verify_warmup_runs: untimed calls before latency is measured (after the timed first call).
+    verify_timed_runs: timed calls per batch size; median and p99 come from these.
   """
 
   precisions: tuple = PRECISIONS
@@ -55,6 +73,14 @@ class ConversionOptions:
   gpu_memory_limit_mb: int = None
   timeout_seconds: float = None
   backend: str = DEFAULT_BACKEND
+  verify: bool = True
+  verify_tolerance_frozen: float = 1e-5
+  verify_tolerance_fp32: float = 1e-3
+  verify_tolerance_fp16: float = 1e-2
+  verify_tolerance_int8: float = 1e-1
+  verify_min_agreement: float = 0.98
+  verify_warmup_runs: int = 3
+  verify_timed_runs: int = 20
 
   def __post_init__(self):
     object.__setattr__(self, "precisions", normalize_precisions(self.precisions))
@@ -68,6 +94,17 @@ class ConversionOptions:
       raise invalid_argument("require_tensorrt", self.require_tensorrt, "True or False")
     if not isinstance(self.backend, str) or ":" not in self.backend:
       raise invalid_argument("backend", self.backend, "a 'module:attribute' string")
+    if not isinstance(self.verify, bool):
+      raise invalid_argument("verify", self.verify, "True or False")
+    for name in ("verify_tolerance_frozen", "verify_tolerance_fp32", "verify_tolerance_fp16",
+                 "verify_tolerance_int8"):
+      _check_fraction(name, getattr(self, name), "a non-negative number (error relative to the output's scale)",
+                      upper=None)
+    _check_fraction("verify_min_agreement", self.verify_min_agreement, "a fraction between 0 and 1", upper=1)
+    _check_positive_int("verify_timed_runs", self.verify_timed_runs, allow_none=False)
+    if (isinstance(self.verify_warmup_runs, bool) or not isinstance(self.verify_warmup_runs, numbers.Integral)
+        or self.verify_warmup_runs < 0):
+      raise invalid_argument("verify_warmup_runs", self.verify_warmup_runs, "zero or a positive integer")
 
   def to_json(self):
     data = dataclasses.asdict(self)

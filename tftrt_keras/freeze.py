@@ -44,15 +44,26 @@ def freeze_signature(saved_model_dir, signature_key, output_dir):
   loaded, function, info = load_signature(saved_model_dir, signature_key)
   frozen = convert_to_constants.convert_variables_to_constants_v2(function)
   graph_def = frozen.graph.as_graph_def()
-  stateful = sorted(set(_all_ops(graph_def)) & _STATEFUL_RESOURCE_OPS)
-  if stateful:
+  ops = set(_all_ops(graph_def))
+  stateful = sorted(ops & _STATEFUL_RESOURCE_OPS)
+  # A captured resource that could not be folded (a lookup table, mostly: its HashTable op lives in the
+  # SavedModel's restore path, not in the signature) stays a `resource` placeholder of the frozen graph.
+  captured = [t for t in frozen.inputs if t.dtype == tf.resource]
+  if stateful or captured:
+    users = sorted({op for op in ops if op.startswith(("LookupTable", "MutableHashTable"))} | set(stateful))
     raise FreezeRefused(
-        f"the signature holds state that a frozen graph cannot carry ({', '.join(stateful)}); "
+        f"the signature holds state that a frozen graph cannot carry ({', '.join(users) or 'captured resources'}; "
+        f"{len(captured)} captured resource(s) such as lookup tables that only the SavedModel initialises); "
         "serve the SavedModel (native or TF-TRT) instead")
   # Placeholders follow the flattened (sorted-key) input signature; outputs the flattened structured outputs.
   _, input_specs = function.structured_input_signature
   input_keys = sorted(input_specs)
   placeholders = [t for t in frozen.inputs if t.dtype != tf.resource]
+  for key, tensor in zip(input_keys, placeholders):
+    # Names, not positions, tie the frozen graph to the signature; a dtype mismatch means the order broke.
+    if tensor.dtype != input_specs[key].dtype:
+      raise RuntimeError(f"frozen input {tensor.name} ({tensor.dtype.name}) does not match signature input "
+                         f"{key!r} ({input_specs[key].dtype.name})")
   output_keys = sorted(function.structured_outputs)
   io = {
       "signature_key": signature_key,

@@ -55,6 +55,9 @@ def export_saved_model(saved_model_dir, output_dir, *, signature_key=DEFAULT_SIG
     TensorRTUnavailableError: `options.require_tensorrt` and TF-TRT cannot run here.
   """
   options = options or ConversionOptions()
+  if not isinstance(options, ConversionOptions):
+    raise invalid_argument("options", options, "a tftrt_keras.ConversionOptions")
+  _check_output_dir(output_dir)
   loaded, _, signature = load_signature(saved_model_dir, signature_key)
   del loaded
   samples = _samples_from(calibration_data, signature)
@@ -66,7 +69,12 @@ def export_saved_model(saved_model_dir, output_dir, *, signature_key=DEFAULT_SIG
   if options.require_tensorrt:
     require_tensorrt_or_raise()
   layout = ExportLayout(output_dir)
-  layout.ensure_root()
+  try:
+    layout.ensure_root()
+  except ValueError as err:
+    # The file system refused what `_check_output_dir` could not foresee (sysfs, a full disk, ...).
+    raise invalid_argument("output_dir", str(output_dir), "a directory this process can create and write",
+                           hint=f"{err.__cause__ or err}") from err
   with RootLock(layout):
     layout.recover_interrupted()
     version = layout.next_version()
@@ -80,6 +88,27 @@ def export_saved_model(saved_model_dir, output_dir, *, signature_key=DEFAULT_SIG
     scheduler = ExportScheduler(exports_to_keep=exports_to_keep)
     scheduler.submit(request, blocking=True)
     return scheduler.finished[-1]
+
+
+def _check_output_dir(output_dir):
+  """Raises ValueError unless `output_dir` is, or can be created as, a directory this process writes into.
+
+  Checked before anything is written, so a bad path leaves the file system as it was.
+  """
+  if not isinstance(output_dir, (str, os.PathLike)) or not os.fspath(output_dir):
+    raise invalid_argument("output_dir", output_dir, "the path of a directory to write the export into")
+  path = os.path.abspath(os.fspath(output_dir))
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise invalid_argument("output_dir", str(output_dir), "a directory (this path is an existing file)")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise invalid_argument("output_dir", str(output_dir), "a directory this process can create and write",
+                           hint=f"It cannot be created: {existing} is a file, not a directory.")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise invalid_argument("output_dir", str(output_dir), "a directory this process can create and write",
+                           hint=f"{existing} is not writable (permissions or a read-only file system).")
 
 
 def calibration_data_batches(samples, batch_size):

@@ -13,16 +13,24 @@ BASE_ARTIFACTS = ("native", "frozen", "calibration")
 
 
 def normalize_precisions(precisions, argument="precisions"):
-  """Returns the precisions as an upper-case tuple in canonical order, or raises ValueError."""
-  if isinstance(precisions, str):
-    precisions = [p for p in precisions.split(",") if p.strip()]
+  """Returns the precisions as an upper-case tuple in canonical order, or raises ValueError.
+
+  Accepts a sequence ("FP16", "INT8") or a comma-separated string ("fp16,int8"); case and duplicates do not
+  matter. An empty selection is allowed: the export then has the frozen graph and no TF-TRT variant.
+  """
   try:
-    requested = [str(p).strip().upper() for p in precisions]
+    items = precisions.split(",") if isinstance(precisions, str) else list(precisions)
   except TypeError:
     raise invalid_argument(argument, precisions, f"a subset of {PRECISIONS}") from None
+  if not all(isinstance(p, str) for p in items):
+    raise invalid_argument(argument, precisions if isinstance(precisions, str) else tuple(items),
+                           f"a subset of {PRECISIONS}")
+  requested = [p.strip().upper() for p in items if p.strip()]
   unknown = [p for p in requested if p not in PRECISIONS]
-  if unknown or not requested and precisions is None:
-    raise invalid_argument(argument, tuple(precisions), f"a subset of {PRECISIONS}")
+  if unknown:
+    received = precisions if isinstance(precisions, str) else tuple(items)
+    raise invalid_argument(argument, received, f"a subset of {PRECISIONS}",
+                           hint=f"Unknown: {', '.join(unknown)}.")
   return tuple(p for p in PRECISIONS if p in requested)
 
 

@@ -165,23 +165,53 @@ def check_tensorrt():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   linked, loaded, enabled = _tftrt_probe()
   gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-  libraries = find_tensorrt_libraries()
-  status = TensorRTStatus(tf.__version__, linked, loaded, enabled, gpus, libraries)
+  return diagnose(tf.__version__, linked, loaded, enabled, gpus, find_tensorrt_libraries())
+
+
+def diagnose(tensorflow_version, linked, loaded, enabled, gpus, libraries):
+  """The report for these facts: what is wrong and the exact fix. Pure: no TensorFlow, no file system.
+
+  Args:
+    tensorflow_version: `tf.__version__`.
+    linked: TensorRT version TensorFlow was built against, e.g. (8, 6, 1); () when built without TF-TRT.
+    loaded: TensorRT version actually loaded; () when none.
+    enabled: whether TensorFlow could load TensorRT (`is_tensorrt_enabled()`).
+    gpus: names of the GPUs TensorFlow sees.
+    libraries: `TensorRTLibrary` records found on disk.
+
+  Returns:
+    A `TensorRTStatus`.
+  """
+  linked, loaded = tuple(linked or ()), tuple(loaded or ())
+  status = TensorRTStatus(tensorflow_version, linked, loaded, enabled, list(gpus), list(libraries))
   linked_text = ".".join(map(str, linked))
   if not linked:
-    status.problems.append(f"TensorFlow {tf.__version__} has no TF-TRT (TF-TRT exists in TensorFlow 2.15-2.17)")
+    status.problems.append(f"TensorFlow {tensorflow_version} has no TF-TRT (TF-TRT exists in TensorFlow 2.15-2.17)")
     status.fixes.append('pip install "tensorflow[and-cuda]==2.17.1" (or use an NVIDIA TensorFlow container)')
   elif not enabled:
     match = compatible_library(libraries, linked)
-    if match and not match.on_loader_path:
+    wanted = _linked_file_name("libnvinfer", linked)
+    exact_on_path = any(lib.on_loader_path and os.path.basename(lib.path) == wanted for lib in libraries)
+    if match and not exact_on_path:
+      # Either off the loader path, or on it under another name (the pip wheel's `libnvinfer.so.8`) while
+      # TensorFlow dlopens `libnvinfer.so.8.6.1`: both read "Could not find TensorRT".
       status.library_dir_to_add = os.path.dirname(match.path)
+      where = ("is not on the loader path" if not match.on_loader_path else
+               f"is on the loader path under another name, and TensorFlow dlopens {wanted}")
       status.problems.append(
-          f"TensorRT {'.'.join(map(str, match.version))} is installed at {match.path} but is not on the "
-          "loader path (\"TF-TRT Warning: Could not find TensorRT\")")
-      status.fixes.append(f"the export worker adds {status.library_dir_to_add} to LD_LIBRARY_PATH by itself; "
-                          f"for your own processes: export LD_LIBRARY_PATH={status.library_dir_to_add}:$LD_LIBRARY_PATH")
+          f"TensorRT {'.'.join(map(str, match.version))} is installed at {match.path} but {where} "
+          "(\"TF-TRT Warning: Could not find TensorRT\")")
+      status.fixes.append(f"the export worker makes it findable by itself (LD_LIBRARY_PATH, with a {wanted} "
+                          f"link when the name differs); for your own processes: export "
+                          f"LD_LIBRARY_PATH={status.library_dir_to_add}:$LD_LIBRARY_PATH")
+    elif match:
+      status.problems.append(
+          f"TensorRT {linked_text} is installed at {match.path} and on the loader path, yet TensorFlow could not "
+          "load it (a library it needs, such as libcudart, libcublas or libnvinfer_plugin, is missing)")
+      status.fixes.append("run `LD_DEBUG=libs python -c \"import tensorflow\"` to see which library fails to load, "
+                          "and install the CUDA version this TensorFlow was built for")
     elif libraries and not match:
-      found = ", ".join(".".join(map(str, lib.version)) for lib in libraries)
+      found = ", ".join(f"{'.'.join(map(str, lib.version))} ({lib.path})" for lib in libraries)
       status.problems.append(
           f"TensorRT {found} is installed, but this TensorFlow is linked against TensorRT {linked_text}; "
           "they are not compatible")
@@ -222,8 +252,12 @@ def loader_dirs_for(status, cache_dir=None):
   link_dir = os.path.join(cache_dir, "tensorrt-" + ".".join(map(str, status.tensorrt_linked)))
   os.makedirs(link_dir, exist_ok=True)
   for base in ("libnvinfer", "libnvinfer_plugin"):
-    candidates = sorted(glob.glob(os.path.join(source, base + ".so.*")))
-    candidates = [c for c in candidates if parse_libnvinfer_version(os.path.basename(c).replace(base, "libnvinfer"))]
+    candidates = []
+    for path in sorted(glob.glob(os.path.join(source, base + ".so.*"))):
+      version = parse_libnvinfer_version(os.path.basename(path).replace(base, "libnvinfer", 1))
+      # Only a library of the linked major version can stand in (never TensorRT 10 for 8.6).
+      if version and version[0] == status.tensorrt_linked[0]:
+        candidates.append(path)
     if not candidates:
       continue
     link = os.path.join(link_dir, _linked_file_name(base, status.tensorrt_linked))

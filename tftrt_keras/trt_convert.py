@@ -40,6 +40,7 @@ class TfTrtBackend:
     if reason:
       raise ConversionUnavailable(reason)
     from tensorflow.python.compiler.tensorrt import trt_convert as trt  # pylint: disable=g-import-not-at-top
+    import numpy as np  # pylint: disable=g-import-not-at-top
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
     # TF-TRT calls the signature with each yielded dict as keyword arguments.
@@ -49,9 +50,35 @@ class TfTrtBackend:
           yield {name: tf.constant(value) for name, value in batch.items()}
       return input_fn
 
+    try:
+      converter = self._converter(trt, saved_model_dir, signature_key, precision, options)
+    except RuntimeError as err:
+      # "Tensorflow has not been built with TensorRT support" / an unloadable TensorRT: this machine, not
+      # this model, is the problem.
+      raise ConversionUnavailable(f"TF-TRT refused to start: {err}") from err
+    if precision == "INT8":
+      if not calibration_batches:
+        raise ValueError("INT8 conversion needs calibration batches and none were given")
+      # TF-TRT wants every calibration batch to have one shape; the last batch of a split is often short.
+      shape = {name: np.shape(value) for name, value in calibration_batches[0].items()}
+      same_shape = [b for b in calibration_batches if {n: np.shape(v) for n, v in b.items()} == shape]
+      # With dynamic shapes TF-TRT stores the calibration function and calibrates inside `build()`.
+      converter.convert(calibration_input_fn=feeds(same_shape))
+      # build() is what calibrates in dynamic-shape mode, so INT8 always builds (on the calibration shapes at
+      # least); save() refuses an uncalibrated INT8 model.
+      build_batches = build_batches or same_shape
+    else:
+      converter.convert()
+    if build_batches:
+      converter.build(input_fn=feeds(build_batches))
+    converter.save(output_dir)
+
+  @staticmethod
+  def _converter(trt, saved_model_dir, signature_key, precision, options):
+    """The TF-TRT converter for one precision."""
     # Several batch sizes (1 .. max_batch_size) must share engines: dynamic shapes with a "Range" profile
     # cover every size between the smallest and largest shape seen in `build()`.
-    converter = trt.TrtGraphConverterV2(
+    return trt.TrtGraphConverterV2(
         input_saved_model_dir=saved_model_dir,
         input_saved_model_signature_key=signature_key,
         precision_mode=precision,
@@ -62,11 +89,3 @@ class TfTrtBackend:
         use_dynamic_shape=True,
         dynamic_shape_profile_strategy="Range",
         allow_build_at_runtime=True)
-    if precision == "INT8":
-      converter.convert(calibration_input_fn=feeds(calibration_batches))
-    else:
-      converter.convert()
-    if build_batches:
-      converter.build(input_fn=feeds(build_batches))
-    converter.save(output_dir)
-

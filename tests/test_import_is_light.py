@@ -1,0 +1,45 @@
+"""`import tftrt_keras` pulls in no TensorRT and no TF-TRT module (they load on first conversion only).
+
+Checked in a fresh interpreter: this test process has long imported TensorFlow, and `import tensorflow` itself
+registers `tf.experimental.tensorrt`, so only a process that has not imported TensorFlow can tell.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+HEAVY = ("tensorflow.python.compiler.tensorrt", "tensorflow.compiler.tf2tensorrt", "tensorrt")
+
+_PROBE = """
+import json, sys
+{imports}
+heavy = {heavy!r}
+print(json.dumps({{
+    "trt": sorted(m for m in sys.modules if any(m == h or m.startswith(h + ".") for h in heavy)),
+    "tensorflow": "tensorflow" in sys.modules,
+}}))
+"""
+
+
+def _modules_after(imports):
+  result = subprocess.run([sys.executable, "-c", _PROBE.format(imports=imports, heavy=HEAVY)],
+                          capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_import_tftrt_keras_loads_no_tensorrt_and_no_tensorflow():
+  loaded = _modules_after("import tftrt_keras\nassert tftrt_keras.__version__")
+  assert loaded == {"trt": [], "tensorflow": False}
+
+
+def test_the_export_machinery_loads_no_tensorrt_at_import():
+  """The modules the trainer imports to schedule exports, and the one TF-TRT module itself, import lazily."""
+  loaded = _modules_after("import tftrt_keras.pipeline, tftrt_keras.offline_export, tftrt_keras.export_worker, "
+                          "tftrt_keras.export_scheduler, tftrt_keras.freeze, tftrt_keras.trt_convert, "
+                          "tftrt_keras.preflight\nfrom tftrt_keras import check_tensorrt, ConversionOptions")
+  assert loaded == {"trt": [], "tensorflow": False}

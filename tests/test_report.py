@@ -1,0 +1,126 @@
+"""The verification report: the printed table, report.md, latency.png and TensorBoard scalars."""
+
+import struct
+
+import numpy as np
+import pytest
+
+from tftrt_keras import report
+
+
+def _latency(p50, first):
+  return [{"batch_size": 1, "first_call_ms": first, "p50_ms": p50, "p99_ms": p50 * 1.5, "timed_runs": 5,
+           "samples_per_second": 1000.0 / p50},
+          {"batch_size": 8, "first_call_ms": first * 2, "p50_ms": p50 * 2, "p99_ms": p50 * 3, "timed_runs": 5,
+           "samples_per_second": 8000.0 / (p50 * 2)}]
+
+
+def _manifest():
+  thresholds_fp16 = {"max_relative_error": 0.01, "min_agreement": 0.98, "classifier_judged_by": "max_relative_error"}
+  thresholds_int8 = dict(thresholds_fp16, max_relative_error=0.1, classifier_judged_by="top1_agreement")
+  return {
+      "version": 7, "signature_key": "serving_default",
+      "verification": {"samples": 16, "batch_sizes": [1, 8], "warmup_runs": 1, "timed_runs": 5,
+                       "servable": ["native", "tftrt_fp16"], "rejected": ["tftrt_int8"], "unverified": []},
+      "artifacts": {
+          "native": {"status": "ok", "path": "../../7", "verification": {"samples": 16, "latency": _latency(2.0, 40.0)}},
+          "frozen": {"status": "skipped", "path": None, "reason": "holds a lookup table"},
+          "calibration": {"status": "ok", "path": "../../calibration/7"},
+          "tftrt_fp16": {"status": "ok", "path": "../../tftrt_fp16/7", "verification": {
+              "samples": 16, "precision": "FP16", "thresholds": thresholds_fp16, "passed": True, "reason": None,
+              "outputs": {"logits": {"max_abs_error": 0.0125, "max_relative_error": 0.0025, "top1_agreement": 1.0},
+                          "ids": {"agreement": 1.0}},
+              "latency": _latency(0.5, 900.0)}},
+          "tftrt_int8": {"status": "rejected", "path": "../../tftrt_int8/7",
+                         "reason": "verification failed: output `logits`: top-1 agreement 0.75 < 0.98 (INT8 threshold)",
+                         "verification": {
+                             "samples": 16, "precision": "INT8", "thresholds": thresholds_int8, "passed": False,
+                             "reason": "verification failed: output `logits`: top-1 agreement 0.75 < 0.98 "
+                                       "(INT8 threshold)",
+                             "outputs": {"logits": {"max_abs_error": 1.5, "max_relative_error": 0.3,
+                                                    "top1_agreement": 0.75}},
+                             "latency": _latency(0.25, 1200.0)}},
+      },
+  }
+
+
+def _table_rows(text):
+  lines = text.splitlines()
+  return {line.split()[0]: line.split() for line in lines[2:] if line.strip() and ":" not in line.split()[0]}
+
+
+@pytest.mark.unit
+def test_table_has_one_row_per_verified_artifact_with_worst_figures():
+  text = report.verification_table(_manifest())
+  assert text.splitlines()[0].split() == [
+      "artifact", "status", "max", "abs", "err", "max", "rel", "err", "top-1", "b1", "p50", "ms", "b1", "p99", "ms",
+      "b1", "first", "ms", "b8", "p50", "ms", "b8", "p99", "ms", "b8", "first", "ms", "b8", "samples/s"]
+  rows = _table_rows(text)
+  assert list(rows) == ["native", "tftrt_fp16", "tftrt_int8"]  # the skipped frozen graph has nothing to show
+  assert rows["native"][:5] == ["native", "ok", "reference", "reference", "reference"]
+  assert rows["tftrt_fp16"][:9] == ["tftrt_fp16", "ok", "0.0125", "0.0025", "1", "0.5", "0.75", "900", "1"]
+  assert rows["tftrt_int8"][1:5] == ["rejected", "1.5", "0.3", "0.75"]
+  assert rows["tftrt_int8"][-1] == "16000"  # 8 samples in 0.5 ms
+  assert "tftrt_int8: rejected: verification failed: output `logits`: top-1 agreement 0.75 < 0.98" in text
+
+
+@pytest.mark.unit
+def test_table_without_verification_is_empty_or_says_why():
+  manifest = _manifest()
+  for entry in manifest["artifacts"].values():
+    entry.pop("verification", None)
+  manifest.pop("verification")
+  assert report.verification_table(manifest) == ""
+  manifest["verification"] = {"skipped": "verification turned off (ConversionOptions.verify=False)"}
+  assert report.verification_table(manifest) == "verification: verification turned off (ConversionOptions.verify=False)"
+
+
+def _png_size(data):
+  assert data[:8] == b"\x89PNG\r\n\x1a\n"
+  assert data[12:16] == b"IHDR"
+  return struct.unpack(">II", data[16:24])
+
+
+@pytest.mark.unit
+def test_write_report_writes_markdown_and_a_readable_latency_chart(tmp_path):
+  import matplotlib.image  # pylint: disable=g-import-not-at-top
+  written = report.write_report(_manifest(), str(tmp_path))
+  markdown = (tmp_path / "report.md").read_text()
+  assert written == {"report": str(tmp_path / "report.md"), "latency_plot": str(tmp_path / "latency.png")}
+  assert markdown.startswith("# Export 7: verification")
+  assert "| tftrt_int8 | rejected | 1.5 | 0.3 | 0.75 |" in markdown
+  assert "- frozen: skipped (holds a lookup table)" in markdown
+  assert "| tftrt_int8 | logits | 1.5 | 0.3 | 0.75 | - | top-1 >= 0.98 |" in markdown
+  assert "| tftrt_fp16 | ids | - | - | - | 1 | agreement >= 0.98 |" in markdown
+  assert "![latency](latency.png)" in markdown
+  width, height = _png_size((tmp_path / "latency.png").read_bytes())
+  assert 400 <= width <= 3000 and 300 <= height <= 2000
+  pixels = matplotlib.image.imread(str(tmp_path / "latency.png"))
+  assert pixels.shape[:2] == (height, width) and float(np.std(pixels)) > 0.05  # drawn, not a blank canvas
+
+
+@pytest.mark.unit
+def test_report_of_a_skipped_verification_says_so_and_has_no_chart(tmp_path):
+  manifest = {"version": 3, "artifacts": {"native": {"status": "ok"}},
+              "verification": {"skipped": "verification turned off (ConversionOptions.verify=False)"}}
+  written = report.write_report(manifest, str(tmp_path))
+  assert list(written) == ["report"]
+  assert "Not verified: verification turned off" in (tmp_path / "report.md").read_text()
+  assert not (tmp_path / "latency.png").exists()
+
+
+@pytest.mark.tf
+def test_tensorboard_scalars_match_the_manifest(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  written = report.write_tensorboard_scalars(_manifest(), str(tmp_path), step=42)
+  found = {}
+  for path in tmp_path.glob("events.out.tfevents.*"):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for value in event.summary.value:
+        found[value.tag] = (event.step, float(tf.make_ndarray(value.tensor)))
+  assert found["verification/tftrt_int8/top1_agreement"] == (42, pytest.approx(0.75))
+  assert found["verification/tftrt_int8/max_abs_error"] == (42, pytest.approx(1.5))
+  assert found["verification/tftrt_fp16/latency_p50_ms_batch1"] == (42, pytest.approx(0.5))
+  assert found["verification/native/latency_p50_ms_batch8"] == (42, pytest.approx(4.0))
+  assert "verification/native/max_abs_error" not in found  # the reference has no error to report
+  assert set(found) == set(written)

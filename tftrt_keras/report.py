@@ -1,0 +1,245 @@
+"""What verification found, for people: a table (printed by `tftrt-export`, and in `report.md`), a latency chart
+(`latency.png`) and TensorBoard scalars. Everything here reads a manifest only; nothing loads a model.
+"""
+
+import os
+
+REPORT_FILE = "report.md"
+LATENCY_PLOT_FILE = "latency.png"
+_RUNNABLE_ORDER = ("native", "frozen")
+
+
+def _worst(entry):
+  """(max abs error, max relative error, min top-1 agreement) over an artifact's outputs; None when absent."""
+  outputs = (entry.get("verification") or {}).get("outputs") or {}
+  abs_errors = [o["max_abs_error"] for o in outputs.values() if "max_abs_error" in o]
+  rel_errors = [o["max_relative_error"] for o in outputs.values() if "max_relative_error" in o]
+  top1 = [o["top1_agreement"] for o in outputs.values() if "top1_agreement" in o]
+  return (max(abs_errors) if abs_errors else None, max(rel_errors) if rel_errors else None,
+          min(top1) if top1 else None)
+
+
+def _latency_at(entry, batch_size):
+  for row in (entry.get("verification") or {}).get("latency") or []:
+    if row["batch_size"] == batch_size:
+      return row
+  return None
+
+
+def _number(value, digits=4):
+  if value is None:
+    return "-"
+  if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+    return str(value)
+  return f"{value:.{digits}g}"
+
+
+def verified_artifacts(manifest):
+  """Names of the artifacts verification ran (or tried to run), the normal export first."""
+  names = [n for n, e in manifest["artifacts"].items() if "verification" in e]
+  return sorted(names, key=lambda n: (_RUNNABLE_ORDER.index(n) if n in _RUNNABLE_ORDER else len(_RUNNABLE_ORDER)))
+
+
+def verification_rows(manifest):
+  """The verification table as rows of strings (header first), or [] when the manifest has no verification."""
+  summary = manifest.get("verification") or {}
+  names = verified_artifacts(manifest)
+  if not names:
+    return []
+  batch_sizes = summary.get("batch_sizes") or [1]
+  header = ["artifact", "status", "max abs err", "max rel err", "top-1"]
+  for size in batch_sizes:
+    header += [f"b{size} p50 ms", f"b{size} p99 ms", f"b{size} first ms"]
+  header.append(f"b{batch_sizes[-1]} samples/s")
+  rows = [header]
+  for name in names:
+    entry = manifest["artifacts"][name]
+    verification = entry["verification"]
+    if name == "native":
+      errors = ["reference", "reference", "reference"]
+    elif "error" in verification:
+      errors = ["error", "error", "error"]
+    else:
+      errors = [_number(v) for v in _worst(entry)]
+    row = [name, entry["status"]] + errors
+    for size in batch_sizes:
+      latency = _latency_at(entry, size) or {}
+      row += [_number(latency.get("p50_ms")), _number(latency.get("p99_ms")), _number(latency.get("first_call_ms"))]
+    row.append(_number((_latency_at(entry, batch_sizes[-1]) or {}).get("samples_per_second"), 6))
+    rows.append(row)
+  return rows
+
+
+def verification_table(manifest):
+  """Fixed-width text table of verification results, as `tftrt-export` prints it ("" when there are none)."""
+  rows = verification_rows(manifest)
+  if not rows:
+    summary = manifest.get("verification") or {}
+    reason = summary.get("skipped") or summary.get("error")
+    return f"verification: {reason}" if reason else ""
+  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+  lines = []
+  for i, row in enumerate(rows):
+    lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    if i == 0:
+      lines.append("  ".join("-" * width for width in widths))
+  notes = _notes(manifest)
+  return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def _notes(manifest):
+  """One line per rejected or unverifiable artifact: why."""
+  notes = []
+  for name in verified_artifacts(manifest):
+    verification = manifest["artifacts"][name]["verification"]
+    if "error" in verification:
+      notes.append(f"{name}: could not be verified: {verification['error']}")
+    elif verification.get("passed") is False:
+      notes.append(f"{name}: rejected: {verification['reason']}")
+  error = (manifest.get("verification") or {}).get("error")
+  if error:
+    notes.append(f"verification stopped: {error}")
+  return notes
+
+
+def _markdown_table(rows):
+  lines = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
+  lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows[1:]]
+  return lines
+
+
+def render_markdown(manifest, latency_plot=LATENCY_PLOT_FILE):
+  """`report.md`'s text: the verification table, per-output figures and thresholds, what was not verified."""
+  summary = manifest.get("verification") or {}
+  lines = [f"# Export {manifest['version']}: verification", ""]
+  if summary.get("skipped"):
+    return "\n".join(lines + [f"Not verified: {summary['skipped']}.", ""])
+  lines.append(f"Compared with the normal export (signature `{manifest.get('signature_key', 'serving_default')}`) "
+               f"on {summary.get('samples', 0)} held-out samples that INT8 calibration never saw. Latency: "
+               f"first call timed alone, then {summary.get('warmup_runs')} warm-up calls, then median (p50) and "
+               f"p99 over {summary.get('timed_runs')} calls per batch size.")
+  lines.append("")
+  rows = verification_rows(manifest)
+  if rows:
+    lines += _markdown_table(rows) + [""]
+  notes = _notes(manifest)
+  if notes:
+    lines += ["## Not servable or not verified", ""] + [f"- {note}" for note in notes] + [""]
+  not_run = [(n, e) for n, e in manifest["artifacts"].items() if "verification" not in e and n != "calibration"]
+  if not_run:
+    lines += ["## Not produced", ""]
+    lines += [f"- {n}: {e['status']}" + (f" ({e['reason']})" if e.get("reason") else "") for n, e in not_run]
+    lines.append("")
+  details = [n for n in verified_artifacts(manifest) if (manifest["artifacts"][n]["verification"].get("outputs"))]
+  if details:
+    lines += ["## Per output", ""]
+    lines += _markdown_table([["artifact", "output", "max abs err", "max rel err", "top-1", "agreement",
+                               "threshold"]] + [
+        [name, output, _number(f.get("max_abs_error")), _number(f.get("max_relative_error")),
+         _number(f.get("top1_agreement")), _number(f.get("agreement")),
+         _threshold_text(manifest["artifacts"][name]["verification"], f)]
+        for name in details
+        for output, f in sorted(manifest["artifacts"][name]["verification"]["outputs"].items())])
+    lines.append("")
+  if latency_plot:
+    lines += [f"![latency]({latency_plot})", ""]
+  return "\n".join(lines)
+
+
+def _threshold_text(verification, figures):
+  thresholds = verification["thresholds"]
+  if "agreement" in figures:
+    return f"agreement >= {thresholds['min_agreement']:g}"
+  if "top1_agreement" in figures and thresholds["classifier_judged_by"] == "top1_agreement":
+    return f"top-1 >= {thresholds['min_agreement']:g}"
+  return f"rel err <= {thresholds['max_relative_error']:g}"
+
+
+def plot_latency(manifest, path):
+  """Writes a PNG: per batch size, p50 / p99 / first-call latency of each verified artifact (log scale).
+
+  Uses matplotlib's Agg canvas directly (no pyplot), so it neither needs a display nor changes the backend of a
+  process that already uses pyplot.
+  """
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  summary = manifest.get("verification") or {}
+  batch_sizes = summary.get("batch_sizes") or [1]
+  names = [n for n in verified_artifacts(manifest) if manifest["artifacts"][n]["verification"].get("latency")]
+  figure = Figure(figsize=(4 + 1.2 * max(1, len(names)) * len(batch_sizes), 4.5), dpi=100)
+  FigureCanvasAgg(figure)
+  axes = figure.subplots(1, len(batch_sizes), squeeze=False)[0]
+  series = (("p50_ms", "p50", "#4c72b0"), ("p99_ms", "p99", "#dd8452"), ("first_call_ms", "first call", "#8c8c8c"))
+  for ax, size in zip(axes, batch_sizes):
+    x = np.arange(len(names))
+    for i, (key, label, color) in enumerate(series):
+      values = [(_latency_at(manifest["artifacts"][n], size) or {}).get(key) or 0.0 for n in names]
+      ax.bar(x + (i - 1) * 0.27, values, width=0.27, label=label, color=color)
+    ax.set_xticks(x)
+    ax.set_xticklabels([n + ("\n(rejected)" if manifest["artifacts"][n]["status"] == "rejected" else "")
+                        for n in names], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("latency (ms, log scale)")
+    ax.set_title(f"batch size {size}")
+    ax.grid(axis="y", which="both", alpha=0.3)
+  axes[0].legend(fontsize=8)
+  figure.suptitle(f"Export {manifest['version']}: latency per artifact")
+  figure.tight_layout()
+  figure.savefig(path, format="png")
+  return path
+
+
+def write_report(manifest, directory):
+  """Writes `report.md` and `latency.png` into `directory` (the export's manifest directory).
+
+  Returns:
+    {"report": path of report.md, "latency_plot": path of latency.png (absent when nothing was timed)}.
+  """
+  written = {}
+  has_latency = any((e.get("verification") or {}).get("latency") for e in manifest["artifacts"].values())
+  if has_latency:
+    written["latency_plot"] = plot_latency(manifest, os.path.join(directory, LATENCY_PLOT_FILE))
+  path = os.path.join(directory, REPORT_FILE)
+  with open(path + ".tmp", "w") as f:
+    f.write(render_markdown(manifest, LATENCY_PLOT_FILE if has_latency else None))
+  os.replace(path + ".tmp", path)
+  written["report"] = path
+  return written
+
+
+def write_tensorboard_scalars(manifest, log_dir, step):
+  """Writes each verified artifact's figures as TensorBoard scalars under `verification/<artifact>/`.
+
+  Scalars: `max_abs_error` (worst output), `top1_agreement` (worst classifier-like output, when there is one),
+  and `latency_p50_ms_batch<N>` for each timed batch size. Plain `tf.summary`; loads no TensorRT, so the
+  training process may call it.
+
+  Args:
+    manifest: a closed manifest (dict).
+    log_dir: TensorBoard log directory (a writer is opened and closed here).
+    step: the step to record the scalars at (the training step of the export).
+
+  Returns:
+    {tag: value} of what was written.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  scalars = {}
+  for name in verified_artifacts(manifest):
+    entry = manifest["artifacts"][name]
+    max_abs, _, top1 = _worst(entry)
+    if max_abs is not None:
+      scalars[f"verification/{name}/max_abs_error"] = max_abs
+    if top1 is not None:
+      scalars[f"verification/{name}/top1_agreement"] = top1
+    for row in entry["verification"].get("latency") or []:
+      scalars[f"verification/{name}/latency_p50_ms_batch{row['batch_size']}"] = row["p50_ms"]
+  writer = tf.summary.create_file_writer(str(log_dir))
+  try:
+    with writer.as_default():
+      for tag, value in scalars.items():
+        tf.summary.scalar(tag, float(value), step=int(step))
+    writer.flush()
+  finally:
+    writer.close()
+  return scalars
