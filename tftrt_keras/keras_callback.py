@@ -199,7 +199,8 @@ class TrtExport(keras_flavor.callback_base()):
       self._scheduler = ExportScheduler(exports_to_keep=self.exports_to_keep, on_done=self._on_export_done)
 
   def _install_capture(self, model):
-    original = model.make_test_function()
+    # Keras 2 returns the function; Keras 3 only sets `model.test_function`.
+    original = model.make_test_function() or model.test_function
     steps = getattr(model, "_steps_per_execution", None)
     steps = int(steps.numpy()) if hasattr(steps, "numpy") else int(getattr(model, "steps_per_execution", 1) or 1)
     self._capture = CapturingTestFunction(model, original, BatchReservoir(self.calibration_batches, self.seed),

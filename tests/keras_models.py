@@ -1,0 +1,77 @@
+"""Keras flavours present in this environment, and small models for callback tests."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+
+def flavors():
+  """TF 2.15: Keras 2 as tf.keras. TF 2.17: Keras 3, and Keras 2 through tf_keras."""
+  if tf.__version__.startswith("2.15"):
+    return ["tf.keras"]
+  return ["keras3", "tf_keras"]
+
+
+def keras_for(flavor):
+  if flavor == "keras3":
+    import keras  # pylint: disable=g-import-not-at-top
+    return keras
+  if flavor == "tf_keras":
+    import tf_keras  # pylint: disable=g-import-not-at-top
+    return tf_keras
+  return tf.keras
+
+
+@pytest.fixture(params=flavors())
+def keras(request):
+  """Every Keras flavour of this TF line (for the behaviours that differ between Keras 2 and 3)."""
+  module = keras_for(request.param)
+  module.utils.set_random_seed(0)
+  return module
+
+
+@pytest.fixture
+def primary_keras():
+  """The TF line's default Keras (tf.keras 2 on TF 2.15, Keras 3 on TF 2.17)."""
+  module = keras_for(flavors()[0])
+  module.utils.set_random_seed(0)
+  return module
+
+
+def classifier(keras, kind="functional", features=8, classes=3):
+  """A small softmax classifier built three ways; all take a (None, features) float input named 'features'."""
+  if kind == "sequential":
+    model = keras.Sequential([keras.Input((features,), name="features"),
+                              keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(classes, activation="softmax")])
+  elif kind == "functional":
+    inputs = keras.Input((features,), name="features")
+    hidden = keras.layers.Dense(16, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(classes, activation="softmax", name="probs")(hidden))
+  elif kind == "subclassed":
+    class Subclassed(keras.Model):
+
+      def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(16, activation="relu")
+        self.out = keras.layers.Dense(classes, activation="softmax")
+
+      def call(self, x, training=False):
+        return self.out(self.hidden(x))
+    model = Subclassed()
+  else:
+    raise ValueError(kind)
+  model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+  return model
+
+
+def train_data(n=128, features=8, classes=3, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.uniform(0, 1, size=(n, features)).astype("float32")
+  return x, (x.sum(axis=1) * classes / features).astype("int32") % classes
+
+
+def indexed_validation(n=160, features=8):
+  """Validation inputs that say where they came from: row i is 1000 + i (training data lies in [0, 1))."""
+  x = (1000 + np.repeat(np.arange(n, dtype="float32")[:, None], features, axis=1))
+  return x, np.zeros(n, "int32")
