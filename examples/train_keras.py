@@ -25,6 +25,7 @@ FLAGS = flags.FLAGS
 
 def define_flags():
   tftrt_flags.define_export_flags()
+  flags.adopt_module_key_flags(tftrt_flags)  # so that --help lists the export flags too
   flags.DEFINE_integer("epochs", 5, "Training epochs (one export per epoch).")
   flags.DEFINE_integer("batch_size", 32, "Training and validation batch size.")
   flags.DEFINE_float("validation_fraction", 0.25, "Share of the digits held out for validation.")

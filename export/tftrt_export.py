@@ -6,7 +6,7 @@ r"""tftrt-export: build the frozen graph and TF-TRT variants of an existing Save
 The output directory gets the layout the training callbacks write (the SavedModel copied as a new numbered
 version, variants beside it, a manifest). Prints the summary table; exits 0 when the normal export and every
 attempted artifact are usable (variants skipped because TF-TRT cannot run here included), 1 when an artifact
-failed, 2 on bad arguments.
+failed or was rejected by verification, 2 on bad arguments.
 """
 
 import json
@@ -37,7 +37,7 @@ def run_from_flags(flag_values=FLAGS, out=sys.stdout):
   """Runs one offline export from parsed flags; returns the process exit code."""
   # Imported here so that `--help` answers without loading TensorFlow.
   from tftrt_keras.errors import TensorRTUnavailableError  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.manifest import FAILED  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.manifest import FAILED, REJECTED  # pylint: disable=g-import-not-at-top
   from tftrt_keras.offline_export import export_saved_model  # pylint: disable=g-import-not-at-top
   from tftrt_keras.summary import summary_table  # pylint: disable=g-import-not-at-top
   try:
@@ -57,7 +57,7 @@ def run_from_flags(flag_values=FLAGS, out=sys.stdout):
     table = verification_table(manifest)
     if table:
       print("\n" + table, file=out)
-  return 1 if any(e["status"] == FAILED for e in manifest["artifacts"].values()) else 0
+  return 1 if any(e["status"] in (FAILED, REJECTED) for e in manifest["artifacts"].values()) else 0
 
 
 def main(argv):

@@ -7,6 +7,7 @@ Example:
 
   FLAGS = flags.FLAGS
   tftrt_flags.define_export_flags()
+  flags.adopt_module_key_flags(tftrt_flags)  # --help then lists the export flags
 
   def main(_):
     model.fit(..., callbacks=[tftrt_keras.TrtExport.from_flags(FLAGS)])
@@ -46,6 +47,9 @@ def define_export_flags(flag_values=flags.FLAGS, *, export_dir=True, training=Tr
                        "recording the TF-TRT variants as skipped.", flag_values=fv)
   flags.DEFINE_integer("gpu_memory_limit_mb", None, "TensorFlow's GPU memory inside the export worker; the rest "
                        "is left to TensorRT (default: grow on demand).", flag_values=fv)
+  flags.DEFINE_boolean("verify", True, "Check every produced artifact against the normal export on held-out "
+                       "samples (errors, top-1 agreement, latency) and reject those outside the thresholds.",
+                       flag_values=fv)
   flags.DEFINE_float("export_timeout_seconds", None, "Kill an export worker that runs longer than this.",
                      flag_values=fv)
   if training:
@@ -83,6 +87,7 @@ def conversion_options_from_flags(flag_values=flags.FLAGS, **overrides):
   options = dict(precisions=tuple(fv.precisions), max_batch_size=fv.max_batch_size,
                  max_workspace_size_bytes=fv.max_workspace_size_bytes, minimum_segment_size=fv.minimum_segment_size,
                  maximum_cached_engines=fv.maximum_cached_engines, require_tensorrt=fv.require_tensorrt,
-                 gpu_memory_limit_mb=fv.gpu_memory_limit_mb, timeout_seconds=fv.export_timeout_seconds)
+                 gpu_memory_limit_mb=fv.gpu_memory_limit_mb, timeout_seconds=fv.export_timeout_seconds,
+                 verify=fv.verify)
   options.update(overrides)
   return ConversionOptions(**options)

@@ -69,6 +69,8 @@ class TrtExport(keras_flavor.callback_base()):
     log_dir: TensorBoard directory for verification scalars (e.g. the `TensorBoard` callback's log_dir).
     verbose: 0 silent, 1 a line per export and the summary table at the end.
     seed: seeds the batch sampling (identical on every worker of a distributed run).
+    verify: check each artifact against the normal export on held-out captured samples; an artifact outside
+      the thresholds is marked `rejected` (see `ConversionOptions` for the thresholds).
     backend: `module:attribute` of the conversion backend (advanced; default TF-TRT).
   """
 
@@ -77,7 +79,7 @@ class TrtExport(keras_flavor.callback_base()):
                exports_to_keep=None, max_batch_size=None, max_workspace_size_bytes=DEFAULT_WORKSPACE_BYTES,
                minimum_segment_size=3, maximum_cached_engines=1, require_tensorrt=False, blocking=False,
                input_signature=None, gpu_memory_limit_mb=None, timeout_seconds=None, log_dir=None, verbose=1,
-               seed=0, backend=DEFAULT_BACKEND):
+               seed=0, verify=True, backend=DEFAULT_BACKEND):
     super().__init__()
     if not isinstance(export_dir, (str, os.PathLike)) or not os.fspath(export_dir):
       raise invalid_argument("export_dir", export_dir, "a directory path")
@@ -86,7 +88,7 @@ class TrtExport(keras_flavor.callback_base()):
         precisions=normalize_precisions(precisions), max_batch_size=max_batch_size,
         max_workspace_size_bytes=max_workspace_size_bytes, minimum_segment_size=minimum_segment_size,
         maximum_cached_engines=maximum_cached_engines, require_tensorrt=require_tensorrt,
-        gpu_memory_limit_mb=gpu_memory_limit_mb, timeout_seconds=timeout_seconds, backend=backend)
+        gpu_memory_limit_mb=gpu_memory_limit_mb, timeout_seconds=timeout_seconds, verify=verify, backend=backend)
     if not isinstance(monitor, str) or not monitor:
       raise invalid_argument("monitor", monitor, "a metric name such as 'val_loss'")
     if mode not in ("auto", "min", "max"):
@@ -135,7 +137,7 @@ class TrtExport(keras_flavor.callback_base()):
         max_workspace_size_bytes=options.max_workspace_size_bytes,
         minimum_segment_size=options.minimum_segment_size, maximum_cached_engines=options.maximum_cached_engines,
         require_tensorrt=options.require_tensorrt, gpu_memory_limit_mb=options.gpu_memory_limit_mb,
-        timeout_seconds=options.timeout_seconds, exports_to_keep=flag_values.exports_to_keep,
+        timeout_seconds=options.timeout_seconds, verify=options.verify, exports_to_keep=flag_values.exports_to_keep,
         calibration_batches=flag_values.calibration_batches, save_best_only=flag_values.export_save_best_only,
         monitor=flag_values.export_monitor, blocking=flag_values.export_blocking)
     kwargs.update(overrides)

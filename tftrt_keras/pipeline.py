@@ -177,6 +177,10 @@ def run_export(request, backend=None):
   if request.has_verification:
     from tftrt_keras import verification  # pylint: disable=g-import-not-at-top
     verification.verify_export(run)
+  else:
+    run.manifest["verification"] = {"skipped": "no held-out samples: the export has fewer than two captured "
+                                               "samples, or no calibration data at all"}
+    run.save()
 
   for name, entry in run.manifest["artifacts"].items():
     if entry["status"] == PENDING:  # a step that neither succeeded nor failed is a bug; never leave it open
