@@ -20,7 +20,7 @@ def test_help_reads_well(tmp_path):
   result = _run(["--help"], tmp_path)
   assert result.returncode == 1, result.stderr  # absl's --help exits 1 after printing the usage
   assert "digit classifier" in result.stdout
-  for flag in ("--export_dir", "--precisions", "--calibration_batches", "--epochs", "--require_tensorrt"):
+  for flag in ("--export_dir", "--precisions", "--calibration_batches", "--epochs", "--[no]require_tensorrt"):
     assert flag in result.stdout
 
 
