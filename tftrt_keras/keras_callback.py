@@ -14,7 +14,7 @@ from tftrt_keras.export_layout import ExportLayout, RootLock
 from tftrt_keras.export_scheduler import ExportScheduler
 from tftrt_keras.keras_capture import CapturingTestFunction, unpack_inputs
 from tftrt_keras import keras_snapshot
-from tftrt_keras.manifest import FAILED, new_manifest, set_artifact, write_manifest
+from tftrt_keras.manifest import FAILED, new_manifest, read_manifest, set_artifact, write_manifest
 from tftrt_keras.precisions import PRECISIONS, artifact_names, normalize_precisions
 from tftrt_keras.summary import summary_table
 
@@ -244,7 +244,8 @@ class TrtExport(keras_flavor.callback_base()):
       if self._scheduler is not None:
         self._scheduler.wait_all()
         if self.verbose and self.manifest_paths:
-          manifests = [m for m in self._scheduler.finished]
+          # From disk: superseded and retained-away exports are part of the story too.
+          manifests = [read_manifest(p) for p in self.manifest_paths if os.path.exists(p)]
           print("tftrt_keras exports:\n" + summary_table(manifests, root=self.export_dir), flush=True)
     finally:
       if self._original_test_function is not None:

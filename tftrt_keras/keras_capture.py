@@ -49,7 +49,11 @@ class CapturingTestFunction:
     self._steps = max(1, int(steps_per_execution))
     strategy = model.distribute_strategy
 
-    def step_on_data(data):
+    def step_on_data(local_parts):
+      # A tf.function cannot take distributed values (PerReplica) as arguments: each local replica's part of
+      # the batch comes in as plain tensors and is distributed again inside.
+      data = strategy.experimental_distribute_values_from_function(
+          lambda context: local_parts[context.replica_id_in_sync_group % len(local_parts)])
       outputs = strategy.run(model.test_step, args=(data,))
       # Test logs are metric results, already aggregated across replicas: any replica's copy is the value.
       return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], outputs)
@@ -77,8 +81,14 @@ class CapturingTestFunction:
         self.pulled += 1
       else:
         self._reservoir.skip()
-      logs = self._step_on_data(data)
+      logs = self._step_on_data(self._local_parts(data))
     return logs
+
+  def _local_parts(self, data):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    count = len(self._strategy.experimental_local_results(tf.nest.flatten(data)[0]))
+    return [tf.nest.map_structure(lambda v, i=i: self._strategy.experimental_local_results(v)[i], data)
+            for i in range(count)]
 
 
 def _out_of_range():

@@ -1,0 +1,496 @@
+"""`TrtExporter` (tf.estimator exporter, TF 2.15) with real Estimators, real train_and_evaluate, real workers.
+
+Evaluation rows carry a marker: pixel 0 of every digit is 0 in the data set, and in the evaluation rows it is
+set to `EVAL_MARKER + row / 1000`, so a captured sample shows both that it came from evaluation and where in
+the (ordered) evaluation pass it was.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.saved_models import FAKE_BACKEND
+
+HAS_ESTIMATOR = hasattr(tf, "estimator")
+needs_estimator = pytest.mark.skipif(
+    not HAS_ESTIMATOR, reason=f"TensorFlow {tf.__version__} has no tf.estimator (Estimator is TF 2.15 only)")
+
+EVAL_MARKER = 2.0
+EVAL_BATCH = 16
+
+
+# ---------------------------------------------------------------------------------------------- data
+def digits():
+  """(train_x, train_y, eval_x, eval_y): sklearn digits, pixels in [0, 1], evaluation rows marked."""
+  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+  data = load_digits()
+  x = (data.data / 16.0).astype("float32")
+  y = data.target.astype("int64")
+  train_x, train_y, eval_x, eval_y = x[:1400], y[:1400], x[1400:].copy(), y[1400:]
+  assert not train_x[:, 0].any()  # the corner pixel is blank in every digit: free for the marker
+  eval_x[:, 0] = EVAL_MARKER + np.arange(len(eval_x), dtype="float32") / 1000.0
+  return train_x, train_y, eval_x, eval_y
+
+
+def eval_rows_of(x):
+  """Evaluation row numbers encoded in the marker pixel; raises if a row is not an evaluation row."""
+  assert (x[:, 0] >= EVAL_MARKER).all(), "a calibration sample does not come from the evaluation data"
+  return np.rint((x[:, 0] - EVAL_MARKER) * 1000).astype(int)
+
+
+def input_fns(labels_permuted=False):
+  train_x, train_y, eval_x, eval_y = digits()
+  if labels_permuted:
+    eval_y = np.random.default_rng(1).permutation(eval_y)
+
+  def train_input_fn():
+    return tf.data.Dataset.from_tensor_slices(({"x": train_x}, train_y)).repeat().batch(32)
+
+  def eval_input_fn():
+    return tf.data.Dataset.from_tensor_slices(({"x": eval_x}, eval_y)).batch(EVAL_BATCH)
+  return train_input_fn, eval_input_fn
+
+
+def linear_model_fn(features, labels, mode):
+  """A custom model_fn: softmax regression on the 64 pixels."""
+  w = tf.compat.v1.get_variable("w", [64, 10], initializer=tf.compat.v1.zeros_initializer())
+  b = tf.compat.v1.get_variable("b", [10], initializer=tf.compat.v1.zeros_initializer())
+  logits = tf.matmul(features["x"], w) + b
+  predictions = {"probabilities": tf.nn.softmax(logits), "classes": tf.argmax(logits, axis=1)}
+  if mode == tf.estimator.ModeKeys.PREDICT:
+    return tf.estimator.EstimatorSpec(
+        mode, predictions=predictions,
+        export_outputs={"serving_default": tf.estimator.export.PredictOutput(predictions)})
+  loss = tf.compat.v1.losses.sparse_softmax_cross_entropy(labels, logits)
+  train_op = tf.compat.v1.train.GradientDescentOptimizer(0.5).minimize(
+      loss, global_step=tf.compat.v1.train.get_global_step())
+  return tf.estimator.EstimatorSpec(
+      mode, loss=loss, train_op=train_op,
+      eval_metric_ops={"accuracy": tf.compat.v1.metrics.accuracy(labels, predictions["classes"])})
+
+
+def raw_receiver_fn():
+  return tf.estimator.export.build_raw_serving_input_receiver_fn({"x": tf.zeros([1, 64], tf.float32)})
+
+
+def custom_estimator(model_dir, save_every=20):
+  config = tf.estimator.RunConfig(save_checkpoints_steps=save_every, tf_random_seed=0, log_step_count_steps=10000,
+                                  keep_checkpoint_max=50)
+  return tf.estimator.Estimator(linear_model_fn, model_dir=str(model_dir), config=config)
+
+
+def feature_columns():
+  return [tf.feature_column.numeric_column("x", shape=[64])]
+
+
+def parsing_receiver_fn():
+  return tf.estimator.export.build_parsing_serving_input_receiver_fn(
+      tf.feature_column.make_parse_example_spec(feature_columns()))
+
+
+def dnn_classifier(model_dir):
+  config = tf.estimator.RunConfig(save_checkpoints_steps=20, tf_random_seed=0, log_step_count_steps=10000,
+                                  keep_checkpoint_max=50)
+  return tf.estimator.DNNClassifier([16], feature_columns(), n_classes=10, model_dir=str(model_dir), config=config)
+
+
+def train_and_evaluate(estimator, exporter, max_steps, labels_permuted=False):
+  train_input_fn, eval_input_fn = input_fns(labels_permuted)
+  tf.estimator.train_and_evaluate(
+      estimator, tf.estimator.TrainSpec(train_input_fn, max_steps=max_steps),
+      tf.estimator.EvalSpec(eval_input_fn, steps=None, exporters=[exporter], hooks=[exporter.calibration_hook],
+                            start_delay_secs=0, throttle_secs=0))
+
+
+def fast_options(**kwargs):
+  from tftrt_keras.conversion_options import ConversionOptions  # pylint: disable=g-import-not-at-top
+  return ConversionOptions(verify_warmup_runs=1, verify_timed_runs=2, **kwargs)
+
+
+def manifests(root):
+  from tftrt_keras.export_layout import ExportLayout  # pylint: disable=g-import-not-at-top
+  return ExportLayout(root).manifests()
+
+
+def numbered_dirs(directory):
+  return sorted(int(n) for n in os.listdir(directory) if n.isdigit()) if os.path.isdir(directory) else []
+
+
+def calibration_arrays(root, manifest):
+  """calibration.npz and verification.npz of one export, concatenated (they never share a sample)."""
+  from tftrt_keras import calibration_data  # pylint: disable=g-import-not-at-top
+  entry = manifest["artifacts"]["calibration"]
+  directory = os.path.normpath(os.path.join(root, "manifests", str(manifest["version"]), entry["path"]))
+  arrays = [calibration_data.load_samples(os.path.join(directory, entry["file"]))]
+  if entry.get("verification_file"):
+    arrays.append(calibration_data.load_samples(os.path.join(directory, entry["verification_file"])))
+  return {k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]}
+
+
+@pytest.fixture(scope="module")
+def trained_custom_estimator(tmp_path_factory):
+  """A custom-model_fn Estimator trained for 10 steps; its checkpoint is what direct `export` calls export."""
+  if not HAS_ESTIMATOR:
+    pytest.skip(f"TensorFlow {tf.__version__} has no tf.estimator (Estimator is TF 2.15 only)")
+  estimator = custom_estimator(tmp_path_factory.mktemp("custom_model"))
+  train_input_fn, _ = input_fns()
+  estimator.train(train_input_fn, max_steps=10)
+  return estimator
+
+
+# ---------------------------------------------------------------------------------------------- TF 2.17
+@pytest.mark.unit
+def test_import_without_estimator_says_tf215_supports_it():
+  """Without tf.estimator (TF 2.16+), importing the exporter raises ImportError naming TF 2.15. On TF 2.15 the
+  missing package is simulated in a child process."""
+  code = ("import sys\n"
+          "if len(sys.argv) > 1: sys.modules['tensorflow_estimator'] = None\n"
+          "import tftrt_keras\n"
+          "try:\n"
+          "  tftrt_keras.TrtExporter\n"
+          "except ImportError as err:\n"
+          "  print('IMPORT_ERROR:', err)\n")
+  args = [sys.executable, "-c", code] + (["hide-estimator"] if HAS_ESTIMATOR else [])
+  result = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  line = next(l for l in result.stdout.splitlines() if l.startswith("IMPORT_ERROR:"))
+  assert "TensorFlow 2.15" in line and "tf.estimator" in line and "TrtExport" in line
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+@needs_estimator
+@pytest.mark.unit
+@pytest.mark.parametrize("kwargs, argument", [
+    (dict(precisions=("FP8",)), "precisions"),
+    (dict(calibration_batches=-1), "calibration_batches"),
+    (dict(calibration_batches=2.5), "calibration_batches"),
+    (dict(precisions=("FP16", "INT8"), calibration_batches=0), "calibration_batches"),
+    (dict(compare_fn=lambda a, b: True), "compare_fn"),
+    (dict(compare_fn="loss"), "compare_fn"),
+    (dict(compare_fn=lambda best_eval_result, current_eval_result: True, policy="latest"), "compare_fn"),
+    (dict(policy="sometimes"), "policy"),
+    (dict(name=""), "name"),
+    (dict(name="a/b"), "name"),
+    (dict(name=None), "name"),
+    (dict(exports_to_keep=0), "exports_to_keep"),
+    (dict(max_batch_size=0), "max_batch_size"),
+    (dict(serving_input_receiver_fn=None), "serving_input_receiver_fn"),
+    (dict(calibration_input_fn=[1, 2]), "calibration_input_fn"),
+    (dict(conversion_options=fast_options(), minimum_segment_size=5), "conversion_options"),
+])
+def test_bad_argument_raises_value_error_naming_it(kwargs, argument):
+  """Each bad argument is refused in __init__ with the library's one message shape, naming the argument."""
+  from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
+  arguments = dict(name="trt", serving_input_receiver_fn=raw_receiver_fn())
+  arguments.update(kwargs)
+  with pytest.raises(ValueError) as info:
+    TrtExporter(**arguments)
+  assert f"Invalid value for argument `{argument}`" in str(info.value)
+  assert "Received:" in str(info.value) and "Expected" in str(info.value)
+
+
+@needs_estimator
+@pytest.mark.unit
+def test_int8_without_captured_batches_is_fine_with_calibration_input_fn():
+  from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
+  exporter = TrtExporter("trt", raw_receiver_fn(), precisions=("INT8",), calibration_batches=0,
+                         calibration_input_fn=lambda: [])
+  assert exporter.options.precisions == ("INT8",) and isinstance(exporter, tf.estimator.Exporter)
+
+
+@needs_estimator
+@pytest.mark.unit
+def test_require_tensorrt_fails_in_init_before_training(tmp_path):
+  """require_tensorrt=True on a machine without TF-TRT raises at construction: no training step is wasted."""
+  from tftrt_keras import TensorRTUnavailableError, TrtExporter  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.preflight import check_tensorrt  # pylint: disable=g-import-not-at-top
+  if check_tensorrt().usable:
+    pytest.skip("TF-TRT can run here, so require_tensorrt=True is satisfied")
+  with pytest.raises(TensorRTUnavailableError, match="require_tensorrt=True"):
+    TrtExporter("trt", raw_receiver_fn(), require_tensorrt=True)
+
+
+# ---------------------------------------------------------------------------------------------- flags
+@needs_estimator
+@pytest.mark.unit
+def test_from_flags_builds_the_exporter_the_flags_describe():
+  """Flags (set with flagsaver) choose the precisions, retention, capture size and the best-model policy."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl.testing import flagsaver  # pylint: disable=g-import-not-at-top
+  from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
+  from tftrt_keras import flags as tftrt_flags  # pylint: disable=g-import-not-at-top
+  if "calibration_batches" not in flags.FLAGS:
+    tftrt_flags.define_export_flags(export_dir=False)
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  with flagsaver.flagsaver(precisions=["fp16"], calibration_batches=3, exports_to_keep=2,
+                           export_save_best_only=True, export_monitor="val_accuracy", max_batch_size=16):
+    exporter = TrtExporter.from_flags(flags.FLAGS, "from_flags", raw_receiver_fn())
+    overridden = TrtExporter.from_flags(flags.FLAGS, "over", raw_receiver_fn(), precisions=("FP32",),
+                                        calibration_batches=5)
+  assert exporter.options.precisions == ("FP16",) and exporter.options.max_batch_size == 16
+  assert exporter.calibration_hook._reservoir.capacity == 3  # pylint: disable=protected-access
+  assert exporter.policy == "best" and exporter.exports_to_keep == 2
+  # --export_monitor=val_accuracy: the Estimator's `accuracy`, higher is better.
+  assert exporter.compare_fn(best_eval_result={"accuracy": 0.5}, current_eval_result={"accuracy": 0.6})
+  assert not exporter.compare_fn(best_eval_result={"accuracy": 0.5}, current_eval_result={"accuracy": 0.4})
+  assert overridden.options.precisions == ("FP32",) and overridden.options.max_batch_size == 16
+  assert overridden.calibration_hook._reservoir.capacity == 5  # pylint: disable=protected-access
+  with flagsaver.flagsaver(export_save_best_only=False):
+    assert TrtExporter.from_flags(flags.FLAGS, "every", raw_receiver_fn()).policy == "latest"
+
+
+# ---------------------------------------------------------------------------------------------- direct calls
+@needs_estimator
+@pytest.mark.tf
+def test_normal_export_is_what_best_exporter_writes(trained_custom_estimator, tmp_path):
+  """Same estimator, same checkpoint: TrtExporter's normal export serves exactly what BestExporter's does, and
+  export() returns the same kind of value (the path as returned by export_saved_model)."""
+  from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
+  estimator = trained_custom_estimator
+  checkpoint = estimator.latest_checkpoint()
+  result = {"loss": 1.0, "global_step": 10}
+  ours = TrtExporter("trt", raw_receiver_fn(), precisions=("FP32",), calibration_batches=0)
+  path = ours.export(estimator, str(tmp_path / "ours"), checkpoint, result, True)
+  theirs = tf.estimator.BestExporter("best", raw_receiver_fn()).export(
+      estimator, str(tmp_path / "theirs"), checkpoint, result, True)
+  assert type(path) is type(theirs)
+  path, theirs = tf.compat.as_str_any(path), tf.compat.as_str_any(theirs)
+  assert os.path.dirname(path) == str(tmp_path / "ours") and os.path.basename(path).isdigit()
+  x = digits()[2][:5]
+  ours_loaded, theirs_loaded = tf.saved_model.load(path), tf.saved_model.load(theirs)
+  ours_out = ours_loaded.signatures["serving_default"](x=tf.constant(x))
+  theirs_out = theirs_loaded.signatures["serving_default"](x=tf.constant(x))
+  assert sorted(ours_out) == sorted(theirs_out) == ["classes", "probabilities"]
+  for key in ours_out:
+    np.testing.assert_array_equal(ours_out[key].numpy(), theirs_out[key].numpy())
+  # Beside it: the manifest of this version, closed (final export waits), listing the normal export.
+  (manifest_path,) = ours.manifest_paths
+  manifest = json.load(open(manifest_path))
+  assert manifest["version"] == int(os.path.basename(path))
+  assert manifest["artifacts"]["native"]["status"] == "ok"
+  assert manifest["source"]["kind"] == "estimator" and manifest["source"]["step"] == 10
+  assert manifest["source"]["checkpoint_path"] == checkpoint
+  assert all(e["status"] != "pending" for e in manifest["artifacts"].values())
+
+
+@needs_estimator
+@pytest.mark.tf
+def test_best_policy_exports_only_improvements_and_final_policy_only_at_the_end(trained_custom_estimator, tmp_path):
+  """policy='best' (default): export when the loss improves; compare_fn changes the criterion; 'final': only
+  the final export."""
+  from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
+  estimator = trained_custom_estimator
+  checkpoint = estimator.latest_checkpoint()
+  best = TrtExporter("best", raw_receiver_fn(), precisions=("FP32",), calibration_batches=0)
+  root = str(tmp_path / "best")
+  exported = [best.export(estimator, root, checkpoint, {"loss": loss, "global_step": 10}, final) is not None
+              for loss, final in [(1.0, False), (2.0, False), (0.5, False), (3.0, True)]]
+  assert exported == [True, False, True, False]
+  assert len(numbered_dirs(root)) == 2 and len(best.manifest_paths) == 2
+  assert best.best_eval_result["loss"] == 0.5
+
+  by_accuracy = TrtExporter("acc", raw_receiver_fn(), precisions=("FP32",), calibration_batches=0,
+                            compare_fn=lambda best_eval_result, current_eval_result:
+                            current_eval_result["accuracy"] > best_eval_result["accuracy"])
+  root = str(tmp_path / "acc")
+  exported = [by_accuracy.export(estimator, root, checkpoint, {"loss": 1.0, "accuracy": acc}, final) is not None
+              for acc, final in [(0.5, False), (0.4, False), (0.6, True)]]
+  assert exported == [True, False, True]
+
+  final = TrtExporter("final", raw_receiver_fn(), precisions=("FP32",), calibration_batches=0, policy="final")
+  root = str(tmp_path / "final")
+  assert final.export(estimator, root, checkpoint, {"loss": 0.1}, False) is None
+  assert not os.path.exists(root)
+  assert final.export(estimator, root, checkpoint, {"loss": 9.0}, True) is not None
+  assert len(numbered_dirs(root)) == 1
+
+
+@needs_estimator
+@pytest.mark.tf
+def test_calibration_input_fn_supplies_the_samples(trained_custom_estimator, tmp_path):
+  """calibration_input_fn instead of the hook: its features become the stored samples, keyed by the raw
+  signature's input name; at most calibration_batches batches are taken."""
+  from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
+  x = np.arange(6 * 64, dtype="float32").reshape(6, 64) / 1000.0
+
+  def calibration_input_fn():
+    return tf.data.Dataset.from_tensor_slices(({"x": x}, np.zeros(6, "int64"))).batch(2)
+  exporter = TrtExporter("trt", raw_receiver_fn(), precisions=("INT8",), calibration_batches=2,
+                         calibration_input_fn=calibration_input_fn)
+  root = str(tmp_path / "export")
+  path = exporter.export(trained_custom_estimator, root, trained_custom_estimator.latest_checkpoint(),
+                         {"loss": 1.0, "global_step": 10}, True)
+  assert path is not None
+  (manifest_path,) = exporter.manifest_paths
+  manifest = json.load(open(manifest_path))
+  samples = calibration_arrays(root, manifest)
+  np.testing.assert_array_equal(samples["x"], x[:4])
+  assert manifest["source"]["calibration"]["from"] == "calibration_input_fn"
+
+
+@needs_estimator
+@pytest.mark.tf
+def test_without_the_hook_the_manifest_says_how_to_get_calibration_data(trained_custom_estimator, tmp_path):
+  """calibration_batches > 0 but calibration_hook never ran: calibration and INT8 are skipped, and the reason
+  tells the user to add the hook; FP32 is still attempted."""
+  from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
+  exporter = TrtExporter("trt", raw_receiver_fn(), precisions=("FP32", "INT8"), calibration_batches=4)
+  exporter.export(trained_custom_estimator, str(tmp_path / "export"), trained_custom_estimator.latest_checkpoint(),
+                  {"loss": 1.0, "global_step": 10}, True)
+  manifest = json.load(open(exporter.manifest_paths[-1]))
+  assert manifest["artifacts"]["calibration"]["status"] == "skipped"
+  assert "exporter.calibration_hook" in manifest["artifacts"]["calibration"]["reason"]
+  assert manifest["artifacts"]["tftrt_int8"]["status"] == "skipped"
+  assert manifest["artifacts"]["frozen"]["status"] == "ok"
+
+
+@needs_estimator
+@pytest.mark.tf
+def test_failure_while_preparing_is_recorded_not_raised(trained_custom_estimator, tmp_path):
+  """An exception after the normal export (here: a broken calibration_input_fn) leaves the normal export in
+  place, returns its path, and the manifest records the failure with its cause."""
+  from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
+
+  def broken_calibration_input_fn():
+    raise RuntimeError("calibration source is offline")
+  exporter = TrtExporter("trt", raw_receiver_fn(), precisions=("FP32", "INT8"), calibration_batches=0,
+                         calibration_input_fn=broken_calibration_input_fn)
+  root = str(tmp_path / "export")
+  path = exporter.export(trained_custom_estimator, root, trained_custom_estimator.latest_checkpoint(),
+                         {"loss": 1.0, "global_step": 10}, True)
+  path = tf.compat.as_str_any(path)
+  assert os.path.isfile(os.path.join(path, "saved_model.pb"))
+  manifest = json.load(open(exporter.manifest_paths[-1]))
+  assert manifest["artifacts"]["native"]["status"] == "ok"
+  for name in ("frozen", "calibration", "tftrt_fp32", "tftrt_int8"):
+    assert manifest["artifacts"][name]["status"] == "failed"
+    assert "calibration source is offline" in manifest["artifacts"][name]["reason"]
+
+
+@needs_estimator
+@pytest.mark.tf
+def test_directory_owned_by_another_run_gets_the_normal_export_only(trained_custom_estimator, tmp_path):
+  """While another process holds the export directory's lock, export() still writes and returns the normal
+  export, and writes nothing of ours into the directory (no manifest, no variant)."""
+  from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.export_layout import ExportLayout, RootLock  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path / "export")
+  exporter = TrtExporter("trt", raw_receiver_fn(), precisions=("FP32",), calibration_batches=0)
+  with RootLock(ExportLayout(root)):  # a second open file description: flock treats it as another owner
+    path = exporter.export(trained_custom_estimator, root, trained_custom_estimator.latest_checkpoint(),
+                           {"loss": 1.0, "global_step": 10}, True)
+  assert os.path.isfile(os.path.join(tf.compat.as_str_any(path), "saved_model.pb"))
+  assert not os.path.exists(os.path.join(root, "manifests")) and exporter.manifest_paths == []
+
+
+# ---------------------------------------------------------------------------------------------- train_and_evaluate
+@needs_estimator
+@pytest.mark.tf
+def test_canned_estimator_parsing_signature_end_to_end(tmp_path):
+  """DNNClassifier + parsing serving signature, train_and_evaluate. Uses the TEST DOUBLE backend
+  (FakeTrtBackendForTests) so that converted variants exist on disk.
+
+  The calibration samples are serialized tf.Examples (the signature's input), decode to evaluation rows only,
+  are spread over the whole evaluation pass, and the frozen graph of the parsing signature answers like the
+  normal export on them.
+  """
+  from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.freeze import run_frozen_graph  # pylint: disable=g-import-not-at-top
+  estimator = dnn_classifier(tmp_path / "model")
+  exporter = TrtExporter("trt", parsing_receiver_fn(), calibration_batches=8,
+                         conversion_options=fast_options(backend=FAKE_BACKEND))
+  train_and_evaluate(estimator, exporter, max_steps=60)
+  root = str(tmp_path / "model" / "export" / "trt")
+  manifest = manifests(root)[-1]
+  assert [p for p in exporter.manifest_paths] == [
+      os.path.join(root, "manifests", str(m["version"]), "manifest.json") for m in manifests(root)]
+  statuses = {name: entry["status"] for name, entry in manifest["artifacts"].items()}
+  assert statuses == {"native": "ok", "frozen": "ok", "calibration": "ok", "tftrt_fp32": "ok",
+                      "tftrt_fp16": "ok", "tftrt_int8": "ok"}, manifest["artifacts"]
+  version = manifest["version"]
+  for artifact in ("tftrt_fp32", "tftrt_fp16", "tftrt_int8"):
+    assert os.path.isfile(os.path.join(root, artifact, str(version), "saved_model.pb"))
+  assert manifest["source"]["step"] == 60 and "loss" in manifest["source"]["metrics"]
+
+  # Stored as the signature takes it: serialized tf.Examples under the signature's (only) input name.
+  samples = calibration_arrays(root, manifest)
+  (input_name,) = samples
+  assert samples[input_name].dtype.kind == "S"
+  parsed = tf.io.parse_example(samples[input_name], tf.feature_column.make_parse_example_spec(feature_columns()))
+  rows = eval_rows_of(parsed["x"].numpy())
+  batches = sorted(set(rows // EVAL_BATCH))
+  origin = manifest["source"]["calibration"]
+  assert origin["from"] == "evaluation" and origin["eval_step"] == 60
+  assert batches == origin["batch_indices"] and len(batches) == 8
+  total = origin["batches_in_evaluation"]
+  assert total == -(-len(digits()[2]) // EVAL_BATCH)
+  # Spread over the whole pass, not the first batches: some from the first quarter, some from the last.
+  assert min(batches) < total // 4 and max(batches) >= total - total // 4, batches
+
+  # The parsing signature froze; the frozen graph answers like the normal export on the stored examples.
+  native = tf.saved_model.load(os.path.join(root, str(version)))
+  expected = native.signatures["serving_default"](**{input_name: tf.constant(samples[input_name])})
+  frozen = run_frozen_graph(os.path.join(root, "frozen", str(version)), {input_name: samples[input_name]})
+  np.testing.assert_allclose(frozen["scores"], expected["scores"].numpy(), rtol=1e-5, atol=1e-6)
+
+
+@needs_estimator
+@pytest.mark.tf
+def test_custom_model_fn_latest_policy_keeps_newest_exports(tmp_path):
+  """Custom model_fn, raw signature, policy='latest', exports_to_keep=2, the real TF-TRT backend: every
+  evaluation exports, only the newest two exports remain (normal exports included), variants are recorded
+  as skipped with the reason, and the samples are the raw evaluation features."""
+  from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
+  estimator = custom_estimator(tmp_path / "model", save_every=10)
+  exporter = TrtExporter("trt", raw_receiver_fn(), policy="latest", exports_to_keep=2, calibration_batches=4,
+                         conversion_options=fast_options(precisions=("FP32", "INT8")))
+  train_and_evaluate(estimator, exporter, max_steps=30)
+  root = str(tmp_path / "model" / "export" / "trt")
+  kept = manifests(root)
+  versions = [m["version"] for m in kept]
+  assert len(versions) == 2 and numbered_dirs(root) == versions
+  assert numbered_dirs(os.path.join(root, "frozen")) == [v for v in versions if os.path.isdir(
+      os.path.join(root, "frozen", str(v)))]
+  # Every evaluation exported (steps 10, 20, 30); the two kept are the newest.
+  assert [m["source"]["step"] for m in kept] == [20, 30]
+  last = kept[-1]
+  for artifact in ("tftrt_fp32", "tftrt_int8"):
+    assert last["artifacts"][artifact]["status"] == "skipped"
+    assert "TensorRT" in last["artifacts"][artifact]["reason"]
+  samples = calibration_arrays(root, last)
+  assert list(samples) == ["x"] and samples["x"].dtype == np.float32 and samples["x"].shape[1:] == (64,)
+  eval_rows_of(samples["x"])
+
+
+@needs_estimator
+@pytest.mark.tf
+def test_restart_recovers_best_loss_and_does_not_export_worse_model(tmp_path):
+  """A second train_and_evaluate on the same model_dir (new exporter, as after a restart) reads the best loss
+  from the evaluation event files and does not export its worse evaluations (BestExporter would export the
+  first one)."""
+  from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
+  model_dir = tmp_path / "model"
+  root = str(model_dir / "export" / "trt")
+
+  def new_exporter():
+    return TrtExporter("trt", raw_receiver_fn(), precisions=("FP32",), calibration_batches=2,
+                       )
+  first = new_exporter()
+  train_and_evaluate(custom_estimator(model_dir), first, max_steps=40)
+  before = manifests(root)
+  assert before, "the first run exported nothing"
+  best_loss = min(m["source"]["metrics"]["loss"] for m in before)
+
+  second = new_exporter()
+  # Permuted evaluation labels: every evaluation of the second run is much worse than the first run's best.
+  train_and_evaluate(custom_estimator(model_dir), second, max_steps=60, labels_permuted=True)
+  assert [m["version"] for m in manifests(root)] == [m["version"] for m in before]
+  assert numbered_dirs(root) == [m["version"] for m in before]
+  assert second.best_eval_result["loss"] == pytest.approx(best_loss, rel=1e-5)

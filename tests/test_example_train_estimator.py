@@ -1,0 +1,66 @@
+"""examples/train_estimator.py run as a user runs it: a child process with flags, on TF 2.15."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(tf, "estimator"),
+    reason=f"TensorFlow {tf.__version__} has no tf.estimator (Estimator is TF 2.15 only)")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "examples", "train_estimator.py")
+
+
+def _run(args, timeout=240):
+  return subprocess.run([sys.executable, SCRIPT] + args, capture_output=True, text=True, timeout=timeout,
+                        check=False, cwd=ROOT)
+
+
+@pytest.mark.unit
+def test_help_lists_the_export_flags_and_the_scripts_own():
+  result = _run(["--help"], timeout=120)
+  # absl's --help prints the usage and exits with status 1; a crash would leave a traceback instead.
+  assert "Traceback" not in result.stderr, result.stderr[-2000:]
+  for flag in ("--model_dir", "--train_steps", "--precisions", "--calibration_batches", "--exports_to_keep",
+               "--[no]require_tensorrt", "--[no]export_save_best_only"):
+    assert flag in result.stdout, f"{flag} missing from --help"
+  assert "DNNClassifier" in result.stdout and "train_and_evaluate" in result.stdout
+
+
+@pytest.mark.unit
+def test_missing_model_dir_is_refused_by_name():
+  result = _run(["--train_steps=5"], timeout=120)
+  assert result.returncode != 0
+  assert "model_dir" in result.stderr
+
+
+@pytest.mark.tf
+def test_trains_exports_and_prints_the_summary(tmp_path):
+  """Small run with the real TF-TRT backend: exits 0, the manifests beside the normal export list the frozen
+  graph and evaluation samples, TF-TRT variants skipped with the reason (no TensorRT here), and the summary
+  table printed at the end shows the same."""
+  model_dir = tmp_path / "model"
+  result = _run([f"--model_dir={model_dir}", "--train_steps=20", "--evaluations=2", "--calibration_batches=3",
+                 "--precisions=FP16,INT8", "--exports_to_keep=1"])
+  assert result.returncode == 0, result.stderr[-4000:]
+  root = model_dir / "export" / "tftrt"
+  versions = sorted(int(n) for n in os.listdir(root / "manifests") if n.isdigit())
+  assert len(versions) == 1  # --exports_to_keep=1
+  manifest = json.loads((root / "manifests" / str(versions[0]) / "manifest.json").read_text())
+  assert (root / str(versions[0]) / "saved_model.pb").is_file()
+  assert manifest["source"]["kind"] == "estimator" and manifest["source"]["step"] == 20
+  statuses = {name: entry["status"] for name, entry in manifest["artifacts"].items()}
+  assert set(statuses) == {"native", "frozen", "calibration", "tftrt_fp16", "tftrt_int8"}
+  assert statuses["native"] == statuses["frozen"] == statuses["calibration"] == "ok"
+  assert manifest["source"]["calibration"]["from"] == "evaluation"
+  assert manifest["artifacts"]["calibration"]["samples"] > 0
+  from tftrt_keras.preflight import check_tensorrt  # pylint: disable=g-import-not-at-top
+  if not check_tensorrt().usable:
+    assert statuses["tftrt_fp16"] == statuses["tftrt_int8"] == "skipped"
+  table = result.stdout[result.stdout.index("Exports in"):]
+  assert f"{versions[0]}  tftrt_int8" in table and f"frozen/{versions[0]}" in table

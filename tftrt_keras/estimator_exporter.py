@@ -1,0 +1,752 @@
+"""`TrtExporter`: a `tf.estimator.Exporter` that writes TF-TRT variants next to the normal export (TF 2.15).
+
+The normal export is exactly what `tf.estimator.BestExporter` (or `LatestExporter` / `FinalExporter`, see
+`policy`) writes at `<model_dir>/export/<name>/<timestamp>`; frozen graph, calibration samples, TF-TRT
+variants and the manifest sit beside it in the shared layout (see `export_layout`):
+
+    export/<name>/1700000000/                 the normal SavedModel (what BestExporter writes)
+    export/<name>/tftrt_fp16/1700000000/      TF-TRT variants (each a TF Serving base path)
+    export/<name>/frozen/1700000000/
+    export/<name>/calibration/1700000000/
+    export/<name>/manifests/1700000000/manifest.json
+
+Calibration samples come from the evaluation pass (`exporter.calibration_hook` in `EvalSpec(hooks=...)`) or
+from `calibration_input_fn`, and are stored in the form the exported signature takes: serialized
+`tf.Example`s for a parsing serving signature, raw arrays for a raw one.
+
+Estimator exists only up to TensorFlow 2.15; on newer TensorFlow importing this module raises ImportError.
+"""
+
+import inspect
+import math
+import numbers
+import os
+
+from absl import logging
+import numpy as np
+
+from tftrt_keras import calibration_data
+from tftrt_keras.argument_errors import invalid_argument
+from tftrt_keras.batch_sampler import BatchReservoir
+from tftrt_keras.conversion_options import DEFAULT_WORKSPACE_BYTES, ConversionOptions
+from tftrt_keras.errors import TensorRTUnavailableError, require_tensorrt_or_raise
+from tftrt_keras.export_layout import ExportLayout, ExportRootBusy, RootLock
+from tftrt_keras.export_scheduler import ExportScheduler
+from tftrt_keras.manifest import (FAILED, OK, SKIPPED, new_manifest, read_manifest, set_artifact,
+                                  write_manifest)
+from tftrt_keras.pipeline import prepare_export
+from tftrt_keras.precisions import PRECISIONS, artifact_names
+from tftrt_keras.saved_model_signature import SignatureInfo, TensorInfo
+
+import tensorflow as tf
+
+try:
+  from tensorflow_estimator.python.estimator import exporter as _exporter_lib  # pylint: disable=g-import-not-at-top
+  from tensorflow_estimator.python.estimator import util as _estimator_util  # pylint: disable=g-import-not-at-top
+except ImportError as err:
+  raise ImportError(
+      "tftrt_keras.TrtExporter is a tf.estimator exporter, and Estimator is supported with TensorFlow 2.15 "
+      f"only (TensorFlow 2.16 and later removed it; this is TensorFlow {tf.__version__}). Use TensorFlow 2.15 with "
+      "tensorflow-estimator for Estimator training, or the Keras callback tftrt_keras.TrtExport. "
+      f"(Import failed with: {err})") from err
+
+POLICIES = ("best", "latest", "final")
+DEFAULT_EVENT_FILE_PATTERN = "eval/*.tfevents.*"
+SIGNATURE_KEY = "serving_default"
+# Appended to a serialized tf.Example that would end in NUL: `.npz` string arrays are fixed-width numpy
+# bytes, which drop trailing NULs, and a truncated Example no longer parses. Parsing ignores unknown features.
+_PADDING_FEATURE = "~tftrt_keras_padding"
+
+
+def _loss_smaller(best_eval_result, current_eval_result):
+  """BestExporter's default: the current evaluation is better when its `loss` is smaller."""
+  return best_eval_result["loss"] > current_eval_result["loss"]
+
+
+def _check_compare_fn(compare_fn):
+  if not callable(compare_fn):
+    raise invalid_argument("compare_fn", compare_fn, "None or a callable(best_eval_result, current_eval_result)")
+  try:
+    args = set(_estimator_util.fn_args(compare_fn))
+  except (TypeError, ValueError) as err:
+    raise invalid_argument("compare_fn", compare_fn, "a callable(best_eval_result, current_eval_result)",
+                           hint=f"Its arguments cannot be read: {err}") from err
+  if args != {"best_eval_result", "current_eval_result"}:
+    raise invalid_argument("compare_fn", compare_fn,
+                           "a callable taking exactly the arguments best_eval_result and current_eval_result "
+                           f"(it takes {sorted(args)})")
+
+
+def metric_compare_fn(monitor):
+  """A `compare_fn` preferring a better `monitor` metric; Keras' `mode="auto"` rule decides the direction.
+
+  `val_` is dropped (`val_loss` is the Estimator's `loss`); metrics named like accuracy or AUC are better
+  when larger, everything else when smaller.
+  """
+  key = monitor[len("val_"):] if monitor.startswith("val_") else monitor
+  higher_is_better = "acc" in key or "auc" in key or key.startswith("fmeasure") or key in ("precision", "recall")
+
+  def compare_fn(best_eval_result, current_eval_result):
+    if higher_is_better:
+      return current_eval_result[key] > best_eval_result[key]
+    return current_eval_result[key] < best_eval_result[key]
+  compare_fn.__name__ = f"{'max' if higher_is_better else 'min'}_{key}"
+  return compare_fn
+
+
+def _check_name(name):
+  if (not isinstance(name, str) or not name.strip() or name in (".", "..") or "/" in name or os.sep in name
+      or name != name.strip()):
+    raise invalid_argument("name", name, "a non-empty directory name without '/' (the export goes to "
+                           "<model_dir>/export/<name>)")
+
+
+def _is_count(value, minimum):
+  return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= minimum
+
+
+class _CalibrationUnusable(Exception):
+  """Calibration samples cannot be built for this export; the message says why (recorded in the manifest)."""
+
+
+# ----------------------------------------------------------------------------------------------- receiver
+class _ReceiverSpec:
+  """What the serving input receiver feeds the model, read once in a throwaway graph.
+
+  Attributes:
+    features: {feature key: (tf.DType, tf.TensorShape)} the model receives.
+    inputs: {receiver tensor key: graph tensor name}.
+    raw_feature: {receiver tensor key: feature key} for receiver tensors that are fed to the model unchanged.
+    parsing: True when a single string receiver tensor is parsed into the features (tf.Example input).
+  """
+
+  def __init__(self, serving_input_receiver_fn):
+    with tf.Graph().as_default():
+      receiver = serving_input_receiver_fn()
+      features = receiver.features
+      if not isinstance(features, dict):
+        features = {"feature": features}
+      self.features = {k: (t.dtype, t.shape) for k, t in features.items() if isinstance(t, tf.Tensor)}
+      self.inputs = {k: t.name for k, t in receiver.receiver_tensors.items()}
+      by_name = {t.name: k for k, t in features.items() if isinstance(t, tf.Tensor)}
+      self.raw_feature = {k: by_name[t.name] for k, t in receiver.receiver_tensors.items() if t.name in by_name}
+      # tf.Example input: one string receiver tensor that a ParseExample op turns into the features (as
+      # build_parsing_serving_input_receiver_fn makes). Any other transformation cannot be inverted here.
+      parsed = {t.name for op in tf.compat.v1.get_default_graph().get_operations()
+                if op.type in ("ParseExample", "ParseExampleV2") for t in op.inputs}
+      strings = [k for k, t in receiver.receiver_tensors.items() if t.dtype == tf.string and t.name in parsed]
+      self.parsing = len(receiver.receiver_tensors) == 1 and len(strings) == 1 and not self.raw_feature
+
+
+def _signature_of(saved_model_dir, signature_key):
+  """Reads a signature's inputs from `saved_model.pb` without loading the model (no variables, fast)."""
+  from tensorflow.python.saved_model import loader_impl  # pylint: disable=g-import-not-at-top
+  saved_model = loader_impl.parse_saved_model(saved_model_dir)
+  signature_def = saved_model.meta_graphs[0].signature_def[signature_key]
+
+  def info(name, proto):
+    shape = tf.TensorShape(proto.tensor_shape)
+    return TensorInfo(name, tf.as_dtype(proto.dtype).name, tuple(shape.as_list()) if shape.rank is not None else None)
+  inputs = tuple(info(k, signature_def.inputs[k]) for k in sorted(signature_def.inputs))
+  outputs = tuple(info(k, signature_def.outputs[k]) for k in sorted(signature_def.outputs))
+  tensor_names = {k: signature_def.inputs[k].name for k in signature_def.inputs}
+  return SignatureInfo(signature_key, inputs, outputs), tensor_names
+
+
+def _feature_proto(array):
+  array = np.asarray(array).reshape(-1)
+  if array.dtype.kind == "f":
+    return tf.train.Feature(float_list=tf.train.FloatList(value=array.astype(np.float32)))
+  if array.dtype.kind in "iub":
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=array.astype(np.int64)))
+  if array.dtype.kind in "SO":
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[bytes(v) for v in array]))
+  if array.dtype.kind == "U":
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in array]))
+  raise _CalibrationUnusable(f"cannot write a feature of dtype {array.dtype} into a tf.Example")
+
+
+def serialize_examples(features):
+  """Serializes a batch {feature key: array (samples on axis 0)} into tf.Example bytes, one per sample.
+
+  The bytes never end in NUL, so they survive numpy's fixed-width string arrays (and the `.npz`) intact.
+  """
+  keys = sorted(features)
+  count = len(np.asarray(features[keys[0]]))
+  serialized = []
+  for row in range(count):
+    example = tf.train.Example()
+    for key in keys:
+      example.features.feature[key].CopyFrom(_feature_proto(np.asarray(features[key])[row]))
+    data = example.SerializeToString(deterministic=True)
+    if data.endswith(b"\0"):
+      example.features.feature[_PADDING_FEATURE].bytes_list.value.append(b"\x01")
+      data = example.SerializeToString(deterministic=True)
+      if data.endswith(b"\0"):
+        raise _CalibrationUnusable("a serialized tf.Example ends in a NUL byte, which the .npz string array "
+                                   "would drop; pass calibration_input_fn with serialized examples instead")
+    serialized.append(data)
+  return np.array(serialized, dtype=bytes)
+
+
+def _kind(dtype):
+  dtype = tf.as_dtype(dtype)
+  if dtype == tf.string:
+    return "string"
+  if dtype.is_bool:
+    return "bool"
+  return "float" if dtype.is_floating else "int" if dtype.is_integer else dtype.name
+
+
+def _elements_per_sample(shape):
+  shape = tf.TensorShape(shape)
+  if shape.rank is None or not shape[1:].is_fully_defined():
+    return None
+  return int(np.prod(shape[1:].as_list(), dtype=np.int64))
+
+
+def _fits(output, dtype, shape):
+  """Whether an input-pipeline tensor can be the feature of dtype/shape the serving receiver makes."""
+  if _kind(output.dtype) != _kind(dtype):
+    return False
+  got, want = _elements_per_sample(output.shape), _elements_per_sample(shape)
+  return got is None or want is None or got == want
+
+
+def _alignments(outputs, specs, start=0):
+  """Every order-preserving assignment of `specs` to `outputs` (tf.data flattens a dict by sorted key)."""
+  if not specs:
+    yield ()
+    return
+  for i in range(start, len(outputs)):
+    if _fits(outputs[i], *specs[0]):
+      for rest in _alignments(outputs, specs[1:], i + 1):
+        yield (i,) + rest
+
+
+def find_feature_tensors(graph, receiver):
+  """Finds, in an evaluation graph, the input-pipeline tensors holding the features the serving model takes.
+
+  Estimator evaluates `input_fn`'s dataset through one `IteratorGetNext` op whose outputs are
+  `tf.nest.flatten((features, labels))`: the feature dict's values by sorted key, then the labels. The served
+  features are matched to those outputs in key order by dtype kind and per-sample size. When the evaluation
+  features are exactly the served ones (the usual case) the first outputs are taken; otherwise the match must
+  be unique.
+
+  Returns:
+    {feature key: tensor}.
+
+  Raises:
+    _CalibrationUnusable: no or several possible matches (the message says what to do).
+  """
+  nexts = [op for op in graph.get_operations() if op.type in ("IteratorGetNext", "IteratorGetNextSync")]
+  if len(nexts) != 1:
+    raise _CalibrationUnusable(
+        f"calibration_hook found {len(nexts)} tf.data iterators in the evaluation graph (it needs exactly one: an "
+        "eval input_fn returning a tf.data.Dataset); pass calibration_input_fn instead")
+  outputs = list(nexts[0].outputs)
+  keys = sorted(receiver.features)
+  specs = [receiver.features[k] for k in keys]
+  if len(outputs) > len(keys) and all(_fits(outputs[i], *specs[i]) for i in range(len(keys))):
+    return {k: outputs[i] for i, k in enumerate(keys)}
+  matches = []
+  for match in _alignments(outputs, specs):
+    matches.append(match)
+    if len(matches) > 1:
+      break
+  if len(matches) != 1:
+    raise _CalibrationUnusable(
+        f"calibration_hook cannot tell which evaluation inputs are the served features {keys} "
+        f"({'several' if matches else 'no'} input-pipeline outputs match their dtypes and sizes); "
+        "pass calibration_input_fn instead")
+  return {k: outputs[i] for k, i in zip(keys, matches[0])}
+
+
+class CalibrationCaptureHook(tf.compat.v1.train.SessionRunHook):
+  """Keeps a uniform random sample of evaluation batches (features only) for INT8 calibration.
+
+  Put it in `EvalSpec(hooks=[exporter.calibration_hook])`. Whether a batch is kept is decided before the step
+  runs; only then are its feature tensors added to the step's fetches, so the batches it does not keep cost
+  nothing.
+  """
+
+  def __init__(self, exporter, capacity, seed=0):
+    self._exporter = exporter
+    self._reservoir = BatchReservoir(capacity, seed=seed)
+    self._tensors = None
+    self._global_step_tensor = None
+    self._wanted = False
+    self.problem = None         # why the last evaluation could not be captured, or None
+    self.global_step = None     # the checkpoint step of the last captured evaluation
+    self.batches = []           # the last evaluation's sample: [{feature key: array}], in batch order
+    self.indices = []           # their positions in that evaluation
+    self.batches_seen = 0
+
+  def begin(self):
+    self._reservoir.begin_pass()
+    self._tensors, self.problem = None, None
+    if self._reservoir.capacity <= 0:
+      return
+    try:
+      self._tensors = find_feature_tensors(tf.compat.v1.get_default_graph(), self._exporter.receiver_spec())
+    except _CalibrationUnusable as err:
+      self.problem = str(err)
+      logging.warning("tftrt_keras: %s", err)
+    self._global_step_tensor = tf.compat.v1.train.get_global_step()
+
+  def after_create_session(self, session, coord):
+    del coord
+    if self._global_step_tensor is not None:
+      self._step_of_pass = int(session.run(self._global_step_tensor))
+
+  _step_of_pass = None
+
+  def before_run(self, run_context):
+    del run_context
+    self._wanted = bool(self._tensors) and self._reservoir.wants()
+    return tf.compat.v1.train.SessionRunArgs(self._tensors) if self._wanted else None
+
+  def after_run(self, run_context, run_values):
+    del run_context
+    if not self._tensors:
+      return
+    if self._wanted:
+      self._reservoir.offer({k: np.asarray(v) for k, v in run_values.results.items()})
+    else:
+      self._reservoir.skip()
+
+  def end(self, session):
+    del session
+    if not self._tensors:
+      return
+    self.batches_seen = self._reservoir.seen
+    self._reservoir.end_pass()
+    self.batches = list(self._reservoir.last_pass)
+    self.indices = list(self._reservoir.last_indices)
+    self.global_step = self._step_of_pass
+
+
+# ----------------------------------------------------------------------------------------------- exporter
+def _scalar_metrics(eval_result):
+  metrics = {}
+  for key, value in (eval_result or {}).items():
+    if np.ndim(value) == 0 and isinstance(np.asarray(value).item(), (int, float)):
+      value = np.asarray(value).item()
+      if isinstance(value, float) and not math.isfinite(value):
+        value = str(value)
+      metrics[str(key)] = value
+  return metrics
+
+
+class TrtExporter(_exporter_lib.Exporter):
+  """Exports like `tf.estimator.BestExporter`, plus frozen graph, calibration samples and TF-TRT variants.
+
+  Example:
+
+    feature_columns = [tf.feature_column.numeric_column("x", shape=[64])]
+    estimator = tf.estimator.DNNClassifier([32], feature_columns, n_classes=10, model_dir="/tmp/digits")
+    exporter = tftrt_keras.TrtExporter(
+        "tftrt", tf.estimator.export.build_parsing_serving_input_receiver_fn(
+            tf.feature_column.make_parse_example_spec(feature_columns)))
+    tf.estimator.train_and_evaluate(
+        estimator, tf.estimator.TrainSpec(train_input_fn, max_steps=1000),
+        tf.estimator.EvalSpec(eval_input_fn, exporters=[exporter], hooks=[exporter.calibration_hook]))
+
+  Args:
+    name: the exporter's name: exports go to `<model_dir>/export/<name>`.
+    serving_input_receiver_fn: as for `BestExporter`; the normal export's serving signature.
+    precisions: TF-TRT variants to build, a subset of ("FP32", "FP16", "INT8").
+    compare_fn: `callable(best_eval_result, current_eval_result)` returning True when the current evaluation is
+      better (policy "best" only). Default: smaller `loss`, as `BestExporter`.
+    exports_to_keep: keep the newest N exports of ours (None: all). Deletes only what our manifests list.
+    calibration_batches: evaluation batches kept (uniformly sampled over the whole evaluation) by
+      `calibration_hook`; 0 keeps none.
+    calibration_input_fn: alternative source of calibration data: a callable returning an iterable (or a
+      `tf.data.Dataset`) of batches, each a dict keyed by the signature's input names, a features dict, or a
+      (features, labels) tuple. Used instead of the hook's sample; at most `calibration_batches` batches when
+      that is positive.
+    max_batch_size, max_workspace_size_bytes, minimum_segment_size, maximum_cached_engines, require_tensorrt,
+      gpu_memory_limit_mb, timeout_seconds: see `ConversionOptions`. `require_tensorrt=True` raises
+      `TensorRTUnavailableError` here, before any training, when TF-TRT cannot run.
+    conversion_options: a complete `ConversionOptions` to use instead of the individual knobs above.
+    policy: "best" (export when the evaluation improves, as `BestExporter`; the best result is read back from
+      the evaluation event files after a restart), "latest" (every evaluation, as `LatestExporter`) or
+      "final" (only the export at the end of training, as `FinalExporter`).
+    event_file_pattern: evaluation event files relative to `model_dir`, read for the best result on restart.
+    blocking: wait for each conversion instead of converting in the background while training goes on (the
+      final export always waits).
+    assets_extra, as_text: passed to `estimator.export_saved_model`, as by `BestExporter`.
+
+  Raises:
+    ValueError: a bad argument (the message names it).
+    TensorRTUnavailableError: `require_tensorrt=True` and TF-TRT cannot run on this machine.
+  """
+
+  def __init__(self, name, serving_input_receiver_fn, precisions=PRECISIONS, compare_fn=None, exports_to_keep=5,
+               calibration_batches=8, calibration_input_fn=None, max_batch_size=None,
+               max_workspace_size_bytes=DEFAULT_WORKSPACE_BYTES, minimum_segment_size=3, require_tensorrt=False,
+               maximum_cached_engines=1, gpu_memory_limit_mb=None, timeout_seconds=None, conversion_options=None,
+               policy="best", event_file_pattern=DEFAULT_EVENT_FILE_PATTERN, blocking=False, assets_extra=None,
+               as_text=False):
+    _check_name(name)
+    if not callable(serving_input_receiver_fn):
+      raise invalid_argument("serving_input_receiver_fn", serving_input_receiver_fn,
+                             "a callable returning a ServingInputReceiver")
+    if policy not in POLICIES:
+      raise invalid_argument("policy", policy, f"one of {POLICIES}")
+    if compare_fn is not None:
+      if policy != "best":
+        raise invalid_argument("compare_fn", compare_fn, f"None with policy={policy!r}",
+                               hint="compare_fn decides which evaluation is best; it applies to policy='best' only.")
+      _check_compare_fn(compare_fn)
+    if exports_to_keep is not None and not _is_count(exports_to_keep, 1):
+      raise invalid_argument("exports_to_keep", exports_to_keep, "a positive integer or None")
+    if not _is_count(calibration_batches, 0):
+      raise invalid_argument("calibration_batches", calibration_batches, "an integer >= 0")
+    if calibration_input_fn is not None and not callable(calibration_input_fn):
+      raise invalid_argument("calibration_input_fn", calibration_input_fn,
+                             "None or a callable returning batches of calibration inputs")
+    if not isinstance(blocking, bool):
+      raise invalid_argument("blocking", blocking, "True or False")
+    knobs = dict(precisions=precisions, max_batch_size=max_batch_size,
+                 max_workspace_size_bytes=max_workspace_size_bytes, minimum_segment_size=minimum_segment_size,
+                 maximum_cached_engines=maximum_cached_engines, require_tensorrt=require_tensorrt,
+                 gpu_memory_limit_mb=gpu_memory_limit_mb, timeout_seconds=timeout_seconds)
+    if conversion_options is not None:
+      if not isinstance(conversion_options, ConversionOptions):
+        raise invalid_argument("conversion_options", conversion_options, "None or a ConversionOptions")
+      defaults = {k: p.default for k, p in inspect.signature(TrtExporter.__init__).parameters.items()}
+      changed = sorted(k for k, v in knobs.items() if v is not defaults[k] and v != defaults[k])
+      if changed:
+        raise invalid_argument("conversion_options", conversion_options, "either conversion_options or the "
+                               f"individual options, not both (also given: {', '.join(changed)})")
+      options = conversion_options
+    else:
+      options = ConversionOptions(**knobs)
+    if "INT8" in options.precisions and calibration_batches == 0 and calibration_input_fn is None:
+      raise invalid_argument("calibration_batches", calibration_batches,
+                             "1 or more when precisions include INT8 and no calibration_input_fn is given",
+                             hint="INT8 needs calibration data: keep evaluation batches, pass "
+                                  "calibration_input_fn, or drop INT8 from precisions.")
+    if options.require_tensorrt:
+      require_tensorrt_or_raise()  # before training: a run whose variants cannot be built would be wasted
+
+    self._name = name
+    self._serving_input_receiver_fn = serving_input_receiver_fn
+    self._options = options
+    self._policy = policy
+    self._compare_fn = compare_fn or _loss_smaller
+    self._exports_to_keep = exports_to_keep
+    self._calibration_batches = calibration_batches
+    self._calibration_input_fn = calibration_input_fn
+    self._event_file_pattern = event_file_pattern
+    self._blocking = blocking
+    self._assets_extra = assets_extra
+    self._as_text = as_text
+    self._scheduler = ExportScheduler(exports_to_keep=exports_to_keep)
+    # With calibration_input_fn the evaluation batches are not used: the hook then fetches nothing.
+    self._hook = CalibrationCaptureHook(self, 0 if calibration_input_fn is not None else calibration_batches)
+    self._receiver = None
+    self._model_dir = None
+    self._best_eval_result = None
+    self._export_path = None
+    self._lock = None
+
+  @classmethod
+  def from_flags(cls, flag_values, name, serving_input_receiver_fn, **overrides):
+    """A `TrtExporter` configured by the flags of `tftrt_keras.flags.define_export_flags()`.
+
+    `--export_save_best_only` selects policy "best" judged by `--export_monitor` (`val_loss` is the
+    Estimator's `loss`), otherwise "latest". `overrides` (any constructor argument) win over the flags.
+    """
+    from tftrt_keras.flags import conversion_options_from_flags  # pylint: disable=g-import-not-at-top
+    fv = flag_values
+    knob_names = ("precisions", "max_batch_size", "max_workspace_size_bytes", "minimum_segment_size",
+                  "maximum_cached_engines", "require_tensorrt", "gpu_memory_limit_mb", "timeout_seconds")
+    knob_overrides = {k: overrides.pop(k) for k in knob_names if k in overrides}
+    if "conversion_options" not in overrides:
+      overrides["conversion_options"] = conversion_options_from_flags(fv, **knob_overrides)
+    arguments = dict(exports_to_keep=fv.exports_to_keep, calibration_batches=fv.calibration_batches,
+                     blocking=fv.export_blocking, policy="best" if fv.export_save_best_only else "latest")
+    if fv.export_save_best_only and fv.export_monitor not in ("loss", "val_loss"):
+      arguments["compare_fn"] = metric_compare_fn(fv.export_monitor)
+    arguments.update(overrides)
+    return cls(name, serving_input_receiver_fn, **arguments)
+
+  # --- the Exporter contract
+  @property
+  def name(self):
+    return self._name
+
+  @property
+  def calibration_hook(self):
+    """The `SessionRunHook` for `EvalSpec(hooks=[...])` that samples evaluation batches for calibration."""
+    return self._hook
+
+  @property
+  def options(self):
+    """The `ConversionOptions` every export of this exporter uses."""
+    return self._options
+
+  @property
+  def policy(self):
+    return self._policy
+
+  @property
+  def exports_to_keep(self):
+    return self._exports_to_keep
+
+  @property
+  def compare_fn(self):
+    return self._compare_fn
+
+  @property
+  def best_eval_result(self):
+    """The best evaluation result seen so far (read from the event files after a restart), or None."""
+    return self._best_eval_result
+
+  @property
+  def manifest_paths(self):
+    """Paths of the manifests of the exports in this exporter's directory, oldest first."""
+    if self._export_path is None:
+      return []
+    layout = ExportLayout(self._export_path)
+    return [layout.manifest_path(v) for v in layout.versions()]
+
+  def receiver_spec(self):
+    if self._receiver is None:
+      self._receiver = _ReceiverSpec(self._serving_input_receiver_fn)
+    return self._receiver
+
+  def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
+    """Writes the normal export when the policy says so, then starts its conversion.
+
+    Returns:
+      What `estimator.export_saved_model` returned (the normal export's path), or None when not exporting.
+    """
+    export_path = os.fspath(export_path)
+    self._export_path = export_path
+    try:
+      if not self._should_export(estimator, eval_result, is_the_final_export):
+        return None
+      logging.info("tftrt_keras: exporting (policy %s) to %s", self._policy, export_path)
+      export_result = estimator.export_saved_model(
+          export_path, self._serving_input_receiver_fn, assets_extra=self._assets_extra, as_text=self._as_text,
+          checkpoint_path=checkpoint_path)
+      self._best_eval_result = eval_result
+      native_dir = tf.compat.as_str_any(export_result)
+      try:
+        self._start_conversion(native_dir, checkpoint_path, eval_result, is_the_final_export)
+      except TensorRTUnavailableError:
+        raise
+      except ExportRootBusy as err:
+        # Another process owns this directory: write nothing into it, not even a manifest.
+        logging.error("tftrt_keras: %s The normal export %s was written; its TF-TRT variants were not.",
+                      err, native_dir)
+      except Exception as err:  # pylint: disable=broad-except
+        # The normal export is written and stays usable; the conversion's failure is recorded, never raised.
+        logging.exception("tftrt_keras: preparing the TF-TRT export of %s failed", native_dir)
+        self._record_failure(native_dir, checkpoint_path, eval_result, err)
+      return export_result
+    finally:
+      if is_the_final_export:
+        self.wait()
+        self._release()
+
+  def wait(self, timeout=None):
+    """Waits for conversions still running or queued; returns the manifests finished so far."""
+    return self._scheduler.wait_all(timeout)
+
+  def close(self):
+    """Waits for running conversions and releases the export directory (done by the final export)."""
+    self.wait()
+    self._release()
+
+  # --- policy
+  def _should_export(self, estimator, eval_result, is_the_final_export):
+    if self._policy == "final":
+      return bool(is_the_final_export)
+    if self._policy == "latest":
+      return True
+    if self._model_dir != estimator.model_dir and self._event_file_pattern:
+      self._model_dir = estimator.model_dir
+      step = (eval_result or {}).get("global_step")
+      self._best_eval_result = self._best_from_event_files(
+          os.path.join(self._model_dir, self._event_file_pattern), exclude_step=step)
+      logging.info("tftrt_keras: best evaluation so far (from event files): %s", self._best_eval_result)
+    if self._best_eval_result is None:
+      return True
+    try:
+      return bool(self._compare_fn(best_eval_result=self._best_eval_result, current_eval_result=eval_result))
+    except KeyError as err:
+      logging.warning("tftrt_keras: compare_fn needs metric %s, missing from the evaluation result; exporting", err)
+      return True
+
+  def _best_from_event_files(self, pattern, exclude_step):
+    """The best evaluation in the event files, as `BestExporter` finds it after a restart.
+
+    The evaluation being exported has already written its own event; it is left out (by its step) so that it
+    is compared with the earlier ones instead of with itself.
+    """
+    best = None
+    for event_file in sorted(tf.io.gfile.glob(pattern)):
+      try:
+        for event in tf.compat.v1.train.summary_iterator(event_file):
+          if not event.HasField("summary") or (exclude_step is not None and event.step == int(exclude_step)):
+            continue
+          result = {v.tag: v.simple_value for v in event.summary.value if v.HasField("simple_value")}
+          if not result:
+            continue
+          try:
+            if best is None or self._compare_fn(best_eval_result=best, current_eval_result=result):
+              best = result
+          except KeyError:
+            continue  # an event without the metric compare_fn reads (another summary): not an evaluation result
+      except tf.errors.DataLossError:
+        logging.warning("tftrt_keras: event file %s ends in a partial record; read what precedes it", event_file)
+    return best
+
+  # --- conversion
+  def _acquire(self, layout):
+    if self._lock is None:
+      lock = RootLock(layout)
+      lock.acquire()
+      self._lock = lock
+      layout.recover_interrupted()
+
+  def _release(self):
+    if self._lock is not None:
+      self._lock.release()
+      self._lock = None
+
+  def _source(self, checkpoint_path, eval_result, **extra):
+    step = (eval_result or {}).get("global_step")
+    source = {"kind": "estimator", "exporter": self._name, "policy": self._policy,
+              "step": int(step) if step is not None else None, "metrics": _scalar_metrics(eval_result),
+              "checkpoint_path": tf.compat.as_str_any(checkpoint_path) if checkpoint_path else None}
+    source.update(extra)
+    return source
+
+  def _start_conversion(self, native_dir, checkpoint_path, eval_result, is_the_final_export):
+    layout = ExportLayout(os.path.dirname(native_dir))
+    self._acquire(layout)
+    version = int(os.path.basename(native_dir))
+    calibration_problem, calibration_origin = None, {}
+    try:
+      batches, calibration_origin = self._collect_calibration(native_dir)
+    except _CalibrationUnusable as err:
+      batches, calibration_problem = [], str(err)
+    request = prepare_export(
+        root=layout.root, version=version,
+        source=self._source(checkpoint_path, eval_result, calibration=calibration_origin),
+        options=self._options, native_dir=native_dir, batches=batches, signature_key=SIGNATURE_KEY)
+    if calibration_problem:
+      manifest = read_manifest(layout.manifest_dir(version))
+      set_artifact(manifest, "calibration", SKIPPED, reason=calibration_problem)
+      write_manifest(layout.manifest_dir(version), manifest)
+    self._scheduler.submit(request, blocking=self._blocking or bool(is_the_final_export))
+
+  def _record_failure(self, native_dir, checkpoint_path, eval_result, err):
+    """Closes this export's manifest as failed (the normal export itself is fine) and applies retention."""
+    try:
+      layout = ExportLayout(os.path.dirname(native_dir))
+      version = int(os.path.basename(native_dir))
+      reason = f"preparing the export failed: {type(err).__name__}: {err}"
+      manifest = new_manifest(version, self._source(checkpoint_path, eval_result), artifact_names(self._options.precisions))
+      manifest["signature_key"] = SIGNATURE_KEY
+      manifest["options"] = self._options.to_json()
+      for artifact in manifest["artifacts"]:
+        set_artifact(manifest, artifact, FAILED, reason=reason)
+      set_artifact(manifest, "native", OK, layout.relative(version, native_dir))
+      layout.remove_temps(version=version)
+      write_manifest(layout.manifest_dir(version), manifest)
+      if self._exports_to_keep and not self._scheduler.busy():
+        layout.retain(self._exports_to_keep)
+    except Exception:  # pylint: disable=broad-except
+      logging.exception("tftrt_keras: could not record the failed export of %s", native_dir)
+
+  def _collect_calibration(self, native_dir):
+    """Calibration batches keyed by the exported signature's input names, and where they came from.
+
+    Raises:
+      _CalibrationUnusable: with the reason the manifest records.
+    """
+    signature, tensor_names = _signature_of(native_dir, SIGNATURE_KEY)
+    if self._calibration_input_fn is not None:
+      raw = self._batches_from_input_fn()
+      origin = {"from": "calibration_input_fn", "batches": len(raw)}
+    else:
+      if self._calibration_batches == 0:
+        return [], {"from": None}
+      if self._hook.problem:
+        raise _CalibrationUnusable(self._hook.problem)
+      if not self._hook.batches:
+        raise _CalibrationUnusable("no evaluation batches were captured: add exporter.calibration_hook to "
+                                   "EvalSpec(hooks=[...]) or pass calibration_input_fn")
+      raw = self._hook.batches
+      origin = {"from": "evaluation", "eval_step": self._hook.global_step, "batch_indices": self._hook.indices,
+                "batches_in_evaluation": self._hook.batches_seen}
+    input_names = {t.name for t in signature.inputs}
+    batches = [batch if set(batch) == input_names else self._signature_inputs(batch, signature, tensor_names)
+               for batch in raw]
+    if not batches:
+      raise _CalibrationUnusable("calibration_input_fn yielded no batches")
+    try:
+      calibration_data.check_against_signature(
+          {k: np.concatenate([np.asarray(b[k]) for b in batches]) for k in batches[0]}, signature)
+    except ValueError as err:
+      raise _CalibrationUnusable(f"the calibration batches do not fit the exported signature: {err}") from err
+    return batches, origin
+
+  def _batches_from_input_fn(self):
+    result = self._calibration_input_fn()
+    if isinstance(result, tf.data.Dataset):
+      result = result.as_numpy_iterator()
+    batches = []
+    for batch in result:
+      if isinstance(batch, tuple) and len(batch) == 2 and isinstance(batch[0], dict):
+        batch = batch[0]  # (features, labels)
+      if not isinstance(batch, dict):
+        raise _CalibrationUnusable(f"calibration_input_fn yielded a {type(batch).__name__}; expected a dict of "
+                                   "arrays or a (features, labels) tuple")
+      batches.append({k: np.asarray(v) for k, v in batch.items()})
+      if self._calibration_batches and len(batches) >= self._calibration_batches:
+        break
+    return batches
+
+  def _signature_inputs(self, features, signature, tensor_names):
+    """Turns a features batch into the exported signature's inputs (tf.Example bytes or raw arrays)."""
+    receiver = self.receiver_spec()
+    receiver_key_of = {name: key for key, name in receiver.inputs.items()}
+    inputs = {}
+    for tensor in signature.inputs:
+      receiver_key = receiver_key_of.get(tensor_names[tensor.name])
+      if receiver_key is None:
+        raise _CalibrationUnusable(f"signature input {tensor.name!r} is not a tensor of the serving input receiver")
+      if receiver.parsing:
+        missing = sorted(set(receiver.features) - set(features))
+        if missing:
+          raise _CalibrationUnusable(f"the calibration features lack {missing}, which the serving signature parses")
+        inputs[tensor.name] = serialize_examples({k: features[k] for k in receiver.features})
+      elif receiver_key in receiver.raw_feature:
+        feature = receiver.raw_feature[receiver_key]
+        if feature not in features:
+          raise _CalibrationUnusable(f"the calibration features lack {feature!r}, a serving signature input")
+        inputs[tensor.name] = _as_input(np.asarray(features[feature]), tensor)
+      else:
+        raise _CalibrationUnusable(
+            f"the serving input receiver transforms its input {receiver_key!r} before the model sees it, so "
+            "evaluation features cannot be fed to the signature; pass calibration_input_fn with signature inputs")
+    return inputs
+
+
+def _as_input(array, tensor):
+  """Casts and reshapes evaluation features to a raw signature input (e.g. (n,) -> (n, 1), float64 -> float32)."""
+  if tensor.dtype != "string":
+    array = array.astype(tensor.dtype)
+  if tensor.shape is not None and all(d is not None for d in tensor.shape[1:]):
+    per_sample = int(np.prod(tensor.shape[1:], dtype=np.int64))
+    if array.ndim and array[0].size == per_sample:
+      array = array.reshape((len(array),) + tuple(tensor.shape[1:]))
+  return array
+
