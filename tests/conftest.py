@@ -13,6 +13,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYT
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+from tests import keras_models  # noqa: E402  (needs ROOT on sys.path)
+
+
 def tensorrt_skip_reason():
   """Why the `trt` tier cannot run here, or None when TF-TRT and a GPU are usable."""
   from tftrt_keras.preflight import check_tensorrt  # pylint: disable=g-import-not-at-top
@@ -25,3 +28,22 @@ def require_tensorrt_here():
   reason = tensorrt_skip_reason()
   if reason:
     pytest.skip(reason)
+
+
+# Keras flavour fixtures (see tests/keras_models.py).
+@pytest.fixture(params=keras_models.flavors())
+def keras(request):
+  """Every Keras flavour of this TF line (for the behaviours that differ between Keras 2 and 3)."""
+  module = keras_models.keras_for(request.param)
+  module.utils.set_random_seed(0)
+  return module
+
+
+@pytest.fixture
+def primary_keras():
+  """The TF line's default Keras (tf.keras 2 on TF 2.15, Keras 3 on TF 2.17)."""
+  module = keras_models.keras_for(keras_models.flavors()[0])
+  module.utils.set_random_seed(0)
+  return module
+
+

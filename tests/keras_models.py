@@ -1,7 +1,6 @@
 """Keras flavours present in this environment, and small models for callback tests."""
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 
@@ -20,22 +19,6 @@ def keras_for(flavor):
     import tf_keras  # pylint: disable=g-import-not-at-top
     return tf_keras
   return tf.keras
-
-
-@pytest.fixture(params=flavors())
-def keras(request):
-  """Every Keras flavour of this TF line (for the behaviours that differ between Keras 2 and 3)."""
-  module = keras_for(request.param)
-  module.utils.set_random_seed(0)
-  return module
-
-
-@pytest.fixture
-def primary_keras():
-  """The TF line's default Keras (tf.keras 2 on TF 2.15, Keras 3 on TF 2.17)."""
-  module = keras_for(flavors()[0])
-  module.utils.set_random_seed(0)
-  return module
 
 
 def classifier(keras, kind="functional", features=8, classes=3):

@@ -5,7 +5,6 @@ set to `EVAL_MARKER + row / 1000`, so a captured sample shows both that it came 
 the (ordered) evaluation pass it was.
 """
 
-import glob
 import json
 import os
 import subprocess

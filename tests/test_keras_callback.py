@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import tftrt_keras
-from tests.keras_models import classifier, indexed_validation, keras, primary_keras, train_data  # noqa: F401
+from tests.keras_models import classifier, indexed_validation, train_data
 from tests.saved_models import FAKE_BACKEND
 
 pytestmark = pytest.mark.tf

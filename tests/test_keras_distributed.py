@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import tftrt_keras
-from tests.keras_models import classifier, primary_keras, train_data  # noqa: F401 (fixture)
+from tests.keras_models import classifier, train_data
 
 pytestmark = pytest.mark.tf
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -32,10 +32,8 @@ from tftrt_keras.conversion_options import DEFAULT_WORKSPACE_BYTES, ConversionOp
 from tftrt_keras.errors import TensorRTUnavailableError, require_tensorrt_or_raise
 from tftrt_keras.export_layout import ExportLayout, ExportRootBusy, RootLock
 from tftrt_keras.export_scheduler import ExportScheduler
-from tftrt_keras.manifest import (FAILED, OK, SKIPPED, new_manifest, read_manifest, set_artifact,
-                                  write_manifest)
-from tftrt_keras.pipeline import prepare_export
-from tftrt_keras.precisions import PRECISIONS, artifact_names
+from tftrt_keras.pipeline import prepare_export, record_failed_export
+from tftrt_keras.precisions import PRECISIONS
 from tftrt_keras.saved_model_signature import SignatureInfo, TensorInfo
 
 import tensorflow as tf
@@ -639,27 +637,17 @@ class TrtExporter(_exporter_lib.Exporter):
     request = prepare_export(
         root=layout.root, version=version,
         source=self._source(checkpoint_path, eval_result, calibration=calibration_origin),
-        options=self._options, native_dir=native_dir, batches=batches, signature_key=SIGNATURE_KEY)
-    if calibration_problem:
-      manifest = read_manifest(layout.manifest_dir(version))
-      set_artifact(manifest, "calibration", SKIPPED, reason=calibration_problem)
-      write_manifest(layout.manifest_dir(version), manifest)
+        options=self._options, native_dir=native_dir, batches=batches, signature_key=SIGNATURE_KEY,
+        calibration_skip_reason=calibration_problem or "calibration_batches=0 and no calibration_input_fn")
     self._scheduler.submit(request, blocking=self._blocking or bool(is_the_final_export))
 
   def _record_failure(self, native_dir, checkpoint_path, eval_result, err):
     """Closes this export's manifest as failed (the normal export itself is fine) and applies retention."""
     try:
       layout = ExportLayout(os.path.dirname(native_dir))
-      version = int(os.path.basename(native_dir))
-      reason = f"preparing the export failed: {type(err).__name__}: {err}"
-      manifest = new_manifest(version, self._source(checkpoint_path, eval_result), artifact_names(self._options.precisions))
-      manifest["signature_key"] = SIGNATURE_KEY
-      manifest["options"] = self._options.to_json()
-      for artifact in manifest["artifacts"]:
-        set_artifact(manifest, artifact, FAILED, reason=reason)
-      set_artifact(manifest, "native", OK, layout.relative(version, native_dir))
-      layout.remove_temps(version=version)
-      write_manifest(layout.manifest_dir(version), manifest)
+      record_failed_export(layout.root, int(os.path.basename(native_dir)), self._source(checkpoint_path, eval_result),
+                           self._options, f"preparing the export failed: {type(err).__name__}: {err}",
+                           signature_key=SIGNATURE_KEY)
       if self._exports_to_keep and not self._scheduler.busy():
         layout.retain(self._exports_to_keep)
     except Exception:  # pylint: disable=broad-except

@@ -14,8 +14,9 @@ from tftrt_keras.export_layout import ExportLayout, RootLock
 from tftrt_keras.export_scheduler import ExportScheduler
 from tftrt_keras.keras_capture import CapturingTestFunction, unpack_inputs
 from tftrt_keras import keras_snapshot
-from tftrt_keras.manifest import FAILED, new_manifest, read_manifest, set_artifact, write_manifest
-from tftrt_keras.precisions import PRECISIONS, artifact_names, normalize_precisions
+from tftrt_keras.manifest import read_manifest
+from tftrt_keras.pipeline import prepare_export, record_failed_export
+from tftrt_keras.precisions import PRECISIONS, normalize_precisions
 from tftrt_keras.summary import summary_table
 
 
@@ -296,7 +297,6 @@ class TrtExport(keras_flavor.callback_base()):
     if batch is not None:
       source["batch"] = int(batch)
     try:
-      from tftrt_keras.pipeline import prepare_export  # pylint: disable=g-import-not-at-top
       batches = self._captured_batches()
       if self._snapshotter is None:
         signature = self._signature(batches)
@@ -304,19 +304,15 @@ class TrtExport(keras_flavor.callback_base()):
           raise ValueError("no input signature: pass `input_signature=` to TrtExport")
         self._snapshotter = keras_snapshot.SavedModelSnapshotter(self.model, signature)
       named = [keras_snapshot.batch_by_name(self._snapshotter.signature, b) for b in batches]
-      request = prepare_export(layout.root, version, source, self.options, write_native=self._snapshotter.save,
-                               batches=named)
+      request = prepare_export(
+          layout.root, version, source, self.options, write_native=self._snapshotter.save, batches=named,
+          calibration_skip_reason="no validation pass ran before this export and no `calibration_data` was given")
     except Exception as err:  # pylint: disable=broad-except
       # Training goes on; the failure is on disk where the user looks for exports.
       logging.exception("tftrt_keras: export version %d failed before conversion", version)
-      manifest = new_manifest(version, source, artifact_names(self.options.precisions))
-      native_ok = os.path.isdir(layout.path("native", version))
-      for name in manifest["artifacts"]:
-        if not (name == "native" and native_ok):
-          set_artifact(manifest, name, FAILED, reason=f"export failed before conversion: {type(err).__name__}: {err}")
-      if native_ok:
-        set_artifact(manifest, "native", "ok", layout.relative(version, layout.path("native", version)))
-      self.manifest_paths.append(write_manifest(layout.manifest_dir(version), manifest))
+      self.manifest_paths.append(record_failed_export(
+          layout.root, version, source, self.options,
+          f"export failed before conversion: {type(err).__name__}: {err}"))
       return
     self.manifest_paths.append(layout.manifest_path(version))
     if self.verbose:

@@ -51,7 +51,7 @@ def _concat(batches):
 
 
 def prepare_export(root, version, source, options, *, write_native=None, native_dir=None, batches=None,
-                   signature_key="serving_default"):
+                   signature_key="serving_default", calibration_skip_reason=None):
   """Publishes the normal export and the samples, and writes the manifest and the worker's request.
 
   Args:
@@ -64,6 +64,7 @@ def prepare_export(root, version, source, options, *, write_native=None, native_
     native_dir: where a normal export already is (the Estimator wrote it); it must be `root/<version>`.
     batches: captured batches, list of {input name: array}; split into calibration and verification.
     signature_key: signature to convert.
+    calibration_skip_reason: what the manifest says when there are no batches (the caller knows why).
 
   Returns:
     The `ExportRequest` for the worker.
@@ -100,13 +101,32 @@ def prepare_export(root, version, source, options, *, write_native=None, native_
                  verification_file=VERIFICATION_FILE if verification else None,
                  verification_samples=sum(calibration_data.num_samples(b) for b in verification))
   else:
-    set_artifact(manifest, "calibration", SKIPPED, reason="no calibration data: no validation pass ran and no "
-                 "`calibration_data` was given")
+    set_artifact(manifest, "calibration", SKIPPED,
+                 reason=calibration_skip_reason or "no calibration data was given for this export")
   manifest["worker"] = {"owner_pid": os.getpid()}
   directory = layout.manifest_dir(version)
   write_manifest(directory, manifest)
   request.write(directory)
   return request
+
+
+def record_failed_export(root, version, source, options, reason, signature_key="serving_default"):
+  """Writes the manifest of an export that broke before its worker could start; returns its path.
+
+  The normal export keeps `ok` when it was published before the failure; everything else is `failed` with
+  `reason`. Temp directories of the version are removed, so nothing half-written stays behind.
+  """
+  layout = ExportLayout(root)
+  manifest = new_manifest(version, source, artifact_names(options.precisions))
+  manifest["signature_key"] = signature_key
+  manifest["options"] = options.to_json()
+  for name in manifest["artifacts"]:
+    set_artifact(manifest, name, FAILED, reason=reason)
+  native = layout.path("native", version)
+  if os.path.isfile(os.path.join(native, "saved_model.pb")):
+    set_artifact(manifest, "native", OK, layout.relative(version, native))
+  layout.remove_temps(version=version)
+  return write_manifest(layout.manifest_dir(version), manifest)
 
 
 class _Run:
