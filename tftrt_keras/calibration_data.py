@@ -13,8 +13,15 @@ def save_samples(path, arrays):
   """Writes `{input_name: array}` to `path` atomically (temp file, then rename)."""
   tmp = path + ".tmp.npz"
   with open(tmp, "wb") as f:
-    np.savez(f, **{name: np.asarray(value) for name, value in arrays.items()})
+    np.savez(f, **{name: _without_objects(value) for name, value in arrays.items()})
   os.replace(tmp, path)
+
+
+def _without_objects(value):
+  """String tensors arrive as object arrays of bytes, which `np.savez` would pickle: store them as fixed-width
+  bytes instead (numpy drops trailing NUL bytes there; serialized tf.Examples are padded against that)."""
+  value = np.asarray(value)
+  return value.astype(np.bytes_) if value.dtype == object else value
 
 
 def load_samples(path, argument="calibration_data"):

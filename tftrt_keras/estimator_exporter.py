@@ -27,14 +27,14 @@ import numpy as np
 
 from tftrt_keras import calibration_data
 from tftrt_keras.argument_errors import invalid_argument
-from tftrt_keras.batch_sampler import BatchReservoir
 from tftrt_keras.conversion_options import DEFAULT_WORKSPACE_BYTES, ConversionOptions
+from tftrt_keras.estimator_calibration import (CalibrationCaptureHook, CalibrationUnusable, ReceiverSpec,
+                                               serialize_examples, signature_of)
 from tftrt_keras.errors import TensorRTUnavailableError, require_tensorrt_or_raise
 from tftrt_keras.export_layout import ExportLayout, ExportRootBusy, RootLock
 from tftrt_keras.export_scheduler import ExportScheduler
 from tftrt_keras.pipeline import prepare_export, record_failed_export
 from tftrt_keras.precisions import PRECISIONS
-from tftrt_keras.saved_model_signature import SignatureInfo, TensorInfo
 
 import tensorflow as tf
 
@@ -51,9 +51,6 @@ except ImportError as err:
 POLICIES = ("best", "latest", "final")
 DEFAULT_EVENT_FILE_PATTERN = "eval/*.tfevents.*"
 SIGNATURE_KEY = "serving_default"
-# Appended to a serialized tf.Example that would end in NUL: `.npz` string arrays are fixed-width numpy
-# bytes, which drop trailing NULs, and a truncated Example no longer parses. Parsing ignores unknown features.
-_PADDING_FEATURE = "~tftrt_keras_padding"
 
 
 def _loss_smaller(best_eval_result, current_eval_result):
@@ -101,227 +98,6 @@ def _check_name(name):
 
 def _is_count(value, minimum):
   return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= minimum
-
-
-class _CalibrationUnusable(Exception):
-  """Calibration samples cannot be built for this export; the message says why (recorded in the manifest)."""
-
-
-# ----------------------------------------------------------------------------------------------- receiver
-class _ReceiverSpec:
-  """What the serving input receiver feeds the model, read once in a throwaway graph.
-
-  Attributes:
-    features: {feature key: (tf.DType, tf.TensorShape)} the model receives.
-    inputs: {receiver tensor key: graph tensor name}.
-    raw_feature: {receiver tensor key: feature key} for receiver tensors that are fed to the model unchanged.
-    parsing: True when a single string receiver tensor is parsed into the features (tf.Example input).
-  """
-
-  def __init__(self, serving_input_receiver_fn):
-    with tf.Graph().as_default():
-      receiver = serving_input_receiver_fn()
-      features = receiver.features
-      if not isinstance(features, dict):
-        features = {"feature": features}
-      self.features = {k: (t.dtype, t.shape) for k, t in features.items() if isinstance(t, tf.Tensor)}
-      self.inputs = {k: t.name for k, t in receiver.receiver_tensors.items()}
-      by_name = {t.name: k for k, t in features.items() if isinstance(t, tf.Tensor)}
-      self.raw_feature = {k: by_name[t.name] for k, t in receiver.receiver_tensors.items() if t.name in by_name}
-      # tf.Example input: one string receiver tensor that a ParseExample op turns into the features (as
-      # build_parsing_serving_input_receiver_fn makes). Any other transformation cannot be inverted here.
-      parsed = {t.name for op in tf.compat.v1.get_default_graph().get_operations()
-                if op.type in ("ParseExample", "ParseExampleV2") for t in op.inputs}
-      strings = [k for k, t in receiver.receiver_tensors.items() if t.dtype == tf.string and t.name in parsed]
-      self.parsing = len(receiver.receiver_tensors) == 1 and len(strings) == 1 and not self.raw_feature
-
-
-def _signature_of(saved_model_dir, signature_key):
-  """Reads a signature's inputs from `saved_model.pb` without loading the model (no variables, fast)."""
-  from tensorflow.python.saved_model import loader_impl  # pylint: disable=g-import-not-at-top
-  saved_model = loader_impl.parse_saved_model(saved_model_dir)
-  signature_def = saved_model.meta_graphs[0].signature_def[signature_key]
-
-  def info(name, proto):
-    shape = tf.TensorShape(proto.tensor_shape)
-    return TensorInfo(name, tf.as_dtype(proto.dtype).name, tuple(shape.as_list()) if shape.rank is not None else None)
-  inputs = tuple(info(k, signature_def.inputs[k]) for k in sorted(signature_def.inputs))
-  outputs = tuple(info(k, signature_def.outputs[k]) for k in sorted(signature_def.outputs))
-  tensor_names = {k: signature_def.inputs[k].name for k in signature_def.inputs}
-  return SignatureInfo(signature_key, inputs, outputs), tensor_names
-
-
-def _feature_proto(array):
-  array = np.asarray(array).reshape(-1)
-  if array.dtype.kind == "f":
-    return tf.train.Feature(float_list=tf.train.FloatList(value=array.astype(np.float32)))
-  if array.dtype.kind in "iub":
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=array.astype(np.int64)))
-  if array.dtype.kind in "SO":
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[bytes(v) for v in array]))
-  if array.dtype.kind == "U":
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in array]))
-  raise _CalibrationUnusable(f"cannot write a feature of dtype {array.dtype} into a tf.Example")
-
-
-def serialize_examples(features):
-  """Serializes a batch {feature key: array (samples on axis 0)} into tf.Example bytes, one per sample.
-
-  The bytes never end in NUL, so they survive numpy's fixed-width string arrays (and the `.npz`) intact.
-  """
-  keys = sorted(features)
-  count = len(np.asarray(features[keys[0]]))
-  serialized = []
-  for row in range(count):
-    example = tf.train.Example()
-    for key in keys:
-      example.features.feature[key].CopyFrom(_feature_proto(np.asarray(features[key])[row]))
-    data = example.SerializeToString(deterministic=True)
-    if data.endswith(b"\0"):
-      example.features.feature[_PADDING_FEATURE].bytes_list.value.append(b"\x01")
-      data = example.SerializeToString(deterministic=True)
-      if data.endswith(b"\0"):
-        raise _CalibrationUnusable("a serialized tf.Example ends in a NUL byte, which the .npz string array "
-                                   "would drop; pass calibration_input_fn with serialized examples instead")
-    serialized.append(data)
-  return np.array(serialized, dtype=bytes)
-
-
-def _kind(dtype):
-  dtype = tf.as_dtype(dtype)
-  if dtype == tf.string:
-    return "string"
-  if dtype.is_bool:
-    return "bool"
-  return "float" if dtype.is_floating else "int" if dtype.is_integer else dtype.name
-
-
-def _elements_per_sample(shape):
-  shape = tf.TensorShape(shape)
-  if shape.rank is None or not shape[1:].is_fully_defined():
-    return None
-  return int(np.prod(shape[1:].as_list(), dtype=np.int64))
-
-
-def _fits(output, dtype, shape):
-  """Whether an input-pipeline tensor can be the feature of dtype/shape the serving receiver makes."""
-  if _kind(output.dtype) != _kind(dtype):
-    return False
-  got, want = _elements_per_sample(output.shape), _elements_per_sample(shape)
-  return got is None or want is None or got == want
-
-
-def _alignments(outputs, specs, start=0):
-  """Every order-preserving assignment of `specs` to `outputs` (tf.data flattens a dict by sorted key)."""
-  if not specs:
-    yield ()
-    return
-  for i in range(start, len(outputs)):
-    if _fits(outputs[i], *specs[0]):
-      for rest in _alignments(outputs, specs[1:], i + 1):
-        yield (i,) + rest
-
-
-def find_feature_tensors(graph, receiver):
-  """Finds, in an evaluation graph, the input-pipeline tensors holding the features the serving model takes.
-
-  Estimator evaluates `input_fn`'s dataset through one `IteratorGetNext` op whose outputs are
-  `tf.nest.flatten((features, labels))`: the feature dict's values by sorted key, then the labels. The served
-  features are matched to those outputs in key order by dtype kind and per-sample size. When the evaluation
-  features are exactly the served ones (the usual case) the first outputs are taken; otherwise the match must
-  be unique.
-
-  Returns:
-    {feature key: tensor}.
-
-  Raises:
-    _CalibrationUnusable: no or several possible matches (the message says what to do).
-  """
-  nexts = [op for op in graph.get_operations() if op.type in ("IteratorGetNext", "IteratorGetNextSync")]
-  if len(nexts) != 1:
-    raise _CalibrationUnusable(
-        f"calibration_hook found {len(nexts)} tf.data iterators in the evaluation graph (it needs exactly one: an "
-        "eval input_fn returning a tf.data.Dataset); pass calibration_input_fn instead")
-  outputs = list(nexts[0].outputs)
-  keys = sorted(receiver.features)
-  specs = [receiver.features[k] for k in keys]
-  if len(outputs) > len(keys) and all(_fits(outputs[i], *specs[i]) for i in range(len(keys))):
-    return {k: outputs[i] for i, k in enumerate(keys)}
-  matches = []
-  for match in _alignments(outputs, specs):
-    matches.append(match)
-    if len(matches) > 1:
-      break
-  if len(matches) != 1:
-    raise _CalibrationUnusable(
-        f"calibration_hook cannot tell which evaluation inputs are the served features {keys} "
-        f"({'several' if matches else 'no'} input-pipeline outputs match their dtypes and sizes); "
-        "pass calibration_input_fn instead")
-  return {k: outputs[i] for k, i in zip(keys, matches[0])}
-
-
-class CalibrationCaptureHook(tf.compat.v1.train.SessionRunHook):
-  """Keeps a uniform random sample of evaluation batches (features only) for INT8 calibration.
-
-  Put it in `EvalSpec(hooks=[exporter.calibration_hook])`. Whether a batch is kept is decided before the step
-  runs; only then are its feature tensors added to the step's fetches, so the batches it does not keep cost
-  nothing.
-  """
-
-  def __init__(self, exporter, capacity, seed=0):
-    self._exporter = exporter
-    self._reservoir = BatchReservoir(capacity, seed=seed)
-    self._tensors = None
-    self._global_step_tensor = None
-    self._wanted = False
-    self.problem = None         # why the last evaluation could not be captured, or None
-    self.global_step = None     # the checkpoint step of the last captured evaluation
-    self.batches = []           # the last evaluation's sample: [{feature key: array}], in batch order
-    self.indices = []           # their positions in that evaluation
-    self.batches_seen = 0
-
-  def begin(self):
-    self._reservoir.begin_pass()
-    self._tensors, self.problem = None, None
-    if self._reservoir.capacity <= 0:
-      return
-    try:
-      self._tensors = find_feature_tensors(tf.compat.v1.get_default_graph(), self._exporter.receiver_spec())
-    except _CalibrationUnusable as err:
-      self.problem = str(err)
-      logging.warning("tftrt_keras: %s", err)
-    self._global_step_tensor = tf.compat.v1.train.get_global_step()
-
-  def after_create_session(self, session, coord):
-    del coord
-    if self._global_step_tensor is not None:
-      self._step_of_pass = int(session.run(self._global_step_tensor))
-
-  _step_of_pass = None
-
-  def before_run(self, run_context):
-    del run_context
-    self._wanted = bool(self._tensors) and self._reservoir.wants()
-    return tf.compat.v1.train.SessionRunArgs(self._tensors) if self._wanted else None
-
-  def after_run(self, run_context, run_values):
-    del run_context
-    if not self._tensors:
-      return
-    if self._wanted:
-      self._reservoir.offer({k: np.asarray(v) for k, v in run_values.results.items()})
-    else:
-      self._reservoir.skip()
-
-  def end(self, session):
-    del session
-    if not self._tensors:
-      return
-    self.batches_seen = self._reservoir.seen
-    self._reservoir.end_pass()
-    self.batches = list(self._reservoir.last_pass)
-    self.indices = list(self._reservoir.last_indices)
-    self.global_step = self._step_of_pass
 
 
 # ----------------------------------------------------------------------------------------------- exporter
@@ -513,7 +289,7 @@ class TrtExporter(_exporter_lib.Exporter):
 
   def receiver_spec(self):
     if self._receiver is None:
-      self._receiver = _ReceiverSpec(self._serving_input_receiver_fn)
+      self._receiver = ReceiverSpec(self._serving_input_receiver_fn)
     return self._receiver
 
   def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
@@ -632,7 +408,7 @@ class TrtExporter(_exporter_lib.Exporter):
     calibration_problem, calibration_origin = None, {}
     try:
       batches, calibration_origin = self._collect_calibration(native_dir)
-    except _CalibrationUnusable as err:
+    except CalibrationUnusable as err:
       batches, calibration_problem = [], str(err)
     request = prepare_export(
         root=layout.root, version=version,
@@ -657,9 +433,9 @@ class TrtExporter(_exporter_lib.Exporter):
     """Calibration batches keyed by the exported signature's input names, and where they came from.
 
     Raises:
-      _CalibrationUnusable: with the reason the manifest records.
+      CalibrationUnusable: with the reason the manifest records.
     """
-    signature, tensor_names = _signature_of(native_dir, SIGNATURE_KEY)
+    signature, tensor_names = signature_of(native_dir, SIGNATURE_KEY)
     if self._calibration_input_fn is not None:
       raw = self._batches_from_input_fn()
       origin = {"from": "calibration_input_fn", "batches": len(raw)}
@@ -667,9 +443,9 @@ class TrtExporter(_exporter_lib.Exporter):
       if self._calibration_batches == 0:
         return [], {"from": None}
       if self._hook.problem:
-        raise _CalibrationUnusable(self._hook.problem)
+        raise CalibrationUnusable(self._hook.problem)
       if not self._hook.batches:
-        raise _CalibrationUnusable("no evaluation batches were captured: add exporter.calibration_hook to "
+        raise CalibrationUnusable("no evaluation batches were captured: add exporter.calibration_hook to "
                                    "EvalSpec(hooks=[...]) or pass calibration_input_fn")
       raw = self._hook.batches
       origin = {"from": "evaluation", "eval_step": self._hook.global_step, "batch_indices": self._hook.indices,
@@ -678,12 +454,12 @@ class TrtExporter(_exporter_lib.Exporter):
     batches = [batch if set(batch) == input_names else self._signature_inputs(batch, signature, tensor_names)
                for batch in raw]
     if not batches:
-      raise _CalibrationUnusable("calibration_input_fn yielded no batches")
+      raise CalibrationUnusable("calibration_input_fn yielded no batches")
     try:
       calibration_data.check_against_signature(
           {k: np.concatenate([np.asarray(b[k]) for b in batches]) for k in batches[0]}, signature)
     except ValueError as err:
-      raise _CalibrationUnusable(f"the calibration batches do not fit the exported signature: {err}") from err
+      raise CalibrationUnusable(f"the calibration batches do not fit the exported signature: {err}") from err
     return batches, origin
 
   def _batches_from_input_fn(self):
@@ -695,7 +471,7 @@ class TrtExporter(_exporter_lib.Exporter):
       if isinstance(batch, tuple) and len(batch) == 2 and isinstance(batch[0], dict):
         batch = batch[0]  # (features, labels)
       if not isinstance(batch, dict):
-        raise _CalibrationUnusable(f"calibration_input_fn yielded a {type(batch).__name__}; expected a dict of "
+        raise CalibrationUnusable(f"calibration_input_fn yielded a {type(batch).__name__}; expected a dict of "
                                    "arrays or a (features, labels) tuple")
       batches.append({k: np.asarray(v) for k, v in batch.items()})
       if self._calibration_batches and len(batches) >= self._calibration_batches:
@@ -710,19 +486,19 @@ class TrtExporter(_exporter_lib.Exporter):
     for tensor in signature.inputs:
       receiver_key = receiver_key_of.get(tensor_names[tensor.name])
       if receiver_key is None:
-        raise _CalibrationUnusable(f"signature input {tensor.name!r} is not a tensor of the serving input receiver")
+        raise CalibrationUnusable(f"signature input {tensor.name!r} is not a tensor of the serving input receiver")
       if receiver.parsing:
         missing = sorted(set(receiver.features) - set(features))
         if missing:
-          raise _CalibrationUnusable(f"the calibration features lack {missing}, which the serving signature parses")
+          raise CalibrationUnusable(f"the calibration features lack {missing}, which the serving signature parses")
         inputs[tensor.name] = serialize_examples({k: features[k] for k in receiver.features})
       elif receiver_key in receiver.raw_feature:
         feature = receiver.raw_feature[receiver_key]
         if feature not in features:
-          raise _CalibrationUnusable(f"the calibration features lack {feature!r}, a serving signature input")
+          raise CalibrationUnusable(f"the calibration features lack {feature!r}, a serving signature input")
         inputs[tensor.name] = _as_input(np.asarray(features[feature]), tensor)
       else:
-        raise _CalibrationUnusable(
+        raise CalibrationUnusable(
             f"the serving input receiver transforms its input {receiver_key!r} before the model sees it, so "
             "evaluation features cannot be fed to the signature; pass calibration_input_fn with signature inputs")
     return inputs

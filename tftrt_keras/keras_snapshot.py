@@ -103,8 +103,9 @@ class SavedModelSnapshotter:
     # Track variables and any hub.KerasLayer's loaded module (its assets and tables), not the Keras objects
     # themselves: tracking a Keras 2 model would make tf.saved_model.save serialise every layer's call graphs.
     module.model_variables = list(model.variables)
+    # hub.KerasLayer revives its module as an AutoTrackable, not a tf.Module: test for Trackable.
     module.loaded_resources = [layer._func for layer in _layers(model)  # pylint: disable=protected-access
-                               if hasattr(layer, "_func") and isinstance(layer._func, tf.Module)]
+                               if isinstance(getattr(layer, "_func", None), tf.__internal__.tracking.Trackable)]
 
     def serve(inputs):
       outputs = model(inputs, training=False)

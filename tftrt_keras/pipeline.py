@@ -212,15 +212,22 @@ def run_export(request, backend=None):
 
 def _convert_all(run, backend, native_dir):
   request = run.request
+  artifacts = [TFTRT_ARTIFACTS[p] for p in request.options.precisions]
   unavailable = backend.unavailable_reason()
-  calibration = (calibration_data.batches(run.samples(CALIBRATION_FILE), max(request.calibration_batch_sizes))
-                 if request.has_calibration else [])
-  build = _build_batches(calibration, request.options.max_batch_size)
-  for precision in request.options.precisions:
-    artifact = TFTRT_ARTIFACTS[precision]
-    if unavailable:
+  if unavailable:
+    for artifact in artifacts:
       run.record(artifact, SKIPPED, reason=unavailable)
-      continue
+    return
+  try:
+    calibration = (calibration_data.batches(run.samples(CALIBRATION_FILE), max(request.calibration_batch_sizes))
+                   if request.has_calibration else [])
+  except Exception as err:  # pylint: disable=broad-except
+    # Unreadable samples (a truncated .npz) fail the conversions that need them, not the whole worker.
+    for artifact in artifacts:
+      run.record(artifact, FAILED, reason=f"calibration samples unreadable: {_error_text(err)}")
+    return
+  build = _build_batches(calibration, request.options.max_batch_size)
+  for precision, artifact in zip(request.options.precisions, artifacts):
     if precision == "INT8" and not calibration:
       run.record(artifact, SKIPPED, reason="INT8 needs calibration data and this export has none")
       continue
