@@ -294,3 +294,34 @@ def test_blocking_export_is_complete_when_the_epoch_ends(primary_keras, tmp_path
   model.fit(x, y, validation_data=train_data(32, seed=1), epochs=1, batch_size=32, callbacks=[export, Inspect()],
             verbose=0)
   assert seen == [{"native": "ok", "frozen": "ok", "calibration": "ok", "tftrt_fp32": "ok"}]
+
+
+def _scalars(log_dir):
+  """{tag: [(step, value)]} read back from every event file under `log_dir`."""
+  found = {}
+  for root, _, files in os.walk(log_dir):
+    for name in files:
+      if "tfevents" not in name:
+        continue
+      for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
+        for value in event.summary.value:
+          number = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
+          found.setdefault(value.tag, []).append((event.step, number))
+  return found
+
+
+def test_verification_figures_reach_tensorboard_next_to_the_training_curves(primary_keras, tmp_path):
+  model = classifier(primary_keras)
+  log_dir = tmp_path / "logs"
+  callback = tftrt_keras.TrtExport(tmp_path / "e", precisions=("FP16",), calibration_batches=4, log_dir=log_dir,
+                                   verbose=0)
+  x, y = train_data()
+  model.fit(x, y, validation_data=train_data(64, seed=1), batch_size=16, epochs=1, callbacks=[callback], verbose=0)
+  manifest = _manifest(callback.manifest_paths[0])
+  frozen = manifest["artifacts"]["frozen"]["verification"]
+  scalars = _scalars(log_dir)
+  steps_and_values = scalars["verification/frozen/max_abs_error"]
+  # Written at the export's training step, with the figure the manifest holds.
+  assert steps_and_values == [(manifest["source"]["step"], pytest.approx(
+      max(o["max_abs_error"] for o in frozen["outputs"].values()), rel=1e-6))]
+  assert any(tag.startswith("verification/frozen/latency_p50_ms_batch") for tag in scalars)
