@@ -98,7 +98,7 @@ def test_capture_memory_is_bounded_by_calibration_batches(primary_keras, tmp_pat
   callback = tftrt_keras.TrtExport(tmp_path / "e", precisions=("FP16",), calibration_batches=2, verbose=0)
   model.fit(x, y, validation_data=(xv, yv), batch_size=8, epochs=1, callbacks=[callback], verbose=0)
   capture = callback._capture  # pylint: disable=protected-access
-  assert len(capture._reservoir.last_pass) == 2  # pylint: disable=protected-access
+  assert len(capture.last_pass) == 2
   # Values were copied out of far fewer than the 50 validation batches.
   assert capture.pulled < 25
 

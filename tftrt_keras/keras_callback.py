@@ -213,13 +213,11 @@ class TrtExport(keras_flavor.callback_base()):
 
   def on_test_begin(self, logs=None):
     if self._capture is not None:
-      self._capture._reservoir.begin_pass()  # pylint: disable=protected-access
-      self._capture.active = True
+      self._capture.begin_pass()
 
   def on_test_end(self, logs=None):
     if self._capture is not None:
-      self._capture.active = False
-      self._capture._reservoir.end_pass()  # pylint: disable=protected-access
+      self._capture.end_pass()
 
   def on_train_batch_end(self, batch, logs=None):
     self._global_step += 1
@@ -275,13 +273,13 @@ class TrtExport(keras_flavor.callback_base()):
       return self._explicit_batches
     if self._capture is None:
       return []
-    return list(self._capture._reservoir.last_pass)  # pylint: disable=protected-access
+    return self._capture.last_pass
 
   def _signature(self, batches):
     if self._snapshotter is not None:
       return self._snapshotter.signature
     if self.input_signature is not None:
-      return keras_snapshot._named(__import__("tensorflow"), self.input_signature)  # pylint: disable=protected-access
+      return keras_snapshot.named_signature(self.input_signature)
     return keras_snapshot.signature_from_model(self.model) or (
         keras_snapshot.signature_from_batch(batches[0]) if batches else None)
 

@@ -62,6 +62,21 @@ class CapturingTestFunction:
     self.active = False   # capture only inside fit's validation passes
     self.pulled = 0       # batches whose values were copied out (a cost figure for benchmarks)
 
+  def begin_pass(self):
+    """A validation pass of `fit` starts: capture from now on."""
+    self._reservoir.begin_pass()
+    self.active = True
+
+  def end_pass(self):
+    """The pass ended; `last_pass` now holds its sample."""
+    self.active = False
+    self._reservoir.end_pass()
+
+  @property
+  def last_pass(self):
+    """The latest completed pass's kept batches (inputs as numpy structures), in pass order."""
+    return list(self._reservoir.last_pass)
+
   def __call__(self, iterator):
     if not self.active or not self._reservoir.wants():
       if self.active:

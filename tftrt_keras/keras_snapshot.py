@@ -37,6 +37,12 @@ def _named(tf, structure):
   return tf.TensorSpec(structure.shape, structure.dtype, name=structure.name or "input_0")
 
 
+def named_signature(input_signature):
+  """A user's `input_signature` with a name on every spec (dict keys, its own name, or input_<i>)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return _named(tf, input_signature)
+
+
 def signature_from_model(model):
   """The model's own input structure as TensorSpecs (functional/sequential models), or None."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
