@@ -12,14 +12,28 @@ export worker (a child process) that inherits the test's environment:
   FAKE_TRT_SLEEP_SECONDS=<s>          sleep after writing half the variant (to kill it mid-write)
   FAKE_TRT_FAIL=<precision>           raise RuntimeError for that precision
   FAKE_TRT_CRASH=<signal name>        the worker kills itself with that signal mid-write (SIGSEGV, SIGABRT)
-  FAKE_TRT_STARTED_FILE=<path>        touch this file once the variant's temp directory has content
+  FAKE_TRT_STARTED_FILE=<path>        write the worker's pid to this file once the variant's temp directory
+                                      has content (a test waits for it to strike mid-write)
+  FAKE_TRT_FAULT_BY_VERSION=1:SIGSEGV,2:hang,...
+                                      per export version (read from the temp directory's name), mid-write:
+                                      kill the worker with that signal, or `hang` until something kills it
+  FAKE_TRT_RELEASE_FILE=<path>        after writing half the variant, block until this file exists (a worker
+                                      held mid-write for as long as a test needs, without timing guesses)
 """
 
 import os
+import re
 import signal
 import time
 
 FAKE_REASON = "unused"
+
+
+def _fault_for_version(output_dir):
+  """The FAKE_TRT_FAULT_BY_VERSION entry for the version being written (temp dirs are `.tmp-<version>-...`)."""
+  faults = dict(item.split(":", 1) for item in os.environ.get("FAKE_TRT_FAULT_BY_VERSION", "").split(",") if item)
+  match = re.match(r"\.tmp-(\d+)-", os.path.basename(output_dir.rstrip(os.sep)))
+  return faults.get(match.group(1)) if faults and match else None
 
 
 class FakeTrtBackendForTests:
@@ -45,6 +59,8 @@ class FakeTrtBackendForTests:
     perturb = float(os.environ.get("FAKE_TRT_PERTURB", "0") or 0)
     only = [p.strip().upper() for p in os.environ.get("FAKE_TRT_PERTURB_PRECISIONS", "").split(",") if p.strip()]
     if perturb and (not only or precision in only):
+      # Seed 0 draws the same numbers as tests/saved_models.classifier(seed=0)'s weights, so perturbing that
+      # model only rescales it: tests that need changed decisions build their model with another seed.
       rng = np.random.default_rng(0)
       for variable in loaded.signatures[signature_key].variables:
         if variable.dtype.is_floating:
@@ -56,9 +72,15 @@ class FakeTrtBackendForTests:
     if started:
       with open(started, "w") as f:
         f.write(str(os.getpid()))
-    crash = os.environ.get("FAKE_TRT_CRASH")
+    crash = os.environ.get("FAKE_TRT_CRASH") or _fault_for_version(output_dir)
+    if crash == "hang":
+      while True:
+        time.sleep(1)
     if crash:
       os.kill(os.getpid(), getattr(signal, crash))
     time.sleep(float(os.environ.get("FAKE_TRT_SLEEP_SECONDS", "0") or 0))
+    release = os.environ.get("FAKE_TRT_RELEASE_FILE")
+    while release and not os.path.exists(release):
+      time.sleep(0.05)
     os.remove(os.path.join(output_dir, "PARTIAL_WRITE_MARKER"))
     tf.saved_model.save(loaded, output_dir, signatures={signature_key: loaded.signatures[signature_key]})

@@ -38,13 +38,19 @@ def _is_version(name):
 
 
 def _pid_alive(pid):
+  """True while `pid` can still write. A zombie (dead, not yet reaped: killed workers of a killed trainer
+  wait for init to reap them) counts as dead, or its temps would outlive it."""
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
     return False
   except PermissionError:
     return True
-  return True
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except (OSError, IndexError):
+    return True  # no /proc (macOS): trust kill(0)
 
 
 class ExportLayout:
@@ -75,8 +81,8 @@ class ExportLayout:
     return os.path.normpath(os.path.join(self.manifest_dir(version), relative_path))
 
   # --- creation
-  def ensure_root(self):
-    """Creates the root and its marker; raises ValueError (naming the directory) when it is not writable."""
+  def ensure_root(self, argument="export_dir"):
+    """Creates the root and its marker; raises ValueError naming `argument` when it is not writable."""
     try:
       os.makedirs(self.root, exist_ok=True)
       marker = os.path.join(self.root, MARKER)
@@ -89,7 +95,7 @@ class ExportLayout:
       os.remove(probe)
     except OSError as err:
       from tftrt_keras.argument_errors import invalid_argument  # pylint: disable=g-import-not-at-top
-      raise invalid_argument("export_dir", self.root, "a directory this process can create and write",
+      raise invalid_argument(argument, self.root, "a directory this process can create and write",
                              hint=f"{type(err).__name__}: {err.strerror or err}") from err
 
   def temp_dir(self, artifact, version):
@@ -218,6 +224,11 @@ class RootLock:
       holder = self._file.read().strip() or "unknown"
       self._file.close()
       self._file = None
+      if holder == str(os.getpid()):
+        raise ExportRootBusy(
+            f"Export directory {self._layout.root} is in use by another exporter in this process (pid {holder}), "
+            "e.g. a TrtExport whose fit() raised before on_train_end released it. Call that callback's "
+            "on_train_end(), or give this run its own `export_dir`.") from None
       raise ExportRootBusy(
           f"Export directory {self._layout.root} is in use by another process (pid {holder}). Two runs writing "
           "one export directory would interleave versions; give each run its own `export_dir`.") from None

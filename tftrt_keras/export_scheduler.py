@@ -5,15 +5,24 @@ samples are written at once (the normal export is never delayed or lost); its co
 `max_queued` (default 1). When the queue is full, the oldest waiting conversion is dropped and its manifest
 says so (`skipped`, "superseded by version N"): the newest weights are the ones worth converting. Two
 workers never write into one export root, and never into one version.
+
+When the training process exits with work outstanding (Ctrl-C, an exception), an exit hook kills the running
+worker and closes the queued exports as `skipped` ("interrupted: ..."), so no manifest stays `pending`. A
+process killed outright (SIGKILL, an unhandled SIGTERM) runs no hook: its worker dies with it
+(PR_SET_PDEATHSIG) and the next run's `ExportLayout.recover_interrupted` closes what it left.
 """
 
+import atexit
 import threading
+import weakref
 
 from absl import logging
 
 from tftrt_keras.export_layout import ExportLayout
 from tftrt_keras.export_worker import ExportJob
 from tftrt_keras.manifest import PENDING, SKIPPED, read_manifest, set_artifact, write_manifest
+
+_LIVE_SCHEDULERS = weakref.WeakSet()
 
 
 class ExportScheduler:
@@ -33,6 +42,7 @@ class ExportScheduler:
     self._queue = []
     self._lock = threading.Lock()
     self.finished = []  # closed manifests, in the order their workers ended
+    _LIVE_SCHEDULERS.add(self)
 
   def submit(self, request, blocking=False):
     """Starts `request`'s worker now, or queues it behind the running one."""
@@ -87,6 +97,8 @@ class ExportScheduler:
       self._running = ExportJob(self._queue.pop(0))
 
   def _finish(self, manifest, root):
+    if manifest is None:  # the job could not close it (logged there); the next run's recovery does
+      return
     self.finished.append(manifest)
     if self._on_done is not None:
       try:
@@ -100,13 +112,29 @@ class ExportScheduler:
         logging.exception("tftrt_keras: retention failed; old exports were left in place")
 
 
+@atexit.register
+def _stop_live_schedulers():
+  """The training process is exiting (Ctrl-C, an exception) with exports running or queued: the running one
+  is stopped and the queued ones are closed, so no manifest stays `pending`. Registered after
+  `export_worker`'s own hook, so it runs first (atexit is last-in, first-out)."""
+  for scheduler in list(_LIVE_SCHEDULERS):
+    if scheduler.busy():
+      scheduler.stop("interrupted: the training process exited before this export finished")
+
+
 def _mark_dropped(request, reason):
+  """Closes a queued export's manifest as skipped. Runs inside training (`submit`) and at exit, so a failure
+  (a full disk) is logged, never raised; the manifest then stays `pending` for the next run's recovery."""
   layout = ExportLayout(request.root)
-  manifest = read_manifest(layout.manifest_dir(request.version))
-  for name, entry in manifest["artifacts"].items():
-    if entry["status"] == PENDING:
-      set_artifact(manifest, name, SKIPPED, reason=reason)
-  write_manifest(layout.manifest_dir(request.version), manifest)
+  try:
+    manifest = read_manifest(layout.manifest_dir(request.version))
+    for name, entry in manifest["artifacts"].items():
+      if entry["status"] == PENDING:
+        set_artifact(manifest, name, SKIPPED, reason=reason)
+    write_manifest(layout.manifest_dir(request.version), manifest)
+  except (OSError, ValueError) as err:
+    logging.error("tftrt_keras: could not record that export %s was dropped (%s): %s", request.version, reason,
+                  err)
 
 
 def _mark_superseded(request, newer_version):

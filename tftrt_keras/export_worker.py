@@ -2,7 +2,9 @@
 training process down.
 
 Parent side: `ExportJob` starts `python -m tftrt_keras.export_worker <request.json>`, watches it (timeout,
-death), and closes the manifest when it ends however it ends. Child side: `main()` sets the GPU memory
+death), and closes the manifest when it ends however it ends: the artifact it was writing is `failed` with
+the cause (signal, exit status, timeout), the ones it never reached say "not attempted", and its temp
+directories are removed. Child side: `main()` sets the GPU memory
 budget, makes an installed-but-unfindable TensorRT findable, and runs `pipeline.run_export`.
 """
 
@@ -14,11 +16,14 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import weakref
+
+from absl import logging
 
 from tftrt_keras.export_layout import ExportLayout
 from tftrt_keras.export_request import REQUEST_FILE, ExportRequest
-from tftrt_keras.manifest import FAILED, PENDING, fail_pending, read_manifest, write_manifest
+from tftrt_keras.manifest import FAILED, PENDING, fail_pending, read_manifest, set_artifact, write_manifest
 
 WORKER_LOG = "worker.log"
 _LIBRARY_PATH_DONE = "TFTRT_KERAS_WORKER_LIBRARY_PATH_SET"
@@ -28,7 +33,11 @@ _LIVE_JOBS = weakref.WeakSet()
 
 def _die_with_parent():
   """Runs in the child before exec: the kernel sends it SIGKILL when the training process dies, whatever
-  kills it (SIGKILL included), so no worker is ever orphaned."""
+  kills it (SIGKILL included), so no worker is ever orphaned.
+
+  The kernel ties this to the *thread* that started the worker: start jobs from the long-lived training
+  thread (as `ExportScheduler` does when called from callbacks), never from a short-lived helper thread, or
+  the worker is killed when that thread ends."""
   try:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
   except OSError:
@@ -39,16 +48,26 @@ def _package_parent():
   return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _describe_exit(returncode, pending):
-  what = f" while producing {', '.join(pending)}" if pending else ""
+def _describe_exit(returncode):
   if returncode < 0:
     name = signal.Signals(-returncode).name
     hint = {"SIGKILL": " (the out-of-memory killer sends this: lower max_workspace_size_bytes or "
                        "gpu_memory_limit_mb, or give the machine more memory)",
             "SIGSEGV": " (a crash inside TensorFlow or TensorRT)",
             "SIGABRT": " (TensorFlow or TensorRT aborted; see worker.log)"}.get(name, "")
-    return f"export worker killed by {name}{what}{hint}"
-  return f"export worker exited with status {returncode}{what}; see worker.log"
+    return f"export worker killed by {name}", hint
+  return f"export worker exited with status {returncode}", "; see worker.log"
+
+
+def _close_pending(manifest, cause, hint, in_progress):
+  """Fails every pending artifact: the one being written when the worker ended says so; the ones it never
+  reached say they were not attempted, so a user knows which step to look at."""
+  pending = [n for n, e in manifest["artifacts"].items() if e["status"] == PENDING]
+  producing = [n for n in pending if n in in_progress]
+  what = f" while producing {', '.join(producing)}" if producing else ""
+  for name in pending:
+    prefix = "not attempted: " if producing and name not in producing else ""
+    set_artifact(manifest, name, FAILED, reason=f"{prefix}{cause}{what}{hint}")
 
 
 class ExportJob:
@@ -95,7 +114,7 @@ class ExportJob:
 
   def kill(self, reason):
     """Stops the worker now; its export is recorded as failed with `reason`."""
-    self._kill_reason = reason
+    self._kill_reason = (reason, "")
     self._signal(signal.SIGKILL)
     return self.wait()
 
@@ -105,33 +124,61 @@ class ExportJob:
     except ProcessLookupError:
       pass
 
-  _kill_reason = None
+  _kill_reason = None  # (cause, hint) when this process stopped the worker
 
   def _watch(self):
     timeout = self.request.options.timeout_seconds
     try:
       self.returncode = self._process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-      self._kill_reason = f"export worker still running after timeout_seconds={timeout:g} and was killed"
+      self._kill_reason = (f"export worker still running after timeout_seconds={timeout:g} and was killed",
+                           "; raise timeout_seconds if this model legitimately converts more slowly")
       self._signal(signal.SIGKILL)
       self.returncode = self._process.wait()
     self._close()
 
+  def _artifacts_in_progress(self):
+    """Artifacts the dead worker had a temp directory for, i.e. was writing when it ended."""
+    found = set()
+    prefix = f".tmp-{self.version}-{self.pid}-"
+    for name in read_manifest(self._directory)["artifacts"]:
+      base = self._layout.base(name)
+      if name != "native" and os.path.isdir(base) and any(n.startswith(prefix) for n in os.listdir(base)):
+        found.add(name)
+    return found
+
   def _close(self):
-    self._log.close()
+    """Closes the manifest however the worker ended; never raises (it runs in the watcher thread)."""
+    manifest = None
     try:
+      self._log.close()
+      in_progress = self._artifacts_in_progress()
+      # Temps go before the manifest is rewritten: on a full disk they hold the space that write needs.
+      self._layout.remove_temps(version=self.version)
       manifest = read_manifest(self._directory)
       pending = [n for n, e in manifest["artifacts"].items() if e["status"] == PENDING]
       if pending or self.returncode != 0:
-        fail_pending(manifest, self._kill_reason or _describe_exit(self.returncode, pending))
+        cause, hint = self._kill_reason or _describe_exit(self.returncode)
+        _close_pending(manifest, cause, hint, in_progress)
         manifest.setdefault("worker", {})["exit"] = self.returncode
-        write_manifest(self._directory, manifest)
-      self._layout.remove_temps(version=self.version)
-      self._manifest = manifest
-      if self._on_done is not None:
-        self._on_done(manifest)
+        try:
+          write_manifest(self._directory, manifest)
+        except OSError as err:
+          # A full disk can refuse even this small file. The caller still gets the closed manifest, and the
+          # next run's `recover_interrupted` closes the one on disk.
+          manifest["worker"]["manifest_write_error"] = f"{type(err).__name__}: {err}"
+          logging.error("tftrt_keras: could not record the end of export %s in %s: %s", self.version,
+                        self._directory, err)
+    except Exception:  # pylint: disable=broad-except
+      logging.exception("tftrt_keras: closing the manifest of export %s failed", self.version)
     finally:
+      self._manifest = manifest
       _LIVE_JOBS.discard(self)
+      try:
+        if self._on_done is not None and manifest is not None:
+          self._on_done(manifest)
+      except Exception:  # pylint: disable=broad-except
+        logging.exception("tftrt_keras: on_done callback failed")
       self._finished.set()
 
 
@@ -139,7 +186,7 @@ class ExportJob:
 def _stop_live_workers():
   """The training process is exiting (Ctrl-C included) with exports still running: stop them in order."""
   for job in list(_LIVE_JOBS):
-    job.kill("interrupted: the training process exited while this export was running")
+    job.kill("interrupted: the training process exited and stopped its export worker")
 
 
 def _configure_gpu_memory(limit_mb):
@@ -164,6 +211,16 @@ def _ensure_tensorrt_findable(argv):
     os.execve(sys.executable, [sys.executable, "-m", "tftrt_keras.export_worker"] + argv[1:], env)
 
 
+def _record_worker_error(request, err):
+  directory = ExportLayout(request.root).manifest_dir(request.version)
+  try:
+    manifest = read_manifest(directory)
+    fail_pending(manifest, f"export failed: {type(err).__name__}: {err}")
+    write_manifest(directory, manifest)
+  except (OSError, ValueError):
+    traceback.print_exc()  # e.g. a full disk: the parent closes the manifest with the exit status instead
+
+
 def main(argv):
   from tftrt_keras import pipeline  # pylint: disable=g-import-not-at-top
   from tftrt_keras.conversion_options import DEFAULT_BACKEND  # pylint: disable=g-import-not-at-top
@@ -171,7 +228,13 @@ def main(argv):
   if request.options.backend == DEFAULT_BACKEND:
     _ensure_tensorrt_findable(argv)
   _configure_gpu_memory(request.options.gpu_memory_limit_mb)
-  manifest = pipeline.run_export(request)
+  try:
+    manifest = pipeline.run_export(request)
+  except Exception as err:  # pylint: disable=broad-except
+    # Record what broke where the user looks (the manifest), not only in worker.log.
+    traceback.print_exc()
+    _record_worker_error(request, err)
+    return 1
   failed = [n for n, e in manifest["artifacts"].items() if e["status"] == FAILED]
   print(f"tftrt_keras worker: version {request.version} done; failed: {failed or 'none'}", flush=True)
   return 0

@@ -308,9 +308,13 @@ class TrtExport(keras_flavor.callback_base()):
     except Exception as err:  # pylint: disable=broad-except
       # Training goes on; the failure is on disk where the user looks for exports.
       logging.exception("tftrt_keras: export version %d failed before conversion", version)
-      self.manifest_paths.append(record_failed_export(
-          layout.root, version, source, self.options,
-          f"export failed before conversion: {type(err).__name__}: {err}"))
+      try:
+        self.manifest_paths.append(record_failed_export(
+            layout.root, version, source, self.options,
+            f"export failed before conversion: {type(err).__name__}: {err}"))
+      except OSError:
+        # Even the manifest cannot be written (a full disk): the log is all that is left; training goes on.
+        logging.exception("tftrt_keras: could not record the failure of export version %d", version)
       return
     self.manifest_paths.append(layout.manifest_path(version))
     if self.verbose:

@@ -53,12 +53,20 @@ def write_manifest(directory, manifest):
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, MANIFEST_FILE)
   tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(manifest, f, indent=2, sort_keys=False)
-    f.write("\n")
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  try:
+    with open(tmp, "w") as f:
+      json.dump(manifest, f, indent=2, sort_keys=False)
+      f.write("\n")
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    # A full disk (or a signal) mid-write must not leave a stray half file beside the manifest.
+    try:
+      os.remove(tmp)
+    except OSError:
+      pass
+    raise
   return path
 
 

@@ -69,12 +69,8 @@ def export_saved_model(saved_model_dir, output_dir, *, signature_key=DEFAULT_SIG
   if options.require_tensorrt:
     require_tensorrt_or_raise()
   layout = ExportLayout(output_dir)
-  try:
-    layout.ensure_root()
-  except ValueError as err:
-    # The file system refused what `_check_output_dir` could not foresee (sysfs, a full disk, ...).
-    raise invalid_argument("output_dir", str(output_dir), "a directory this process can create and write",
-                           hint=f"{err.__cause__ or err}") from err
+  # Also catches what `_check_output_dir` cannot foresee (sysfs, a full disk, ...).
+  layout.ensure_root(argument="output_dir")
   with RootLock(layout):
     layout.recover_interrupted()
     version = layout.next_version()
