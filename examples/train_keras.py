@@ -18,6 +18,7 @@ from absl import flags
 # Runnable from a checkout without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from examples.digits import load_digits  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tftrt_keras import flags as tftrt_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -33,18 +34,6 @@ def define_flags():
   flags.DEFINE_boolean("use_tf_keras", False, "On TF 2.17, train with Keras 2 (tf_keras) instead of Keras 3.")
   flags.DEFINE_integer("seed", 0, "Random seed.")
   FLAGS.set_default("export_dir", os.path.join("runs", "train_keras", "export"))
-
-
-def load_digits(validation_fraction, seed):
-  """sklearn's 8x8 digits as float images in [0, 1], split into training and validation sets."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from sklearn.datasets import load_digits as sklearn_digits  # pylint: disable=g-import-not-at-top
-  digits = sklearn_digits()
-  images = (digits.images / 16.0).astype("float32")[..., None]
-  labels = digits.target.astype("int32")
-  order = np.random.default_rng(seed).permutation(len(images))
-  cut = int(len(images) * (1 - validation_fraction))
-  return (images[order[:cut]], labels[order[:cut]]), (images[order[cut:]], labels[order[cut:]])
 
 
 def build_model(keras):

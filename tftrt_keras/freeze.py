@@ -80,8 +80,49 @@ def freeze_signature(saved_model_dir, signature_key, output_dir):
   return io
 
 
+class FrozenGraphSession:
+  """A frozen graph imported into a fresh `tf.compat.v1` graph and session, as a TF1 server would load it.
+
+  Args:
+    frozen_dir: directory with `frozen_graph.pb` and `frozen_graph.json`.
+  """
+
+  def __init__(self, frozen_dir):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    self.frozen_dir = frozen_dir
+    with open(os.path.join(frozen_dir, FROZEN_IO_FILE)) as f:
+      io = json.load(f)
+    graph_def = tf.compat.v1.GraphDef()
+    with open(os.path.join(frozen_dir, FROZEN_GRAPH_FILE), "rb") as f:
+      graph_def.ParseFromString(f.read())
+    graph = tf.Graph()
+    with graph.as_default():
+      tf.compat.v1.import_graph_def(graph_def, name="")
+    self._session = tf.compat.v1.Session(graph=graph)
+    self._fetches = {o["key"]: graph.get_tensor_by_name(o["tensor"]) for o in io["outputs"]}
+    self._inputs = {i["key"]: graph.get_tensor_by_name(i["tensor"]) for i in io["inputs"]}
+
+  def prepared_call(self, feeds):
+    """A no-argument callable running the graph on `feeds` ({signature input key: array}); for timing."""
+    feed_dict = {self._inputs[name]: value for name, value in feeds.items()}
+    return lambda: self._session.run(self._fetches, feed_dict=feed_dict)
+
+  def run(self, feeds):
+    """{signature output key: numpy array} for `feeds`."""
+    return self.prepared_call(feeds)()
+
+  def close(self):
+    self._session.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
 def run_frozen_graph(frozen_dir, feeds):
-  """Runs a frozen graph in a fresh `tf.compat.v1` graph and session, as a TF1 server would.
+  """Runs a frozen graph once in a fresh `tf.compat.v1` graph and session.
 
   Args:
     frozen_dir: directory with `frozen_graph.pb` and `frozen_graph.json`.
@@ -90,16 +131,5 @@ def run_frozen_graph(frozen_dir, feeds):
   Returns:
     {signature output key: numpy array}.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  with open(os.path.join(frozen_dir, FROZEN_IO_FILE)) as f:
-    io = json.load(f)
-  graph_def = tf.compat.v1.GraphDef()
-  with open(os.path.join(frozen_dir, FROZEN_GRAPH_FILE), "rb") as f:
-    graph_def.ParseFromString(f.read())
-  graph = tf.Graph()
-  with graph.as_default():
-    tf.compat.v1.import_graph_def(graph_def, name="")
-  with tf.compat.v1.Session(graph=graph) as session:
-    fetches = {o["key"]: graph.get_tensor_by_name(o["tensor"]) for o in io["outputs"]}
-    feed_dict = {graph.get_tensor_by_name(i["tensor"]): feeds[i["key"]] for i in io["inputs"]}
-    return session.run(fetches, feed_dict=feed_dict)
+  with FrozenGraphSession(frozen_dir) as session:
+    return session.run(feeds)

@@ -18,9 +18,10 @@ import os
 import time
 import traceback
 
-import numpy as np
 from absl import logging
+import numpy as np
 
+from tftrt_keras.freeze import FrozenGraphSession, run_frozen_graph
 from tftrt_keras.manifest import OK, REJECTED
 from tftrt_keras.precisions import PRECISIONS
 
@@ -190,40 +191,15 @@ class _SavedModelRunner:
     self._function = self._loaded = None
 
 
-class _FrozenGraphRunner:
-  """The frozen graph imported once into a `tf.compat.v1` session, for timing repeated calls.
+class _FrozenGraphRunner(FrozenGraphSession):
+  """The frozen graph imported once, for timing repeated calls.
 
   Outputs for comparison come from `freeze.run_frozen_graph` (a fresh graph per call, as a TF1 server loads
   it); importing per call would time the import, so latency uses this one session.
   """
 
-  def __init__(self, frozen_dir):
-    import json  # pylint: disable=g-import-not-at-top
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from tftrt_keras.freeze import FROZEN_GRAPH_FILE, FROZEN_IO_FILE  # pylint: disable=g-import-not-at-top
-    self._frozen_dir = frozen_dir
-    with open(os.path.join(frozen_dir, FROZEN_IO_FILE)) as f:
-      io = json.load(f)
-    graph_def = tf.compat.v1.GraphDef()
-    with open(os.path.join(frozen_dir, FROZEN_GRAPH_FILE), "rb") as f:
-      graph_def.ParseFromString(f.read())
-    graph = tf.Graph()
-    with graph.as_default():
-      tf.compat.v1.import_graph_def(graph_def, name="")
-    self._session = tf.compat.v1.Session(graph=graph)
-    self._fetches = {o["key"]: graph.get_tensor_by_name(o["tensor"]) for o in io["outputs"]}
-    self._inputs = {i["key"]: graph.get_tensor_by_name(i["tensor"]) for i in io["inputs"]}
-
-  def prepared_call(self, feeds):
-    feed_dict = {self._inputs[name]: value for name, value in feeds.items()}
-    return lambda: self._session.run(self._fetches, feed_dict=feed_dict)
-
   def run(self, feeds):
-    from tftrt_keras.freeze import run_frozen_graph  # pylint: disable=g-import-not-at-top
-    return run_frozen_graph(self._frozen_dir, feeds)
-
-  def close(self):
-    self._session.close()
+    return run_frozen_graph(self.frozen_dir, feeds)
 
 
 def _run_in_batches(runner, samples, batch_size):
