@@ -15,11 +15,19 @@ stamp="$venv/.constraints.sha"
 want="$(sha256sum "$constraints" "$here/setup.py" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check --upgrade "pip<26" >&2
+  mkdir -p "$here/.venv/logs"
+  log="$here/.venv/logs/install-tf$line.log"
+  echo "creating $venv (pip's output: $log)" >&2
   # Every package comes from the constraints file: an unpinned extra could pull numpy 2 or protobuf 5+
   # into the TF line and break `import tensorflow`.
-  "$venv/bin/pip" install -q --disable-pip-version-check -c "$constraints" -e "$here[$extras]" >&2
+  if ! { python3 -m venv "$venv" &&
+         "$venv/bin/pip" install -q --disable-pip-version-check --upgrade "pip<26" &&
+         "$venv/bin/pip" install -q --disable-pip-version-check -c "$constraints" -e "$here[$extras]"; } \
+       > "$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "installing the TF $line environment failed; full log: $log" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi
 echo "$venv/bin/python"
