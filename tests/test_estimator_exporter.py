@@ -224,8 +224,8 @@ def test_from_flags_builds_the_exporter_the_flags_describe():
   from absl.testing import flagsaver  # pylint: disable=g-import-not-at-top
   from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
   from tftrt_keras import flags as tftrt_flags  # pylint: disable=g-import-not-at-top
-  if "calibration_batches" not in flags.FLAGS:
-    tftrt_flags.define_export_flags(export_dir=False)
+  if "calibration_batches" not in flags.FLAGS:  # as a training script does, once per process
+    tftrt_flags.define_export_flags()
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   with flagsaver.flagsaver(precisions=["fp16"], calibration_batches=3, exports_to_keep=2,

@@ -10,11 +10,12 @@ from tftrt_keras import flags as tftrt_flags
 
 @pytest.fixture
 def global_flags():
-  """absl's global FLAGS with the export flags, defined once per process as a training script would."""
-  if "precisions" not in flags.FLAGS:
+  """absl's global FLAGS with the export flags, defined once per process as a training script does (flagsaver
+  works on the global FLAGS only)."""
+  if "calibration_batches" not in flags.FLAGS:
     tftrt_flags.define_export_flags()
   if not flags.FLAGS.is_parsed():
-    flags.FLAGS(["prog"])
+    flags.FLAGS.mark_as_parsed()
   return flags.FLAGS
 
 

@@ -248,7 +248,7 @@ def test_a_second_run_on_the_same_root_is_refused_while_the_first_holds_it(prima
   holder.on_train_begin()
   try:
     other = tftrt_keras.TrtExport(tmp_path / "e", precisions=("FP16",), verbose=0)
-    with pytest.raises(tftrt_keras.ExportRootBusy, match="in use by another process"):
+    with pytest.raises(tftrt_keras.ExportRootBusy, match="is in use by another exporter in this process"):
       _fit(classifier(primary_keras), other, epochs=1)
   finally:
     holder.on_train_end()

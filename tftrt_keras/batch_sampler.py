@@ -27,6 +27,8 @@ class BatchReservoir:
     self.begin_pass()
 
   def begin_pass(self):
+    # The previous sample goes now, not when this pass ends: memory peaks at k batches, not 2k.
+    self.last_pass, self.last_indices = [], []
     self._kept = []          # (index, batch)
     self._index = 0
     self._slot_for_next = None

@@ -80,10 +80,19 @@ class ExportScheduler:
         return list(self.finished)
 
   def stop(self, reason):
-    """Kills the running worker and drops the queue, recording `reason` in their manifests."""
-    with self._lock:
+    """Kills the running worker and drops the queue, recording `reason` in their manifests.
+
+    Runs at interpreter exit too, where Ctrl-C may have struck while the lock was being taken: the lock is
+    waited for a bounded time only, so exiting never hangs (the worker still dies with this process).
+    """
+    if not self._lock.acquire(timeout=10):
+      logging.warning("tftrt_keras: export scheduler busy at exit; its worker ends with this process")
+      return
+    try:
       job, self._running = self._running, None
       queued, self._queue = self._queue, []
+    finally:
+      self._lock.release()
     if job is not None:
       self._finish(job.kill(reason), job.request.root)
     for request in queued:
@@ -118,8 +127,7 @@ def _stop_live_schedulers():
   is stopped and the queued ones are closed, so no manifest stays `pending`. Registered after
   `export_worker`'s own hook, so it runs first (atexit is last-in, first-out)."""
   for scheduler in list(_LIVE_SCHEDULERS):
-    if scheduler.busy():
-      scheduler.stop("interrupted: the training process exited before this export finished")
+    scheduler.stop("interrupted: the training process exited before this export finished")
 
 
 def _mark_dropped(request, reason):

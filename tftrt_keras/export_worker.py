@@ -29,11 +29,16 @@ WORKER_LOG = "worker.log"
 _LIBRARY_PATH_DONE = "TFTRT_KERAS_WORKER_LIBRARY_PATH_SET"
 _PR_SET_PDEATHSIG = 1
 _LIVE_JOBS = weakref.WeakSet()
+_PARENT_PID = "TFTRT_KERAS_TRAINER_PID"
 
 
 def _die_with_parent():
-  """Runs in the child before exec: the kernel sends it SIGKILL when the training process dies, whatever
-  kills it (SIGKILL included), so no worker is ever orphaned.
+  """Runs first in the worker: the kernel sends it SIGKILL when the training process dies, whatever kills it
+  (SIGKILL included), so no worker is ever orphaned.
+
+  Set here rather than in a `preexec_fn`: a `preexec_fn` makes Python fork the whole training process
+  (tens of ms per export, measured by benchmarks/bench_keras_export_blocking.py) instead of using vfork.
+  A trainer that died before this ran is caught by the parent-pid check in `main`.
 
   The kernel ties this to the *thread* that started the worker: start jobs from the long-lived training
   thread (as `ExportScheduler` does when called from callbacks), never from a short-lived helper thread, or
@@ -42,6 +47,9 @@ def _die_with_parent():
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
   except OSError:
     pass
+  expected = os.environ.get(_PARENT_PID)
+  if expected and os.getppid() != int(expected):
+    sys.exit(f"tftrt_keras worker: the training process (pid {expected}) ended before this worker started")
 
 
 def _package_parent():
@@ -88,12 +96,12 @@ class ExportJob:
     self.returncode = None
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_parent(), env.get("PYTHONPATH")) if p)
+    env[_PARENT_PID] = str(os.getpid())
     self._log = open(os.path.join(self._directory, WORKER_LOG), "ab")
     self._process = subprocess.Popen(
         [sys.executable, "-m", "tftrt_keras.export_worker", os.path.join(self._directory, REQUEST_FILE)],
         stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-        start_new_session=True,  # Ctrl-C in the terminal reaches the trainer, which stops us in order
-        preexec_fn=_die_with_parent)
+        start_new_session=True)  # Ctrl-C in the terminal reaches the trainer, which stops us in order
     self.pid = self._process.pid
     self._started = time.monotonic()
     _LIVE_JOBS.add(self)
@@ -116,7 +124,8 @@ class ExportJob:
     """Stops the worker now; its export is recorded as failed with `reason`."""
     self._kill_reason = (reason, "")
     self._signal(signal.SIGKILL)
-    return self.wait()
+    # SIGKILL ends the worker at once; the bound only guards interpreter exit against a stuck watcher.
+    return self.wait(timeout=60)
 
   def _signal(self, sig):
     try:
@@ -222,6 +231,7 @@ def _record_worker_error(request, err):
 
 
 def main(argv):
+  _die_with_parent()
   from tftrt_keras import pipeline  # pylint: disable=g-import-not-at-top
   from tftrt_keras.conversion_options import DEFAULT_BACKEND  # pylint: disable=g-import-not-at-top
   request = ExportRequest.read(argv[1])

@@ -29,8 +29,12 @@ def define_export_flags(flag_values=flags.FLAGS, *, export_dir=True, training=Tr
     export_dir: define `--export_dir` (the offline exporter names its own `--output_dir` instead).
     training: define the flags only a training run uses (`--calibration_batches`, `--export_save_best_only`,
       `--export_monitor`, `--export_blocking`).
+
+  Returns:
+    {flag name: FlagHolder} of the flags defined (for `flagsaver` in tests, or typed access).
   """
   fv = flag_values
+  before = set(fv)
   if export_dir:
     flags.DEFINE_string("export_dir", None, "Directory for the normal export, its TF-TRT variants and manifests.",
                         flag_values=fv)
@@ -79,6 +83,7 @@ def define_export_flags(flag_values=flags.FLAGS, *, export_dir=True, training=Tr
         lambda f: not ("INT8" in [p.strip().upper() for p in f["precisions"]] and f["calibration_batches"] == 0),
         message="--precisions includes INT8, which needs calibration data, but --calibration_batches=0 captures "
                 "none; set --calibration_batches to 1 or more, or drop INT8", flag_values=fv)
+  return {name: flags.FlagHolder(fv, fv[name]) for name in sorted(set(fv) - before)}
 
 
 def conversion_options_from_flags(flag_values=flags.FLAGS, **overrides):
