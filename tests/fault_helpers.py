@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -201,6 +202,9 @@ def record_row(fault, root, outcome, attempted=None, failed=None, ignore=()):
 
 def _keras_main(args):
   """Trains a tiny deterministic model with `TrtExport`; writes the final weights to --weights_out."""
+  # A trainer in a terminal turns Ctrl-C into KeyboardInterrupt. A test run started as a background job of a
+  # non-interactive shell (CI) inherits SIGINT *ignored*, and Python then keeps ignoring it: restore it.
+  signal.signal(signal.SIGINT, signal.default_int_handler)
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tests.saved_models import FAKE_BACKEND  # pylint: disable=g-import-not-at-top
