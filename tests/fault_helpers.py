@@ -10,6 +10,7 @@ Run as a script, this module is the training process the tests signal (SIGINT, S
 """
 
 import argparse
+import errno
 import json
 import os
 import shutil
@@ -142,11 +143,25 @@ def unmount(mount_point):
 
 
 def fill_filesystem(directory, leave_bytes=0):
-  """Writes a filler file until only `leave_bytes` are free on `directory`'s filesystem; returns its path."""
-  stats = os.statvfs(directory)
+  """Writes a filler file until only `leave_bytes` are free on `directory`'s filesystem; returns its path.
+
+  Written in chunks: a trainer writing into the same filesystem at the same time may take the last bytes
+  first, and a disk that fills up before the filler is done is exactly the state wanted.
+  """
   path = os.path.join(directory, "filler")
-  with open(path, "wb") as f:
-    f.write(b"\0" * max(0, stats.f_bavail * stats.f_frsize - leave_bytes))
+  chunk = b"\0" * 65536
+  with open(path, "wb", buffering=0) as f:
+    while True:
+      stats = os.statvfs(directory)
+      room = stats.f_bavail * stats.f_frsize - leave_bytes
+      if room <= 0:
+        break
+      try:
+        f.write(chunk[:min(len(chunk), room)])
+      except OSError as err:
+        if err.errno != errno.ENOSPC:
+          raise
+        break
   return path
 
 
