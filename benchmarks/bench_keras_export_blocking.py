@@ -30,6 +30,8 @@ import time
 from absl import app
 from absl import flags
 
+from bench_models import images, small_cnn  # benchmarks/ is the script directory
+
 FLAGS = flags.FLAGS
 
 
@@ -57,25 +59,6 @@ def keras_module(name):
     return tf_keras, f"tf_keras {tf_keras.__version__}", False
   import keras  # pylint: disable=g-import-not-at-top  # what tf.keras is on TF 2.15
   return tf.keras, f"tf.keras {keras.__version__}", False
-
-
-def small_cnn(keras, classes=10):
-  """A realistic small image classifier: two conv blocks and a dense head, about 20k parameters."""
-  model = keras.Sequential([
-      keras.Input((32, 32, 3), name="image"),
-      keras.layers.Conv2D(16, 3, activation="relu"), keras.layers.MaxPooling2D(),
-      keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(),
-      keras.layers.Flatten(), keras.layers.Dense(32, activation="relu"),
-      keras.layers.Dense(classes, activation="softmax")])
-  model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-  return model
-
-
-def images(n, seed, classes=10):
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(seed)
-  x = rng.uniform(0, 1, size=(n, 32, 32, 3)).astype("float32")
-  return x, (x[:, :4, :4, 0].mean(axis=(1, 2)) * classes).astype("int32") % classes
 
 
 class StepClock:

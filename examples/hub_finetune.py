@@ -140,19 +140,9 @@ def build_model(keras, hub_module, fine_tune):
 
 def print_latest_export(manifest_path, export_dir):
   """Prints each artifact of the export's manifest: status, path, and the reasons for what was not made."""
-  from tftrt_keras.manifest import read_manifest  # pylint: disable=g-import-not-at-top
-  latest = read_manifest(manifest_path)
-  print(f"\nLatest export: version {latest['version']} in {os.path.abspath(export_dir)}")
-  reasons = {}
-  for name, entry in latest["artifacts"].items():
-    where = os.path.normpath(os.path.join(os.path.dirname(manifest_path), entry["path"])) \
-        if entry.get("path") else "-"
-    print(f"  {name:<12} {entry['status']:<8} {where}")
-    if entry.get("reason"):
-      reasons.setdefault(entry["reason"], []).append(name)
-  for reason, names in reasons.items():
-    print(f"  {', '.join(names)}: {reason}")
-  print(f"Manifest: {manifest_path}")
+  from tftrt_keras.summary import describe_export  # pylint: disable=g-import-not-at-top
+  print(f"\nLatest export, in {os.path.abspath(export_dir)}:")
+  print(describe_export(manifest_path))
 
 
 def main(argv):

@@ -57,7 +57,7 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tftrt_keras  # pylint: disable=g-import-not-at-top
   tf.get_logger().setLevel("ERROR")  # keep the per-epoch lines and the summary readable
-  from tftrt_keras.manifest import read_manifest  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.summary import describe_export  # pylint: disable=g-import-not-at-top
   if FLAGS.use_tf_keras:
     import tf_keras as keras  # pylint: disable=g-import-not-at-top
   else:
@@ -75,18 +75,8 @@ def main(argv):
   if not export.manifest_paths:
     print("No export was written (save_best_only saw no improvement).")
     return 0
-  latest = read_manifest(export.manifest_paths[-1])
-  print(f"\nLatest export: version {latest['version']} in {os.path.abspath(FLAGS.export_dir)}")
-  reasons = {}
-  for name, entry in latest["artifacts"].items():
-    where = os.path.normpath(os.path.join(os.path.dirname(export.manifest_paths[-1]), entry["path"])) \
-        if entry.get("path") else "-"
-    print(f"  {name:<12} {entry['status']:<8} {where}")
-    if entry.get("reason"):
-      reasons.setdefault(entry["reason"], []).append(name)
-  for reason, names in reasons.items():
-    print(f"  {', '.join(names)}: {reason}")
-  print(f"Manifest: {export.manifest_paths[-1]}")
+  print(f"\nLatest export, in {os.path.abspath(FLAGS.export_dir)}:")
+  print(describe_export(export.manifest_paths[-1]))
   return 0
 
 

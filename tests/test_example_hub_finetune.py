@@ -40,7 +40,7 @@ def _assert_artifacts_as_a_user_expects(manifest, stdout):
     else:
       assert artifacts[name]["status"] == "skipped" and "TensorRT" in artifacts[name]["reason"], artifacts[name]
   # The closing lines tell the user each artifact's status and where it is.
-  closing = stdout[stdout.index("Latest export: version"):]
+  closing = stdout[stdout.index("Latest export, in"):]
   for name, entry in artifacts.items():
     assert f"  {name:<12} {entry['status']}" in closing
 

@@ -25,3 +25,21 @@ def summary_table(manifests, root=None, reason_width=100):
     if i == 0:
       lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 6)
   return "\n".join(line.rstrip() for line in lines)
+
+
+def describe_export(manifest_path):
+  """What an end-of-training script prints about one export: each artifact's status and where it is, then
+  each reason once with the artifacts it applies to."""
+  from tftrt_keras.manifest import read_manifest  # pylint: disable=g-import-not-at-top
+  manifest = read_manifest(manifest_path)
+  directory = os.path.dirname(os.path.abspath(manifest_path))
+  lines = [f"Export version {manifest['version']}:"]
+  reasons = {}
+  for name, entry in manifest["artifacts"].items():
+    where = os.path.normpath(os.path.join(directory, entry["path"])) if entry.get("path") else "-"
+    lines.append(f"  {name:<12} {entry['status']:<8} {where}")
+    if entry.get("reason"):
+      reasons.setdefault(entry["reason"], []).append(name)
+  lines += [f"  {', '.join(names)}: {reason}" for reason, names in reasons.items()]
+  lines.append(f"Manifest: {manifest_path}")
+  return "\n".join(lines)
