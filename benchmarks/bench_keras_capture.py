@@ -22,7 +22,7 @@ import time
 from absl import app
 from absl import flags
 
-from bench_models import images, small_cnn  # benchmarks/ is the script directory
+from bench_models import images, keras_module, small_cnn  # benchmarks/ is the script directory
 
 FLAGS = flags.FLAGS
 NEVER = 10**9  # save_freq in batches: no export happens during the benchmark
@@ -37,21 +37,6 @@ def define_flags():
   flags.DEFINE_integer("calibration_batches", 8, "TrtExport(calibration_batches=) in the `on` arm.")
   flags.DEFINE_enum("keras", "default", ["default", "tf.keras", "keras3", "tf_keras"],
                     "Keras flavour; default: the TF line's own (tf.keras 2 on TF 2.15, Keras 3 on TF 2.17).")
-
-
-def keras_module(name):
-  """The Keras package `name` stands for; 'default' is what `tf.keras` resolves to on this TF line."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if name == "default":
-    name = "keras3" if tf.__version__ >= "2.16" else "tf.keras"
-  if name == "keras3":
-    import keras  # pylint: disable=g-import-not-at-top
-    return keras, f"keras {keras.__version__}"
-  if name == "tf_keras":
-    import tf_keras  # pylint: disable=g-import-not-at-top
-    return tf_keras, f"tf_keras {tf_keras.__version__}"
-  import keras  # pylint: disable=g-import-not-at-top  # what tf.keras is on TF 2.15
-  return tf.keras, f"tf.keras {keras.__version__}"
 
 
 def pass_timer(keras):
@@ -107,7 +92,7 @@ def main(argv):
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  keras, keras_name = keras_module(FLAGS.keras)
+  keras, keras_name, _ = keras_module(FLAGS.keras)
   keras.utils.set_random_seed(0)
   model = small_cnn(keras)
   data = (images(FLAGS.train_batches * FLAGS.batch_size, 1), images(FLAGS.validation_batches * FLAGS.batch_size, 2))

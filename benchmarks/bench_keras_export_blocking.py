@@ -30,7 +30,7 @@ import time
 from absl import app
 from absl import flags
 
-from bench_models import images, small_cnn  # benchmarks/ is the script directory
+from bench_models import images, keras_module, small_cnn  # benchmarks/ is the script directory
 
 FLAGS = flags.FLAGS
 
@@ -44,21 +44,6 @@ def define_flags():
                     "finished (untimed), so each timed export starts a worker rather than queueing.")
   flags.DEFINE_enum("keras", "default", ["default", "tf.keras", "keras3", "tf_keras"],
                     "Keras flavour; default: the TF line's own (tf.keras 2 on TF 2.15, Keras 3 on TF 2.17).")
-
-
-def keras_module(name):
-  """The Keras package `name` stands for; 'default' is what `tf.keras` resolves to on this TF line."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if name == "default":
-    name = "keras3" if tf.__version__ >= "2.16" else "tf.keras"
-  if name == "keras3":
-    import keras  # pylint: disable=g-import-not-at-top
-    return keras, f"keras {keras.__version__}", True
-  if name == "tf_keras":
-    import tf_keras  # pylint: disable=g-import-not-at-top
-    return tf_keras, f"tf_keras {tf_keras.__version__}", False
-  import keras  # pylint: disable=g-import-not-at-top  # what tf.keras is on TF 2.15
-  return tf.keras, f"tf.keras {keras.__version__}", False
 
 
 class StepClock:

@@ -1,6 +1,22 @@
-"""The model and data the Keras benchmarks share: a small CNN on synthetic 32x32x3 images."""
+"""What the Keras benchmarks share: the Keras flavour, a small CNN and synthetic 32x32x3 images."""
 
 import numpy as np
+
+
+def keras_module(name):
+  """(Keras package, its name and version, whether it is Keras 3) for `--keras`; 'default' is what `tf.keras`
+  resolves to on this TF line."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if name == "default":
+    name = "keras3" if tf.__version__ >= "2.16" else "tf.keras"
+  if name == "keras3":
+    import keras  # pylint: disable=g-import-not-at-top
+    return keras, f"keras {keras.__version__}", True
+  if name == "tf_keras":
+    import tf_keras  # pylint: disable=g-import-not-at-top
+    return tf_keras, f"tf_keras {tf_keras.__version__}", False
+  import keras  # pylint: disable=g-import-not-at-top  # what tf.keras is on TF 2.15
+  return tf.keras, f"tf.keras {keras.__version__}", False
 
 
 def small_cnn(keras, classes=10):
