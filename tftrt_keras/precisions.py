@@ -1,13 +1,12 @@
 """Precisions and the artifact names they produce.
 
-Artifacts are named by backend and precision (`tftrt_fp16`, later `onnx`, `trt_fp16`, ...) so that a new
-backend adds names without changing any other code.
+Variants are named by format and precision (`tftrt_fp16`, `onnx_int8`, `trt_fp16`; see
+`tftrt_keras.formats`).
 """
 
 from tftrt_keras.argument_errors import invalid_argument
 
 PRECISIONS = ("FP32", "FP16", "INT8")
-TFTRT_ARTIFACTS = {p: "tftrt_" + p.lower() for p in PRECISIONS}
 # Artifacts every export has, in the order a manifest lists them.
 BASE_ARTIFACTS = ("native", "frozen", "calibration")
 
@@ -16,7 +15,7 @@ def normalize_precisions(precisions, argument="precisions"):
   """Returns the precisions as an upper-case tuple in canonical order, or raises ValueError.
 
   Accepts a sequence ("FP16", "INT8") or a comma-separated string ("fp16,int8"); case and duplicates do not
-  matter. An empty selection is allowed: the export then has the frozen graph and no TF-TRT variant.
+  matter. An empty selection is allowed: the export then has the frozen graph and no variant.
   """
   try:
     items = precisions.split(",") if isinstance(precisions, str) else list(precisions)
@@ -34,6 +33,7 @@ def normalize_precisions(precisions, argument="precisions"):
   return tuple(p for p in PRECISIONS if p in requested)
 
 
-def artifact_names(precisions):
-  """The manifest keys an export with these precisions has, in order."""
-  return BASE_ARTIFACTS + tuple(TFTRT_ARTIFACTS[p] for p in precisions)
+def artifact_names(options):
+  """The manifest keys an export with these `ConversionOptions` has, in order (formats resolved here)."""
+  from tftrt_keras import formats  # pylint: disable=g-import-not-at-top
+  return BASE_ARTIFACTS + formats.variant_names(formats.resolve_formats(options.formats), options.precisions)

@@ -1,0 +1,98 @@
+"""The deployment formats, one module each, and the variants a request asks for.
+
+    tftrt   TF-TRT SavedModels (TensorFlow 2.15-2.17 only)        native -> tftrt_{fp32,fp16,int8}
+    onnx    ONNX models, FP16 by type, INT8 by explicit Q/DQ      native -> onnx_fp32 -> onnx_fp16, onnx_int8
+    trt     TensorRT engines (plans) built from the ONNX variants onnx_<p> -> trt_<p>
+
+A format module is imported only when its variants are built or verified (never by `import tftrt_keras`).
+"""
+
+import importlib
+
+from tftrt_keras.argument_errors import invalid_argument
+from tftrt_keras.formats.base import NATIVE, artifact_name
+
+# Name -> module exposing FORMAT. Adding a format is one line here and one module; order is manifest order.
+FORMAT_MODULES = {
+    "tftrt": "tftrt_keras.formats.tftrt",
+    "onnx": "tftrt_keras.formats.onnx",
+    "trt": "tftrt_keras.formats.tensorrt",
+}
+FORMATS = tuple(FORMAT_MODULES)
+AUTO = "auto"
+
+
+def load_format(name):
+  """The `Format` instance called `name`."""
+  return importlib.import_module(FORMAT_MODULES[name]).FORMAT
+
+
+def normalize_formats(formats, argument="formats"):
+  """"auto", or a tuple of format names in canonical order; raises ValueError naming `argument`.
+
+  Accepts "auto", a sequence ("onnx", "trt") or a comma-separated string ("onnx,trt"); case and duplicates do
+  not matter. An empty selection means no variants (the normal export, frozen graph and samples only).
+  """
+  if isinstance(formats, str) and formats.strip().lower() == AUTO:
+    return AUTO
+  try:
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+  except TypeError:
+    raise invalid_argument(argument, formats, f"'auto' or a subset of {FORMATS}") from None
+  if not all(isinstance(f, str) for f in items):
+    raise invalid_argument(argument, formats, f"'auto' or a subset of {FORMATS}")
+  requested = [f.strip().lower() for f in items if f.strip()]
+  unknown = [f for f in requested if f not in FORMATS]
+  if unknown:
+    received = formats if isinstance(formats, str) else tuple(items)
+    raise invalid_argument(argument, received, f"'auto' or a subset of {FORMATS}", hint=f"Unknown: {', '.join(unknown)}.")
+  return tuple(f for f in FORMATS if f in requested)
+
+
+def resolve_formats(formats):
+  """The formats an export builds: `formats` itself, or for "auto" those whose module says so here."""
+  if formats == AUTO:
+    return tuple(name for name in FORMATS if load_format(name).included_in_auto())
+  return tuple(formats)
+
+
+def variant_names(formats, precisions):
+  """The variants an export with these (resolved) formats and precisions has, sources included, in order.
+
+  A variant's source is built even when not asked for (`onnx_fp32` for `onnx_int8`, `onnx_fp16` for
+  `trt_fp16`): it is recorded like any other variant.
+  """
+  wanted = []
+
+  def add(format_name, precision):
+    name = artifact_name(format_name, precision)
+    if name in wanted:
+      return
+    source = load_format(format_name).source_of(precision)
+    if source != NATIVE:
+      source_format, source_precision = split_variant(source)
+      add(source_format, source_precision)
+    wanted.append(name)
+
+  for format_name in formats:
+    for precision in precisions:
+      add(format_name, precision)
+  order = {name: i for i, name in enumerate(FORMATS)}
+  from tftrt_keras.precisions import PRECISIONS  # pylint: disable=g-import-not-at-top
+  return tuple(sorted(wanted, key=lambda n: (order[split_variant(n)[0]], PRECISIONS.index(split_variant(n)[1]))))
+
+
+def split_variant(name):
+  """("onnx", "INT8") for "onnx_int8"; raises ValueError for a name that is not a variant."""
+  format_name, _, precision = name.rpartition("_")
+  if format_name not in FORMAT_MODULES or precision.upper() not in ("FP32", "FP16", "INT8"):
+    raise ValueError(f"not a variant name: {name!r}")
+  return format_name, precision.upper()
+
+
+def is_variant(name):
+  try:
+    split_variant(name)
+  except ValueError:
+    return False
+  return True

@@ -1,0 +1,161 @@
+"""What every deployment format implements, and the plain values the pipeline hands it.
+
+A *variant* is a (format, precision) pair: `onnx_int8` is format `onnx` at precision INT8. Each format is one
+module of `tftrt_keras.formats` exposing `FORMAT`, an instance of a `Format` subclass. The pipeline asks it
+which artifact each precision is built from (`source_of`), whether it can run here (`unavailable_reason`),
+builds each variant into an empty directory (`build`) and opens a `Runner` on the result for verification
+(`open_runner`). Nothing else in the library knows a format's files or tools, so adding a format adds one
+module and one line in `tftrt_keras.formats.FORMAT_MODULES`, and touches no other format.
+
+Modelled on Polygraphy's backends: each framework has its loaders and its runner, and every comparison goes
+through the same runner interface.
+"""
+
+import dataclasses
+
+from tftrt_keras.argument_errors import invalid_argument
+
+NATIVE = "native"  # the normal export: the source of every chain of variants
+
+
+def artifact_name(format_name, precision):
+  """`onnx_int8` for ("onnx", "INT8")."""
+  return f"{format_name}_{precision.lower()}"
+
+
+class VariantUnavailable(Exception):
+  """This variant cannot be built on this machine (a missing package, no TensorRT, no GPU): recorded as
+  `skipped`, with the message (which says what to install or change) as the reason."""
+
+
+class VariantFailed(Exception):
+  """The build ran but its result is not a usable variant (e.g. TF-TRT built no engine): recorded as `failed`
+  with the message as the reason. Any other exception from `build` is recorded as `failed` too."""
+
+
+class Runner:
+  """Runs one artifact on {signature input name: array} batches and returns {signature output name: array}.
+
+  Verification calls `prepared_call` for timing (the returned callable must wait for the result, as a
+  server's response would) and `run` for outputs; `close` releases the model.
+  """
+
+  def prepared_call(self, feeds):
+    raise NotImplementedError
+
+  def run(self, feeds):
+    return self.prepared_call(feeds)()
+
+  def close(self):
+    pass
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+@dataclasses.dataclass
+class BuildJob:
+  """Everything a format may read while building one export's variants (a plain value, JSON-friendly but for
+  the sample loader).
+
+  Attributes:
+    root: the export root (formats keep caches there, e.g. TensorRT's timing cache).
+    version: the export's version.
+    native_dir: the normal export (a SavedModel).
+    signature_key: the serving signature all variants are built from.
+    signature: {"inputs": [...], "outputs": [...]}, each {"name", "dtype", "shape"} in the SavedModel's terms
+      (shape with None for unknown dimensions, batch first), sorted by name.
+    options: the export's `ConversionOptions`.
+    calibration_batch_sizes: sizes of the captured calibration batches (empty without calibration data).
+    load_calibration: zero-argument callable returning {input name: array} of every calibration sample, or
+      None when the export has none.
+  """
+
+  root: str
+  version: int
+  native_dir: str
+  signature_key: str
+  signature: dict
+  options: object
+  calibration_batch_sizes: list
+  load_calibration: object = None
+
+  def calibration_samples(self):
+    return self.load_calibration() if self.load_calibration else None
+
+  def format_options(self, format_name):
+    """The validated options of one format (`ConversionOptions.format_options[format_name]`, with defaults)."""
+    return self.options.options_for(format_name)
+
+  @property
+  def max_batch_size(self):
+    """The largest batch a variant must serve: `max_batch_size`, else the largest captured batch, else 1."""
+    return self.options.max_batch_size or max(self.calibration_batch_sizes or [1])
+
+
+class Format:
+  """One deployment format. Subclasses set `name` and `description` and implement `build` and `open_runner`.
+
+  Attributes:
+    name: artifact prefix (`onnx` -> `onnx_fp32`, ...); also the key in `formats=` and `format_options=`.
+    description: what a variant directory holds, for the README and the report.
+    options_class: a frozen dataclass of this format's own options (validated in its `__post_init__`,
+      raising `invalid_argument` errors), or None when it has none.
+  """
+
+  name = None
+  description = ""
+  options_class = None
+
+  def included_in_auto(self):
+    """Whether `formats="auto"` selects this format in this environment (cheap; no heavy import)."""
+    return True
+
+  def source_of(self, precision):
+    """The artifact the variant at `precision` is built from: `native` or another variant's name."""
+    del precision
+    return NATIVE
+
+  def unavailable_reason(self, options):
+    """None when this format can build here with `options` (`ConversionOptions`); else one line saying why
+    not and what to install or change. Called once per export, before any of its variants is built."""
+    del options
+    return None
+
+  def environment(self, options):
+    """Versions and facts for the manifest's `environment["formats"][<format name>]`."""
+    del options
+    return {}
+
+  def build(self, job, precision, source_dir, output_dir):
+    """Builds the variant at `precision` from `source_dir` (the source artifact's directory) into the empty
+    `output_dir`. Returns a dict of details for the manifest entry (what was built, counts, sizes).
+
+    Raises:
+      VariantUnavailable: it cannot be built here (skipped).
+      VariantFailed or any other exception: the build failed (failed).
+    """
+    raise NotImplementedError
+
+  def open_runner(self, path, job):
+    """A `Runner` on the variant in `path`."""
+    raise NotImplementedError
+
+  def check_options(self, values, argument):
+    """Validates `values` (a dict, or an `options_class` instance) and returns the options instance."""
+    if self.options_class is None:
+      if values:
+        raise invalid_argument(argument, values, f"nothing: format {self.name!r} has no options")
+      return None
+    if isinstance(values, self.options_class):
+      return values
+    if not isinstance(values, dict):
+      raise invalid_argument(argument, values, f"a dict of {self.name!r} options")
+    known = {f.name for f in dataclasses.fields(self.options_class)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise invalid_argument(argument, values, f"options among {sorted(known)}", hint=f"Unknown: {unknown}.")
+    return self.options_class(**values)

@@ -1,0 +1,1 @@
+"""Serving repositories written from an export (Triton)."""
