@@ -1,4 +1,4 @@
-"""tftrt_keras: TF-TRT FP32/FP16/INT8 SavedModels as a by-product of Keras and Estimator training."""
+"""tftrt_keras: TensorRT deployment (TF-TRT, ONNX FP32/FP16/INT8, TensorRT engines) as a by-product of training."""
 
 import setuptools
 
@@ -10,12 +10,17 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     packages=["tftrt_keras", "export"],
     python_requires=">=3.9,<3.13",
-    # TensorFlow is left to the user (or to constraints/tf2.*.txt): the supported lines are 2.15 and 2.17, and
-    # GPU users install it from their own channel (tensorflow[and-cuda], NVIDIA containers).
-    install_requires=["absl-py>=1.0", "numpy>=1.23,<2"],
+    # TensorFlow is left to the user (or to constraints/tf2.*.txt): the supported lines are 2.15, 2.17 and 2.21,
+    # and GPU users install it from their own channel (tensorflow[and-cuda], NVIDIA containers). numpy 2 comes
+    # with TF 2.21; the 2.15/2.17 constraints keep numpy 1.26.
+    install_requires=["absl-py>=1.0", "numpy>=1.23"],
     extras_require={
         "tf215": ["tensorflow>=2.15,<2.16", "tensorflow-estimator>=2.15,<2.16", "tf-keras>=2.15,<2.16"],
         "tf217": ["tensorflow>=2.17,<2.18", "tf-keras>=2.17,<2.18"],
+        "tf221": ["tensorflow>=2.21,<2.22", "tf-keras>=2.21,<2.22"],
+        # The ONNX variants. On TF 2.15/2.17 pin onnx==1.18.0 (constraints files do): pip otherwise picks 1.19+,
+        # which needs an ml_dtypes those TensorFlow lines cannot have and fails to import.
+        "onnx": ["tf2onnx==1.17.0", "onnx>=1.18", "onnxruntime>=1.20", "onnxconverter-common>=1.16", "sympy"],
         "hub": ["tensorflow-hub>=0.16"],
         "report": ["matplotlib>=3.5"],
         "gpu": ["tensorrt==8.6.1", "pycuda"],

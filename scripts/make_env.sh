@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Creates (or reuses) .venv/tf<LINE> with the pinned set for that TensorFlow line and this package installed.
-# Usage: scripts/make_env.sh 2.15|2.17   -> prints the venv's python path on the last line.
+# Usage: scripts/make_env.sh 2.15|2.17|2.21   -> prints the venv's python path on the last line.
 set -euo pipefail
 line="$1"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$here/.venv/tf$line"
 constraints="$here/constraints/tf$line.txt"
 case "$line" in
-  2.15) extras="tf215,hub,report,test" ;;
-  2.17) extras="tf217,hub,report,test" ;;
-  *) echo "unknown TF line: $line (expected 2.15 or 2.17)" >&2; exit 2 ;;
+  2.15) extras="tf215,onnx,hub,report,test" ;;
+  2.17) extras="tf217,onnx,hub,report,test" ;;
+  2.21) extras="tf221,onnx,hub,report,test" ;;
+  *) echo "unknown TF line: $line (expected 2.15, 2.17 or 2.21)" >&2; exit 2 ;;
 esac
 stamp="$venv/.constraints.sha"
 want="$(sha256sum "$constraints" "$here/setup.py" | sha256sum | cut -d' ' -f1)"

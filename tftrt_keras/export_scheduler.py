@@ -1,10 +1,14 @@
 """At most one conversion worker per export root at a time, with a bounded queue.
 
 Policy when an export is due while the previous worker still runs: the new export's normal SavedModel and
-samples are written at once (the normal export is never delayed or lost); its conversion waits in a queue of
-`max_queued` (default 1). When the queue is full, the oldest waiting conversion is dropped and its manifest
-says so (`skipped`, "superseded by version N"): the newest weights are the ones worth converting. Two
-workers never write into one export root, and never into one version.
+samples are written at once (the normal export is never delayed or lost); its worker waits in the queue. Every
+queued export gets its worker in turn, so every checkpoint gets its frozen graph and verification (cheap, no
+TensorRT). What may be superseded is only the expensive part, the variants, and only under
+`ConversionOptions.conversion_policy="latest"` (the default): when more than `max_queued` (default 1) exports
+wait with their variants still to build, the oldest waiting one keeps its frozen graph but its variants are
+recorded `skipped` ("superseded by version N"): the newest weights are the ones worth converting. Under
+"every", every export is converted in turn. Two workers never write into one export root, and never into one
+version.
 
 When the training process exits with work outstanding (Ctrl-C, an exception), an exit hook kills the running
 worker and closes the queued exports as `skipped` ("interrupted: ..."), so no manifest stays `pending`. A
@@ -20,6 +24,7 @@ from absl import logging
 
 from tftrt_keras.export_layout import ExportLayout
 from tftrt_keras.export_worker import ExportJob
+from tftrt_keras.formats import is_variant
 from tftrt_keras.manifest import PENDING, SKIPPED, read_manifest, set_artifact, write_manifest
 
 _LIVE_SCHEDULERS = weakref.WeakSet()
@@ -30,7 +35,7 @@ class ExportScheduler:
 
   Args:
     exports_to_keep: after each finished export, keep only this many (None: keep all).
-    max_queued: conversions allowed to wait behind the running one.
+    max_queued: exports whose variants may wait behind the running worker under the "latest" policy.
     on_done: optional callable(manifest) for each finished export.
   """
 
@@ -40,6 +45,7 @@ class ExportScheduler:
     self._on_done = on_done
     self._running = None
     self._queue = []
+    self._superseded = set()  # versions in the queue whose variants were superseded (freeze and verify only)
     self._lock = threading.Lock()
     self.finished = []  # closed manifests, in the order their workers ended
     _LIVE_SCHEDULERS.add(self)
@@ -51,9 +57,11 @@ class ExportScheduler:
       if self._running is None:
         self._running = ExportJob(request)
       else:
-        if len(self._queue) >= self._max_queued:
-          dropped = self._queue.pop(0)
-          _mark_superseded(dropped, request.version)
+        if request.options.conversion_policy == "latest":
+          converting = [r for r in self._queue if r.version not in self._superseded]
+          for older in converting[:max(0, len(converting) + 1 - self._max_queued)]:
+            _mark_superseded(older, request.version)
+            self._superseded.add(older.version)
         self._queue.append(request)
     if blocking:
       self.wait_all()
@@ -130,14 +138,15 @@ def _stop_live_schedulers():
     scheduler.stop("interrupted: the training process exited before this export finished")
 
 
-def _mark_dropped(request, reason):
-  """Closes a queued export's manifest as skipped. Runs inside training (`submit`) and at exit, so a failure
-  (a full disk) is logged, never raised; the manifest then stays `pending` for the next run's recovery."""
+def _mark_dropped(request, reason, only=lambda name: True):
+  """Records the pending artifacts of a queued export (those `only` accepts) as skipped. Runs inside training
+  (`submit`) and at exit, so a failure (a full disk) is logged, never raised; the manifest then stays
+  `pending` for the next run's recovery."""
   layout = ExportLayout(request.root)
   try:
     manifest = read_manifest(layout.manifest_dir(request.version))
     for name, entry in manifest["artifacts"].items():
-      if entry["status"] == PENDING:
+      if entry["status"] == PENDING and only(name):
         set_artifact(manifest, name, SKIPPED, reason=reason)
     write_manifest(layout.manifest_dir(request.version), manifest)
   except (OSError, ValueError) as err:
@@ -146,5 +155,7 @@ def _mark_dropped(request, reason):
 
 
 def _mark_superseded(request, newer_version):
+  """The variants of a waiting export give way to a newer one; its frozen graph and verification still run."""
   _mark_dropped(request, f"superseded: export version {newer_version} was due before this export's conversion "
-                         "started (one conversion runs at a time and the queue was full)")
+                         "started (conversion_policy='latest' converts the newest export; 'every' converts all)",
+                only=is_variant)

@@ -322,8 +322,9 @@ def _build_variants(run, variants):
     source = fmt.source_of(precision)
     source_dir = run.artifact_dir(source)
     if source_dir is None:
-      status = run.manifest["artifacts"].get(source, {}).get("status", "missing")
-      run.record(name, SKIPPED, reason=f"built from {source}, which is {status}")
+      entry = run.manifest["artifacts"].get(source, {})
+      why = f": {entry['reason']}" if entry.get("reason") else ""
+      run.record(name, SKIPPED, reason=f"built from {source}, which is {entry.get('status', 'missing')}{why}")
       continue
     started = time.monotonic()
     try:

@@ -4,13 +4,18 @@
 `get_loaded_tensorrt_version()` calls `abort()` ("getInferLibVersion symbol not found") when TensorRT is
 not loadable, so it is only asked once `is_tensorrt_enabled()` said yes.
 
-Run `python -m tftrt_keras.preflight` to print the report.
+Run `python -m tftrt_keras.preflight` to print the report (exit status 0 when TF-TRT can convert here, 1 when
+it cannot), or `python -m tftrt_keras.preflight --json` for the machine-readable answer the export worker would
+get: that command makes TensorRT findable exactly as the worker does (it re-executes itself with the worker's
+library path) before it asks, which is how `require_tensorrt=True` asks the worker's question from a trainer.
 """
 
 import dataclasses
 import glob
+import json
 import os
 import re
+import shutil
 import site
 import subprocess
 import sys
@@ -35,9 +40,11 @@ def parse_libnvinfer_version(file_name):
   return tuple(int(part) for part in match.groups() if part is not None)
 
 
-def _loader_dirs():
-  """Directories the dynamic loader searches: LD_LIBRARY_PATH, then the ldconfig cache."""
-  dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
+def loader_dirs(environ=None):
+  """Directories the dynamic loader searches: LD_LIBRARY_PATH (of `environ`, default this process's), then the
+  ldconfig cache."""
+  environ = os.environ if environ is None else environ
+  dirs = [d for d in environ.get("LD_LIBRARY_PATH", "").split(":") if d]
   try:
     cache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=10).stdout
   except (OSError, subprocess.SubprocessError):
@@ -48,7 +55,7 @@ def _loader_dirs():
   return [os.path.realpath(d) for d in dirs]
 
 
-def _candidate_dirs():
+def candidate_dirs():
   """Where TensorRT is usually installed: pip wheels (`tensorrt_libs`, `tensorrt`), tarballs, distro packages."""
   roots = list(site.getsitepackages()) + [site.getusersitepackages(), sysconfig.get_paths()["purelib"]]
   dirs = []
@@ -60,18 +67,25 @@ def _candidate_dirs():
   return dirs
 
 
-def find_tensorrt_libraries():
-  """Every `libnvinfer.so.<version>` on the loader path or in the usual install places."""
-  loader_dirs = _loader_dirs()
+def find_tensorrt_libraries(search_dirs=None, on_loader_path=None):
+  """Every `libnvinfer.so.<version>` on the loader path or in the usual install places.
+
+  Args:
+    search_dirs: directories to look in; None: `on_loader_path` then `candidate_dirs()`.
+    on_loader_path: the directories the dynamic loader searches (a library found there is marked
+      `on_loader_path`); None: `loader_dirs()`.
+  """
+  loader = [os.path.realpath(d) for d in (loader_dirs() if on_loader_path is None else on_loader_path)]
+  directories = list(search_dirs) if search_dirs is not None else loader + candidate_dirs()
   found, seen = [], set()
-  for directory in loader_dirs + _candidate_dirs():
+  for directory in directories:
     for path in sorted(glob.glob(os.path.join(directory, "libnvinfer.so.*"))):
       version = parse_libnvinfer_version(os.path.basename(path))
       real = os.path.realpath(path)
       if version is None or (real, version) in seen:
         continue
       seen.add((real, version))
-      found.append(TensorRTLibrary(path, version, os.path.realpath(directory) in loader_dirs))
+      found.append(TensorRTLibrary(path, version, os.path.realpath(directory) in loader))
   return found
 
 
@@ -104,6 +118,8 @@ class TensorRTStatus:
   library_dir_to_add: str = None
   problems: list = dataclasses.field(default_factory=list)
   fixes: list = dataclasses.field(default_factory=list)
+  # What `query_gpu_memory()` found: {"source": "nvidia-smi", "gpus": [...]} or {"source": "unknown", ...}.
+  gpu_memory: dict = None
 
   @property
   def usable(self):
@@ -118,8 +134,27 @@ class TensorRTStatus:
     """The manifest's `environment` entry."""
     def version(parts):
       return ".".join(map(str, parts)) if parts else None
-    return {"tensorflow": self.tensorflow, "tensorrt_linked": version(self.tensorrt_linked),
-            "tensorrt_loaded": version(self.tensorrt_loaded), "gpu": [g for g in self.gpus]}
+    environment = {"tensorflow": self.tensorflow, "tensorrt_linked": version(self.tensorrt_linked),
+                   "tensorrt_loaded": version(self.tensorrt_loaded), "gpu": [g for g in self.gpus]}
+    if self.gpu_memory is not None:
+      environment["gpu_memory"] = self.gpu_memory
+    return environment
+
+  def to_json(self):
+    """A JSON-ready dict (what `python -m tftrt_keras.preflight --json` prints); `from_json` reads it back."""
+    data = dataclasses.asdict(self)
+    data["usable"], data["reason"] = self.usable, self.reason
+    return data
+
+  @classmethod
+  def from_json(cls, data):
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in data.items() if k in fields}
+    values["tensorrt_linked"] = tuple(values.get("tensorrt_linked") or ())
+    values["tensorrt_loaded"] = tuple(values.get("tensorrt_loaded") or ())
+    values["libraries"] = [TensorRTLibrary(lib["path"], tuple(lib["version"]), lib["on_loader_path"])
+                           for lib in values.get("libraries") or []]
+    return cls(**values)
 
   def __str__(self):
     env = self.environment()
@@ -133,6 +168,7 @@ class TensorRTStatus:
             f"{lib.path} ({'.'.join(map(str, lib.version))}{'' if lib.on_loader_path else ', not on the loader path'})"
             for lib in self.libraries) or "none found"),
     ]
+    lines.append(f"GPU memory:             {describe_gpu_memory(self.gpu_memory)}")
     if self.library_dir_to_add:
       lines.append(f"Worker adds to LD_LIBRARY_PATH: {self.library_dir_to_add}")
     lines += [f"Problem: {p}" for p in self.problems]
@@ -152,8 +188,16 @@ def _tftrt_probe():
   return linked, loaded, enabled
 
 
-def check_tensorrt():
-  """Reports whether TF-TRT can convert on this machine, and the exact fix when it cannot.
+def check_tensorrt(search_dirs=None, on_loader_path=None, nvidia_smi="nvidia-smi"):
+  """Reports whether TF-TRT can convert in this process, and the exact fix when it cannot.
+
+  A trainer that wants the export worker's answer (its library path and device included) asks
+  `check_tensorrt_as_worker()` instead.
+
+  Args:
+    search_dirs: where to look for `libnvinfer.so.*` (see `find_tensorrt_libraries`); None: the usual places.
+    on_loader_path: the loader's directories; None: this process's LD_LIBRARY_PATH and the ldconfig cache.
+    nvidia_smi: the `nvidia-smi` command used to read free GPU memory; None: do not ask.
 
   Returns:
     A `TensorRTStatus`; `str()` of it is the printable report, `.reason` a one-line summary.
@@ -165,7 +209,65 @@ def check_tensorrt():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   linked, loaded, enabled = _tftrt_probe()
   gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-  return diagnose(tf.__version__, linked, loaded, enabled, gpus, find_tensorrt_libraries())
+  status = diagnose(tf.__version__, linked, loaded, enabled, gpus,
+                    find_tensorrt_libraries(search_dirs, on_loader_path))
+  status.gpu_memory = query_gpu_memory(nvidia_smi)
+  return status
+
+
+_NVIDIA_SMI_QUERY = ("--query-gpu=index,name,memory.total,memory.used,memory.free", "--format=csv,noheader,nounits")
+
+
+def parse_nvidia_smi_memory(text):
+  """`nvidia-smi --query-gpu=index,name,memory.total,memory.used,memory.free --format=csv,noheader,nounits`
+  output -> [{"index", "name", "total_mb", "used_mb", "free_mb"}]. Pure; lines it cannot read are skipped."""
+  gpus = []
+  for line in text.splitlines():
+    parts = [p.strip() for p in line.split(",")]
+    if len(parts) != 5:
+      continue
+    try:
+      index, total, used, free = int(parts[0]), int(parts[2]), int(parts[3]), int(parts[4])
+    except ValueError:
+      continue
+    gpus.append({"index": index, "name": parts[1], "total_mb": total, "used_mb": used, "free_mb": free})
+  return gpus
+
+
+def query_gpu_memory(nvidia_smi="nvidia-smi", timeout=15):
+  """Free and used memory of every GPU, from `nvidia-smi`; "unknown" (with why) where it cannot be asked.
+
+  nvidia-smi lists physical GPUs whatever CUDA_VISIBLE_DEVICES says, so the indices are physical ones; the
+  visible set is recorded beside them.
+  """
+  visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+  base = {"cuda_visible_devices": visible} if visible is not None else {}
+  if nvidia_smi is None:
+    return None
+  command = shutil.which(nvidia_smi)
+  if command is None:
+    return dict(base, source="unknown", reason=f"{nvidia_smi} not found")
+  try:
+    done = subprocess.run([command, *_NVIDIA_SMI_QUERY], capture_output=True, text=True, timeout=timeout,
+                          check=False)
+  except (OSError, subprocess.SubprocessError) as err:
+    return dict(base, source="unknown", reason=f"{nvidia_smi} failed: {type(err).__name__}: {err}")
+  gpus = parse_nvidia_smi_memory(done.stdout)
+  if done.returncode != 0 or not gpus:
+    said = (done.stderr or done.stdout).strip().splitlines()
+    return dict(base, source="unknown",
+                reason=f"{nvidia_smi} exited {done.returncode}: {said[0] if said else 'no GPU listed'}")
+  return dict(base, source="nvidia-smi", gpus=gpus)
+
+
+def describe_gpu_memory(gpu_memory):
+  """One line for the report: "GPU 0 (A100): 1200 of 40960 MiB free", or "unknown (why)"."""
+  if not gpu_memory:
+    return "not asked"
+  if gpu_memory.get("source") != "nvidia-smi":
+    return f"unknown ({gpu_memory.get('reason', 'no reason given')})"
+  return "; ".join(f"GPU {g['index']} ({g['name']}): {g['free_mb']} of {g['total_mb']} MiB free"
+                   for g in gpu_memory["gpus"])
 
 
 def diagnose(tensorflow_version, linked, loaded, enabled, gpus, libraries):
@@ -276,9 +378,126 @@ def worker_environment(status, base_env=None):
   return env
 
 
-def main():
+_LIBRARY_PATH_DONE = "TFTRT_KERAS_WORKER_LIBRARY_PATH_SET"
+_DEVICE_DONE = "TFTRT_KERAS_WORKER_DEVICE_SET"
+
+
+def visible_devices_for(conversion_device, inherited):
+  """The CUDA_VISIBLE_DEVICES a worker on `conversion_device` runs with, or None to leave it as inherited.
+
+  Pure. "gpu:<i>" counts among the GPUs the trainer sees: with CUDA_VISIBLE_DEVICES="2,3" inherited, "gpu:1"
+  is physical GPU 3.
+
+  Args:
+    conversion_device: `ConversionOptions.conversion_device`: None, "cpu" or "gpu:<index>".
+    inherited: the trainer's CUDA_VISIBLE_DEVICES (None when unset).
+
+  Raises:
+    ValueError: the index is not among the GPUs the trainer sees.
+  """
+  if conversion_device is None:
+    return None
+  if conversion_device == "cpu":
+    return "-1"  # no GPU at all: TensorFlow runs on the CPU
+  index = int(conversion_device.split(":", 1)[1])
+  if inherited is None or not inherited.strip():
+    return str(index)
+  visible = [d.strip() for d in inherited.split(",") if d.strip()]
+  if "-1" in visible[:1] or index >= len(visible):
+    raise ValueError(f"conversion_device={conversion_device!r}, but the training process sees only "
+                     f"{len(visible) if '-1' not in visible[:1] else 0} GPU(s) (CUDA_VISIBLE_DEVICES={inherited!r})")
+  return visible[index]
+
+
+def select_conversion_device(conversion_device, environ=None):
+  """Sets CUDA_VISIBLE_DEVICES in `environ` (default: this process's) for `conversion_device`, once.
+
+  Must run before TensorFlow loads. Idempotent across the worker's re-exec: the value it set is marked done in
+  the environment, so a re-executed worker does not apply the index a second time to an already-narrowed list.
+  Returns the CUDA_VISIBLE_DEVICES now in effect (None when unset).
+  """
+  environ = os.environ if environ is None else environ
+  if not environ.get(_DEVICE_DONE):
+    value = visible_devices_for(conversion_device, environ.get("CUDA_VISIBLE_DEVICES"))
+    if value is not None:
+      environ["CUDA_VISIBLE_DEVICES"] = value
+    environ[_DEVICE_DONE] = "1"
+  return environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def ensure_tensorrt_findable(argv, module):
+  """Re-executes `python -m <module> argv[1:]` with TensorRT's directory on LD_LIBRARY_PATH when it is
+  installed off-path (the loader reads LD_LIBRARY_PATH only at process start); returns when nothing needs
+  adding or this process is already the re-executed one.
+
+  The export worker and `python -m tftrt_keras.preflight --json` both call this before asking: the answer a
+  trainer gets is the one the worker will get.
+  """
+  if os.environ.get(_LIBRARY_PATH_DONE):
+    return
+  status = check_tensorrt(nvidia_smi=None)
+  if status.library_dir_to_add:
+    env = worker_environment(status)
+    env[_LIBRARY_PATH_DONE] = "1"
+    os.execve(sys.executable, [sys.executable, "-m", module] + list(argv[1:]), env)
+
+
+def _package_parent():
+  return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def check_tensorrt_as_worker(conversion_device=None, timeout=300):
+  """Asks the export worker's question in a child process started as the worker is: this package on
+  PYTHONPATH, `conversion_device` applied to CUDA_VISIBLE_DEVICES, and an installed but off-path TensorRT
+  made findable (the child re-executes itself with the worker's LD_LIBRARY_PATH) before TensorFlow is asked.
+
+  Returns:
+    The child's `TensorRTStatus`.
+
+  Raises:
+    RuntimeError: the child did not answer (it crashed or printed no report); the message holds its output.
+  """
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_parent(), env.get("PYTHONPATH")) if p)
+  env.pop(_LIBRARY_PATH_DONE, None)
+  env.pop(_DEVICE_DONE, None)
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  command = [sys.executable, "-m", "tftrt_keras.preflight", "--json"]
+  if conversion_device:
+    command += ["--conversion_device", conversion_device]
+  done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+  lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+  if not lines:
+    raise RuntimeError(f"the TensorRT check in a worker-like child process gave no answer (exit status "
+                       f"{done.returncode}): {(done.stderr or done.stdout).strip()[-2000:]}")
+  return TensorRTStatus.from_json(json.loads(lines[-1]))
+
+
+def main(argv=None):
+  """`python -m tftrt_keras.preflight [--json] [--conversion_device cpu|gpu:<i>]`; exit status 0 when TF-TRT
+  can convert, 1 when it cannot, 2 for a bad argument."""
+  argv = list(sys.argv if argv is None else argv)
+  args = argv[1:]
+  as_json = "--json" in args
+  device = None
+  if "--conversion_device" in args:
+    position = args.index("--conversion_device")
+    device = args[position + 1] if position + 1 < len(args) else ""
+    if device != "cpu" and not (device.startswith("gpu:") and device[4:].isdigit()):
+      print(f"--conversion_device: expected 'cpu' or 'gpu:<index>', got {device!r}", file=sys.stderr)
+      return 2
+  if as_json:
+    # The worker's order: device first (before TensorFlow loads), then its library path, then the question.
+    try:
+      select_conversion_device(device)
+    except ValueError as err:
+      print(json.dumps({"usable": False, "reason": str(err), "tensorflow": None, "tensorrt_linked": [],
+                        "tensorrt_loaded": [], "tftrt_enabled": False, "gpus": [], "libraries": [],
+                        "problems": [str(err)], "fixes": ["pick a conversion_device the trainer can see"]}))
+      return 1
+    ensure_tensorrt_findable(argv, "tftrt_keras.preflight")
   status = check_tensorrt()
-  print(status)
+  print(json.dumps(status.to_json()) if as_json else status, flush=True)
   return 0 if status.usable else 1
 
 

@@ -1,19 +1,21 @@
 """Step 4 of an export: is each artifact still the model, and how fast is it?
 
-Runs in the export worker (never in the training process: loading a TF-TRT SavedModel loads TensorRT). Every
-artifact that was produced -- the frozen graph, each `ok` TF-TRT variant -- runs on the held-out verification
-samples (captured batches never used for calibration) and is compared with the normal export, output by
-output: max absolute error, max error relative to the output's scale, and for classifier-like outputs the
-top-1 agreement. An artifact outside its precision's thresholds (see `ConversionOptions.verify_*`) becomes
-`rejected`, with the figure that failed in its reason. Latency is timed for every runnable artifact and the
-normal export, at batch size 1 and at the largest verification batch: a timed first call (TF-TRT builds
-engines lazily there), warm-up calls, then median and p99 over repeated calls.
+Runs in the export worker (never in the training process: loading a variant may load TensorRT). Every artifact
+that was produced -- the frozen graph, each `ok` variant of every format -- runs through its format's `Runner`
+on the held-out verification samples (captured apart from, and never used for, calibration) and is compared
+with the normal export, output by output: max absolute error, max error relative to the output's scale, and
+for classifier-like outputs the top-1 agreement. Agreement is judged on its one-sided 95% lower confidence
+bound (Wilson), so a verdict on few samples cannot pass by luck. An artifact outside its precision's thresholds
+(see `ConversionOptions.verify_*`) becomes `rejected`, with the figure that failed in its reason. Latency is
+timed for every runnable artifact and the normal export, at batch size 1 and at the largest verification batch:
+a timed first call (TF-TRT builds engines lazily there), warm-up calls, then median and p99.
 
 Results go into the manifest (`artifacts[name]["verification"]`, plus a top-level `verification` summary),
 and `report.md` + `latency.png` beside it. Verification never fails an export: an exception while verifying
 one artifact is recorded in that artifact's `verification.error` and the next artifact is verified.
 """
 
+import math
 import os
 import time
 import traceback
@@ -21,13 +23,16 @@ import traceback
 from absl import logging
 import numpy as np
 
+from tftrt_keras import formats as formats_lib
+from tftrt_keras.formats.savedmodel import SavedModelRunner
 from tftrt_keras.freeze import FrozenGraphSession, run_frozen_graph
 from tftrt_keras.manifest import OK, REJECTED
-from tftrt_keras.precisions import PRECISIONS
 
 VERIFICATION_FILE = "verification.npz"
 # Artifacts that are not models: nothing to run.
 _NOT_RUNNABLE = frozenset({"native", "calibration"})
+# One-sided 95%: the agreement is at least the bound with 95% confidence.
+_CONFIDENCE_Z = 1.6448536269514722
 
 
 # --- comparing outputs ---------------------------------------------------------------------------------------
@@ -35,6 +40,18 @@ _NOT_RUNNABLE = frozenset({"native", "calibration"})
 def is_classifier_like(reference):
   """Rank-2 float output with more than one column: scores or probabilities over classes."""
   return reference.ndim == 2 and reference.shape[1] > 1 and np.issubdtype(reference.dtype, np.floating)
+
+
+def agreement_lower_bound(agreeing, total, z=_CONFIDENCE_Z):
+  """The Wilson score lower bound of a proportion: `agreeing` of `total` samples agree, so the true agreement
+  is at least this with the confidence `z` stands for (one-sided 95% by default). 0.0 for no samples."""
+  if total <= 0:
+    return 0.0
+  p = agreeing / total
+  denominator = 1 + z * z / total
+  centre = p + z * z / (2 * total)
+  margin = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+  return max(0.0, (centre - margin) / denominator)
 
 
 def compare_output(reference, candidate):
@@ -56,7 +73,8 @@ def compare_output(reference, candidate):
   if not np.issubdtype(reference.dtype, np.floating):
     same = reference == candidate
     per_sample = same.reshape(len(same), -1).all(axis=1) if same.ndim else np.array([bool(same)])
-    return {"agreement": float(per_sample.mean()) if per_sample.size else 1.0}
+    return {"agreement": float(per_sample.mean()) if per_sample.size else 1.0, "samples": int(per_sample.size),
+            "agreement_lower_bound": round(agreement_lower_bound(int(per_sample.sum()), int(per_sample.size)), 6)}
   ref, cand = reference.astype(np.float64), candidate.astype(np.float64)
   diff = np.abs(ref - cand)
   both_nan = np.isnan(ref) & np.isnan(cand)
@@ -71,16 +89,21 @@ def compare_output(reference, candidate):
     relative = 0.0 if max_abs == 0 else float("inf")
   figures = {"max_abs_error": max_abs, "max_relative_error": relative, "scale": scale}
   if is_classifier_like(reference):
-    figures["top1_agreement"] = float(np.mean(np.argmax(ref, axis=1) == np.argmax(cand, axis=1)))
+    agree = np.argmax(ref, axis=1) == np.argmax(cand, axis=1)
+    figures["top1_agreement"] = float(np.mean(agree))
+    figures["samples"] = int(agree.size)
+    figures["top1_agreement_lower_bound"] = round(agreement_lower_bound(int(agree.sum()), int(agree.size)), 6)
   return figures
 
 
 def precision_of(artifact):
-  """FP32/FP16/INT8 for a variant named `<backend>_<precision>`, "frozen" for the frozen graph, else None."""
+  """FP32/FP16/INT8 for a variant named `<format>_<precision>`, "frozen" for the frozen graph, else None."""
   if artifact == "frozen":
     return "frozen"
-  suffix = artifact.rsplit("_", 1)[-1].upper()
-  return suffix if suffix in PRECISIONS else None
+  try:
+    return formats_lib.split_variant(artifact)[1]
+  except ValueError:
+    return None
 
 
 def thresholds_for(precision, options):
@@ -104,13 +127,13 @@ def judge(precision, outputs, thresholds):
     if "shape_mismatch" in figures:
       failures.append(f"output `{name}` has shape {figures['shape_mismatch']}")
     elif "agreement" in figures:
-      if figures["agreement"] < thresholds["min_agreement"]:
-        failures.append(f"output `{name}`: values agree on {figures['agreement']:.4g} of samples "
-                        f"< {thresholds['min_agreement']:g} ({label} threshold)")
+      failure = _agreement_failure(figures, "agreement", "values agree on", thresholds, label)
+      if failure:
+        failures.append(f"output `{name}`: {failure}")
     elif "top1_agreement" in figures and thresholds["classifier_judged_by"] == "top1_agreement":
-      if figures["top1_agreement"] < thresholds["min_agreement"]:
-        failures.append(f"output `{name}`: top-1 agreement {figures['top1_agreement']:.4g} "
-                        f"< {thresholds['min_agreement']:g} ({label} threshold)")
+      failure = _agreement_failure(figures, "top1_agreement", "top-1 agreement", thresholds, label)
+      if failure:
+        failures.append(f"output `{name}`: {failure}")
     elif not figures["max_relative_error"] <= thresholds["max_relative_error"]:
       failures.append(f"output `{name}`: max relative error {figures['max_relative_error']:.4g} "
                       f"> {thresholds['max_relative_error']:g} ({label} tolerance; max abs error "
@@ -118,6 +141,21 @@ def judge(precision, outputs, thresholds):
   if not failures:
     return True, None
   return False, "verification failed: " + "; ".join(failures)
+
+
+def _agreement_failure(figures, key, words, thresholds, label):
+  """None when the agreement's lower confidence bound reaches the threshold; else what failed, with the figures
+  (and, when the observed agreement would pass, that the samples were too few to tell)."""
+  observed, bound = figures[key], figures.get(key + "_lower_bound", figures[key])
+  threshold = thresholds["min_agreement"]
+  if bound >= threshold:
+    return None
+  samples = figures.get("samples")
+  text = (f"{words} {observed:.4g} on {samples} samples, 95% lower bound {bound:.4g} < {threshold:g} "
+          f"({label} threshold)")
+  if observed >= threshold:
+    text += "; too few verification samples to tell (raise verification_samples or give more validation data)"
+  return text
 
 
 # --- timing --------------------------------------------------------------------------------------------------
@@ -169,28 +207,6 @@ def _num_samples(samples):
   return len(next(iter(samples.values())))
 
 
-class _SavedModelRunner:
-  """One signature of a SavedModel (the normal export or a TF-TRT variant), loaded once."""
-
-  def __init__(self, path, signature_key):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    self._tf = tf
-    # The function dies with its loaded object: keep both.
-    self._loaded = tf.saved_model.load(path)
-    self._function = self._loaded.signatures[signature_key]
-
-  def prepared_call(self, feeds):
-    tensors = {name: self._tf.constant(value) for name, value in feeds.items()}
-    # .numpy() waits for the device: the time includes getting the result back, as a server's does.
-    return lambda: {name: t.numpy() for name, t in self._function(**tensors).items()}
-
-  def run(self, feeds):
-    return self.prepared_call(feeds)()
-
-  def close(self):
-    self._function = self._loaded = None
-
-
 class _FrozenGraphRunner(FrozenGraphSession):
   """The frozen graph imported once, for timing repeated calls.
 
@@ -214,11 +230,10 @@ def _error_text(err):
   return f"{type(err).__name__}: {err}".strip()
 
 
-def _largest_batch(request, total):
-  """The largest verification batch: a captured batch's size, capped by `max_batch_size` and the samples."""
-  size = max(request.calibration_batch_sizes or [total])
-  if request.options.max_batch_size:
-    size = min(size, request.options.max_batch_size)
+def _largest_batch(run, total):
+  """The largest verification batch: what the variants were built to serve (`max_batch_size`, else the
+  largest captured batch), capped by the samples there are."""
+  size = run.request.options.max_batch_size or max(run.request.calibration_batch_sizes or [total])
   return max(1, min(size, total))
 
 
@@ -229,14 +244,16 @@ def _runnable_artifacts(run):
     yield name, run.layout.resolve(run.request.version, entry["path"])
 
 
-def _open_runner(name, path, signature_key):
+def _open_runner(name, path, run):
+  """The runner for one artifact: the frozen graph's own, or the runner of the variant's format."""
   if name == "frozen":
     return _FrozenGraphRunner(path)
-  return _SavedModelRunner(path, signature_key)
+  format_name, _ = formats_lib.split_variant(name)
+  return formats_lib.load_format(format_name).open_runner(path, run.job)
 
 
 def verify_export(run, clock=time.monotonic):
-  """Verifies and times every produced artifact of `run` (a `pipeline._Run`); never raises an Exception.
+  """Verifies and times every produced artifact of `run` (a `pipeline.ExportRun`); never raises an Exception.
 
   Updates `run.manifest` in place and saves it: `artifacts[name]["verification"]` for the normal export and
   each runnable artifact, status `rejected` (with the failing figures in `reason`) for an artifact outside its
@@ -285,12 +302,12 @@ def _verify_all(run, summary):
   request, options = run.request, run.request.options
   samples = run.samples(VERIFICATION_FILE)
   total = _num_samples(samples)
-  batch = _largest_batch(request, total)
+  batch = _largest_batch(run, total)
   batch_sizes = sorted({1, batch})
   summary.update(samples=total, batch_sizes=batch_sizes)
 
   native_entry = run.manifest["artifacts"]["native"]
-  native = _SavedModelRunner(run.layout.path("native", request.version), request.signature_key)
+  native = SavedModelRunner(run.layout.path("native", request.version), request.signature_key)
   try:
     native_entry["verification"] = {"samples": total, "latency": _latency(native, samples, batch_sizes, options)}
     reference = _run_in_batches(native, samples, batch)
@@ -301,7 +318,7 @@ def _verify_all(run, summary):
   for name, path in list(_runnable_artifacts(run)):
     entry = run.manifest["artifacts"][name]
     try:
-      entry["verification"] = _verify_artifact(name, path, request, samples, reference, batch, batch_sizes)
+      entry["verification"] = _verify_artifact(name, path, run, samples, reference, batch, batch_sizes)
     except Exception as err:  # pylint: disable=broad-except
       logging.error("tftrt_keras: verifying %s failed:\n%s", name, traceback.format_exc())
       entry["verification"] = {"error": _error_text(err)}
@@ -314,10 +331,11 @@ def _verify_all(run, summary):
     run.save()
 
 
-def _verify_artifact(name, path, request, samples, reference, batch, batch_sizes):
+def _verify_artifact(name, path, run, samples, reference, batch, batch_sizes):
+  request = run.request
   precision = precision_of(name)
   thresholds = thresholds_for(precision, request.options)
-  runner = _open_runner(name, path, request.signature_key)
+  runner = _open_runner(name, path, run)
   try:
     # Latency first: the very first call is the one where TF-TRT builds engines it did not prebuild.
     latency = _latency(runner, samples, batch_sizes, request.options)

@@ -1,0 +1,153 @@
+"""SavedModel signature -> ONNX model with tf2onnx, in this process (the export worker).
+
+The graph's inputs and outputs carry the signature's own names (`image`, `probabilities`), not tf2onnx's
+(`image:0`, `Identity:0`) or Keras' positional ones; the batch dimension is dynamic and called `batch`.
+tf2onnx leaves an op it has no handler for in the graph under its TensorFlow name (and only logs it), so the
+result is checked against ONNX's own op schemas and any such op is named in a `ConversionError`.
+"""
+
+import contextlib
+import logging
+
+# dtypes a signature may carry into ONNX: strings and resources do not survive as numeric ONNX tensors that
+# FP16, INT8 and TensorRT could take, so they are refused before tf2onnx runs (with the tensor named).
+CONVERTIBLE_DTYPES = frozenset({"float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64",
+                                "uint8", "uint16", "uint32", "uint64", "bool"})
+BATCH_DIM = "batch"
+
+
+class ConversionError(Exception):
+  """The SavedModel cannot become an ONNX model; the message names the op or tensor and why."""
+
+
+def refused_tensors(signature):
+  """Sentences naming each signature input/output whose dtype ONNX variants cannot carry (empty if none)."""
+  refused = []
+  for kind in ("inputs", "outputs"):
+    for tensor in signature.get(kind, []):
+      if tensor["dtype"] not in CONVERTIBLE_DTYPES:
+        refused.append(f"{kind[:-1]} `{tensor['name']}` is {tensor['dtype']}")
+  return refused
+
+
+@contextlib.contextmanager
+def _quiet_tf2onnx():
+  """tf2onnx logs every node at INFO; keep its errors (an unsupported op is logged there first)."""
+  logger = logging.getLogger("tf2onnx")
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
+def convert_saved_model(saved_model_dir, signature_key, signature, opset):
+  """Converts one signature of a SavedModel to an ONNX `ModelProto`.
+
+  Args:
+    saved_model_dir: the normal export.
+    signature_key: the signature to convert.
+    signature: {"inputs": [...], "outputs": [...]} in the SavedModel's terms (`BuildJob.signature`).
+    opset: the ONNX opset to target (tf2onnx 1.17 writes 7-18).
+
+  Returns:
+    The model; its graph inputs and outputs are named, typed and ranked as in `signature`.
+
+  Raises:
+    ConversionError: a string/resource tensor in the signature, an op tf2onnx cannot convert, or a conversion
+      error inside tf2onnx (the message names the op or reason).
+  """
+  refused = refused_tensors(signature)
+  if refused:
+    raise ConversionError("the signature cannot be expressed as a numeric ONNX model: " + "; ".join(refused))
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tf2onnx import optimizer, tf_loader, tfonnx  # pylint: disable=g-import-not-at-top
+
+  with _quiet_tf2onnx():
+    try:
+      # large_model=False keeps tf2onnx off its >2 GB path, the one that calls np.product (gone in numpy 2).
+      graph_def, inputs, outputs, tables, renames = tf_loader.from_saved_model(
+          str(saved_model_dir), None, None, tag=["serve"], signatures=[signature_key], large_model=False,
+          return_initialized_tables=True, return_tensors_to_rename=True)
+    except Exception as err:  # pylint: disable=broad-except
+      raise ConversionError(f"tf2onnx could not load and freeze signature {signature_key!r}: "
+                            f"{type(err).__name__}: {err}") from err
+    with tf.Graph().as_default() as tf_graph:
+      tf.import_graph_def(graph_def, name="")
+      try:
+        graph = tfonnx.process_tf_graph(tf_graph, opset=opset, input_names=inputs, output_names=outputs,
+                                        tensors_to_rename=renames, initialized_tables=tables)
+      except Exception as err:  # pylint: disable=broad-except
+        raise ConversionError(f"tf2onnx failed converting the graph: {type(err).__name__}: {err}") from err
+      graph = optimizer.optimize_graph(graph, catch_errors=True)
+      model = graph.make_model(f"{signature_key} of {saved_model_dir}")
+
+  unknown = unsupported_ops(model)
+  if unknown:
+    listed = ", ".join(f"{op} ({count} node{'s' if count > 1 else ''})" for op, count in sorted(unknown.items()))
+    raise ConversionError(f"tf2onnx has no ONNX conversion for TensorFlow op(s): {listed}")
+  _check_names_like_signature(model, signature)
+  _make_batch_dynamic(model)
+  import onnx  # pylint: disable=g-import-not-at-top
+  try:
+    onnx.checker.check_model(model)
+  except Exception as err:  # pylint: disable=broad-except
+    raise ConversionError(f"tf2onnx produced an invalid ONNX model: {type(err).__name__}: {err}") from err
+  return model
+
+
+def unsupported_ops(model):
+  """{op type: node count} of nodes that are no registered ONNX (or ONNX-ML / ONNX Runtime) operator."""
+  import onnx  # pylint: disable=g-import-not-at-top
+  unknown = {}
+  for node in _all_nodes(model.graph):
+    domain = node.domain or ""
+    if domain == "com.microsoft":  # ONNX Runtime's contrib ops are not in onnx.defs; they run in ORT
+      continue
+    if not onnx.defs.has(node.op_type, domain):
+      unknown[node.op_type] = unknown.get(node.op_type, 0) + 1
+  return unknown
+
+
+def _all_nodes(graph):
+  for node in graph.node:
+    yield node
+    for attribute in node.attribute:
+      if attribute.g.node:
+        yield from _all_nodes(attribute.g)
+      for subgraph in attribute.graphs:
+        yield from _all_nodes(subgraph)
+
+
+def _check_names_like_signature(model, signature):
+  """Checks the graph's inputs and outputs are the signature's (tf2onnx renames them after it).
+
+  tf2onnx pairs placeholders with signature names by position; a dtype or rank that does not match the
+  signature would mean the pairing went wrong, and is refused rather than shipped with crossed names.
+  """
+  import onnx  # pylint: disable=g-import-not-at-top
+  for kind, values in (("inputs", model.graph.input), ("outputs", model.graph.output)):
+    expected = {t["name"]: t for t in signature[kind]}
+    for value in values:
+      tensor = expected.get(value.name)
+      if tensor is None:
+        raise ConversionError(f"tf2onnx named a graph {kind[:-1]} {value.name!r}, which is not one of the "
+                              f"signature's {sorted(expected)}")
+      dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
+      rank = len(value.type.tensor_type.shape.dim)
+      if dtype != tensor["dtype"] or (tensor["shape"] is not None and rank != len(tensor["shape"])):
+        raise ConversionError(f"graph {kind[:-1]} {value.name!r} is {dtype} of rank {rank}, but the signature's is "
+                              f"{tensor['dtype']} of shape {tensor['shape']}")
+    missing = sorted(set(expected) - {v.name for v in values})
+    if missing:
+      raise ConversionError(f"the ONNX graph lacks signature {kind} {missing}")
+
+
+def _make_batch_dynamic(model):
+  """Names the first dimension `batch` on every graph input and output (tf2onnx writes `unk__29`)."""
+  for value in list(model.graph.input) + list(model.graph.output):
+    dims = value.type.tensor_type.shape.dim
+    # A batch the signature fixed stays fixed: the graph inside may depend on it (reshapes).
+    if dims and not dims[0].HasField("dim_value"):
+      dims[0].dim_param = BATCH_DIM

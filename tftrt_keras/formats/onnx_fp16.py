@@ -1,0 +1,74 @@
+"""FP32 ONNX -> FP16 ONNX with onnxconverter-common, inputs and outputs kept FP32.
+
+Weights and activations become FP16 except in ops whose FP16 result is known to go wrong; those stay FP32
+behind Cast nodes. Why each one is kept is written down here and recorded in the variant's `model.json`.
+"""
+
+# Ops this library keeps in FP32, beyond onnxconverter-common's own list, and why. FP16 tops out at 65504 and
+# has 10 mantissa bits, so what breaks is overflow and long accumulations, not single multiplies.
+KEPT_FP32_WHY = {
+    "Exp": "overflows FP16 (65504) for inputs above ~11",
+    "Pow": "overflows FP16 (65504) quickly for large bases or exponents",
+    "ReduceSum": "sums over long axes overflow or lose the small terms in FP16",
+    "ReduceSumSquare": "squares then sums: overflows FP16 for activations above ~256 over long axes",
+    "ReduceMean": "accumulates over long axes; layer/instance norms lose precision in FP16 (TensorRT warns too)",
+    "LayerNormalization": "mean and variance over long axes lose precision in FP16 (TensorRT warns too)",
+}
+# Why onnxconverter-common's own block list (`float16.DEFAULT_OP_BLOCK_LIST`) keeps its ops in FP32, by group.
+_DEFAULT_LIST_WHY = {
+    ("NonMaxSuppression", "TopK", "RoiAlign", "Resize", "Upsample", "Range", "CumSum", "Min", "Max"):
+        "onnxconverter-common's block list: FP16 coordinates, indices or running sums change results, or "
+        "ONNX Runtime has no FP16 kernel",
+}
+_ML_OPS_WHY = "onnxconverter-common's block list: ONNX-ML operator, FP32 only"
+# Weights beyond FP16's largest finite value are clamped there (onnxconverter-common's default, 1e4, would
+# clamp legitimate weights and masking constants that FP16 represents exactly).
+FP16_MAX = 65504.0
+
+
+def block_list(extra_ops=()):
+  """{op type: why it stays FP32}: onnxconverter-common's list, this library's and the user's `extra_ops`."""
+  from onnxconverter_common import float16  # pylint: disable=g-import-not-at-top
+  why = {}
+  for op in float16.DEFAULT_OP_BLOCK_LIST:
+    group = next((reason for ops, reason in _DEFAULT_LIST_WHY.items() if op in ops), _ML_OPS_WHY)
+    why[op] = group
+  why.update(KEPT_FP32_WHY)
+  for op in extra_ops:
+    why.setdefault(op, "asked for in format_options['onnx'].fp16_keep_fp32_ops")
+  return why
+
+
+def convert_to_fp16(model, extra_ops=()):
+  """Returns (fp16 model, {op type: {"nodes": count, "why": reason}} of the ops present and kept FP32).
+
+  Args:
+    model: the FP32 `onnx.ModelProto` (not modified).
+    extra_ops: more op types to keep in FP32.
+  """
+  import copy  # pylint: disable=g-import-not-at-top
+  from onnxconverter_common import float16  # pylint: disable=g-import-not-at-top
+  why = block_list(extra_ops)
+  converted = float16.convert_float_to_float16(copy.deepcopy(model), keep_io_types=True, op_block_list=list(why),
+                                               max_finite_val=FP16_MAX)
+  counts = {}
+  for node in model.graph.node:
+    if node.op_type in why:
+      counts[node.op_type] = counts.get(node.op_type, 0) + 1
+  kept = {op: {"nodes": n, "why": why[op]} for op, n in sorted(counts.items())}
+  return converted, kept
+
+
+def graph_io_dtypes(model):
+  """{graph input/output name: numpy dtype name}: keep_io_types must leave them all as they were."""
+  import onnx  # pylint: disable=g-import-not-at-top
+  return {v.name: onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name
+          for v in list(model.graph.input) + list(model.graph.output)}
+
+
+def count_fp16_nodes(model):
+  """Nodes whose first output is FP16 according to shape inference (a figure for the manifest)."""
+  import onnx  # pylint: disable=g-import-not-at-top
+  inferred = onnx.shape_inference.infer_shapes(model)
+  fp16 = {v.name for v in inferred.graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16}
+  return sum(1 for node in inferred.graph.node if node.output and node.output[0] in fp16 and node.op_type != "Cast")

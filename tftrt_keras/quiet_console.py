@@ -1,0 +1,73 @@
+"""A quiet console for the entry points: TensorFlow's start-up noise and INFO lines stay out of the user's log.
+
+TensorFlow prints, on import and on first use, C++ lines a user can do nothing about (cuFFT/cuDNN/cuBLAS
+"Unable to register ... factory", "oneDNN custom operations are on", "Could not find cuda drivers",
+"TF-TRT Warning: Could not find TensorRT", CPU feature notes), and its Python side logs INFO lines through
+absl for every SavedModel it writes. The training log of an entry point should show the per-export line
+and the final table only; the export worker writes everything to its own `worker.log`.
+
+`quiet_tensorflow()` must run before TensorFlow is imported: the C++ log level is read once, when the
+library loads. It sets only what a user has not set: an explicit `TF_CPP_MIN_LOG_LEVEL` or absl
+`--verbosity` wins. It never touches `TF_ENABLE_ONEDNN_OPTS` (that changes numerics; only its log line is
+hidden, through the log level).
+
+Example:
+  from tftrt_keras import quiet_console
+  quiet_console.quiet_tensorflow()   # before `import tensorflow`
+  import tensorflow as tf
+"""
+
+import logging
+import os
+
+# TensorFlow's C++ log level: 3 hides INFO, WARNING and ERROR lines of the C++ runtime. The start-up factory
+# registration messages are ERROR lines, so 2 is not enough.
+QUIET_CPP_LOG_LEVEL = "3"
+CPP_LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
+# What the user had before we quieted the console ("" when unset), so that a child process that writes its own
+# log file (the export worker) can restore the full level there.
+ORIGINAL_CPP_LOG_LEVEL_VARIABLE = "TFTRT_KERAS_ORIGINAL_TF_CPP_MIN_LOG_LEVEL"
+
+
+def tensorflow_is_loaded():
+  import sys  # pylint: disable=g-import-not-at-top
+  return "tensorflow" in sys.modules
+
+
+def quiet_tensorflow(environ=None):
+  """Hides TensorFlow's C++ start-up noise and INFO logging from this process's console.
+
+  Call it first thing in an entry point, before `import tensorflow`; calling it later still quiets the
+  Python loggers, but the C++ level is already fixed (it returns False then).
+
+  Args:
+    environ: the environment to set `TF_CPP_MIN_LOG_LEVEL` in (`os.environ` by default; a dict in tests).
+
+  Returns:
+    True when the C++ log level could still take effect (TensorFlow not loaded yet, or the user's own
+    setting was kept), False when TensorFlow was already loaded with another level.
+  """
+  environ = os.environ if environ is None else environ
+  took_effect = True
+  if CPP_LOG_LEVEL_VARIABLE not in environ:
+    environ.setdefault(ORIGINAL_CPP_LOG_LEVEL_VARIABLE, "")
+    environ[CPP_LOG_LEVEL_VARIABLE] = QUIET_CPP_LOG_LEVEL
+    took_effect = not tensorflow_is_loaded()
+  # The `tensorflow` Python logger (tf.get_logger()) and absl's handler both print to stderr.
+  logging.getLogger("tensorflow").setLevel(logging.ERROR)
+  quiet_absl()
+  return took_effect
+
+
+def quiet_absl():
+  """absl logging at ERROR, unless the user asked for a verbosity on the command line (`--verbosity`).
+
+  absl's `app.run` sets the verbosity from its flag after parsing, so entry points call this (again) in
+  `main`; before parsing it only sets the default.
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  verbosity = flags.FLAGS["verbosity"] if "verbosity" in flags.FLAGS else None
+  if verbosity is not None and verbosity.present:
+    return
+  absl_logging.set_verbosity(absl_logging.ERROR)
