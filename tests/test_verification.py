@@ -31,7 +31,8 @@ def test_compare_output_hand_computed_figures():
 def test_compare_output_non_float_nan_and_shape():
   ids = verification.compare_output(np.array([[1, 2], [3, 4], [5, 6], [7, 8]]), np.array([[1, 2], [3, 0], [5, 6],
                                                                                            [7, 8]]))
-  assert ids == {"agreement": 0.75}
+  assert ids["agreement"] == 0.75 and ids["samples"] == 4
+  assert ids["agreement_lower_bound"] == pytest.approx(verification.agreement_lower_bound(3, 4))
   nan = verification.compare_output(np.array([1.0, np.nan, 2.0]), np.array([1.0, np.nan, np.nan]))
   assert nan["max_abs_error"] == float("inf")  # NaN where the normal export has a number fails any tolerance
   assert "top1_agreement" not in nan  # rank 1: not classifier-like
@@ -39,16 +40,47 @@ def test_compare_output_non_float_nan_and_shape():
 
 
 @pytest.mark.unit
-def test_int8_is_judged_by_top1_while_fp16_is_judged_by_error():
+def test_wilson_lower_bound_matches_hand_computed_values():
+  # One-sided 95% (z = 1.645): n agreeing of n bounds the agreement at n / (n + z^2).
+  for n in (16, 64, 100, 500):
+    assert verification.agreement_lower_bound(n, n) == pytest.approx(n / (n + 1.6448536269514722 ** 2))
+  # 495 of 500 (0.99): p=0.99, z^2/n=0.005411, centre 0.992706, margin 0.007825 -> 0.979565
+  assert verification.agreement_lower_bound(495, 500) == pytest.approx(0.97957, abs=1e-4)
+  assert verification.agreement_lower_bound(0, 10) == 0.0 and verification.agreement_lower_bound(0, 0) == 0.0
+  assert verification.agreement_lower_bound(90, 100) < 0.9 < verification.agreement_lower_bound(99, 100)
+
+
+def _top1(agreement, samples):
+  agreeing = round(agreement * samples)
+  return {"max_abs_error": 0.3, "max_relative_error": 0.3, "top1_agreement": agreement, "samples": samples,
+          "top1_agreement_lower_bound": verification.agreement_lower_bound(agreeing, samples)}
+
+
+@pytest.mark.unit
+def test_int8_is_judged_by_top1_lower_bound_while_fp16_is_judged_by_error():
   options = ConversionOptions()
-  outputs = {"probabilities": {"max_abs_error": 0.3, "max_relative_error": 0.3, "top1_agreement": 0.99}}
+  outputs = {"probabilities": _top1(0.996, 500)}
   assert verification.judge("INT8", outputs, verification.thresholds_for("INT8", options)) == (True, None)
   passed, reason = verification.judge("FP16", outputs, verification.thresholds_for("FP16", options))
   assert not passed
   assert "output `probabilities`: max relative error 0.3 > 0.01" in reason
-  low = {"probabilities": dict(outputs["probabilities"], top1_agreement=0.9)}
-  passed, reason = verification.judge("INT8", low, verification.thresholds_for("INT8", options))
-  assert not passed and "top-1 agreement 0.9 < 0.98" in reason
+  passed, reason = verification.judge("INT8", {"probabilities": _top1(0.9, 500)},
+                                      verification.thresholds_for("INT8", options))
+  assert not passed and "top-1 agreement 0.9 on 500 samples, 95% lower bound 0.8" in reason
+  assert "too few" not in reason  # clearly worse: not a question of sample size
+
+
+@pytest.mark.unit
+def test_perfect_agreement_on_too_few_samples_is_not_a_pass():
+  """64 agreeing samples bound the agreement only at 0.959: the verdict must say it cannot tell."""
+  options = ConversionOptions()
+  passed, reason = verification.judge("INT8", {"probabilities": _top1(1.0, 64)},
+                                      verification.thresholds_for("INT8", options))
+  assert not passed
+  assert "top-1 agreement 1 on 64 samples, 95% lower bound 0.9594 < 0.97" in reason
+  assert "too few verification samples to tell" in reason
+  assert verification.judge("INT8", {"probabilities": _top1(1.0, 120)},
+                            verification.thresholds_for("INT8", options)) == (True, None)
   # A non-classifier INT8 output falls back to INT8's loose tolerance.
   regression = {"value": {"max_abs_error": 0.5, "max_relative_error": 0.2}}
   passed, reason = verification.judge("INT8", regression, verification.thresholds_for("INT8", options))
@@ -110,7 +142,7 @@ def test_perturbed_int8_variant_is_rejected_with_its_figures(tmp_path, monkeypat
   out = tmp_path / "out"
   manifest = tftrt_keras.export_saved_model(
       str(tmp_path / "model"), str(out), calibration_data=saved_models.samples(64), calibration_batch_size=8,
-      options=ConversionOptions(backend=saved_models.FAKE_BACKEND, verify_timed_runs=5))
+      options=ConversionOptions(backend=saved_models.FAKE_BACKEND, formats=("tftrt",), verify_timed_runs=5))
   artifacts = manifest["artifacts"]
   held_out = np.load(out / "calibration" / "1" / "verification.npz")["x"]
   calibration = np.load(out / "calibration" / "1" / "calibration.npz")["x"]
@@ -120,13 +152,13 @@ def test_perturbed_int8_variant_is_rejected_with_its_figures(tmp_path, monkeypat
   native_logits = reference(held_out)["logits"]
   int8_logits = _logits(held_out, _variables(out / "tftrt_int8" / "1"))
   expected_top1 = float(np.mean(native_logits.argmax(1) == int8_logits.argmax(1)))
-  assert expected_top1 < 0.98  # the perturbation must flip some decisions for this test to mean anything
+  assert expected_top1 < 0.97  # the perturbation must flip some decisions for this test to mean anything
   int8 = artifacts["tftrt_int8"]
   assert int8["status"] == "rejected"
   figures = int8["verification"]["outputs"]["logits"]
   assert figures["top1_agreement"] == pytest.approx(expected_top1)
   assert figures["max_abs_error"] == pytest.approx(np.abs(native_logits - int8_logits).max(), rel=1e-4)
-  assert f"output `logits`: top-1 agreement {expected_top1:.4g} < 0.98" in int8["reason"]
+  assert f"output `logits`: top-1 agreement {expected_top1:.4g} on {len(held_out)} samples" in int8["reason"]
   assert int8["verification"]["samples"] == len(held_out)
 
   for name in ("frozen", "tftrt_fp32", "tftrt_fp16"):  # unperturbed: within the tight tolerances
@@ -148,7 +180,7 @@ def test_perturbed_int8_variant_is_rejected_with_its_figures(tmp_path, monkeypat
   assert (manifest_dir / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _prepare(tmp_path, options, seed=1):
+def _prepare(tmp_path, options, seed=1, samples=64):
   from tests import saved_models  # pylint: disable=g-import-not-at-top
   from tftrt_keras import calibration_data, pipeline  # pylint: disable=g-import-not-at-top
   saved_models.classifier(tmp_path / "model", seed=seed)
@@ -157,18 +189,20 @@ def _prepare(tmp_path, options, seed=1):
     os.rmdir(directory)
     shutil.copytree(tmp_path / "model", directory)
   return pipeline.prepare_export(str(tmp_path / "out"), 1, {"kind": "test"}, options, write_native=write_native,
-                                 batches=calibration_data.batches(saved_models.samples(64), 8))
+                                 batches=calibration_data.batches(saved_models.samples(samples), 8))
 
 
 @pytest.mark.tf
 def test_small_perturbation_rejects_fp16_but_int8_keeps_its_decisions(tmp_path, monkeypatch):
-  """Uses the TEST DOUBLE FakeTrtBackendForTests in-process (FAKE_TRT_PERTURB on every precision)."""
+  """Uses the TEST DOUBLE FakeTrtBackendForTests (selected by `backend`) in-process, FAKE_TRT_PERTURB on every
+  precision: small enough to keep every decision on these samples, large enough for FP16's tolerance."""
   from tests import saved_models  # pylint: disable=g-import-not-at-top
-  from tests.fake_trt_backend import FakeTrtBackendForTests  # pylint: disable=g-import-not-at-top
   from tftrt_keras import pipeline  # pylint: disable=g-import-not-at-top
-  monkeypatch.setenv("FAKE_TRT_PERTURB", "0.05")
-  request = _prepare(tmp_path, ConversionOptions(backend=saved_models.FAKE_BACKEND, verify_timed_runs=3))
-  manifest = pipeline.run_export(request, backend=FakeTrtBackendForTests())
+  monkeypatch.setenv("FAKE_TRT_PERTURB", "0.015")
+  # 600 samples: 150 held out, enough for INT8's agreement bound to pass when every decision is kept.
+  request = _prepare(tmp_path, ConversionOptions(backend=saved_models.FAKE_BACKEND, formats=("tftrt",),
+                                                 verify_timed_runs=3), samples=600)
+  manifest = pipeline.run_export(request)
   variant = _logits(np.load(tmp_path / "out" / "calibration" / "1" / "verification.npz")["x"],
                     _variables(tmp_path / "out" / "tftrt_fp16" / "1"))
   native = _logits(np.load(tmp_path / "out" / "calibration" / "1" / "verification.npz")["x"],
@@ -189,16 +223,16 @@ def test_small_perturbation_rejects_fp16_but_int8_keeps_its_decisions(tmp_path, 
 
 @pytest.mark.tf
 def test_an_artifact_that_cannot_run_is_recorded_not_raised(tmp_path):
-  """Uses the TEST DOUBLE FakeTrtBackendForTests in-process; the frozen graph is then corrupted on disk."""
+  """Uses the TEST DOUBLE FakeTrtBackendForTests (selected by `backend`) in-process; the frozen graph is then
+  corrupted on disk."""
   from tests import saved_models  # pylint: disable=g-import-not-at-top
-  from tests.fake_trt_backend import FakeTrtBackendForTests  # pylint: disable=g-import-not-at-top
   from tftrt_keras import pipeline  # pylint: disable=g-import-not-at-top
-  request = _prepare(tmp_path, ConversionOptions(backend=saved_models.FAKE_BACKEND, precisions=("FP16",),
+  request = _prepare(tmp_path, ConversionOptions(backend=saved_models.FAKE_BACKEND, precisions=("FP16",), formats=("tftrt",),
                                                  verify_timed_runs=2, verify_warmup_runs=0))
-  pipeline.run_export(request, backend=FakeTrtBackendForTests())
+  pipeline.run_export(request)
   with open(tmp_path / "out" / "frozen" / "1" / "frozen_graph.pb", "wb") as f:
     f.write(b"not a GraphDef")
-  run = pipeline._Run(request)  # pylint: disable=protected-access
+  run = pipeline.ExportRun(request)
   summary = verification.verify_export(run)
   frozen = run.manifest["artifacts"]["frozen"]
   assert "error" in frozen["verification"] and "DecodeError" in frozen["verification"]["error"]
@@ -210,13 +244,12 @@ def test_an_artifact_that_cannot_run_is_recorded_not_raised(tmp_path):
 
 @pytest.mark.tf
 def test_verify_false_records_why_and_writes_no_report(tmp_path):
-  """Uses the TEST DOUBLE FakeTrtBackendForTests in-process."""
+  """Uses the TEST DOUBLE FakeTrtBackendForTests (selected by `backend`) in-process."""
   from tests import saved_models  # pylint: disable=g-import-not-at-top
-  from tests.fake_trt_backend import FakeTrtBackendForTests  # pylint: disable=g-import-not-at-top
   from tftrt_keras import pipeline  # pylint: disable=g-import-not-at-top
-  request = _prepare(tmp_path, ConversionOptions(backend=saved_models.FAKE_BACKEND, precisions=("FP32",),
+  request = _prepare(tmp_path, ConversionOptions(backend=saved_models.FAKE_BACKEND, precisions=("FP32",), formats=("tftrt",),
                                                  verify=False))
-  manifest = pipeline.run_export(request, backend=FakeTrtBackendForTests())
+  manifest = pipeline.run_export(request)
   assert "verify=False" in manifest["verification"]["skipped"]
   assert not any("verification" in entry for entry in manifest["artifacts"].values())
   assert not os.path.exists(tmp_path / "out" / "manifests" / "1" / "report.md")
