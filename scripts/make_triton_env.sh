@@ -19,7 +19,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "creating $venv (pip's output: $log)" >&2
   # The Python backend stub of the wheel is built per CPython minor version (3.8-3.13).
   if ! "$python" -c 'import sys; sys.exit(not (3, 8) <= sys.version_info[:2] <= (3, 13))'; then
-    echo "$python is not CPython 3.8-3.13, which the nvidia-pytriton Python backend stubs need" >&2
+    echo "$python is missing or not CPython 3.8-3.13 (the nvidia-pytriton Python backend stubs exist for those only); set PYTHON=" >&2
     exit 1
   fi
   if ! { "$python" -m venv "$venv" &&

@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# The test suite on both TensorFlow lines (2.15: Keras 2 + Estimator; 2.17: Keras 3 + tf_keras), each in its
-# own pinned environment. Extra arguments go to pytest. Ends with one line for both: "total: N passed, N failed, N skipped".
+# The test suite on every TensorFlow line (2.15: Keras 2 + Estimator + TF-TRT; 2.17: Keras 3 + tf_keras + TF-TRT;
+# 2.21: current TensorFlow, Keras 3, numpy 2, ONNX route only), each in its own pinned environment, plus the
+# Triton server's own environment (.venv/triton) for the serving tests. Extra arguments go to pytest.
+# Ends with one line for all: "total: N passed, N failed, N skipped".
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 mkdir -p .venv/logs
 status=0
 passed=0; failed=0; skipped=0
-for line in 2.15 2.17; do
+echo "=== Triton server environment"
+if ! triton_python="$(scripts/make_triton_env.sh | tail -n 1)"; then
+  echo "the Triton environment could not be built; the Triton server tests will skip"; status=1; failed=$((failed + 1))
+fi
+for line in 2.15 2.17 2.21; do
   echo "=== TensorFlow $line: preparing environment"
   if ! python="$(scripts/make_env.sh "$line" | tail -n 1)"; then
     echo "environment for TF $line could not be built"; status=1; failed=$((failed + 1)); continue
   fi
   echo "=== TensorFlow $line: tests"
   log=".venv/logs/pytest-tf$line.log"
-  "$python" -m pytest -p no:cacheprovider -q -rs "$@" 2>&1 | tee "$log"
+  "$python" -m pytest -p no:cacheprovider -q -rs --durations=15 "$@" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   [ "$rc" -eq 0 ] || status=1
   summary="$(tail -n 1 "$log")"

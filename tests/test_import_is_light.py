@@ -1,4 +1,5 @@
-"""`import tftrt_keras` pulls in no TensorRT and no TF-TRT module (they load on first conversion only).
+"""`import tftrt_keras` pulls in no TensorRT, TF-TRT, ONNX, ONNX Runtime or CUDA module (they load on first
+conversion only), and neither does loading every format's description.
 
 Checked in a fresh interpreter: this test process has long imported TensorFlow, and `import tensorflow` itself
 registers `tf.experimental.tensorrt`, so only a process that has not imported TensorFlow can tell.
@@ -12,7 +13,8 @@ import pytest
 
 pytestmark = pytest.mark.unit
 
-HEAVY = ("tensorflow.python.compiler.tensorrt", "tensorflow.compiler.tf2tensorrt", "tensorrt")
+HEAVY = ("tensorflow.python.compiler.tensorrt", "tensorflow.compiler.tf2tensorrt", "tensorrt", "onnx", "onnxruntime",
+         "tf2onnx", "onnxconverter_common", "cuda", "pycuda")
 
 _PROBE = """
 import json, sys
@@ -42,4 +44,14 @@ def test_the_export_machinery_loads_no_tensorrt_at_import():
   loaded = _modules_after("import tftrt_keras.pipeline, tftrt_keras.offline_export, tftrt_keras.export_worker, "
                           "tftrt_keras.export_scheduler, tftrt_keras.freeze, tftrt_keras.trt_convert, "
                           "tftrt_keras.preflight\nfrom tftrt_keras import check_tensorrt, ConversionOptions")
+  assert loaded == {"trt": [], "tensorflow": False}
+
+
+def test_every_format_and_the_variant_list_load_nothing_heavy():
+  """Resolving formats="auto" and the variants of every format happens in the trainer at each export."""
+  loaded = _modules_after("from tftrt_keras import formats\nfrom tftrt_keras.precisions import artifact_names\n"
+                          "from tftrt_keras.conversion_options import ConversionOptions\n"
+                          "[formats.load_format(f) for f in formats.FORMATS]\n"
+                          "assert len(artifact_names(ConversionOptions(formats=formats.FORMATS))) == 12\n"
+                          "from tftrt_keras.serving import triton")
   assert loaded == {"trt": [], "tensorflow": False}

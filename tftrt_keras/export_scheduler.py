@@ -22,10 +22,12 @@ import weakref
 
 from absl import logging
 
+from tftrt_keras.conversion_options import ConversionOptions
 from tftrt_keras.export_layout import ExportLayout
 from tftrt_keras.export_worker import ExportJob
 from tftrt_keras.formats import is_variant
 from tftrt_keras.manifest import PENDING, SKIPPED, read_manifest, set_artifact, write_manifest
+from tftrt_keras.pipeline import retain_exports
 
 _LIVE_SCHEDULERS = weakref.WeakSet()
 
@@ -124,9 +126,12 @@ class ExportScheduler:
         logging.exception("tftrt_keras: on_done callback failed")
     if self._keep:
       try:
-        ExportLayout(root).retain(self._keep)
+        # The finished export's own options say where its Triton versions live.
+        options = ConversionOptions.from_json(manifest["options"])
       except Exception:  # pylint: disable=broad-except
-        logging.exception("tftrt_keras: retention failed; old exports were left in place")
+        logging.exception("tftrt_keras: the options of export %s are unreadable", manifest.get("version"))
+        options = ConversionOptions(formats=())
+      retain_exports(root, self._keep, options)
 
 
 @atexit.register

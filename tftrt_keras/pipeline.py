@@ -168,6 +168,24 @@ def record_failed_export(root, version, source, options, reason, signature_key="
   return write_manifest(layout.manifest_dir(version), manifest)
 
 
+def retain_exports(root, keep, options):
+  """Keeps the newest `keep` exports of `root` and drops the older ones' Triton versions with them.
+
+  Never raises: retention must not hurt a training run (what could not be deleted is logged and stays).
+  """
+  try:
+    ExportLayout(root).retain(keep)
+  except Exception:  # pylint: disable=broad-except
+    logging.exception("tftrt_keras: retention failed; old exports were left in place")
+    return
+  if options.triton_repository:
+    try:
+      from tftrt_keras.serving import triton  # pylint: disable=g-import-not-at-top
+      triton.retain_for_export(root, options)
+    except Exception:  # pylint: disable=broad-except
+      logging.exception("tftrt_keras: Triton retention failed; old Triton versions were left in place")
+
+
 class ExportRun:
   """One `run_export` call: the request, where things live, and the manifest, saved after every step so a
   crash loses no finished work. Verification and serving take this value; nothing else of the pipeline."""
