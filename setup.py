@@ -23,7 +23,12 @@ setuptools.setup(
         "onnx": ["tf2onnx==1.17.0", "onnx>=1.18", "onnxruntime>=1.20", "onnxconverter-common>=1.16", "sympy"],
         "hub": ["tensorflow-hub>=0.16"],
         "report": ["matplotlib>=3.5"],
-        "gpu": ["tensorrt==8.6.1", "pycuda"],
+        # TF-TRT (TF 2.15/2.17) opens TensorRT 8.6.1; the native engines (format `trt`) want TensorRT 10 and run
+        # with cuda-python (which installs and imports without a GPU, so its error paths are tested everywhere).
+        "tftrt": ["tensorrt==8.6.1"],
+        "cuda": ["cuda-python>=12.8,<14"],
+        "trt": ["tensorrt>=10", "cuda-python>=12.8,<14"],
+        "pycuda": ["pycuda"],
         "test": ["pytest>=7", "pytest-timeout", "scikit-learn", "tensorflow-hub>=0.16", "matplotlib>=3.5"],
     },
     entry_points={"console_scripts": ["tftrt-export=export.tftrt_export:run"]},
