@@ -17,9 +17,12 @@ from tests import keras_models  # noqa: E402  (needs ROOT on sys.path)
 
 
 def tensorrt_skip_reason():
-  """Why the `trt` tier cannot run here, or None when TF-TRT and a GPU are usable."""
-  from tftrt_keras.preflight import check_tensorrt  # pylint: disable=g-import-not-at-top
-  status = check_tensorrt()
+  """Why the `trt` tier cannot run here, or None when TF-TRT and a GPU are usable.
+
+  Asked as the export worker asks (a child process with the worker's library path), so a pip TensorRT that
+  only the worker makes findable counts as usable."""
+  from tftrt_keras.preflight import check_tensorrt_as_worker  # pylint: disable=g-import-not-at-top
+  status = check_tensorrt_as_worker()
   return None if status.usable else f"TF-TRT cannot run on this machine: {status.reason}"
 
 

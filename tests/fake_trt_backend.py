@@ -19,6 +19,17 @@ export worker (a child process) that inherits the test's environment:
                                       kill the worker with that signal, or `hang` until something kills it
   FAKE_TRT_RELEASE_FILE=<path>        after writing half the variant, block until this file exists (a worker
                                       held mid-write for as long as a test needs, without timing guesses)
+  FAKE_TRT_ENGINES=<n>                TRTEngineOps the made-up conversion reports (default 1; 0 = TF-TRT found no
+                                      segment, which the format must record as `failed`)
+  FAKE_TRT_SERIALIZED=<n>             of those, how many get an engine file in assets/ (default: all; 0 = every
+                                      engine build "failed")
+
+What it reports is what a TF-TRT conversion reports: a summary dict (`convert`'s return value, invented numbers,
+marked "test_double") and, when it was given build batches, one `assets/trt-serialized-engine.<op>` file per
+serialized engine in TF-TRT's own format (a TFRecord of `TRTEngineInstance` protos holding the input shapes of
+the first build batch, as TF-TRT's dynamic-shape cache keys them) whose "engine" bytes are a marker string, not
+a TensorRT plan. The product reads those files back (`trt_convert.read_engine_assets`); the encoder here is
+written independently of that reader on purpose.
 """
 
 import os
@@ -27,6 +38,43 @@ import signal
 import time
 
 FAKE_REASON = "unused"
+FAKE_ENGINE_BYTES = b"FAKE TENSORRT ENGINE (test double, not a TensorRT plan)"
+
+
+def _varint(value):
+  out = bytearray()
+  while True:
+    byte, value = value & 0x7F, value >> 7
+    out.append(byte | (0x80 if value else 0))
+    if not value:
+      return bytes(out)
+
+
+def encode_engine_instance(input_shapes, engine=FAKE_ENGINE_BYTES):
+  """A serialized `TRTEngineInstance` (field 1: repeated TensorShapeProto, field 2: bytes), by wire format."""
+  from tensorflow.core.framework import tensor_shape_pb2  # pylint: disable=g-import-not-at-top
+  out = b""
+  for shape in input_shapes:
+    proto = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in shape])
+    payload = proto.SerializeToString()
+    out += b"\x0a" + _varint(len(payload)) + payload
+  return out + b"\x12" + _varint(len(engine)) + engine
+
+
+def write_engine_asset(saved_model_dir, engine_name, records):
+  """Writes `assets/trt-serialized-engine.<engine_name>` as TF-TRT does: a TFRecord file (TensorFlow's own
+  writer) of serialized `TRTEngineInstance` records."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  assets = os.path.join(saved_model_dir, "assets")
+  os.makedirs(assets, exist_ok=True)
+  with tf.io.TFRecordWriter(os.path.join(assets, "trt-serialized-engine." + engine_name)) as writer:
+    for record in records:
+      writer.write(record)
+
+
+def _int_env(name, default):
+  value = os.environ.get(name, "")
+  return int(value) if value.strip() else default
 
 
 def _fault_for_version(output_dir):
@@ -84,3 +132,20 @@ class FakeTrtBackendForTests:
       time.sleep(0.05)
     os.remove(os.path.join(output_dir, "PARTIAL_WRITE_MARKER"))
     tf.saved_model.save(loaded, output_dir, signatures={signature_key: loaded.signatures[signature_key]})
+    return self._report(output_dir, build_batches)
+
+  @staticmethod
+  def _report(output_dir, build_batches):
+    """The made-up conversion's summary, and its engine files (only when engines were "built")."""
+    engines = _int_env("FAKE_TRT_ENGINES", 1)
+    serialized = min(_int_env("FAKE_TRT_SERIALIZED", engines), engines)
+    names = [f"TRTEngineOp_000_{i:03d}" for i in range(engines)]
+    if build_batches:
+      first = build_batches[0]
+      shapes = [list(first[name].shape) for name in sorted(first)]
+      for name in names[:serialized]:
+        write_engine_asset(output_dir, name, [encode_engine_instance(shapes)])
+    return {"trt_engine_ops": engines, "segments": engines, "ops_converted": 4 * engines,
+            "ops_in_tensorflow": 3 if engines else 7, "converted_op_types": {"MatMul": engines, "AddV2": engines,
+                                                                            "Softmax": engines, "Identity": engines},
+            "trt_engine_ops_saved": names, "test_double": "FakeTrtBackendForTests: invented numbers, nothing converted"}

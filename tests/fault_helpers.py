@@ -239,7 +239,7 @@ def _keras_main(args):
     callbacks.append(keras.callbacks.BackupAndRestore(args.backup_dir))
   export = TrtExport(args.export_dir, precisions=tuple(args.precisions.split(",")), calibration_batches=2,
                      exports_to_keep=args.exports_to_keep, blocking=args.blocking,
-                     timeout_seconds=args.timeout_seconds, backend=FAKE_BACKEND, verbose=0)
+                     timeout_seconds=args.timeout_seconds, backend=FAKE_BACKEND, formats=("tftrt",), verbose=0)
   callbacks.append(export)
   callbacks.append(keras.callbacks.LambdaCallback(
       on_epoch_end=lambda epoch, logs: print(f"EPOCH_END {epoch + 1}", flush=True)))

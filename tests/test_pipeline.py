@@ -1,8 +1,8 @@
 """One export end to end: prepare (training side), run (worker side), manifest and layout on disk.
 
 Tests that convert "successfully" use the TEST DOUBLE `tests.fake_trt_backend.FakeTrtBackendForTests` (TF-TRT
-cannot run here); they say so. The others run the real `TfTrtBackend`, which records every TF-TRT variant as
-skipped with the preflight's reason on this machine.
+cannot run here); they say so. The others run the real `TfTrtBackend`: where TF-TRT runs, its variants are `ok`
+with engines counted; where it does not (here), `skipped` with the preflight's reason. Both are asserted.
 """
 
 import datetime
@@ -18,8 +18,20 @@ from tftrt_keras import pipeline
 from tftrt_keras.conversion_options import ConversionOptions
 from tftrt_keras.export_layout import ExportLayout
 from tftrt_keras.export_worker import ExportJob
+from tftrt_keras.formats import load_format
+from tftrt_keras.formats.tftrt import tensorflow_has_tftrt
 from tftrt_keras.manifest import FINAL_STATUSES, read_manifest
-from tftrt_keras.trt_convert import TfTrtBackend
+
+
+# The test double stands in for TF-TRT's converter; where TensorFlow has no TF-TRT at all (2.18+) the format
+# records its variants skipped before any converter is asked (test_tftrt_variants_are_built_..._or_skipped).
+needs_tftrt_tensorflow = pytest.mark.skipif(not tensorflow_has_tftrt(), reason="TensorFlow >= 2.18 has no TF-TRT: "
+                                            "the tftrt format never calls a converter there")
+
+
+def _options(**kwargs):
+  """Only the TF-TRT format: this file tests the pipeline around it (the other formats have their own tests)."""
+  return ConversionOptions(formats=("tftrt",), **kwargs)
 
 
 def _prepare(root, options, batches=None, model=saved_models.classifier, version=1):
@@ -32,31 +44,23 @@ def tftrt_export(tmp_path_factory):
   """Real backend, in-process: FP16 and INT8 requested, one captured batch of 8 samples."""
   root = tmp_path_factory.mktemp("tftrt_export") / "exports"
   batch = saved_models.samples(8, seed=5)
-  request = _prepare(root, ConversionOptions(precisions=("INT8", "FP16")), batches=[batch])
-  manifest = pipeline.run_export(request, backend=TfTrtBackend())
+  request = _prepare(root, _options(precisions=("INT8", "FP16")), batches=[batch])
+  manifest = pipeline.run_export(request)
   return root, batch, manifest
 
 
 @pytest.mark.unit
 def test_split_holdout_never_shares_a_sample():
-  batches = [{"x": np.full((4, 1), i)} for i in range(8)]
-  calibration, verification = pipeline.split_holdout(batches)
-  assert (len(calibration), len(verification)) == (6, 2)
-  single = {"x": np.arange(6).reshape(6, 1)}
-  calibration, verification = pipeline.split_holdout([single])
-  assert calibration[0]["x"].ravel().tolist() == [0, 1, 2] and verification[0]["x"].ravel().tolist() == [3, 4, 5]
-  assert pipeline.split_holdout([{"x": np.zeros((1, 1))}])[1] == []
-  assert pipeline.split_holdout([]) == ([], [])
-
-
-@pytest.mark.unit
-def test_engines_are_prebuilt_for_batch_1_each_captured_size_and_max_batch_size():
-  calibration = [{"x": np.zeros((8, 4))}, {"x": np.zeros((3, 4))}]
-  sizes = [len(b["x"]) for b in pipeline._build_batches(calibration, max_batch_size=16)]  # pylint: disable=protected-access
-  assert sizes == [1, 3, 8, 16]
-  sizes = [len(b["x"]) for b in pipeline._build_batches(calibration, max_batch_size=4)]  # pylint: disable=protected-access
-  assert sizes == [1, 3, 4]
-  assert pipeline._build_batches([], 8) == []  # pylint: disable=protected-access
+  batches = [{"x": np.arange(4 * i, 4 * i + 4).reshape(4, 1)} for i in range(8)]
+  calibration, verification, note = pipeline.split_holdout(batches, verification_samples=500)
+  calibrated = np.concatenate([b["x"] for b in calibration]).ravel().tolist()
+  verified = np.concatenate([b["x"] for b in verification]).ravel().tolist()
+  assert (len(calibrated), len(verified)) == (24, 8) and not set(calibrated) & set(verified)
+  assert sorted(calibrated + verified) == list(range(32))
+  assert {len(b["x"]) for b in calibration} == {4}  # the captured batch size is kept
+  assert note.startswith("of 32 captured samples, 24 calibrate and 8 verify")
+  assert pipeline.split_holdout([{"x": np.zeros((1, 1))}], 500)[1] == []
+  assert pipeline.split_holdout([], 500) == ([], [], None)
 
 
 @pytest.mark.tf
@@ -69,7 +73,10 @@ def test_manifest_fields(tftrt_export):
   assert manifest["source"] == {"kind": "test"}
   environment = manifest["environment"]
   assert environment["tensorflow"] == tf.__version__
-  assert {"tensorflow", "tensorrt_linked", "tensorrt_loaded", "gpu"} <= set(environment)
+  if tensorflow_has_tftrt():  # the TF-TRT preflight's facts, free GPU memory (or "unknown" and why) included
+    assert {"tensorflow", "tensorrt_linked", "tensorrt_loaded", "gpu", "gpu_memory"} <= set(environment)
+  else:
+    assert environment["formats"]["tftrt"] == {}
   # Only what was asked for, in order.
   assert list(manifest["artifacts"]) == ["native", "frozen", "calibration", "tftrt_fp16", "tftrt_int8"]
   assert all(entry["status"] in FINAL_STATUSES for entry in manifest["artifacts"].values())
@@ -107,27 +114,31 @@ def test_calibration_npz_one_array_per_input_samples_on_axis_0(tftrt_export):
     calibration = data["x"]
   with np.load(os.path.join(directory, entry["verification_file"]), allow_pickle=False) as data:
     verification = data["x"]
-  # The single captured batch of 8 is split in half: calibration and verification never share a sample.
-  assert calibration.shape == (4, 4) and verification.shape == (4, 4) and entry["samples"] == 4
-  np.testing.assert_array_equal(np.concatenate([calibration, verification]), batch["x"])
+  # A quarter of the single captured batch of 8 is held out at random: the two never share a sample.
+  assert calibration.shape == (6, 4) and verification.shape == (2, 4) and entry["samples"] == 6
+  together = np.concatenate([calibration, verification])
+  np.testing.assert_array_equal(together[np.lexsort(together.T)], batch["x"][np.lexsort(batch["x"].T)])
 
 
 @pytest.mark.tf
-def test_tftrt_variants_are_skipped_with_the_preflight_reason(tftrt_export):
+def test_tftrt_variants_are_built_with_engines_or_skipped_with_the_preflight_reason(tftrt_export):
   root, _, manifest = tftrt_export
-  reason = TfTrtBackend().unavailable_reason()
-  if reason is None:
-    pytest.skip("TF-TRT is usable here: the variants are built (see test_trt_tier.py)")
+  reason = load_format("tftrt").unavailable_reason(_options())  # the preflight's, or "no TF-TRT in TF 2.18+"
   for name in ("tftrt_fp16", "tftrt_int8"):
-    assert manifest["artifacts"][name] == {"status": "skipped", "path": None, "reason": reason}
-    assert not os.path.exists(os.path.join(root, name))
+    entry = manifest["artifacts"][name]
+    if reason is None:  # TF-TRT runs here: a variant only with engines counted (see also test_trt_tier.py)
+      assert entry["status"] in ("ok", "rejected"), entry
+      assert entry["conversion"]["trt_engine_ops"] >= 1 and entry["engines_serialized"] >= 1
+      assert entry["engines_prebuilt_for"] and os.path.isdir(os.path.join(root, name, "1", "assets"))
+    else:
+      assert entry == {"status": "skipped", "path": None, "reason": reason}
+      assert not os.path.exists(os.path.join(root, name))
 
 
 @pytest.mark.tf
 def test_lookup_table_model_records_frozen_as_skipped_with_the_reason(tmp_path):
-  request = _prepare(tmp_path / "exports", ConversionOptions(precisions=("FP32",)),
-                     model=saved_models.lookup_table)
-  manifest = pipeline.run_export(request, backend=TfTrtBackend())
+  request = _prepare(tmp_path / "exports", _options(precisions=("FP32",)), model=saved_models.lookup_table)
+  manifest = pipeline.run_export(request)
   frozen = manifest["artifacts"]["frozen"]
   assert frozen["status"] == "skipped" and frozen["path"] is None
   assert "lookup table" in frozen["reason"]
@@ -137,10 +148,11 @@ def test_lookup_table_model_records_frozen_as_skipped_with_the_reason(tmp_path):
 
 
 @pytest.mark.tf
+@needs_tftrt_tensorflow
 def test_worker_in_background_produces_a_variant_that_serves(tmp_path, monkeypatch):
   """Uses the TEST DOUBLE FakeTrtBackendForTests: the worker child process converts "FP32" with it."""
   root = tmp_path / "exports"
-  request = _prepare(root, ConversionOptions(precisions=("FP32",), backend=FAKE_BACKEND))
+  request = _prepare(root, _options(precisions=("FP32",), backend=FAKE_BACKEND, conversion_device="cpu"))
   monkeypatch.delenv("FAKE_TRT_CRASH", raising=False)
   job = ExportJob(request)
   assert job.pid != os.getpid()
@@ -148,6 +160,10 @@ def test_worker_in_background_produces_a_variant_that_serves(tmp_path, monkeypat
   assert job.done() and job.returncode == 0
   entry = manifest["artifacts"]["tftrt_fp32"]
   assert entry["status"] == "ok", entry
+  # Without samples the engines were prebuilt from the signature, for batch 1 (the test double's report).
+  assert entry["engines_prebuilt_for"] == [1] and entry["engines_serialized"] == 1
+  # The worker ran on the device it was given: no GPU at all for "cpu".
+  assert manifest["environment"]["formats"]["tftrt"]["cuda_visible_devices"] == "-1"
   variant = tf.saved_model.load(ExportLayout(root).resolve(1, entry["path"]))
   x = saved_models.samples(3, seed=9)["x"]
   out = variant.signatures["serving_default"](x=tf.constant(x))
@@ -156,10 +172,11 @@ def test_worker_in_background_produces_a_variant_that_serves(tmp_path, monkeypat
 
 
 @pytest.mark.tf
+@needs_tftrt_tensorflow
 def test_worker_killed_by_sigsegv_is_recorded_as_failed_with_how_it_died(tmp_path, monkeypatch):
   """Uses the TEST DOUBLE FakeTrtBackendForTests, told to crash the worker (SIGSEGV) mid-write."""
   root = tmp_path / "exports"
-  request = _prepare(root, ConversionOptions(precisions=("FP16",), backend=FAKE_BACKEND))
+  request = _prepare(root, _options(precisions=("FP16",), backend=FAKE_BACKEND))
   monkeypatch.setenv("FAKE_TRT_CRASH", "SIGSEGV")
   manifest = ExportJob(request).wait(timeout=300)
   entry = manifest["artifacts"]["tftrt_fp16"]
@@ -168,3 +185,29 @@ def test_worker_killed_by_sigsegv_is_recorded_as_failed_with_how_it_died(tmp_pat
   assert manifest["artifacts"]["frozen"]["status"] == "ok"  # finished work before the crash is kept
   base = root / "tftrt_fp16"
   assert not base.exists() or os.listdir(base) == []  # the half-written variant is gone
+
+
+@pytest.mark.tf
+@needs_tftrt_tensorflow
+def test_worker_sees_only_its_conversion_device_counted_among_the_trainers_gpus(tmp_path, monkeypatch):
+  """TEST DOUBLE backend; the device choice is real: CUDA_VISIBLE_DEVICES in a real worker process."""
+  monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,7")
+  request = _prepare(tmp_path / "exports",
+                     _options(precisions=("FP32",), backend=FAKE_BACKEND, conversion_device="gpu:1"))
+  manifest = ExportJob(request).wait(timeout=300)
+  assert manifest["environment"]["formats"]["tftrt"]["cuda_visible_devices"] == "7"
+  assert manifest["environment"]["formats"]["tftrt"]["conversion_device"] == "gpu:1"
+
+
+@pytest.mark.tf
+@needs_tftrt_tensorflow
+def test_worker_given_a_gpu_the_trainer_cannot_see_fails_the_export_saying_so(tmp_path, monkeypatch):
+  monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+  request = _prepare(tmp_path / "exports", _options(precisions=("FP32",), backend=FAKE_BACKEND,
+                                                    conversion_device="gpu:1"))
+  manifest = ExportJob(request).wait(timeout=300)
+  for name in ("frozen", "tftrt_fp32"):
+    entry = manifest["artifacts"][name]
+    assert entry["status"] == "failed" and "conversion_device='gpu:1', but the training process sees only 1 GPU" in (
+        entry["reason"]), entry
+  assert manifest["artifacts"]["native"]["status"] == "ok"

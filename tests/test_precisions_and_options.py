@@ -33,9 +33,18 @@ def test_unknown_precision_names_argument_received_and_expected(given, received)
   assert "Expected a subset of ('FP32', 'FP16', 'INT8')." in message
 
 
-def test_artifact_names_follow_backend_and_precision():
-  assert artifact_names(("FP16", "INT8")) == ("native", "frozen", "calibration", "tftrt_fp16", "tftrt_int8")
-  assert artifact_names(()) == ("native", "frozen", "calibration")
+def test_artifact_names_follow_format_and_precision():
+  options = ConversionOptions(precisions=("FP16", "INT8"), formats=("tftrt",))
+  assert artifact_names(options) == ("native", "frozen", "calibration", "tftrt_fp16", "tftrt_int8")
+  assert artifact_names(ConversionOptions(precisions=(), formats=("tftrt",))) == ("native", "frozen", "calibration")
+  # A variant's source is listed too, before it: onnx_int8 is built from onnx_fp32.
+  assert artifact_names(ConversionOptions(precisions=("INT8",), formats=("tftrt", "onnx"))) == (
+      "native", "frozen", "calibration", "tftrt_int8", "onnx_fp32", "onnx_int8")
+
+
+@pytest.mark.parametrize("given, expected", [(None, None), ("cpu", "cpu"), (" GPU:1 ", "gpu:1")])
+def test_conversion_device_is_normalised(given, expected):
+  assert ConversionOptions(conversion_device=given).conversion_device == expected
 
 
 def test_options_normalise_precisions_and_round_trip_through_json():
@@ -56,6 +65,9 @@ def test_options_normalise_precisions_and_round_trip_through_json():
     ("timeout_seconds", 0, "a positive number (seconds) or None"),
     ("require_tensorrt", "yes", "True or False"),
     ("backend", "tftrt_keras.trt_convert.TfTrtBackend", "a 'module:attribute' string"),
+    ("conversion_device", "gpu", "None, 'cpu' or 'gpu:<index>'"),
+    ("conversion_device", "cuda:0", "None, 'cpu' or 'gpu:<index>'"),
+    ("conversion_device", 1, "None, 'cpu' or 'gpu:<index>'"),
 ])
 def test_bad_option_names_the_field(field, value, expected):
   with pytest.raises(ValueError) as info:

@@ -1,16 +1,24 @@
 """Preflight: what `check_tensorrt()` reports, for each way TensorRT can be missing, and on this machine.
 
 The diagnosis is tested through `preflight.diagnose` (pure: facts in, report out) and through
-`check_tensorrt()` with `find_tensorrt_libraries` replaced by `TensorRTLibrary` records: no fake `.so` files.
+`check_tensorrt()` given real temporary directories to search (empty files named like the libraries: they are
+only listed, never loaded). Nothing in the product is patched. The worker-side question
+(`check_tensorrt_as_worker`, what `require_tensorrt=True` asks) runs in a real child process and is compared with
+what a real export worker records.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
+from tests import saved_models
+from tftrt_keras import pipeline
 from tftrt_keras import preflight
+from tftrt_keras.conversion_options import ConversionOptions
+from tftrt_keras.errors import TensorRTUnavailableError, require_tensorrt_or_raise
 from tftrt_keras.preflight import TensorRTLibrary, compatible_library, diagnose, parse_libnvinfer_version
 
 PIP_TRT8_DIR = "/venv/lib/python3.11/site-packages/tensorrt_libs"
@@ -140,14 +148,130 @@ def test_loader_dirs_for_nothing_to_add():
   assert preflight.worker_environment(None, base_env={"A": "1"}) == {"A": "1"}
 
 
+@pytest.mark.unit
+def test_find_tensorrt_libraries_in_given_directories(tmp_path):
+  loader, wheel = tmp_path / "loader", tmp_path / "wheel"
+  for directory, names in ((loader, ("libnvinfer.so.10", "libnvinfer.so", "libnvinfer_plugin.so.10")),
+                           (wheel, ("libnvinfer.so.8", "libnvinfer.so.8.6.1"))):
+    directory.mkdir()
+    for name in names:
+      (directory / name).write_bytes(b"")
+  found = preflight.find_tensorrt_libraries(search_dirs=[str(loader), str(wheel), str(tmp_path / "absent")],
+                                            on_loader_path=[str(loader)])
+  assert found == [TensorRTLibrary(str(loader / "libnvinfer.so.10"), (10,), True),
+                   TensorRTLibrary(str(wheel / "libnvinfer.so.8"), (8,), False),
+                   TensorRTLibrary(str(wheel / "libnvinfer.so.8.6.1"), (8, 6, 1), False)]
+
+
 @pytest.mark.tf
-def test_check_tensorrt_reads_the_libraries_it_finds(monkeypatch):
-  """The real probe, with the library search replaced by records: TensorRT 10 only, as `pip install tensorrt` gives."""
-  monkeypatch.setattr(preflight, "find_tensorrt_libraries", lambda: [_lib(PIP_TRT10_DIR, (10,), True)])
-  status = preflight.check_tensorrt()
+def test_check_tensorrt_reads_the_libraries_it_finds(tmp_path):
+  """The real probe, searching a real directory that holds TensorRT 10 only, as `pip install tensorrt` gives."""
+  trt10 = tmp_path / "tensorrt_libs"
+  trt10.mkdir()
+  (trt10 / "libnvinfer.so.10").write_bytes(b"")
+  status = preflight.check_tensorrt(search_dirs=[str(trt10)], on_loader_path=[str(trt10)], nvidia_smi=None)
   if status.tftrt_enabled or not status.tensorrt_linked:
     pytest.skip(f"this TensorFlow has TensorRT loaded or no TF-TRT at all ({status.environment()})")
-  assert "TensorRT 10" in status.reason and "not compatible" in status.reason
+  assert "TensorRT 10" in status.reason and "not compatible" in status.reason and str(trt10) in status.reason
+  assert status.library_dir_to_add is None
+
+
+@pytest.mark.unit
+def test_parse_nvidia_smi_memory():
+  text = "0, NVIDIA A100-SXM4-40GB, 40960, 39012, 1948\n1, NVIDIA A100-SXM4-40GB, 40960, 3, 40957\n[N/A]\n"
+  gpus = preflight.parse_nvidia_smi_memory(text)
+  assert gpus == [{"index": 0, "name": "NVIDIA A100-SXM4-40GB", "total_mb": 40960, "used_mb": 39012, "free_mb": 1948},
+                  {"index": 1, "name": "NVIDIA A100-SXM4-40GB", "total_mb": 40960, "used_mb": 3, "free_mb": 40957}]
+  assert preflight.describe_gpu_memory({"source": "nvidia-smi", "gpus": gpus[:1]}) == (
+      "GPU 0 (NVIDIA A100-SXM4-40GB): 1948 of 40960 MiB free")
+
+
+@pytest.mark.unit
+def test_gpu_memory_is_unknown_without_nvidia_smi():
+  memory = preflight.query_gpu_memory("no-such-nvidia-smi-here")
+  assert memory["source"] == "unknown" and memory["reason"] == "no-such-nvidia-smi-here not found"
+  assert preflight.describe_gpu_memory(memory) == "unknown (no-such-nvidia-smi-here not found)"
+  assert preflight.query_gpu_memory(None) is None
+
+
+@pytest.mark.tf
+def test_gpu_memory_is_recorded_in_the_status_and_the_report():
+  status = preflight.check_tensorrt()
+  memory = status.environment()["gpu_memory"]
+  if shutil.which("nvidia-smi"):
+    assert memory["source"] in ("nvidia-smi", "unknown")
+  else:
+    assert memory == {"source": "unknown", "reason": "nvidia-smi not found", **(
+        {"cuda_visible_devices": os.environ["CUDA_VISIBLE_DEVICES"]} if "CUDA_VISIBLE_DEVICES" in os.environ else {})}
+    assert "GPU memory:             unknown (nvidia-smi not found)" in str(status)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("device, inherited, expected", [
+    (None, "0,1", None),          # leave the trainer's choice alone
+    ("cpu", None, "-1"),
+    ("cpu", "0", "-1"),
+    ("gpu:1", None, "1"),
+    ("gpu:1", "", "1"),
+    ("gpu:1", "4,7", "7"),         # counted among the GPUs the trainer sees
+    ("gpu:0", "GPU-8f2a-uuid", "GPU-8f2a-uuid"),
+])
+def test_visible_devices_for(device, inherited, expected):
+  assert preflight.visible_devices_for(device, inherited) == expected
+
+
+@pytest.mark.unit
+def test_visible_devices_for_a_gpu_the_trainer_cannot_see():
+  with pytest.raises(ValueError, match=r"conversion_device='gpu:2', but the training process sees only 2 GPU"):
+    preflight.visible_devices_for("gpu:2", "0,1")
+  with pytest.raises(ValueError, match="sees only 0 GPU"):
+    preflight.visible_devices_for("gpu:0", "-1")
+
+
+@pytest.mark.unit
+def test_select_conversion_device_applies_once_across_a_re_exec():
+  environ = {"CUDA_VISIBLE_DEVICES": "4,7"}
+  assert preflight.select_conversion_device("gpu:1", environ) == "7"
+  # The re-executed worker inherits the narrowed list and the mark: index 1 of ["7"] is not applied again.
+  assert preflight.select_conversion_device("gpu:1", dict(environ)) == "7"
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_require_tensorrt_asks_a_worker_like_child_and_gets_the_workers_answer(tmp_path):
+  """The child's reason is the reason a real export worker records for its TF-TRT variants."""
+  child = preflight.check_tensorrt_as_worker()
+  request = pipeline.prepare_export(str(tmp_path / "exports"), 1, {"kind": "test"},
+                                    ConversionOptions(precisions=("FP32",), formats=("tftrt",), verify=False),
+                                    write_native=lambda d: saved_models.classifier(d),
+                                    batches=[saved_models.samples(4)])
+  from tftrt_keras.export_worker import ExportJob  # pylint: disable=g-import-not-at-top
+  entry = ExportJob(request).wait(timeout=300)["artifacts"]["tftrt_fp32"]
+  if child.usable:
+    assert entry["status"] in ("ok", "rejected") and entry["engines_serialized"] >= 1, entry
+  else:
+    assert entry == {"status": "skipped", "path": None, "reason": child.reason}
+    with pytest.raises(TensorRTUnavailableError) as info:
+      require_tensorrt_or_raise(ConversionOptions())
+    assert child.reason in str(info.value) and "in the export worker" in str(info.value)
+
+
+@pytest.mark.tf
+def test_the_child_check_applies_the_conversion_device(monkeypatch):
+  monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+  status = preflight.check_tensorrt_as_worker("gpu:3")
+  assert not status.usable
+  assert status.reason == ("conversion_device='gpu:3', but the training process sees only 1 GPU(s) "
+                           "(CUDA_VISIBLE_DEVICES='0')")
+
+
+@pytest.mark.unit
+def test_status_round_trips_through_json():
+  status = diagnose("2.17.1", LINKED, (), False, A_GPU, [_lib(PIP_TRT8_DIR, (8,))])
+  status.gpu_memory = {"source": "unknown", "reason": "nvidia-smi not found"}
+  data = status.to_json()
+  assert data["usable"] is False and data["reason"] == status.reason
+  assert preflight.TensorRTStatus.from_json(data) == status
 
 
 @pytest.mark.tf

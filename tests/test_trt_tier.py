@@ -74,12 +74,19 @@ def test_variant_is_built_loads_and_matches_native(trt_export, precision):
   # Verification may reject an INT8 variant of a random network; it is still built, and checked below.
   accepted = ("ok", "rejected") if precision == "INT8" else ("ok",)
   assert entry["status"] in accepted, entry
-  assert entry["engines_prebuilt_for"] and max(entry["engines_prebuilt_for"]) == 32
+  # Counted, not assumed: the converter placed engines, and engines were serialized for the whole profile.
+  assert entry["conversion"]["trt_engine_ops"] >= 1 and entry["conversion"]["ops_converted"] >= 5, entry
+  assert entry["engines_serialized"] >= 1 and "warnings" not in entry, entry
+  assert entry["engines_prebuilt_for"][0] == 1 and max(entry["engines_prebuilt_for"]) == 32
+  if precision == "INT8":  # re-batched inside the profile, every calibration sample used
+    calibration = entry["calibration"]
+    assert calibration["batch_size"] <= 32 and calibration["samples"] == manifest["artifacts"]["calibration"]["samples"]
   variant_dir = os.path.normpath(os.path.join(base, "exports", "manifests", "1", entry["path"]))
   assert variant_dir == os.path.join(base, "exports", name, "1")
   # Engines were built at export time and saved with the variant: serving builds nothing on its first request.
   assets = os.listdir(os.path.join(variant_dir, "assets"))
-  assert any(a.startswith("trt-serialized-engine") for a in assets), assets
+  assert sorted(e["file"] for e in entry["engines"]) == sorted(f"assets/{a}" for a in assets
+                                                               if a.startswith("trt-serialized-engine"))
 
   loaded = tf.saved_model.load(variant_dir)
   function = loaded.signatures["serving_default"]
@@ -99,28 +106,34 @@ def test_manifest_records_the_tensorrt_that_was_loaded(trt_export):
   _, _, manifest = trt_export
   environment = manifest["environment"]
   assert environment["tensorrt_loaded"] and environment["gpu"]
+  assert environment["gpu_memory"]["source"] in ("nvidia-smi", "unknown")
   assert manifest["artifacts"]["frozen"]["status"] == "ok"
 
 
 @pytest.mark.tf
-def test_real_backend_refuses_here_with_the_preflight_reason(tmp_path):
+def test_real_backend_builds_engines_where_tftrt_runs_and_refuses_with_the_preflight_reason_elsewhere(tmp_path):
   backend = TfTrtBackend()
-  if backend.unavailable_reason() is None:
-    pytest.skip("TF-TRT is usable here (the trt tests above run)")
   (tmp_path / "out").mkdir()
+  module = _Mlp()
+  tf.saved_model.save(module, str(tmp_path / "model"), signatures={"serving_default": module.serve})
+  build = [{"features": _samples(n, seed=n)} for n in (1, 8)]
+  if backend.unavailable_reason() is None:
+    summary = backend.convert(str(tmp_path / "model"), "serving_default", "FP16",
+                              ConversionOptions(minimum_segment_size=2), [], build, str(tmp_path / "out"))
+    assert summary["trt_engine_ops"] >= 1 and summary["trt_engine_ops_saved"], summary
+    assert any(a.startswith("trt-serialized-engine.") for a in os.listdir(tmp_path / "out" / "assets"))
+    return
   with pytest.raises(ConversionUnavailable) as info:
-    backend.convert(str(tmp_path / "none"), "serving_default", "FP16", ConversionOptions(), [], [],
+    backend.convert(str(tmp_path / "model"), "serving_default", "FP16", ConversionOptions(), [], build,
                     str(tmp_path / "out"))
   assert str(info.value) == backend.unavailable_reason()
   # Past the preflight, TF-TRT itself refuses on this machine; the backend turns that into "skipped", not
-  # "failed". (The status is overridden only to reach the real converter.)
-  status = backend._status  # pylint: disable=protected-access
-  if status.tftrt_enabled:
+  # "failed". (A status saying TF-TRT is usable is passed in only to reach the real converter.)
+  if backend.status.tftrt_enabled:
     pytest.skip("TensorRT loads here (only the GPU is missing): TF-TRT's constructor does not refuse")
-  backend._status = dataclasses.replace(status, tftrt_enabled=True, gpus=["/physical_device:GPU:0"])  # pylint: disable=protected-access
-  module = _Mlp()
-  tf.saved_model.save(module, str(tmp_path / "model"), signatures={"serving_default": module.serve})
+  told_usable = TfTrtBackend(status=dataclasses.replace(backend.status, tftrt_enabled=True,
+                                                        gpus=["/physical_device:GPU:0"]))
   with pytest.raises(ConversionUnavailable, match="TF-TRT refused to start: .*TensorRT support"):
-    backend.convert(str(tmp_path / "model"), "serving_default", "FP16", ConversionOptions(), [], [],
-                    str(tmp_path / "out"))
+    told_usable.convert(str(tmp_path / "model"), "serving_default", "FP16", ConversionOptions(), [], build,
+                        str(tmp_path / "out"))
   assert os.listdir(tmp_path / "out") == []

@@ -10,6 +10,12 @@ when the conversion itself failed (recorded as `failed`).
       def environment(self): ...          # dict for the manifest's `environment`
       def convert(self, saved_model_dir, signature_key, precision, options,
                   calibration_batches, build_batches, output_dir): ...
+                                          # returns its summary of what it built: a dict with at least
+                                          # "trt_engine_ops", "segments", "ops_converted", "ops_in_tensorflow"
+                                          # (see `tftrt_keras.trt_convert.conversion_summary`)
+
+The format (`tftrt_keras.formats.tftrt`) judges that summary together with the engines it finds serialized in
+`output_dir/assets`: a conversion that built no engine is `failed`, whatever the backend says.
 """
 
 import importlib

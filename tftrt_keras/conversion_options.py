@@ -54,8 +54,14 @@ class ConversionOptions:
     minimum_segment_size: smallest subgraph TF-TRT replaces with an engine.
     maximum_cached_engines: engines kept per TRT op (one per input-shape profile).
     require_tensorrt: fail before any work when TF-TRT cannot run, instead of recording skipped variants.
-    gpu_memory_limit_mb: TensorFlow's share of GPU memory inside the worker; the rest of the device is left
-      to TensorRT (the TensorFlow/TensorRT memory split). None: TensorFlow grows on demand.
+    gpu_memory_limit_mb: a cap on the worker's GPU memory, TensorRT's included: the worker's GPU becomes a
+      logical device with this memory limit. TF-TRT gets TensorRT's memory from TensorFlow's own GPU allocator
+      (its TRTDeviceAllocator wraps the device allocator: tf2tensorrt/utils/trt_lru_cache.cc, and the builder,
+      calibration and execution contexts use it, convert_nodes.cc and trt_engine_op.cc), so the builder
+      workspace (`max_workspace_size_bytes`), the engines and TensorFlow's own tensors all come out of this one
+      limit; nothing is left outside it "for TensorRT" (TF 1.x's per_process_gpu_memory_fraction advice does
+      not apply to TF2's TF-TRT). Set it to keep the worker beside a trainer on the same GPU; it must exceed
+      the workspace. None: TensorFlow's memory grows on demand (memory growth), up to what the GPU has free.
     timeout_seconds: a worker still running after this long is killed and its export recorded as failed
       (default one hour; None waits for ever).
     conversion_policy: when exports come faster than conversions: "latest" converts the newest export and

@@ -4,8 +4,9 @@ training process down.
 Parent side: `ExportJob` starts `python -m tftrt_keras.export_worker <request.json>`, watches it (timeout,
 death), and closes the manifest when it ends however it ends: the artifact it was writing is `failed` with
 the cause (signal, exit status, timeout), the ones it never reached say "not attempted", and its temp
-directories are removed. Child side: `main()` sets the GPU memory
-budget, makes an installed-but-unfindable TensorRT findable, and runs `pipeline.run_export`.
+directories are removed. Child side: `main()` picks its device (`conversion_device` -> CUDA_VISIBLE_DEVICES,
+before TensorFlow loads), makes an installed-but-unfindable TensorRT findable (re-executing itself), sets the
+GPU memory budget, and runs `pipeline.run_export`.
 """
 
 import atexit
@@ -26,7 +27,6 @@ from tftrt_keras.export_request import REQUEST_FILE, ExportRequest
 from tftrt_keras.manifest import FAILED, PENDING, fail_pending, read_manifest, set_artifact, write_manifest
 
 WORKER_LOG = "worker.log"
-_LIBRARY_PATH_DONE = "TFTRT_KERAS_WORKER_LIBRARY_PATH_SET"
 _PR_SET_PDEATHSIG = 1
 _LIVE_JOBS = weakref.WeakSet()
 _PARENT_PID = "TFTRT_KERAS_TRAINER_PID"
@@ -209,15 +209,10 @@ def _configure_gpu_memory(limit_mb):
 
 def _ensure_tensorrt_findable(argv):
   """Re-executes this worker with TensorRT's directory on LD_LIBRARY_PATH when it is installed off-path
-  (the loader reads LD_LIBRARY_PATH only at process start)."""
-  if os.environ.get(_LIBRARY_PATH_DONE):
-    return
-  from tftrt_keras.preflight import check_tensorrt, worker_environment  # pylint: disable=g-import-not-at-top
-  status = check_tensorrt()
-  if status.library_dir_to_add:
-    env = worker_environment(status)
-    env[_LIBRARY_PATH_DONE] = "1"
-    os.execve(sys.executable, [sys.executable, "-m", "tftrt_keras.export_worker"] + argv[1:], env)
+  (the loader reads LD_LIBRARY_PATH only at process start). The same function answers
+  `python -m tftrt_keras.preflight --json`, which `require_tensorrt=True` runs: one question, one answer."""
+  from tftrt_keras.preflight import ensure_tensorrt_findable  # pylint: disable=g-import-not-at-top
+  ensure_tensorrt_findable(argv, "tftrt_keras.export_worker")
 
 
 def _record_worker_error(request, err):
@@ -234,11 +229,14 @@ def main(argv):
   _die_with_parent()
   from tftrt_keras import pipeline  # pylint: disable=g-import-not-at-top
   from tftrt_keras.conversion_options import DEFAULT_BACKEND  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.preflight import select_conversion_device  # pylint: disable=g-import-not-at-top
   request = ExportRequest.read(argv[1])
-  if request.options.backend == DEFAULT_BACKEND:
-    _ensure_tensorrt_findable(argv)
-  _configure_gpu_memory(request.options.gpu_memory_limit_mb)
   try:
+    # Before anything loads TensorFlow (the library-path check below does), and once across its re-exec.
+    select_conversion_device(request.options.conversion_device)
+    if request.options.backend == DEFAULT_BACKEND:
+      _ensure_tensorrt_findable(argv)
+    _configure_gpu_memory(request.options.gpu_memory_limit_mb)
     manifest = pipeline.run_export(request)
   except Exception as err:  # pylint: disable=broad-except
     # Record what broke where the user looks (the manifest), not only in worker.log.

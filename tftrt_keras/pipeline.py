@@ -325,17 +325,20 @@ def _build_variants(run, variants):
     for name in pending:
       run.record(name, FAILED, reason=f"the normal export's signature could not be read: {_error_text(err)}")
     return
-  unavailable = {}
+  unavailable = {}  # format -> (status, reason) when it cannot build here
   for name in pending:
     format_name, precision = formats_lib.split_variant(name)
     fmt = formats_lib.load_format(format_name)
     if format_name not in unavailable:
       try:
-        unavailable[format_name] = fmt.unavailable_reason(run.request.options)
+        reason = fmt.unavailable_reason(run.request.options)
+        unavailable[format_name] = (SKIPPED, reason) if reason else None
       except Exception as err:  # pylint: disable=broad-except
-        unavailable[format_name] = f"could not tell whether {format_name} runs here: {_error_text(err)}"
+        # Not a limit of this machine but a broken set-up (e.g. a `backend` module that does not import).
+        logging.error("tftrt_keras: checking %s failed:\n%s", format_name, traceback.format_exc())
+        unavailable[format_name] = (FAILED, f"could not tell whether {format_name} runs here: {_error_text(err)}")
     if unavailable[format_name]:
-      run.record(name, SKIPPED, reason=unavailable[format_name])
+      run.record(name, *unavailable[format_name])
       continue
     source = fmt.source_of(precision)
     source_dir = run.artifact_dir(source)
