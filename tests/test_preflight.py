@@ -298,3 +298,24 @@ def test_preflight_module_prints_the_report_and_exits_1_when_not_usable():
   assert result.returncode == 1, result.stderr
   assert "TF-TRT usable:          no" in result.stdout
   assert "Problem:" in result.stdout and "Fix:" in result.stdout
+
+
+@pytest.mark.tf
+def test_preflight_lists_which_formats_run_here_and_exits_by_tensorrt():
+  """The printed report names every format `auto` builds here, with the format's own reason where it cannot;
+  the exit status says whether any TensorRT route (TF-TRT or native engines) works on this machine."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from tftrt_keras import formats, preflight  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.conversion_options import ConversionOptions  # pylint: disable=g-import-not-at-top
+  done = subprocess.run([sys.executable, "-m", "tftrt_keras.preflight"], capture_output=True, text=True,
+                        timeout=300, check=False)
+  expected = preflight.formats_here()
+  assert list(expected) == list(formats.resolve_formats("auto"))
+  lines = done.stdout.splitlines()
+  start = lines.index('Formats on this machine (what `formats="auto"` builds):')
+  for name, line in zip(expected, lines[start + 1:]):
+    reason = formats.load_format(name).unavailable_reason(ConversionOptions())
+    assert line == f"  {name:<6} {'yes' if reason is None else 'no: ' + reason}"
+  tensorrt_route = preflight.check_tensorrt().usable or expected.get("trt", "") is None
+  assert done.returncode == (0 if tensorrt_route else 1), done.stderr[-2000:]

@@ -497,8 +497,30 @@ def main(argv=None):
       return 1
     ensure_tensorrt_findable(argv, "tftrt_keras.preflight")
   status = check_tensorrt()
-  print(json.dumps(status.to_json()) if as_json else status, flush=True)
-  return 0 if status.usable else 1
+  if as_json:
+    print(json.dumps(status.to_json()), flush=True)
+    return 0 if status.usable else 1
+  rows = formats_here()
+  print(status, flush=True)
+  print("Formats on this machine (what `formats=\"auto\"` builds):")
+  for name, reason in rows.items():
+    print(f"  {name:<6} {'yes' if reason is None else 'no: ' + reason}")
+  # 0 when some TensorRT route (TF-TRT or native engines) works here.
+  return 0 if status.usable or rows.get("trt", "") is None else 1
+
+
+def formats_here(options=None):
+  """{format name: None when it can build here, else the reason} for the formats "auto" selects here."""
+  from tftrt_keras import formats  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.conversion_options import ConversionOptions  # pylint: disable=g-import-not-at-top
+  options = options or ConversionOptions()
+  rows = {}
+  for name in formats.resolve_formats("auto"):
+    try:
+      rows[name] = formats.load_format(name).unavailable_reason(options)
+    except Exception as err:  # pylint: disable=broad-except
+      rows[name] = f"could not tell: {type(err).__name__}: {err}"
+  return rows
 
 
 if __name__ == "__main__":
