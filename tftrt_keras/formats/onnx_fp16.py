@@ -47,10 +47,14 @@ def convert_to_fp16(model, extra_ops=()):
     extra_ops: more op types to keep in FP32.
   """
   import copy  # pylint: disable=g-import-not-at-top
+  import warnings  # pylint: disable=g-import-not-at-top
   from onnxconverter_common import float16  # pylint: disable=g-import-not-at-top
   why = block_list(extra_ops)
-  converted = float16.convert_float_to_float16(copy.deepcopy(model), keep_io_types=True, op_block_list=list(why),
-                                               max_finite_val=FP16_MAX)
+  with warnings.catch_warnings():
+    # One warning per weight below FP16's smallest normal value (flushed to 1e-7): hundreds, and harmless.
+    warnings.filterwarnings("ignore", message="the float32 number", category=UserWarning)
+    converted = float16.convert_float_to_float16(copy.deepcopy(model), keep_io_types=True,
+                                                 op_block_list=list(why), max_finite_val=FP16_MAX)
   counts = {}
   for node in model.graph.node:
     if node.op_type in why:

@@ -1,0 +1,335 @@
+"""The `onnx` format: real SavedModels converted by tf2onnx, FP16 by onnxconverter-common, INT8 Q/DQ by ONNX
+Runtime, each variant run by `OnnxRuntimeRunner` against the normal export in TensorFlow."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tftrt_keras.conversion_options import ConversionOptions
+from tftrt_keras.export_layout import ExportLayout
+from tftrt_keras.formats import onnx as onnx_format
+from tftrt_keras.formats.base import VariantFailed, VariantUnavailable
+
+pytestmark = pytest.mark.tf
+
+_MISSING = onnx_format.import_failure_reason(onnx_format._import_failures())  # pylint: disable=protected-access
+needs_onnx = pytest.mark.skipif(_MISSING is not None, reason=f"ONNX packages unusable here: {_MISSING}")
+FORMAT = onnx_format.FORMAT
+METADATA_KEYS = {"format", "precision", "artifact", "file", "opset", "ir_version", "signature_key", "inputs",
+                 "outputs", "source_version", "built_from", "tools"}
+
+
+def _top1(a, b):
+  return float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
+
+
+def _native(saved_model_dir, feeds):
+  from tftrt_keras.formats.savedmodel import SavedModelRunner  # pylint: disable=g-import-not-at-top
+  with SavedModelRunner(saved_model_dir, "serving_default") as runner:
+    return runner.run(feeds)
+
+
+def _build_all(job, root):
+  from tests import onnx_models  # pylint: disable=g-import-not-at-top
+  built = {}
+  built["FP32"] = onnx_models.build_variant(FORMAT, job, "FP32", root)
+  for precision in ("FP16", "INT8"):
+    built[precision] = onnx_models.build_variant(FORMAT, job, precision, root, source_dir=built["FP32"][0])
+  return built
+
+
+def _graph(directory):
+  import onnx  # pylint: disable=g-import-not-at-top
+  return onnx.load(os.path.join(directory, "model.onnx"))
+
+
+def _io_dtypes(model):
+  import onnx  # pylint: disable=g-import-not-at-top
+  return {v.name: onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name
+          for v in list(model.graph.input) + list(model.graph.output)}
+
+
+# --- the main job's digits CNN: all three variants, built once --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+  if _MISSING:
+    pytest.skip(_MISSING)
+  from tests import onnx_models  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("digits_onnx")
+  saved_model, images = onnx_models.digits_saved_model(root / "native")
+  name = onnx_models.build_job(saved_model, root).signature["inputs"][0]["name"]
+  calibration, held_out = {name: images[:300]}, {name: images[300:]}
+  job = onnx_models.build_job(saved_model, root, calibration, version=7)
+  built = _build_all(job, root)
+  return {"job": job, "built": built, "held_out": held_out, "native": _native(saved_model, held_out)}
+
+
+@needs_onnx
+def test_each_variant_holds_model_onnx_and_complete_metadata(digits):
+  job = digits["job"]
+  for precision, (directory, details) in digits["built"].items():
+    assert sorted(os.listdir(directory)) == ["model.json", "model.onnx"]
+    with open(os.path.join(directory, "model.json"), encoding="utf-8") as f:
+      metadata = json.load(f)
+    assert METADATA_KEYS <= set(metadata), METADATA_KEYS - set(metadata)
+    assert metadata["format"] == "onnx" and metadata["precision"] == precision
+    assert metadata["inputs"] == job.signature["inputs"] and metadata["outputs"] == job.signature["outputs"]
+    assert metadata["inputs"][0]["shape"] == [None, 8, 8, 1] and metadata["inputs"][0]["dtype"] == "float32"
+    assert metadata["source_version"] == 7
+    assert metadata["built_from"] == ("native" if precision == "FP32" else "onnx_fp32")
+    assert metadata["opset"] == onnx_format.DEFAULT_OPSET == details["opset"]
+    assert all(metadata["tools"][tool] for tool in ("tensorflow", "tf2onnx", "onnx", "onnxruntime",
+                                                    "onnxconverter-common"))
+    assert details["file_bytes"] == os.path.getsize(os.path.join(directory, "model.onnx"))
+
+
+@needs_onnx
+def test_graph_names_are_the_signature_names_and_the_batch_is_dynamic(digits):
+  signature = digits["job"].signature
+  for directory, _ in digits["built"].values():
+    model = _graph(directory)
+    assert [v.name for v in model.graph.input] == [t["name"] for t in signature["inputs"]]
+    assert [v.name for v in model.graph.output] == [t["name"] for t in signature["outputs"]]
+    for value in list(model.graph.input) + list(model.graph.output):
+      assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+@needs_onnx
+def test_fp32_matches_the_native_export(digits):
+  reference = digits["native"]
+  with FORMAT.open_runner(digits["built"]["FP32"][0], digits["job"]) as runner:
+    outputs = runner.run(digits["held_out"])
+  assert set(outputs) == set(reference)
+  for name, value in reference.items():
+    assert np.abs(outputs[name] - value).max() <= 1e-4 * np.abs(value).max()
+
+
+@needs_onnx
+def test_fp16_keeps_fp32_inputs_and_outputs_and_agrees(digits):
+  directory, details = digits["built"]["FP16"]
+  model = _graph(directory)
+  assert set(_io_dtypes(model).values()) == {"float32"}
+  assert details["fp16_nodes"] > 0
+  with open(os.path.join(directory, "model.json"), encoding="utf-8") as f:
+    fp16 = json.load(f)["fp16"]
+  assert fp16["block_list"]["Exp"].startswith("overflows FP16")  # what is kept and why is written down
+  reference = digits["native"]
+  with FORMAT.open_runner(directory, digits["job"]) as runner:
+    outputs = runner.run(digits["held_out"])
+  for name, value in reference.items():
+    assert np.abs(outputs[name] - value).max() <= 1e-2 * np.abs(value).max()
+
+
+@needs_onnx
+def test_int8_is_symmetric_qdq_on_conv_and_matmul_and_agrees_on_held_out_samples(digits):
+  from tftrt_keras.formats import onnx_quantize  # pylint: disable=g-import-not-at-top
+  directory, details = digits["built"]["INT8"]
+  model = _graph(directory)
+  assert onnx_quantize.nonzero_zero_points(model) == []
+  assert details["quantized_ops"] == {"Conv": 2, "MatMul": 2}  # every Conv and Dense of the CNN
+  assert details["calibration"] == "minmax" and details["calibration_samples"] == 300
+  assert set(_io_dtypes(model).values()) == {"float32"}
+  reference, held_out = digits["native"], digits["held_out"]
+  assert len(next(iter(held_out.values()))) >= 100
+  with FORMAT.open_runner(directory, digits["job"]) as runner:
+    outputs = runner.run(held_out)
+  for name, value in reference.items():
+    assert _top1(outputs[name], value) >= 0.97
+
+
+@needs_onnx
+def test_runner_casts_inputs_to_the_recorded_dtype_and_refuses_unknown_names(digits):
+  held_out = {k: v.astype("float64") for k, v in digits["held_out"].items()}
+  with FORMAT.open_runner(digits["built"]["FP32"][0], digits["job"]) as runner:
+    assert "CPUExecutionProvider" in runner.providers
+    outputs = runner.run(held_out)
+    with pytest.raises(ValueError, match="unknown: \\['nope'\\]"):
+      runner.run({"nope": np.zeros((1, 8, 8, 1), np.float32)})
+  for name, value in digits["native"].items():
+    assert outputs[name].dtype == np.float32 and _top1(outputs[name], value) == 1.0
+
+
+@needs_onnx
+def test_int8_without_calibration_data_is_unavailable(digits, tmp_path):
+  from tests import onnx_models  # pylint: disable=g-import-not-at-top
+  job = onnx_models.build_job(digits["job"].native_dir, tmp_path)
+  (tmp_path / "out").mkdir()
+  with pytest.raises(VariantUnavailable, match="INT8 needs calibration data"):
+    FORMAT.build(job, "INT8", digits["built"]["FP32"][0], str(tmp_path / "out"))
+  assert not os.listdir(tmp_path / "out")
+
+
+@needs_onnx
+def test_percentile_calibration_and_opset_options_are_used(digits, tmp_path):
+  from tests import onnx_models  # pylint: disable=g-import-not-at-top
+  options = ConversionOptions(formats=("onnx",), format_options={
+      "onnx": {"opset": 15, "int8_calibration": "percentile", "percentile": 99.99}})
+  job = onnx_models.build_job(digits["job"].native_dir, tmp_path, digits["job"].calibration_samples(),
+                              options=options)
+  fp32, details = onnx_models.build_variant(FORMAT, job, "FP32", tmp_path)
+  assert details["opset"] == 15
+  int8, details = onnx_models.build_variant(FORMAT, job, "INT8", tmp_path, source_dir=fp32)
+  assert details["calibration"] == "percentile"
+  with open(os.path.join(int8, "model.json"), encoding="utf-8") as f:
+    assert json.load(f)["int8"]["settings"]["percentile"] == 99.99
+
+
+# --- other signatures --------------------------------------------------------------------------------------------
+
+@needs_onnx
+def test_two_inputs_of_different_dtypes_keep_their_names(tmp_path):
+  from tests import onnx_models, saved_models  # pylint: disable=g-import-not-at-top
+  reference = saved_models.two_inputs(tmp_path / "native")
+  job = onnx_models.build_job(str(tmp_path / "native"), tmp_path)
+  directory, _ = onnx_models.build_variant(FORMAT, job, "FP32", tmp_path)
+  rng = np.random.default_rng(0)
+  feeds = {"zeta": rng.normal(size=(5, 3)).astype("float32"), "alpha": rng.integers(-3, 3, (5, 2)).astype("int32")}
+  with FORMAT.open_runner(directory, job) as runner:
+    outputs = runner.run(feeds)
+  expected = reference(**feeds)
+  assert set(outputs) == {"scaled", "summed"}
+  for name, value in expected.items():
+    np.testing.assert_allclose(outputs[name], value, rtol=1e-5, atol=1e-5)
+
+
+@needs_onnx
+def test_an_op_tf2onnx_cannot_convert_fails_naming_the_op(tmp_path):
+  from tests import onnx_models  # pylint: disable=g-import-not-at-top
+  saved_model = onnx_models.unconvertible_saved_model(tmp_path / "native")
+  job = onnx_models.build_job(saved_model, tmp_path)
+  (tmp_path / "out").mkdir()
+  with pytest.raises(VariantFailed, match="no ONNX conversion for TensorFlow op\\(s\\): Igamma"):
+    FORMAT.build(job, "FP32", saved_model, str(tmp_path / "out"))
+
+
+@needs_onnx
+def test_a_string_signature_fails_naming_the_tensor(tmp_path):
+  from tests import onnx_models, saved_models  # pylint: disable=g-import-not-at-top
+  saved_models.lookup_table(tmp_path / "native")
+  job = onnx_models.build_job(str(tmp_path / "native"), tmp_path)
+  (tmp_path / "out").mkdir()
+  with pytest.raises(VariantFailed, match="input `token` is string"):
+    FORMAT.build(job, "FP32", job.native_dir, str(tmp_path / "out"))
+
+
+# --- availability --------------------------------------------------------------------------------------------
+
+_HIDE_AND_ASK = """
+import importlib.abc, sys
+class HideForTests(importlib.abc.MetaPathFinder):
+  def find_spec(self, name, path=None, target=None):
+    if name == {hidden!r} or name.startswith({hidden!r} + "."):
+      raise ModuleNotFoundError("No module named " + repr(name), name=name)
+    return None
+sys.meta_path.insert(0, HideForTests())
+from tftrt_keras.formats.onnx import FORMAT
+print(FORMAT.unavailable_reason(None))
+"""
+
+
+@needs_onnx
+def test_a_missing_package_makes_the_format_unavailable_with_the_install_command():
+  result = subprocess.run([sys.executable, "-c", _HIDE_AND_ASK.format(hidden="onnxruntime")], capture_output=True,
+                          text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr
+  reason = result.stdout.strip().splitlines()[-1]
+  assert "onnxruntime not installed: pip install 'tftrt_keras[onnx]'" in reason
+
+
+@pytest.mark.unit
+def test_an_onnx_that_needs_a_newer_ml_dtypes_says_to_pin_onnx():
+  error = AttributeError("module 'ml_dtypes' has no attribute 'float4_e2m1fn'")
+  reason = onnx_format.import_failure_reason({"onnx": error, "tf2onnx": ModuleNotFoundError("No module tf2onnx")})
+  assert "tf2onnx not installed: pip install 'tftrt_keras[onnx]'" in reason
+  assert "pip install 'onnx==1.18.0'" in reason and "float4_e2m1fn" in reason
+  assert onnx_format.import_failure_reason({}) is None
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("given, named", [
+    ({"opset": 9}, "format_options['onnx'].opset"),
+    ({"opset": "17"}, "format_options['onnx'].opset"),
+    ({"int8_calibration": "entropy"}, "format_options['onnx'].int8_calibration"),
+    ({"percentile": 0}, "format_options['onnx'].percentile"),
+    ({"fp16_keep_fp32_ops": "Exp"}, "format_options['onnx'].fp16_keep_fp32_ops"),
+    ({"bins": 2048}, "format_options['onnx']"),
+])
+def test_bad_options_are_rejected_naming_the_argument(given, named):
+  with pytest.raises(ValueError, match=re.escape(f"Invalid value for argument `{named}`")):
+    ConversionOptions(format_options={"onnx": given})
+
+
+@pytest.mark.unit
+def test_good_options_round_trip_through_json():
+  options = ConversionOptions(format_options={"onnx": {"int8_calibration": "Percentile", "fp16_keep_fp32_ops": ["Sigmoid"]}})
+  again = ConversionOptions.from_json(json.loads(json.dumps(options.to_json())))
+  assert again.options_for("onnx") == onnx_format.OnnxOptions(int8_calibration="percentile",
+                                                              fp16_keep_fp32_ops=("Sigmoid",))
+
+
+# --- end to end ----------------------------------------------------------------------------------------------
+
+@needs_onnx
+def test_export_saved_model_produces_the_onnx_variants(digits, tmp_path):
+  import tftrt_keras  # pylint: disable=g-import-not-at-top
+  samples = {k: np.concatenate([digits["job"].calibration_samples()[k], v]) for k, v in digits["held_out"].items()}
+  manifest = tftrt_keras.export_saved_model(digits["job"].native_dir, str(tmp_path / "export"),
+                                            calibration_data=samples,
+                                            options=ConversionOptions(formats=("onnx",), verification_samples=120))
+  artifacts = manifest["artifacts"]
+  for name in ("onnx_fp32", "onnx_fp16", "onnx_int8"):
+    assert artifacts[name]["status"] == "ok", artifacts[name]
+    directory = ExportLayout(str(tmp_path / "export")).path(name, manifest["version"])
+    assert sorted(os.listdir(directory)) == ["model.json", "model.onnx"]
+  assert artifacts["onnx_int8"]["quantized_ops"] == {"Conv": 2, "MatMul": 2}
+  assert manifest["environment"]["formats"]["onnx"]["tf2onnx"] == "1.17.0"
+  verified = {n: artifacts[n].get("verification", {}) for n in ("onnx_fp32", "onnx_fp16", "onnx_int8")}
+  if not any(verified.values()):
+    pytest.skip("the lead's verification of ONNX variants is not in this tree yet; built and recorded: ok")
+  for name, figures in verified.items():
+    assert "error" not in figures, (name, figures)
+
+
+# --- MobileNetV2 ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mobilenet(tmp_path_factory):
+  if _MISSING:
+    pytest.skip(_MISSING)
+  from tests import onnx_models  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("mobilenet_onnx")
+  saved_model = onnx_models.mobilenet_saved_model(root / "native")
+  name = onnx_models.build_job(saved_model, root).signature["inputs"][0]["name"]
+  calibration, held_out = {name: onnx_models.mobilenet_images(128, seed=2)}, {name: onnx_models.mobilenet_images(100, seed=3)}
+  job = onnx_models.build_job(saved_model, root, calibration)
+  return {"job": job, "built": _build_all(job, root), "held_out": held_out,
+          "native": _native(saved_model, held_out)}
+
+
+@needs_onnx
+@pytest.mark.slow
+def test_mobilenet_v2_converts_to_all_three_variants(mobilenet):
+  from tftrt_keras.formats import onnx_quantize  # pylint: disable=g-import-not-at-top
+  built, reference = mobilenet["built"], mobilenet["native"]
+  (name, value), = reference.items()
+  outputs = {}
+  for precision, (directory, _) in built.items():
+    model = _graph(directory)
+    assert set(_io_dtypes(model).values()) == {"float32"}
+    assert [v.name for v in model.graph.input] == [t["name"] for t in mobilenet["job"].signature["inputs"]]
+    with FORMAT.open_runner(directory, mobilenet["job"]) as runner:
+      outputs[precision] = runner.run(mobilenet["held_out"])[name]
+    assert outputs[precision].shape == value.shape and np.isfinite(outputs[precision]).all()
+  assert np.abs(outputs["FP32"] - value).max() <= 1e-3 * np.abs(value).max()
+  assert np.abs(outputs["FP16"] - value).max() <= 1e-2 * np.abs(value).max()
+  int8_model = _graph(built["INT8"][0])
+  assert onnx_quantize.nonzero_zero_points(int8_model) == []
+  assert built["INT8"][1]["quantized_ops"] == onnx_quantize.total_op_counts(_graph(built["FP32"][0]))
+  # No INT8 agreement gate here: with random weights it would measure ties (see onnx_models.mobilenet_saved_model);
+  # the INT8 gate is on the briefly trained digits CNN above.
