@@ -1,14 +1,16 @@
-r"""Trains a DNNClassifier on the sklearn digits with train_and_evaluate and exports TF-TRT variants on the way.
+r"""Trains a DNNClassifier on the sklearn digits with train_and_evaluate and exports deployment variants on the way.
 
 The exporter writes, at every evaluation, the normal SavedModel (what `tf.estimator.LatestExporter` or, with
 `--export_save_best_only`, `BestExporter` writes) to `<model_dir>/export/tftrt/<timestamp>`, and beside it the
-frozen graph, calibration samples taken from the evaluation pass, the TF-TRT FP32/FP16/INT8 variants and a
-manifest. On a machine without TensorRT the variants are recorded as skipped, with the reason. Needs
+frozen graph, calibration and verification samples taken from the evaluation pass, the variants of
+`--export_formats` (TF-TRT, ONNX, TensorRT engines; FP32/FP16/INT8) and a manifest. A variant that cannot be
+built is recorded with the reason: skipped where TensorRT or a GPU is missing, failed for ONNX here because a
+canned classifier's signatures carry string tensors (the class names), which an ONNX model cannot. Needs
 TensorFlow 2.15 (tf.estimator).
 
 Example:
   python examples/train_estimator.py --model_dir=/tmp/digits_estimator --train_steps=300 \
-      --precisions=FP16,INT8 --calibration_batches=8 --exports_to_keep=3
+      --export_precisions=FP16,INT8 --export_calibration_batches=8 --export_exports_to_keep=3
 """
 
 import os

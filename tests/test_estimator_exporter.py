@@ -121,15 +121,26 @@ def numbered_dirs(directory):
   return sorted(int(n) for n in os.listdir(directory) if n.isdigit()) if os.path.isdir(directory) else []
 
 
-def calibration_arrays(root, manifest):
-  """calibration.npz and verification.npz of one export, concatenated (they never share a sample)."""
+def stored_samples(root, manifest, file_key):
+  """The calibration (`file`) or verification (`verification_file`) samples of one export."""
   from tftrt_keras import calibration_data  # pylint: disable=g-import-not-at-top
   entry = manifest["artifacts"]["calibration"]
   directory = os.path.normpath(os.path.join(root, "manifests", str(manifest["version"]), entry["path"]))
-  arrays = [calibration_data.load_samples(os.path.join(directory, entry["file"]))]
+  return calibration_data.load_samples(os.path.join(directory, entry[file_key]))
+
+
+def calibration_arrays(root, manifest):
+  """calibration.npz and verification.npz of one export, concatenated (they never share a sample)."""
+  entry = manifest["artifacts"]["calibration"]
+  arrays = [stored_samples(root, manifest, "file")]
   if entry.get("verification_file"):
-    arrays.append(calibration_data.load_samples(os.path.join(directory, entry["verification_file"])))
+    arrays.append(stored_samples(root, manifest, "verification_file"))
   return {k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]}
+
+
+def assert_spread_over_the_pass(rows, total_rows, what):
+  """Rows from the first and from the last quarter of the evaluation pass are both present."""
+  assert rows.min() < total_rows // 4 and rows.max() >= total_rows - total_rows // 4, f"{what}: {sorted(rows)}"
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +193,16 @@ def test_import_without_estimator_says_tf215_supports_it():
     (dict(serving_input_receiver_fn=None), "serving_input_receiver_fn"),
     (dict(calibration_input_fn=[1, 2]), "calibration_input_fn"),
     (dict(conversion_options=fast_options(), minimum_segment_size=5), "conversion_options"),
+    (dict(conversion_options=fast_options(), formats=("onnx",)), "conversion_options"),
+    (dict(signature_key=""), "signature_key"),
+    (dict(signature_key=3), "signature_key"),
+    (dict(formats=("tensorflow",)), "formats"),
+    (dict(format_options={"bogus": {}}), "format_options"),
+    (dict(conversion_policy="sometimes"), "conversion_policy"),
+    (dict(verification_samples=0), "verification_samples"),
+    (dict(conversion_device="tpu:0"), "conversion_device"),
+    (dict(triton_repository=""), "triton_repository"),
+    (dict(triton_model_name=7), "triton_model_name"),
 ])
 def test_bad_argument_raises_value_error_naming_it(kwargs, argument):
   """Each bad argument is refused in __init__ with the library's one message shape, naming the argument."""
@@ -215,34 +236,104 @@ def test_require_tensorrt_fails_in_init_before_training(tmp_path):
     TrtExporter("trt", raw_receiver_fn(), require_tensorrt=True)
 
 
+# ---------------------------------------------------------------------------------------------- signature
+@needs_estimator
+@pytest.mark.unit
+@pytest.mark.parametrize("available, requested, chosen", [
+    (["classification", "predict", "serving_default"], None, "serving_default"),
+    (["predict"], None, "predict"),
+    (["classification", "predict", "regression"], None, "predict"),
+    (["scores"], None, "scores"),
+    (["predict", "serving_default"], "predict", "predict"),
+])
+def test_signature_a_user_means_is_chosen(available, requested, chosen):
+  from tftrt_keras.estimator_exporter import choose_signature_key  # pylint: disable=g-import-not-at-top
+  assert choose_signature_key(available, requested) == chosen
+
+
+@needs_estimator
+@pytest.mark.unit
+@pytest.mark.parametrize("available, requested", [(["predict"], "serving_default"), (["a", "b"], None), ([], None)])
+def test_unavailable_or_ambiguous_signature_is_refused_listing_the_available(available, requested):
+  from tftrt_keras.estimator_exporter import choose_signature_key  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError) as info:
+    choose_signature_key(available, requested)
+  assert "Invalid value for argument `signature_key`" in str(info.value)
+  assert f"signatures {sorted(available)}" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------- sample split
+@needs_estimator
+@pytest.mark.unit
+def test_verification_sample_is_cut_at_random_keeping_batch_order():
+  """cut_to_samples keeps exactly the asked number of distinct rows, spread over all the batches it got."""
+  from tftrt_keras.estimator_calibration import cut_to_samples  # pylint: disable=g-import-not-at-top
+  batches = [(index, {"x": np.arange(index * 10, index * 10 + 10)}) for index in (0, 3, 7, 11, 19)]
+  cut = cut_to_samples(batches, 20, np.random.default_rng(0))
+  rows = np.concatenate([b["x"] for _, b in cut])
+  assert len(rows) == 20 and len(set(rows)) == 20 and (np.diff(rows) > 0).all()
+  assert [i for i, _ in cut] == sorted(i for i, _ in cut)
+  assert rows.min() < 50 and rows.max() >= 150, rows  # the first and the last batch both contribute
+  for index, batch in cut:
+    assert ((batch["x"] // 10) == index).all()  # each row stays with its batch index
+  assert cut_to_samples(batches, 80, np.random.default_rng(0)) == batches
+
+
 # ---------------------------------------------------------------------------------------------- flags
 @needs_estimator
 @pytest.mark.unit
 def test_from_flags_builds_the_exporter_the_flags_describe():
-  """Flags (set with flagsaver) choose the precisions, retention, capture size and the best-model policy."""
+  """Flags (set with flagsaver) choose the formats, precisions, retention, capture and verification sizes, the
+  signature, the worker's device and the best-model policy; keyword arguments win over them."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from absl.testing import flagsaver  # pylint: disable=g-import-not-at-top
   from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
   from tftrt_keras import flags as tftrt_flags  # pylint: disable=g-import-not-at-top
-  if "calibration_batches" not in flags.FLAGS:  # as a training script does, once per process
-    tftrt_flags.define_export_flags()
+  if "export_calibration_batches" not in flags.FLAGS:  # as a training script does, once per process
+    tftrt_flags.define_export_flags(export_dir=False)
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
-  with flagsaver.flagsaver(precisions=["fp16"], calibration_batches=3, exports_to_keep=2,
-                           export_save_best_only=True, export_monitor="val_accuracy", max_batch_size=16):
+  with flagsaver.flagsaver(export_precisions=["fp16"], export_calibration_batches=3, export_exports_to_keep=2,
+                           export_save_best_only=True, export_monitor="val_accuracy", export_max_batch_size=16,
+                           export_formats=["onnx"], export_format_options={"onnx": {}},
+                           export_conversion_policy="every", export_verification_samples=200,
+                           export_conversion_device="cpu", export_triton_repository="/tmp/triton_repo",
+                           export_triton_model_name="digits", export_signature_key="predict"):
     exporter = TrtExporter.from_flags(flags.FLAGS, "from_flags", raw_receiver_fn())
     overridden = TrtExporter.from_flags(flags.FLAGS, "over", raw_receiver_fn(), precisions=("FP32",),
-                                        calibration_batches=5)
-  assert exporter.options.precisions == ("FP16",) and exporter.options.max_batch_size == 16
-  assert exporter.calibration_hook._reservoir.capacity == 3  # pylint: disable=protected-access
+                                        calibration_batches=5, formats=("tftrt",), signature_key=None)
+  options = exporter.options
+  assert options.precisions == ("FP16",) and options.max_batch_size == 16 and options.formats == ("onnx",)
+  assert set(options.format_options) == {"onnx"}
+  assert options.conversion_policy == "every" and options.verification_samples == 200
+  assert options.conversion_device == "cpu"
+  assert (options.triton_repository, options.triton_model_name) == ("/tmp/triton_repo", "digits")
+  assert exporter.signature_key == "predict"
+  assert exporter.calibration_hook.capacity == 3 and exporter.calibration_hook.verification_samples == 200
   assert exporter.policy == "best" and exporter.exports_to_keep == 2
   # --export_monitor=val_accuracy: the Estimator's `accuracy`, higher is better.
   assert exporter.compare_fn(best_eval_result={"accuracy": 0.5}, current_eval_result={"accuracy": 0.6})
   assert not exporter.compare_fn(best_eval_result={"accuracy": 0.5}, current_eval_result={"accuracy": 0.4})
   assert overridden.options.precisions == ("FP32",) and overridden.options.max_batch_size == 16
-  assert overridden.calibration_hook._reservoir.capacity == 5  # pylint: disable=protected-access
+  assert overridden.options.formats == ("tftrt",) and overridden.signature_key is None
+  assert overridden.calibration_hook.capacity == 5
   with flagsaver.flagsaver(export_save_best_only=False):
     assert TrtExporter.from_flags(flags.FLAGS, "every", raw_receiver_fn()).policy == "latest"
+
+
+@needs_estimator
+@pytest.mark.unit
+def test_from_flags_leaves_undefined_flags_at_the_defaults():
+  """A script that defines only some flags (here none) gets the constructor's defaults for the rest."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.conversion_options import ConversionOptions  # pylint: disable=g-import-not-at-top
+  empty = flags.FlagValues()
+  empty.mark_as_parsed()
+  exporter = TrtExporter.from_flags(empty, "bare", raw_receiver_fn())
+  assert exporter.options == ConversionOptions()
+  assert exporter.exports_to_keep == 5 and exporter.calibration_hook.capacity == 8 and exporter.policy == "latest"
+  assert exporter.signature_key is None
 
 
 # ---------------------------------------------------------------------------------------------- direct calls
@@ -255,7 +346,7 @@ def test_normal_export_is_what_best_exporter_writes(trained_custom_estimator, tm
   estimator = trained_custom_estimator
   checkpoint = estimator.latest_checkpoint()
   result = {"loss": 1.0, "global_step": 10}
-  ours = TrtExporter("trt", raw_receiver_fn(), precisions=("FP32",), calibration_batches=0)
+  ours = TrtExporter("trt", raw_receiver_fn(), precisions=("FP32",), calibration_batches=0, formats=())
   path = ours.export(estimator, str(tmp_path / "ours"), checkpoint, result, True)
   theirs = tf.estimator.BestExporter("best", raw_receiver_fn()).export(
       estimator, str(tmp_path / "theirs"), checkpoint, result, True)
@@ -287,7 +378,7 @@ def test_best_policy_exports_only_improvements_and_final_policy_only_at_the_end(
   from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
   estimator = trained_custom_estimator
   checkpoint = estimator.latest_checkpoint()
-  best = TrtExporter("best", raw_receiver_fn(), precisions=("FP32",), calibration_batches=0)
+  best = TrtExporter("best", raw_receiver_fn(), precisions=("FP32",), calibration_batches=0, formats=())
   root = str(tmp_path / "best")
   exported = [best.export(estimator, root, checkpoint, {"loss": loss, "global_step": 10}, final) is not None
               for loss, final in [(1.0, False), (2.0, False), (0.5, False), (3.0, True)]]
@@ -295,7 +386,7 @@ def test_best_policy_exports_only_improvements_and_final_policy_only_at_the_end(
   assert len(numbered_dirs(root)) == 2 and len(best.manifest_paths) == 2
   assert best.best_eval_result["loss"] == 0.5
 
-  by_accuracy = TrtExporter("acc", raw_receiver_fn(), precisions=("FP32",), calibration_batches=0,
+  by_accuracy = TrtExporter("acc", raw_receiver_fn(), precisions=("FP32",), calibration_batches=0, formats=(),
                             compare_fn=lambda best_eval_result, current_eval_result:
                             current_eval_result["accuracy"] > best_eval_result["accuracy"])
   root = str(tmp_path / "acc")
@@ -303,7 +394,8 @@ def test_best_policy_exports_only_improvements_and_final_policy_only_at_the_end(
               for acc, final in [(0.5, False), (0.4, False), (0.6, True)]]
   assert exported == [True, False, True]
 
-  final = TrtExporter("final", raw_receiver_fn(), precisions=("FP32",), calibration_batches=0, policy="final")
+  final = TrtExporter("final", raw_receiver_fn(), precisions=("FP32",), calibration_batches=0, formats=(),
+                      policy="final")
   root = str(tmp_path / "final")
   assert final.export(estimator, root, checkpoint, {"loss": 0.1}, False) is None
   assert not os.path.exists(root)
@@ -322,7 +414,7 @@ def test_calibration_input_fn_supplies_the_samples(trained_custom_estimator, tmp
   def calibration_input_fn():
     return tf.data.Dataset.from_tensor_slices(({"x": x}, np.zeros(6, "int64"))).batch(2)
   exporter = TrtExporter("trt", raw_receiver_fn(), precisions=("INT8",), calibration_batches=2,
-                         calibration_input_fn=calibration_input_fn)
+                         calibration_input_fn=calibration_input_fn, formats=("tftrt",))
   root = str(tmp_path / "export")
   path = exporter.export(trained_custom_estimator, root, trained_custom_estimator.latest_checkpoint(),
                          {"loss": 1.0, "global_step": 10}, True)
@@ -330,7 +422,8 @@ def test_calibration_input_fn_supplies_the_samples(trained_custom_estimator, tmp
   (manifest_path,) = exporter.manifest_paths
   manifest = json.load(open(manifest_path))
   samples = calibration_arrays(root, manifest)
-  np.testing.assert_array_equal(samples["x"], x[:4])
+  order = np.argsort(samples["x"][:, 1])  # calibration and held-out samples, back in their original order
+  np.testing.assert_array_equal(samples["x"][order], x[:4])
   assert manifest["source"]["calibration"]["from"] == "calibration_input_fn"
 
 
@@ -340,7 +433,8 @@ def test_without_the_hook_the_manifest_says_how_to_get_calibration_data(trained_
   """calibration_batches > 0 but calibration_hook never ran: calibration and INT8 are skipped, and the reason
   tells the user to add the hook; FP32 is still attempted."""
   from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
-  exporter = TrtExporter("trt", raw_receiver_fn(), precisions=("FP32", "INT8"), calibration_batches=4)
+  exporter = TrtExporter("trt", raw_receiver_fn(), precisions=("FP32", "INT8"), calibration_batches=4,
+                         formats=("tftrt",))
   exporter.export(trained_custom_estimator, str(tmp_path / "export"), trained_custom_estimator.latest_checkpoint(),
                   {"loss": 1.0, "global_step": 10}, True)
   manifest = json.load(open(exporter.manifest_paths[-1]))
@@ -360,7 +454,7 @@ def test_failure_while_preparing_is_recorded_not_raised(trained_custom_estimator
   def broken_calibration_input_fn():
     raise RuntimeError("calibration source is offline")
   exporter = TrtExporter("trt", raw_receiver_fn(), precisions=("FP32", "INT8"), calibration_batches=0,
-                         calibration_input_fn=broken_calibration_input_fn)
+                         calibration_input_fn=broken_calibration_input_fn, formats=("tftrt",))
   root = str(tmp_path / "export")
   path = exporter.export(trained_custom_estimator, root, trained_custom_estimator.latest_checkpoint(),
                          {"loss": 1.0, "global_step": 10}, True)
@@ -381,7 +475,7 @@ def test_directory_owned_by_another_run_gets_the_normal_export_only(trained_cust
   from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
   from tftrt_keras.export_layout import ExportLayout, RootLock  # pylint: disable=g-import-not-at-top
   root = str(tmp_path / "export")
-  exporter = TrtExporter("trt", raw_receiver_fn(), precisions=("FP32",), calibration_batches=0)
+  exporter = TrtExporter("trt", raw_receiver_fn(), precisions=("FP32",), calibration_batches=0, formats=())
   with RootLock(ExportLayout(root)):  # a second open file description: flock treats it as another owner
     path = exporter.export(trained_custom_estimator, root, trained_custom_estimator.latest_checkpoint(),
                            {"loss": 1.0, "global_step": 10}, True)
@@ -390,21 +484,25 @@ def test_directory_owned_by_another_run_gets_the_normal_export_only(trained_cust
 
 
 # ---------------------------------------------------------------------------------------------- train_and_evaluate
+VERIFICATION_SAMPLES = 100
+
+
 @needs_estimator
 @pytest.mark.tf
 def test_canned_estimator_parsing_signature_end_to_end(tmp_path):
   """DNNClassifier + parsing serving signature, train_and_evaluate. Uses the TEST DOUBLE backend
   (FakeTrtBackendForTests) so that converted variants exist on disk.
 
-  The calibration samples are serialized tf.Examples (the signature's input), decode to evaluation rows only,
-  are spread over the whole evaluation pass, and the frozen graph of the parsing signature answers like the
-  normal export on them.
+  The calibration and verification samples are serialized tf.Examples (the signature's input), decode to
+  evaluation rows only, never share a row, are each spread over the whole evaluation pass, and the frozen
+  graph of the parsing signature answers like the normal export on them.
   """
   from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
   from tftrt_keras.freeze import run_frozen_graph  # pylint: disable=g-import-not-at-top
   estimator = dnn_classifier(tmp_path / "model")
   exporter = TrtExporter("trt", parsing_receiver_fn(), calibration_batches=8,
-                         conversion_options=fast_options(backend=FAKE_BACKEND))
+                         conversion_options=fast_options(backend=FAKE_BACKEND, formats=("tftrt",),
+                                                         verification_samples=VERIFICATION_SAMPLES))
   train_and_evaluate(estimator, exporter, max_steps=60)
   root = str(tmp_path / "model" / "export" / "trt")
   manifest = manifests(root)[-1]
@@ -419,21 +517,34 @@ def test_canned_estimator_parsing_signature_end_to_end(tmp_path):
   assert manifest["source"]["step"] == 60 and "loss" in manifest["source"]["metrics"]
 
   # Stored as the signature takes it: serialized tf.Examples under the signature's (only) input name.
-  samples = calibration_arrays(root, manifest)
-  (input_name,) = samples
-  assert samples[input_name].dtype.kind == "S"
-  parsed = tf.io.parse_example(samples[input_name], tf.feature_column.make_parse_example_spec(feature_columns()))
-  rows = eval_rows_of(parsed["x"].numpy())
-  batches = sorted(set(rows // EVAL_BATCH))
+  eval_rows = len(digits()[2])
+  rows = {}
+  for file_key in ("file", "verification_file"):
+    samples = stored_samples(root, manifest, file_key)
+    (input_name,) = samples
+    assert samples[input_name].dtype.kind == "S"
+    parsed = tf.io.parse_example(samples[input_name], tf.feature_column.make_parse_example_spec(feature_columns()))
+    rows[file_key] = eval_rows_of(parsed["x"].numpy())
+    assert len(set(rows[file_key])) == len(rows[file_key])
+  calibration_rows, verification_rows = rows["file"], rows["verification_file"]
   origin = manifest["source"]["calibration"]
   assert origin["from"] == "evaluation" and origin["eval_step"] == 60
+  batches = sorted(set(calibration_rows // EVAL_BATCH))
   assert batches == origin["batch_indices"] and len(batches) == 8
-  total = origin["batches_in_evaluation"]
-  assert total == -(-len(digits()[2]) // EVAL_BATCH)
-  # Spread over the whole pass, not the first batches: some from the first quarter, some from the last.
-  assert min(batches) < total // 4 and max(batches) >= total - total // 4, batches
+  assert len(calibration_rows) == sum(min(EVAL_BATCH, eval_rows - EVAL_BATCH * b) for b in batches)  # whole batches
+  assert origin["batches_in_evaluation"] == -(-eval_rows // EVAL_BATCH)
+  # Verification: its own sample of the pass, as many as asked, sharing no row with calibration.
+  assert len(verification_rows) == VERIFICATION_SAMPLES == manifest["artifacts"]["calibration"]["verification_samples"]
+  assert origin["verification"]["samples"] == VERIFICATION_SAMPLES
+  assert set(verification_rows // EVAL_BATCH) <= set(origin["verification"]["batch_indices"])
+  assert not set(calibration_rows) & set(verification_rows)
+  # Each spread over the whole pass, not the first batches or the tail: rows from the first and last quarter.
+  assert_spread_over_the_pass(calibration_rows, eval_rows, "calibration")
+  assert_spread_over_the_pass(verification_rows, eval_rows, "verification")
+  assert manifest["verification"]["samples"] == VERIFICATION_SAMPLES
 
   # The parsing signature froze; the frozen graph answers like the normal export on the stored examples.
+  samples = calibration_arrays(root, manifest)
   native = tf.saved_model.load(os.path.join(root, str(version)))
   expected = native.signatures["serving_default"](**{input_name: tf.constant(samples[input_name])})
   frozen = run_frozen_graph(os.path.join(root, "frozen", str(version)), {input_name: samples[input_name]})
@@ -444,12 +555,14 @@ def test_canned_estimator_parsing_signature_end_to_end(tmp_path):
 @pytest.mark.tf
 def test_custom_model_fn_latest_policy_keeps_newest_exports(tmp_path):
   """Custom model_fn, raw signature, policy='latest', exports_to_keep=2, the real TF-TRT backend: every
-  evaluation exports, only the newest two exports remain (normal exports included), variants are recorded
-  as skipped with the reason, and the samples are the raw evaluation features."""
+  evaluation exports, only the newest two exports remain (normal exports included), and the samples are the
+  raw evaluation features. The TF-TRT variants are `ok` where TF-TRT runs, else `skipped` with the
+  preflight's reason."""
   from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.preflight import check_tensorrt  # pylint: disable=g-import-not-at-top
   estimator = custom_estimator(tmp_path / "model", save_every=10)
   exporter = TrtExporter("trt", raw_receiver_fn(), policy="latest", exports_to_keep=2, calibration_batches=4,
-                         conversion_options=fast_options(precisions=("FP32", "INT8")))
+                         conversion_options=fast_options(precisions=("FP32", "INT8"), formats=("tftrt",)))
   train_and_evaluate(estimator, exporter, max_steps=30)
   root = str(tmp_path / "model" / "export" / "trt")
   kept = manifests(root)
@@ -460,9 +573,14 @@ def test_custom_model_fn_latest_policy_keeps_newest_exports(tmp_path):
   # Every evaluation exported (steps 10, 20, 30); the two kept are the newest.
   assert [m["source"]["step"] for m in kept] == [20, 30]
   last = kept[-1]
+  assert last["signature_key"] == "serving_default"
+  tensorrt = check_tensorrt()
   for artifact in ("tftrt_fp32", "tftrt_int8"):
-    assert last["artifacts"][artifact]["status"] == "skipped"
-    assert "TensorRT" in last["artifacts"][artifact]["reason"]
+    entry = last["artifacts"][artifact]
+    if tensorrt.usable:
+      assert entry["status"] == "ok" and entry["engines_prebuilt_for"], entry
+    else:
+      assert entry["status"] == "skipped" and entry["reason"] == tensorrt.reason, entry
   samples = calibration_arrays(root, last)
   assert list(samples) == ["x"] and samples["x"].dtype == np.float32 and samples["x"].shape[1:] == (64,)
   eval_rows_of(samples["x"])
@@ -479,8 +597,7 @@ def test_restart_recovers_best_loss_and_does_not_export_worse_model(tmp_path):
   root = str(model_dir / "export" / "trt")
 
   def new_exporter():
-    return TrtExporter("trt", raw_receiver_fn(), precisions=("FP32",), calibration_batches=2,
-                       )
+    return TrtExporter("trt", raw_receiver_fn(), precisions=("FP32",), calibration_batches=2, formats=())
   first = new_exporter()
   train_and_evaluate(custom_estimator(model_dir), first, max_steps=40)
   before = manifests(root)

@@ -26,8 +26,9 @@ def test_help_lists_the_export_flags_and_the_scripts_own():
   result = _run(["--help"], timeout=120)
   # absl's --help prints the usage and exits with status 1; a crash would leave a traceback instead.
   assert "Traceback" not in result.stderr, result.stderr[-2000:]
-  for flag in ("--model_dir", "--train_steps", "--precisions", "--calibration_batches", "--exports_to_keep",
-               "--[no]require_tensorrt", "--[no]export_save_best_only"):
+  for flag in ("--model_dir", "--train_steps", "--export_precisions", "--export_formats",
+               "--export_calibration_batches", "--export_verification_samples", "--export_exports_to_keep",
+               "--export_signature_key", "--[no]export_require_tensorrt", "--[no]export_save_best_only"):
     assert flag in result.stdout, f"{flag} missing from --help"
   assert "DNNClassifier" in result.stdout and "train_and_evaluate" in result.stdout
 
@@ -40,13 +41,15 @@ def test_missing_model_dir_is_refused_by_name():
 
 
 @pytest.mark.tf
+@pytest.mark.slow
 def test_trains_exports_and_prints_the_summary(tmp_path):
   """Small run with the real TF-TRT backend: exits 0, the manifests beside the normal export list the frozen
-  graph and evaluation samples, TF-TRT variants skipped with the reason (no TensorRT here), and the summary
-  table printed at the end shows the same."""
+  graph and evaluation samples (calibration and verification), the TF-TRT variants `ok` where TF-TRT runs and
+  else skipped with the preflight's reason, and the summary table printed at the end shows the same."""
   model_dir = tmp_path / "model"
-  result = _run([f"--model_dir={model_dir}", "--train_steps=20", "--evaluations=2", "--calibration_batches=3",
-                 "--precisions=FP16,INT8", "--exports_to_keep=1"])
+  result = _run([f"--model_dir={model_dir}", "--train_steps=20", "--evaluations=2", "--export_calibration_batches=3",
+                 "--export_verification_samples=100", "--export_precisions=FP16,INT8", "--export_formats=tftrt",
+                 "--export_exports_to_keep=1"])
   assert result.returncode == 0, result.stderr[-4000:]
   root = model_dir / "export" / "tftrt"
   versions = sorted(int(n) for n in os.listdir(root / "manifests") if n.isdigit())
@@ -58,9 +61,17 @@ def test_trains_exports_and_prints_the_summary(tmp_path):
   assert set(statuses) == {"native", "frozen", "calibration", "tftrt_fp16", "tftrt_int8"}
   assert statuses["native"] == statuses["frozen"] == statuses["calibration"] == "ok"
   assert manifest["source"]["calibration"]["from"] == "evaluation"
-  assert manifest["artifacts"]["calibration"]["samples"] > 0
+  assert manifest["signature_key"] == "serving_default"
+  calibration = manifest["artifacts"]["calibration"]
+  assert len(manifest["source"]["calibration"]["batch_indices"]) == 3 and 0 < calibration["samples"] <= 3 * 32
+  assert calibration["verification_samples"] == 100
   from tftrt_keras.preflight import check_tensorrt  # pylint: disable=g-import-not-at-top
-  if not check_tensorrt().usable:
-    assert statuses["tftrt_fp16"] == statuses["tftrt_int8"] == "skipped"
+  tensorrt = check_tensorrt()
+  for name in ("tftrt_fp16", "tftrt_int8"):
+    entry = manifest["artifacts"][name]
+    if tensorrt.usable:
+      assert entry["status"] == "ok", entry
+    else:
+      assert entry["status"] == "skipped" and entry["reason"] == tensorrt.reason, entry
   table = result.stdout[result.stdout.index("Exports in"):]
   assert f"{versions[0]}  tftrt_int8" in table and f"frozen/{versions[0]}" in table

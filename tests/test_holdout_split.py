@@ -70,3 +70,22 @@ def test_the_manifest_says_how_samples_were_split_and_warns(tmp_path):
   held = np.load(tmp_path / "out" / "calibration" / "1" / "verification.npz")["x"]
   used = np.load(tmp_path / "out" / "calibration" / "1" / "calibration.npz")["x"]
   assert not any((row == used).all(axis=1).any() for row in held)
+
+
+@pytest.mark.tf
+def test_held_out_samples_without_calibration_samples_are_not_promised(tmp_path):
+  """The worker verifies only what is on disk: no calibration samples means no sample file at all."""
+  import os  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  from tests import saved_models  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.conversion_options import ConversionOptions  # pylint: disable=g-import-not-at-top
+  saved_models.classifier(tmp_path / "model")
+
+  def write_native(directory):
+    os.rmdir(directory)
+    shutil.copytree(tmp_path / "model", directory)
+  request = pipeline.prepare_export(str(tmp_path / "out"), 1, {"kind": "test"}, ConversionOptions(formats=()),
+                                    write_native=write_native, batches=[],
+                                    verification_batches=[saved_models.samples(8)])
+  assert not request.has_calibration and not request.has_verification
+  assert not (tmp_path / "out" / "calibration" / "1").exists()

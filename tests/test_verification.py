@@ -288,3 +288,18 @@ def test_cli_verifies_the_frozen_graph_without_tensorrt_and_prints_the_table(tmp
     else:
       assert "verification" in entry and name in rows
   assert (tmp_path / "out" / "manifests" / "1" / "latency.png").stat().st_size > 1000
+
+
+@pytest.mark.unit
+def test_exact_outputs_outside_int8_are_judged_on_the_observed_agreement():
+  """Integer outputs of the frozen graph or an FP32 variant must agree, not pass a statistical bound: 40 of 40
+  agreeing samples pass there, while INT8 on the same 40 cannot show its 0.97."""
+  options = ConversionOptions()
+  ids = verification.compare_output(np.arange(40)[:, None], np.arange(40)[:, None])
+  assert verification.judge("frozen", {"ids": ids}, verification.thresholds_for("frozen", options)) == (True, None)
+  assert verification.judge("FP32", {"ids": ids}, verification.thresholds_for("FP32", options)) == (True, None)
+  passed, reason = verification.judge("INT8", {"ids": ids}, verification.thresholds_for("INT8", options))
+  assert not passed and "values agree on 1 on 40 samples, 95% lower bound" in reason
+  flipped = verification.compare_output(np.arange(40)[:, None], np.r_[np.arange(38), 0, 0][:, None])
+  passed, reason = verification.judge("FP16", {"ids": flipped}, verification.thresholds_for("FP16", options))
+  assert not passed and reason.endswith("values agree on 0.95 on 40 samples < 0.97 (FP16 threshold)")

@@ -1,12 +1,13 @@
-"""Estimator calibration capture: which evaluation tensors are the served features, a hook that samples them,
-and the form the exported signature takes (serialized tf.Example for parsing receivers, raw arrays otherwise).
+"""Estimator sample capture: which evaluation tensors are the served features, a hook that samples them (a
+calibration sample and a disjoint verification sample), the signatures an export has, and the form the chosen
+signature takes (serialized tf.Example for parsing receivers, raw arrays otherwise).
 """
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from tftrt_keras.batch_sampler import BatchReservoir
+from tftrt_keras.batch_sampler import SplitReservoir
 from tftrt_keras.saved_model_signature import SignatureInfo, TensorInfo
 
 # Appended to a serialized tf.Example that would end in NUL: `.npz` string arrays are fixed-width numpy
@@ -45,6 +46,16 @@ class ReceiverSpec:
                 if op.type in ("ParseExample", "ParseExampleV2") for t in op.inputs}
       strings = [k for k, t in receiver.receiver_tensors.items() if t.dtype == tf.string and t.name in parsed]
       self.parsing = len(receiver.receiver_tensors) == 1 and len(strings) == 1 and not self.raw_feature
+
+
+def signature_keys(saved_model_dir):
+  """The serving signatures of a SavedModel, sorted, read from `saved_model.pb` (no variables loaded).
+
+  Keys starting with `__` (the init op's) are not signatures a user calls, and are left out.
+  """
+  from tensorflow.python.saved_model import loader_impl  # pylint: disable=g-import-not-at-top
+  saved_model = loader_impl.parse_saved_model(saved_model_dir)
+  return sorted(k for k in saved_model.meta_graphs[0].signature_def if not k.startswith("__"))
 
 
 def signature_of(saved_model_dir, signature_key):
@@ -172,24 +183,52 @@ def find_feature_tensors(graph, receiver):
 
 
 class CalibrationCaptureHook(tf.compat.v1.train.SessionRunHook):
-  """Keeps a uniform random sample of evaluation batches (features only) for INT8 calibration.
+  """Keeps, from each evaluation pass, a calibration sample and a disjoint verification sample.
 
-  Put it in `EvalSpec(hooks=[exporter.calibration_hook])`. Whether a batch is kept is decided before the step
-  runs; only then are its feature tensors added to the step's fetches, so the batches it does not keep cost
-  nothing.
+  Put it in `EvalSpec(hooks=[exporter.calibration_hook])`. A `SplitReservoir` keeps `calibration_batches`
+  batches plus as many as `verification_samples` fill (sized by the first batch of the first pass) and splits
+  them at random at the end of the pass, so both samples are spread uniformly over the whole pass and never
+  share a batch; the verification sample is then cut to `verification_samples` samples, chosen at random. A
+  pass with fewer batches shares them in proportion.
+
+  Whether a batch is kept is decided before the step runs; only then are its feature tensors added to the
+  step's fetches, so the batches it does not keep cost nothing.
+
+  Attributes (of the last captured evaluation):
+    batches, indices: the calibration sample ([{feature key: array}]) and its batch positions, in pass order.
+    verification_batches, verification_indices: the verification sample and its batch positions.
+    batches_seen: batches in the pass.
+    global_step: the checkpoint step the pass evaluated.
+    problem: why the pass could not be captured, or None.
   """
 
-  def __init__(self, exporter, capacity, seed=0):
+  def __init__(self, exporter, calibration_batches, verification_samples=0, seed=0):
     self._exporter = exporter
-    self._reservoir = BatchReservoir(capacity, seed=seed)
+    self._verification_samples = int(verification_samples)
+    # Until the first batch tells the batch size, one verification batch stands for them: it also makes the
+    # pass's first batch wanted when no calibration batch is (calibration_input_fn).
+    self._reservoir = SplitReservoir(calibration_batches, 1 if self._verification_samples > 0 else 0, seed=seed)
+    self._sized = self._verification_samples <= 0
     self._tensors = None
     self._global_step_tensor = None
+    self._step_of_pass = None
     self._wanted = False
-    self.problem = None         # why the last evaluation could not be captured, or None
-    self.global_step = None     # the checkpoint step of the last captured evaluation
-    self.batches = []           # the last evaluation's sample: [{feature key: array}], in batch order
-    self.indices = []           # their positions in that evaluation
+    self.problem = None
+    self.global_step = None
+    self.batches, self.indices = [], []
+    self.verification_batches, self.verification_indices = [], []
     self.batches_seen = 0
+    self._rng = np.random.default_rng(seed)
+
+  @property
+  def capacity(self):
+    """Calibration batches wanted from each pass."""
+    return self._reservoir.calibration_capacity
+
+  @property
+  def verification_samples(self):
+    """Verification samples wanted from each pass (0: none)."""
+    return self._verification_samples
 
   def begin(self):
     self._reservoir.begin_pass()
@@ -208,8 +247,6 @@ class CalibrationCaptureHook(tf.compat.v1.train.SessionRunHook):
     if self._global_step_tensor is not None:
       self._step_of_pass = int(session.run(self._global_step_tensor))
 
-  _step_of_pass = None
-
   def before_run(self, run_context):
     del run_context
     self._wanted = bool(self._tensors) and self._reservoir.wants()
@@ -219,10 +256,14 @@ class CalibrationCaptureHook(tf.compat.v1.train.SessionRunHook):
     del run_context
     if not self._tensors:
       return
-    if self._wanted:
-      self._reservoir.offer({k: np.asarray(v) for k, v in run_values.results.items()})
-    else:
+    if not self._wanted:
       self._reservoir.skip()
+      return
+    batch = {k: np.asarray(v) for k, v in run_values.results.items()}
+    self._reservoir.offer(batch)
+    if not self._sized:  # the first batch of the first pass: now the verification size in batches is known
+      self._reservoir.set_verification_capacity(-(-self._verification_samples // max(1, _batch_size(batch))))
+      self._sized = True
 
   def end(self, session):
     del session
@@ -232,4 +273,32 @@ class CalibrationCaptureHook(tf.compat.v1.train.SessionRunHook):
     self._reservoir.end_pass()
     self.batches = list(self._reservoir.last_pass)
     self.indices = list(self._reservoir.last_indices)
+    verification = cut_to_samples(list(zip(self._reservoir.last_verification_indices,
+                                           self._reservoir.last_verification)),
+                                  self._verification_samples, self._rng)
+    self.verification_indices = [i for i, _ in verification]
+    self.verification_batches = [b for _, b in verification]
     self.global_step = self._step_of_pass
+
+
+def _batch_size(batch):
+  return len(next(iter(batch.values())))
+
+
+def cut_to_samples(batches, samples, rng):
+  """At most `samples` samples of [(index, batch)], chosen at random; batches keep their order and index.
+
+  A batch left without samples is dropped.
+  """
+  held = sum(_batch_size(b) for _, b in batches)
+  if held <= samples:
+    return batches
+  rows = np.sort(rng.permutation(held)[:samples])
+  cut, start = [], 0
+  for index, batch in batches:
+    size = _batch_size(batch)
+    mine = rows[(rows >= start) & (rows < start + size)] - start
+    if len(mine):
+      cut.append((index, {k: v[mine] for k, v in batch.items()}))
+    start += size
+  return cut

@@ -1,4 +1,4 @@
-"""`TrtExporter`: a `tf.estimator.Exporter` that writes TF-TRT variants next to the normal export (TF 2.15).
+"""`TrtExporter`: a `tf.estimator.Exporter` that writes deployment variants next to the normal export (TF 2.15).
 
 The normal export is exactly what `tf.estimator.BestExporter` (or `LatestExporter` / `FinalExporter`, see
 `policy`) writes at `<model_dir>/export/<name>/<timestamp>`; frozen graph, calibration samples, TF-TRT
@@ -6,17 +6,25 @@ variants and the manifest sit beside it in the shared layout (see `export_layout
 
     export/<name>/1700000000/                 the normal SavedModel (what BestExporter writes)
     export/<name>/tftrt_fp16/1700000000/      TF-TRT variants (each a TF Serving base path)
+    export/<name>/onnx_int8/1700000000/       ONNX variants (model.onnx), TensorRT engines (trt_*)
     export/<name>/frozen/1700000000/
     export/<name>/calibration/1700000000/
     export/<name>/manifests/1700000000/manifest.json
 
-Calibration samples come from the evaluation pass (`exporter.calibration_hook` in `EvalSpec(hooks=...)`) or
-from `calibration_input_fn`, and are stored in the form the exported signature takes: serialized
-`tf.Example`s for a parsing serving signature, raw arrays for a raw one.
+Every variant is built from one signature of the normal export: `signature_key`, or the one a user would
+mean (`serving_default` when the export has it, else `predict`, else its only one). A canned Estimator served
+through a raw receiver of float placeholders has only `predict` (its classification and regression
+signatures need one string input, so the Estimator drops them). The manifest names the signature used.
+
+Calibration samples and a disjoint set of verification samples come from the evaluation pass
+(`exporter.calibration_hook` in `EvalSpec(hooks=...)`), both spread over the whole pass; calibration samples
+may come from `calibration_input_fn` instead. They are stored in the form the chosen signature takes:
+serialized `tf.Example`s for a parsing receiver, raw arrays for a raw one.
 
 Estimator exists only up to TensorFlow 2.15; on newer TensorFlow importing this module raises ImportError.
 """
 
+import dataclasses
 import inspect
 import math
 import numbers
@@ -27,9 +35,9 @@ import numpy as np
 
 from tftrt_keras import calibration_data
 from tftrt_keras.argument_errors import invalid_argument
-from tftrt_keras.conversion_options import DEFAULT_WORKSPACE_BYTES, ConversionOptions
+from tftrt_keras.conversion_options import DEFAULT_TIMEOUT_SECONDS, DEFAULT_WORKSPACE_BYTES, ConversionOptions
 from tftrt_keras.estimator_calibration import (CalibrationCaptureHook, CalibrationUnusable, ReceiverSpec,
-                                               serialize_examples, signature_of)
+                                               serialize_examples, signature_keys, signature_of)
 from tftrt_keras.errors import TensorRTUnavailableError, require_tensorrt_or_raise
 from tftrt_keras.export_layout import ExportLayout, ExportRootBusy, RootLock
 from tftrt_keras.export_scheduler import ExportScheduler
@@ -50,7 +58,8 @@ except ImportError as err:
 
 POLICIES = ("best", "latest", "final")
 DEFAULT_EVENT_FILE_PATTERN = "eval/*.tfevents.*"
-SIGNATURE_KEY = "serving_default"
+# The signatures a user means when none is named, in order of preference.
+PREFERRED_SIGNATURE_KEYS = ("serving_default", "predict")
 
 
 def _loss_smaller(best_eval_result, current_eval_result):
@@ -100,6 +109,51 @@ def _is_count(value, minimum):
   return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= minimum
 
 
+def choose_signature_key(available, requested=None):
+  """The signature an export's variants are built from.
+
+  Args:
+    available: the export's signature keys.
+    requested: the key the user asked for, or None: `serving_default` when available, else `predict`, else
+      the only one.
+
+  Returns:
+    The key.
+
+  Raises:
+    ValueError: `requested` is not available, or none was requested and the choice is ambiguous (several
+      signatures, none of them `serving_default` or `predict`); the message lists the available ones.
+  """
+  available = sorted(available)
+  if requested is not None:
+    if requested not in available:
+      raise invalid_argument("signature_key", requested, f"one of the export's signatures {available}")
+    return requested
+  for key in PREFERRED_SIGNATURE_KEYS:
+    if key in available:
+      return key
+  if len(available) == 1:
+    return available[0]
+  raise invalid_argument("signature_key", requested, f"one of the export's signatures {available}",
+                         hint="The export has neither serving_default nor predict, and more than one signature: "
+                              "name the one to convert.")
+
+
+def _flag(flag_values, name, default):
+  """The flag's value, or `default` where the script did not define it."""
+  return flag_values[name].value if name in flag_values else default
+
+
+def _constructor_defaults():
+  return {k: p.default for k, p in inspect.signature(TrtExporter.__init__).parameters.items()}
+
+
+def _option_arguments():
+  """The constructor arguments that are `ConversionOptions` fields (the individual knobs)."""
+  arguments = _constructor_defaults()
+  return tuple(f.name for f in dataclasses.fields(ConversionOptions) if f.name in arguments)
+
+
 # ----------------------------------------------------------------------------------------------- exporter
 def _scalar_metrics(eval_result):
   metrics = {}
@@ -113,7 +167,7 @@ def _scalar_metrics(eval_result):
 
 
 class TrtExporter(_exporter_lib.Exporter):
-  """Exports like `tf.estimator.BestExporter`, plus frozen graph, calibration samples and TF-TRT variants.
+  """Exports like `tf.estimator.BestExporter`, plus frozen graph, samples and deployment variants, verified.
 
   Example:
 
@@ -128,19 +182,26 @@ class TrtExporter(_exporter_lib.Exporter):
 
   Args:
     name: the exporter's name: exports go to `<model_dir>/export/<name>`.
-    serving_input_receiver_fn: as for `BestExporter`; the normal export's serving signature.
-    precisions: TF-TRT variants to build, a subset of ("FP32", "FP16", "INT8").
+    serving_input_receiver_fn: as for `BestExporter`; the normal export's serving signatures.
+    precisions: precisions to build in every format, a subset of ("FP32", "FP16", "INT8").
     compare_fn: `callable(best_eval_result, current_eval_result)` returning True when the current evaluation is
       better (policy "best" only). Default: smaller `loss`, as `BestExporter`.
     exports_to_keep: keep the newest N exports of ours (None: all). Deletes only what our manifests list.
-    calibration_batches: evaluation batches kept (uniformly sampled over the whole evaluation) by
-      `calibration_hook`; 0 keeps none.
+    calibration_batches: evaluation batches kept for calibration (uniformly sampled over the whole evaluation)
+      by `calibration_hook`; 0 keeps none (and then no verification samples either).
     calibration_input_fn: alternative source of calibration data: a callable returning an iterable (or a
       `tf.data.Dataset`) of batches, each a dict keyed by the signature's input names, a features dict, or a
-      (features, labels) tuple. Used instead of the hook's sample; at most `calibration_batches` batches when
-      that is positive.
+      (features, labels) tuple. Used instead of the hook's calibration sample; at most `calibration_batches`
+      batches when that is positive. The hook still captures the verification samples when it runs.
+    signature_key: the normal export's signature every variant is built from. None: `serving_default` when
+      the export has it, else `predict`, else its only signature. A key the export lacks raises ValueError
+      (listing the available ones) at the first export.
+    formats: "auto" or a subset of ("tftrt", "onnx", "trt"); see `ConversionOptions`.
+    verification_samples: evaluation samples held out for verification, apart from the calibration batches
+      and spread over the whole evaluation (fewer when the evaluation has fewer).
     max_batch_size, max_workspace_size_bytes, minimum_segment_size, maximum_cached_engines, require_tensorrt,
-      gpu_memory_limit_mb, timeout_seconds: see `ConversionOptions`. `require_tensorrt=True` raises
+      gpu_memory_limit_mb, timeout_seconds, format_options, conversion_policy, conversion_device,
+      triton_repository, triton_model_name: see `ConversionOptions`. `require_tensorrt=True` raises
       `TensorRTUnavailableError` here, before any training, when TF-TRT cannot run.
     conversion_options: a complete `ConversionOptions` to use instead of the individual knobs above.
     policy: "best" (export when the evaluation improves, as `BestExporter`; the best result is read back from
@@ -159,9 +220,11 @@ class TrtExporter(_exporter_lib.Exporter):
   def __init__(self, name, serving_input_receiver_fn, precisions=PRECISIONS, compare_fn=None, exports_to_keep=5,
                calibration_batches=8, calibration_input_fn=None, max_batch_size=None,
                max_workspace_size_bytes=DEFAULT_WORKSPACE_BYTES, minimum_segment_size=3, require_tensorrt=False,
-               maximum_cached_engines=1, gpu_memory_limit_mb=None, timeout_seconds=None, conversion_options=None,
-               policy="best", event_file_pattern=DEFAULT_EVENT_FILE_PATTERN, blocking=False, assets_extra=None,
-               as_text=False):
+               maximum_cached_engines=1, gpu_memory_limit_mb=None, timeout_seconds=DEFAULT_TIMEOUT_SECONDS,
+               conversion_options=None, policy="best", event_file_pattern=DEFAULT_EVENT_FILE_PATTERN,
+               blocking=False, assets_extra=None, as_text=False, signature_key=None, formats="auto",
+               format_options=None, conversion_policy="latest", verification_samples=500, conversion_device=None,
+               triton_repository=None, triton_model_name=None):
     _check_name(name)
     if not callable(serving_input_receiver_fn):
       raise invalid_argument("serving_input_receiver_fn", serving_input_receiver_fn,
@@ -182,14 +245,19 @@ class TrtExporter(_exporter_lib.Exporter):
                              "None or a callable returning batches of calibration inputs")
     if not isinstance(blocking, bool):
       raise invalid_argument("blocking", blocking, "True or False")
+    if signature_key is not None and (not isinstance(signature_key, str) or not signature_key.strip()):
+      raise invalid_argument("signature_key", signature_key, "None or the name of a signature of the export")
     knobs = dict(precisions=precisions, max_batch_size=max_batch_size,
                  max_workspace_size_bytes=max_workspace_size_bytes, minimum_segment_size=minimum_segment_size,
                  maximum_cached_engines=maximum_cached_engines, require_tensorrt=require_tensorrt,
-                 gpu_memory_limit_mb=gpu_memory_limit_mb, timeout_seconds=timeout_seconds)
+                 gpu_memory_limit_mb=gpu_memory_limit_mb, timeout_seconds=timeout_seconds, formats=formats,
+                 format_options=format_options, conversion_policy=conversion_policy,
+                 verification_samples=verification_samples, conversion_device=conversion_device,
+                 triton_repository=triton_repository, triton_model_name=triton_model_name)
     if conversion_options is not None:
       if not isinstance(conversion_options, ConversionOptions):
         raise invalid_argument("conversion_options", conversion_options, "None or a ConversionOptions")
-      defaults = {k: p.default for k, p in inspect.signature(TrtExporter.__init__).parameters.items()}
+      defaults = _constructor_defaults()
       changed = sorted(k for k, v in knobs.items() if v is not defaults[k] and v != defaults[k])
       if changed:
         raise invalid_argument("conversion_options", conversion_options, "either conversion_options or the "
@@ -202,10 +270,14 @@ class TrtExporter(_exporter_lib.Exporter):
                              "1 or more when precisions include INT8 and no calibration_input_fn is given",
                              hint="INT8 needs calibration data: keep evaluation batches, pass "
                                   "calibration_input_fn, or drop INT8 from precisions.")
+    # Verification samples are stored beside the calibration samples: with neither a calibration batch nor a
+    # calibration_input_fn there is nowhere to keep them, so the hook captures nothing at all.
+    captures = calibration_batches > 0 or calibration_input_fn is not None
     if options.require_tensorrt:
       require_tensorrt_or_raise()  # before training: a run whose variants cannot be built would be wasted
 
     self._name = name
+    self._signature_key = signature_key
     self._serving_input_receiver_fn = serving_input_receiver_fn
     self._options = options
     self._policy = policy
@@ -218,8 +290,10 @@ class TrtExporter(_exporter_lib.Exporter):
     self._assets_extra = assets_extra
     self._as_text = as_text
     self._scheduler = ExportScheduler(exports_to_keep=exports_to_keep)
-    # With calibration_input_fn the evaluation batches are not used: the hook then fetches nothing.
-    self._hook = CalibrationCaptureHook(self, 0 if calibration_input_fn is not None else calibration_batches)
+    # With calibration_input_fn, evaluation batches are captured for verification only.
+    self._hook = CalibrationCaptureHook(
+        self, 0 if calibration_input_fn is not None else calibration_batches,
+        verification_samples=options.verification_samples if options.verify and captures else 0)
     self._receiver = None
     self._model_dir = None
     self._best_eval_result = None
@@ -230,20 +304,30 @@ class TrtExporter(_exporter_lib.Exporter):
   def from_flags(cls, flag_values, name, serving_input_receiver_fn, **overrides):
     """A `TrtExporter` configured by the flags of `tftrt_keras.flags.define_export_flags()`.
 
-    `--export_save_best_only` selects policy "best" judged by `--export_monitor` (`val_loss` is the
-    Estimator's `loss`), otherwise "latest". `overrides` (any constructor argument) win over the flags.
+    The conversion options come from `tftrt_keras.flags.conversion_options_from_flags`; `--export_signature_key`,
+    `--export_calibration_batches`, `--export_exports_to_keep` and `--export_blocking` set the arguments of the
+    same names. `--export_save_best_only` selects policy "best" judged by `--export_monitor` (`val_loss` is the
+    Estimator's `loss`), otherwise "latest". A flag that is not defined leaves its argument at its default.
+    `overrides` (any constructor argument) win over the flags.
     """
     from tftrt_keras.flags import conversion_options_from_flags  # pylint: disable=g-import-not-at-top
     fv = flag_values
-    knob_names = ("precisions", "max_batch_size", "max_workspace_size_bytes", "minimum_segment_size",
-                  "maximum_cached_engines", "require_tensorrt", "gpu_memory_limit_mb", "timeout_seconds")
-    knob_overrides = {k: overrides.pop(k) for k in knob_names if k in overrides}
+    defaults = _constructor_defaults()
+    # ConversionOptions fields given as overrides go into the options built from the flags.
+    knob_overrides = {k: overrides.pop(k) for k in _option_arguments() if k in overrides}
     if "conversion_options" not in overrides:
       overrides["conversion_options"] = conversion_options_from_flags(fv, **knob_overrides)
-    arguments = dict(exports_to_keep=fv.exports_to_keep, calibration_batches=fv.calibration_batches,
-                     blocking=fv.export_blocking, policy="best" if fv.export_save_best_only else "latest")
-    if fv.export_save_best_only and fv.export_monitor not in ("loss", "val_loss"):
-      arguments["compare_fn"] = metric_compare_fn(fv.export_monitor)
+    elif knob_overrides:
+      overrides.update(knob_overrides)  # the constructor says that both cannot be given
+    save_best_only = _flag(fv, "export_save_best_only", False)
+    monitor = _flag(fv, "export_monitor", "val_loss")
+    arguments = dict(exports_to_keep=_flag(fv, "export_exports_to_keep", defaults["exports_to_keep"]),
+                     calibration_batches=_flag(fv, "export_calibration_batches", defaults["calibration_batches"]),
+                     blocking=_flag(fv, "export_blocking", defaults["blocking"]),
+                     signature_key=_flag(fv, "export_signature_key", None) or None,
+                     policy="best" if save_best_only else "latest")
+    if save_best_only and monitor not in ("loss", "val_loss"):
+      arguments["compare_fn"] = metric_compare_fn(monitor)
     arguments.update(overrides)
     return cls(name, serving_input_receiver_fn, **arguments)
 
@@ -265,6 +349,11 @@ class TrtExporter(_exporter_lib.Exporter):
   @property
   def policy(self):
     return self._policy
+
+  @property
+  def signature_key(self):
+    """The signature key asked for (None: chosen per export, see `choose_signature_key`)."""
+    return self._signature_key
 
   @property
   def exports_to_keep(self):
@@ -297,6 +386,11 @@ class TrtExporter(_exporter_lib.Exporter):
 
     Returns:
       What `estimator.export_saved_model` returned (the normal export's path), or None when not exporting.
+
+    Raises:
+      ValueError: the normal export has no signature `signature_key` (or, with signature_key=None, several
+        signatures and none a user would mean); raised at the first export, after the normal export is written.
+      TensorRTUnavailableError: `require_tensorrt=True` and the worker cannot run TensorRT.
     """
     export_path = os.fspath(export_path)
     self._export_path = export_path
@@ -309,8 +403,11 @@ class TrtExporter(_exporter_lib.Exporter):
           checkpoint_path=checkpoint_path)
       self._best_eval_result = eval_result
       native_dir = tf.compat.as_str_any(export_result)
+      # A wrong signature_key would leave every export of the run without variants: stop at the first one.
+      signature_key, available = self._choose_signature(native_dir)
       try:
-        self._start_conversion(native_dir, checkpoint_path, eval_result, is_the_final_export)
+        self._start_conversion(native_dir, signature_key, available, checkpoint_path, eval_result,
+                               is_the_final_export)
       except TensorRTUnavailableError:
         raise
       except ExportRootBusy as err:
@@ -320,7 +417,7 @@ class TrtExporter(_exporter_lib.Exporter):
       except Exception as err:  # pylint: disable=broad-except
         # The normal export is written and stays usable; the conversion's failure is recorded, never raised.
         logging.exception("tftrt_keras: preparing the TF-TRT export of %s failed", native_dir)
-        self._record_failure(native_dir, checkpoint_path, eval_result, err)
+        self._record_failure(native_dir, signature_key, checkpoint_path, eval_result, err)
       return export_result
     finally:
       if is_the_final_export:
@@ -401,66 +498,89 @@ class TrtExporter(_exporter_lib.Exporter):
     source.update(extra)
     return source
 
-  def _start_conversion(self, native_dir, checkpoint_path, eval_result, is_the_final_export):
+  def _choose_signature(self, native_dir):
+    """(the signature key the variants are built from, the export's signature keys)."""
+    available = signature_keys(native_dir)
+    return choose_signature_key(available, self._signature_key), available
+
+  def _start_conversion(self, native_dir, signature_key, available, checkpoint_path, eval_result,
+                        is_the_final_export):
     layout = ExportLayout(os.path.dirname(native_dir))
     self._acquire(layout)
     version = int(os.path.basename(native_dir))
     calibration_problem, calibration_origin = None, {}
     try:
-      batches, calibration_origin = self._collect_calibration(native_dir)
+      batches, verification_batches, calibration_origin = self._collect_samples(native_dir, signature_key)
     except CalibrationUnusable as err:
-      batches, calibration_problem = [], str(err)
+      batches, verification_batches, calibration_problem = [], None, str(err)
+    source = self._source(checkpoint_path, eval_result, calibration=calibration_origin,
+                          signature={"key": signature_key, "available": available, "requested": self._signature_key})
     request = prepare_export(
-        root=layout.root, version=version,
-        source=self._source(checkpoint_path, eval_result, calibration=calibration_origin),
-        options=self._options, native_dir=native_dir, batches=batches, signature_key=SIGNATURE_KEY,
+        root=layout.root, version=version, source=source, options=self._options, native_dir=native_dir,
+        batches=batches, verification_batches=verification_batches, signature_key=signature_key,
         calibration_skip_reason=calibration_problem or "calibration_batches=0 and no calibration_input_fn")
     self._scheduler.submit(request, blocking=self._blocking or bool(is_the_final_export))
 
-  def _record_failure(self, native_dir, checkpoint_path, eval_result, err):
+  def _record_failure(self, native_dir, signature_key, checkpoint_path, eval_result, err):
     """Closes this export's manifest as failed (the normal export itself is fine) and applies retention."""
     try:
       layout = ExportLayout(os.path.dirname(native_dir))
       record_failed_export(layout.root, int(os.path.basename(native_dir)), self._source(checkpoint_path, eval_result),
                            self._options, f"preparing the export failed: {type(err).__name__}: {err}",
-                           signature_key=SIGNATURE_KEY)
+                           signature_key=signature_key)
       if self._exports_to_keep and not self._scheduler.busy():
         layout.retain(self._exports_to_keep)
     except Exception:  # pylint: disable=broad-except
       logging.exception("tftrt_keras: could not record the failed export of %s", native_dir)
 
-  def _collect_calibration(self, native_dir):
-    """Calibration batches keyed by the exported signature's input names, and where they came from.
+  def _collect_samples(self, native_dir, signature_key):
+    """Calibration and verification batches keyed by the signature's input names, and where they came from.
+
+    Returns:
+      (calibration batches, verification batches or None, origin for the manifest). Verification batches are
+      None when the evaluation gave none apart from the calibration batches: the pipeline then holds out a
+      part of the calibration samples.
 
     Raises:
       CalibrationUnusable: with the reason the manifest records.
     """
-    signature, tensor_names = signature_of(native_dir, SIGNATURE_KEY)
+    signature, tensor_names = signature_of(native_dir, signature_key)
+    hook = self._hook
     if self._calibration_input_fn is not None:
       raw = self._batches_from_input_fn()
+      if not raw:
+        raise CalibrationUnusable("calibration_input_fn yielded no batches")
       origin = {"from": "calibration_input_fn", "batches": len(raw)}
     else:
       if self._calibration_batches == 0:
-        return [], {"from": None}
-      if self._hook.problem:
-        raise CalibrationUnusable(self._hook.problem)
-      if not self._hook.batches:
+        return [], None, {"from": None}
+      if hook.problem:
+        raise CalibrationUnusable(hook.problem)
+      if not hook.batches:
         raise CalibrationUnusable("no evaluation batches were captured: add exporter.calibration_hook to "
                                    "EvalSpec(hooks=[...]) or pass calibration_input_fn")
-      raw = self._hook.batches
-      origin = {"from": "evaluation", "eval_step": self._hook.global_step, "batch_indices": self._hook.indices,
-                "batches_in_evaluation": self._hook.batches_seen}
-    input_names = {t.name for t in signature.inputs}
-    batches = [batch if set(batch) == input_names else self._signature_inputs(batch, signature, tensor_names)
-               for batch in raw]
-    if not batches:
-      raise CalibrationUnusable("calibration_input_fn yielded no batches")
+      raw = hook.batches
+      origin = {"from": "evaluation", "eval_step": hook.global_step, "batch_indices": hook.indices,
+                "batches_in_evaluation": hook.batches_seen}
+    held_out = hook.verification_batches if not hook.problem else []
+    if held_out:
+      origin["verification"] = {"from": "evaluation", "eval_step": hook.global_step,
+                                "batch_indices": hook.verification_indices,
+                                "samples": sum(len(next(iter(b.values()))) for b in held_out),
+                                "batches_in_evaluation": hook.batches_seen}
+    batches = self._as_signature_inputs(raw, signature, tensor_names)
+    verification = self._as_signature_inputs(held_out, signature, tensor_names) if held_out else None
     try:
       calibration_data.check_against_signature(
           {k: np.concatenate([np.asarray(b[k]) for b in batches]) for k in batches[0]}, signature)
     except ValueError as err:
       raise CalibrationUnusable(f"the calibration batches do not fit the exported signature: {err}") from err
-    return batches, origin
+    return batches, verification, origin
+
+  def _as_signature_inputs(self, raw, signature, tensor_names):
+    input_names = {t.name for t in signature.inputs}
+    return [batch if set(batch) == input_names else self._signature_inputs(batch, signature, tensor_names)
+            for batch in raw]
 
   def _batches_from_input_fn(self):
     result = self._calibration_input_fn()

@@ -123,6 +123,10 @@ def prepare_export(root, version, source, options, *, write_native=None, native_
     calibration, verification = list(batches or []), [b for b in verification_batches if b]
     split = (f"{sum(calibration_data.num_samples(b) for b in calibration)} samples captured for calibration and "
              f"{sum(calibration_data.num_samples(b) for b in verification)} apart from them for verification")
+  if not calibration:
+    # The held-out samples are stored beside the calibration samples; without those there is no place for
+    # them (a run that captures nothing for calibration asked for no samples at all).
+    verification = []
   verify_count = sum(calibration_data.num_samples(b) for b in verification)
   request = ExportRequest(root=layout.root, version=int(version), signature_key=signature_key, options=options,
                           calibration_batch_sizes=[calibration_data.num_samples(b) for b in calibration],
@@ -338,7 +342,8 @@ def _build_variants(run, variants):
         logging.error("tftrt_keras: checking %s failed:\n%s", format_name, traceback.format_exc())
         unavailable[format_name] = (FAILED, f"could not tell whether {format_name} runs here: {_error_text(err)}")
     if unavailable[format_name]:
-      run.record(name, *unavailable[format_name])
+      status, reason = unavailable[format_name]
+      run.record(name, status, reason=reason)
       continue
     source = fmt.source_of(precision)
     source_dir = run.artifact_dir(source)

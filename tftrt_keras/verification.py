@@ -115,6 +115,9 @@ def thresholds_for(precision, options):
   thresholds = {"max_relative_error": tolerance, "min_agreement": options.verify_min_agreement}
   # INT8 moves logits a lot while keeping the decision; judge what the user serves: the top-1 class.
   thresholds["classifier_judged_by"] = "top1_agreement" if precision == "INT8" else "max_relative_error"
+  # INT8 is expected to change some answers, so its agreement is a statistical claim and is judged on the
+  # lower confidence bound; at any other precision an exact output must simply agree (the observed figure).
+  thresholds["agreement_judged_by"] = "lower_bound" if precision == "INT8" else "observed"
   return thresholds
 
 
@@ -148,9 +151,13 @@ def _agreement_failure(figures, key, words, thresholds, label):
   (and, when the observed agreement would pass, that the samples were too few to tell)."""
   observed, bound = figures[key], figures.get(key + "_lower_bound", figures[key])
   threshold = thresholds["min_agreement"]
+  samples = figures.get("samples")
+  if thresholds.get("agreement_judged_by", "lower_bound") == "observed":
+    if observed >= threshold:
+      return None
+    return f"{words} {observed:.4g} on {samples} samples < {threshold:g} ({label} threshold)"
   if bound >= threshold:
     return None
-  samples = figures.get("samples")
   text = (f"{words} {observed:.4g} on {samples} samples, 95% lower bound {bound:.4g} < {threshold:g} "
           f"({label} threshold)")
   if observed >= threshold:
