@@ -73,6 +73,27 @@ def unconvertible_saved_model(directory):
   return str(directory)
 
 
+class _WithStringOutput(tf.Module):
+  """Like a canned Estimator classifier: numeric scores and class ids beside the class names as strings."""
+
+  def __init__(self):
+    super().__init__()
+    self.w = tf.Variable(np.random.default_rng(0).normal(size=(4, 3)).astype("float32"))
+
+  @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+  def serve(self, x):
+    scores = tf.nn.softmax(tf.matmul(x, self.w))
+    class_ids = tf.argmax(scores, axis=1)
+    return {"probabilities": scores, "class_ids": class_ids,
+            "classes": tf.gather(tf.constant(["cat", "dog", "eel"]), class_ids)}
+
+
+def string_output_saved_model(directory):
+  module = _WithStringOutput()
+  tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
+  return str(directory)
+
+
 def build_job(saved_model_dir, root, samples=None, options=None, version=1, signature_key="serving_default"):
   """A `BuildJob` like `pipeline.ExportRun` makes, for `saved_model_dir` and optional calibration `samples`."""
   loaded, _, info = load_signature(saved_model_dir, signature_key)

@@ -218,6 +218,43 @@ def test_a_string_signature_fails_naming_the_tensor(tmp_path):
     FORMAT.build(job, "FP32", job.native_dir, str(tmp_path / "out"))
 
 
+@needs_onnx
+def test_string_outputs_beside_numeric_ones_are_left_out_and_said(tmp_path):
+  """A canned Estimator classifier's `classes` (strings) cannot be an ONNX tensor; its numeric outputs can."""
+  from tests import onnx_models  # pylint: disable=g-import-not-at-top
+  saved_model = onnx_models.string_output_saved_model(tmp_path / "native")
+  job = onnx_models.build_job(saved_model, tmp_path)
+  directory, details = onnx_models.build_variant(FORMAT, job, "FP32", tmp_path)
+  reason = "string output: ONNX variants carry numeric tensors only"
+  assert details["outputs_left_out"] == {"classes": reason}
+  metadata = json.loads(open(os.path.join(directory, "model.json")).read())
+  assert [t["name"] for t in metadata["outputs"]] == ["class_ids", "probabilities"]
+  assert metadata["outputs_left_out"] == {"classes": reason}
+  assert sorted(o.name for o in _graph(directory).graph.output) == ["class_ids", "probabilities"]
+  x = np.random.default_rng(1).normal(size=(6, 4)).astype("float32")
+  expected = _native(saved_model, {"x": x})
+  with FORMAT.open_runner(directory, job) as runner:
+    outputs = runner.run({"x": x})
+  np.testing.assert_allclose(outputs["probabilities"], expected["probabilities"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(outputs["class_ids"], expected["class_ids"])
+
+
+@needs_onnx
+def test_verification_compares_the_outputs_a_variant_carries(tmp_path):
+  import tftrt_keras  # pylint: disable=g-import-not-at-top
+  from tests import onnx_models  # pylint: disable=g-import-not-at-top
+  saved_model = onnx_models.string_output_saved_model(tmp_path / "native")
+  x = np.random.default_rng(2).normal(size=(200, 4)).astype("float32")
+  manifest = tftrt_keras.export_saved_model(
+      saved_model, str(tmp_path / "out"), calibration_data={"x": x},
+      options=ConversionOptions(formats=("onnx",), precisions=("FP32",), verify_timed_runs=2))
+  entry = manifest["artifacts"]["onnx_fp32"]
+  assert entry["status"] == "ok", entry
+  assert entry["verification"]["passed"] is True
+  assert sorted(entry["verification"]["outputs"]) == ["class_ids", "probabilities"]
+  assert entry["outputs_left_out"] == {"classes": "string output: ONNX variants carry numeric tensors only"}
+
+
 # --- availability --------------------------------------------------------------------------------------------
 
 _HIDE_AND_ASK = """

@@ -20,6 +20,8 @@ machine, and `OnnxRuntimeRunner` runs each variant for verification.
                       the ONNX graph's names), dtype a numpy name like "float32", shape a list with null for
                       dynamic dimensions, batch first; sorted by name. FP16 and INT8 models keep FP32 inputs
                       and outputs, so these are the same for every precision.
+    outputs_left_out  (only when some were) {output name: why}: signature outputs the model does not carry
+                      (strings beside numeric outputs, e.g. a canned classifier's `classes`)
     source_version    the export version (`BuildJob.version`) whose normal SavedModel this came from
     built_from        "native" or the artifact converted ("onnx_fp32")
     tools             {"tensorflow", "tf2onnx", "onnx", "onnxruntime", "onnxconverter-common": version}
@@ -176,16 +178,20 @@ class OnnxFormat(Format):
       # Before any work: without samples there is nothing to calibrate on.
       raise VariantUnavailable("INT8 needs calibration data and this export has none: pass calibration_data "
                                "(or let TrtExport/TrtExporter capture calibration batches)")
+    from tftrt_keras.formats import onnx_convert  # pylint: disable=g-import-not-at-top
     model_path = os.path.join(output_dir, MODEL_FILE)
+    signature, left_out = onnx_convert.convertible_signature(job.signature)
     metadata = {
         "format": self.name, "precision": precision, "artifact": artifact_name(self.name, precision),
         "file": MODEL_FILE, "signature_key": job.signature_key,
-        "inputs": [dict(t) for t in job.signature["inputs"]], "outputs": [dict(t) for t in job.signature["outputs"]],
+        "inputs": [dict(t) for t in signature["inputs"]], "outputs": [dict(t) for t in signature["outputs"]],
         "source_version": job.version, "built_from": self.source_of(precision), "tools": tool_versions(),
     }
+    if left_out:
+      metadata["outputs_left_out"] = left_out
     details = {}
     if precision == "FP32":
-      self._build_fp32(job, options, model_path)
+      self._build_fp32(job, signature, options, model_path)
     elif precision == "FP16":
       metadata["fp16"] = details = self._build_fp16(options, source_dir, model_path)
     else:
@@ -196,6 +202,8 @@ class OnnxFormat(Format):
     _check_loads_in_onnxruntime(model_path, precision)
     _write_metadata(output_dir, metadata)
     entry = {"opset": metadata["opset"], "file_bytes": os.path.getsize(model_path), "nodes": len(model.graph.node)}
+    if left_out:
+      entry["outputs_left_out"] = left_out
     if precision == "FP16":
       entry.update(kept_fp32=sorted(details["kept_fp32"]), fp16_nodes=details["fp16_nodes"])
     elif precision == "INT8":
@@ -203,11 +211,11 @@ class OnnxFormat(Format):
                    calibration_samples=details["calibration_samples"])
     return entry
 
-  def _build_fp32(self, job, options, model_path):
+  def _build_fp32(self, job, signature, options, model_path):
     import onnx  # pylint: disable=g-import-not-at-top
     from tftrt_keras.formats import onnx_convert  # pylint: disable=g-import-not-at-top
     try:
-      model = onnx_convert.convert_saved_model(job.native_dir, job.signature_key, job.signature, options.opset)
+      model = onnx_convert.convert_saved_model(job.native_dir, job.signature_key, signature, options.opset)
     except onnx_convert.ConversionError as err:
       raise VariantFailed(str(err)) from err
     onnx.save(model, model_path)

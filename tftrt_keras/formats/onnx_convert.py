@@ -30,6 +30,21 @@ def refused_tensors(signature):
   return refused
 
 
+def convertible_signature(signature):
+  """(the signature the ONNX variants carry, {left-out output: why}).
+
+  Outputs ONNX variants cannot carry (strings: a canned Estimator classifier's `classes` beside its numeric
+  `class_ids` and `probabilities`) are left out, said per output, as long as one numeric output remains; inputs
+  cannot be left out (the model needs them), so those stay in and are refused by `convert_saved_model`.
+  """
+  kept = [t for t in signature.get("outputs", []) if t["dtype"] in CONVERTIBLE_DTYPES]
+  if not kept:
+    return signature, {}
+  left_out = {t["name"]: f"{t['dtype']} output: ONNX variants carry numeric tensors only"
+              for t in signature["outputs"] if t["dtype"] not in CONVERTIBLE_DTYPES}
+  return dict(signature, outputs=kept), left_out
+
+
 @contextlib.contextmanager
 def _quiet_tf2onnx():
   """tf2onnx logs every node at INFO; keep its errors (an unsupported op is logged there first)."""
@@ -48,7 +63,8 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
   Args:
     saved_model_dir: the normal export.
     signature_key: the signature to convert.
-    signature: {"inputs": [...], "outputs": [...]} in the SavedModel's terms (`BuildJob.signature`).
+    signature: {"inputs": [...], "outputs": [...]} in the SavedModel's terms (`BuildJob.signature`), reduced by
+      `convertible_signature` to the outputs the model should have.
     opset: the ONNX opset to target (tf2onnx 1.17 writes 7-18).
 
   Returns:
@@ -61,6 +77,7 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
   refused = refused_tensors(signature)
   if refused:
     raise ConversionError("the signature cannot be expressed as a numeric ONNX model: " + "; ".join(refused))
+  wanted = {t["name"] for t in signature["outputs"]}
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tf2onnx import optimizer, tf_loader, tfonnx  # pylint: disable=g-import-not-at-top
 
@@ -73,6 +90,8 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
     except Exception as err:  # pylint: disable=broad-except
       raise ConversionError(f"tf2onnx could not load and freeze signature {signature_key!r}: "
                             f"{type(err).__name__}: {err}") from err
+    # Only the outputs the variant carries (see `convertible_signature`); tf2onnx names them after the signature.
+    outputs = [o for o in outputs if renames.get(o, o) in wanted]
     with tf.Graph().as_default() as tf_graph:
       tf.import_graph_def(graph_def, name="")
       try:
