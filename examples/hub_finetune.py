@@ -15,9 +15,12 @@ Keras: tensorflow_hub's KerasLayer is a Keras 2 layer, so the model is built wit
 TF 2.15, and the `tf_keras` package on TF 2.16+ (where `tf.keras` is Keras 3, which cannot hold it).
 
 Each epoch writes a new numbered export under --export_dir: the normal SavedModel (with the hub module's
-variables, fine-tuned or not, and any assets it carries), its frozen graph, the calibration samples captured
-from the validation pass, and TF-TRT FP32/FP16/INT8 variants (recorded as skipped, with the reason, on
-machines without TensorRT and a GPU). Ends with what was exported, where, and the status of each artifact.
+variables, fine-tuned or not, and any assets it carries), its frozen graph, the samples captured from the
+validation pass (for INT8 calibration, and held out for verification), and the deployment variants: ONNX
+FP32/FP16/INT8, produced and verified anywhere; TF-TRT SavedModels and TensorRT engines where TensorRT and a
+GPU are available (otherwise recorded as skipped, with the reason). Ends with the table of every artifact,
+how the samples were split and where the manifest is; TensorFlow's start-up messages stay hidden (set
+TF_CPP_MIN_LOG_LEVEL or --verbosity yourself to see them).
 """
 
 import os
@@ -25,13 +28,13 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
 # Runnable from a checkout without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from examples.digits import load_digits  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tftrt_keras import flags as tftrt_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tftrt_keras import quiet_console  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 
@@ -139,23 +142,21 @@ def build_model(keras, hub_module, fine_tune):
 
 
 def print_latest_export(manifest_path, export_dir):
-  """Prints each artifact of the export's manifest: status, path, and the reasons for what was not made."""
+  """Prints what the callback's table does not say about the latest export: how its samples were split,
+  warnings about them, what verification judged on, and where the manifest is."""
   from tftrt_keras.summary import describe_export  # pylint: disable=g-import-not-at-top
   print(f"\nLatest export, in {os.path.abspath(export_dir)}:")
-  print(describe_export(manifest_path))
+  print(describe_export(manifest_path, list_artifacts=False))
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  quiet_console.quiet_absl()  # app.run has just applied --verbosity (or its default)
+  quiet_console.import_tensorflow()  # its start-up messages stay off the console
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tftrt_keras  # pylint: disable=g-import-not-at-top
   from tftrt_keras import keras_flavor  # pylint: disable=g-import-not-at-top
-  # Keep the per-epoch lines and the summary readable (TF's INFO lines about saving go through absl).
-  tf.get_logger().setLevel("ERROR")
-  logging.set_verbosity(logging.WARNING)
   keras = keras_2()
   keras.utils.set_random_seed(FLAGS.seed)
 
@@ -184,5 +185,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  quiet_console.quiet_tensorflow()  # before TensorFlow loads (in main)
   define_flags()
   app.run(main)

@@ -1,12 +1,23 @@
-"""Train a small digit classifier with Keras and get TF-TRT variants of it as a by-product.
+"""Train a small digit classifier with Keras and get its deployment variants, verified, as a by-product.
 
 The data ships with scikit-learn (8x8 digits), so this runs without any download:
 
   python examples/train_keras.py --export_dir=/tmp/digits --epochs=5
 
-Each epoch writes a new numbered export under --export_dir: the normal SavedModel, its frozen graph, the
-calibration samples captured from the validation pass, and TF-TRT FP32/FP16/INT8 variants (recorded as
-skipped, with the reason, on machines without TensorRT and a GPU). Ends with a table of every artifact.
+This is the main job (`scripts/run_main_job.sh`). Each epoch writes a new numbered export under --export_dir:
+the normal SavedModel, its frozen graph, the samples captured from the validation pass (some for INT8
+calibration, others held out for verification: 45% of the digits are validation data, so verification can
+judge on 500 samples beside the calibration batches), and the deployment variants:
+  - ONNX FP32, FP16 and INT8 (explicit Q/DQ) models, produced and verified with ONNX Runtime on any machine;
+  - TF-TRT FP32/FP16/INT8 SavedModels (TensorFlow 2.15-2.17) and TensorRT engines, built where TensorRT and an
+    NVIDIA GPU are available, otherwise recorded as skipped with the reason.
+The servable ONNX (and TensorRT) variants are published into a Triton model repository next to the export
+(--export_triton_repository, default runs/train_keras/triton; pass an empty value to skip it).
+
+The console shows Keras' per-epoch lines, one line per export and, at the end, the table of every artifact
+with the reasons for what was not made, how the samples were split and where the manifest is. TensorFlow's
+start-up messages stay hidden (set TF_CPP_MIN_LOG_LEVEL or --verbosity yourself to see them); the export
+worker's own log is `manifests/<version>/worker.log`.
 """
 
 import os
@@ -20,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from examples.digits import load_digits  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tftrt_keras import flags as tftrt_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tftrt_keras import quiet_console  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 
@@ -29,11 +41,14 @@ def define_flags():
   flags.adopt_module_key_flags(tftrt_flags)  # so that --help lists the export flags too
   flags.DEFINE_integer("epochs", 5, "Training epochs (one export per epoch).")
   flags.DEFINE_integer("batch_size", 32, "Training and validation batch size.")
-  flags.DEFINE_float("validation_fraction", 0.25, "Share of the digits held out for validation.")
+  # 45% of 1797 digits: 808 validation samples, enough for the 256 calibration samples (8 batches of 32) and
+  # 500 verification samples beside them.
+  flags.DEFINE_float("validation_fraction", 0.45, "Share of the digits held out for validation.")
   flags.DEFINE_string("tensorboard_dir", None, "TensorBoard log directory (training curves and verification scalars).")
   flags.DEFINE_boolean("use_tf_keras", False, "On TF 2.17, train with Keras 2 (tf_keras) instead of Keras 3.")
   flags.DEFINE_integer("seed", 0, "Random seed.")
   FLAGS.set_default("export_dir", os.path.join("runs", "train_keras", "export"))
+  FLAGS.set_default("export_triton_repository", os.path.join("runs", "train_keras", "triton"))
 
 
 def build_model(keras):
@@ -53,10 +68,10 @@ def build_model(keras):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  quiet_console.quiet_absl()  # app.run has just applied --verbosity (or its default)
+  quiet_console.import_tensorflow()  # its start-up messages stay off the console
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tftrt_keras  # pylint: disable=g-import-not-at-top
-  tf.get_logger().setLevel("ERROR")  # keep the per-epoch lines and the summary readable
   from tftrt_keras.summary import describe_export  # pylint: disable=g-import-not-at-top
   if FLAGS.use_tf_keras:
     import tf_keras as keras  # pylint: disable=g-import-not-at-top
@@ -75,11 +90,13 @@ def main(argv):
   if not export.manifest_paths:
     print("No export was written (save_best_only saw no improvement).")
     return 0
+  # The callback has printed the table of every artifact; what it does not say about the latest export:
   print(f"\nLatest export, in {os.path.abspath(FLAGS.export_dir)}:")
-  print(describe_export(export.manifest_paths[-1]))
+  print(describe_export(export.manifest_paths[-1], list_artifacts=False))
   return 0
 
 
 if __name__ == "__main__":
+  quiet_console.quiet_tensorflow()  # before TensorFlow loads (the callback's import of it, in main)
   define_flags()
   app.run(main)

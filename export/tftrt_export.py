@@ -1,12 +1,33 @@
-r"""tftrt-export: build the frozen graph and TF-TRT variants of an existing SavedModel.
+r"""tftrt-export: build the deployment variants of an existing SavedModel, each verified, with a manifest.
 
   tftrt-export --saved_model_dir=/models/resnet --output_dir=/serving/resnet \
-      --precisions=FP16,INT8 --calibration_data=calibration.npz
+      --export_precisions=FP16,INT8 --calibration_data=calibration.npz
 
-The output directory gets the layout the training callbacks write (the SavedModel copied as a new numbered
-version, variants beside it, a manifest). Prints the summary table; exits 0 when the normal export and every
-attempted artifact are usable (variants skipped because TF-TRT cannot run here included), 1 when an artifact
-failed or was rejected by verification, 2 on bad arguments.
+The output directory gets the layout the training callbacks write: the SavedModel copied as a new numbered
+version, its frozen graph, the calibration samples, the variants of each format beside it (TF-TRT
+SavedModels, ONNX FP32/FP16/INT8, TensorRT engines; a format that cannot run here is recorded as skipped
+with the reason) and `manifests/<version>/manifest.json` with `report.md`.
+
+Flags of this tool:
+  --saved_model_dir     the SavedModel to convert (required).
+  --output_dir          export root to write the new version into (required; created when missing).
+  --signature_key       signature to freeze and convert (default serving_default).
+  --calibration_data    .npz with one array per signature input, samples along axis 0; required for INT8.
+                        Some samples are held out for verification; the output says how many.
+  --calibration_batch_size  batch size for calibration and engine building (default --export_max_batch_size
+                        or 8).
+  --json                print the manifest as JSON instead of the tables.
+Export flags (shared with the training scripts, see `tftrt_keras.flags`): --export_precisions,
+--export_formats, --export_format_options (JSON), --export_max_batch_size, --export_max_workspace_size_bytes,
+--export_minimum_segment_size, --export_maximum_cached_engines, --export_require_tensorrt,
+--export_gpu_memory_limit_mb, --export_conversion_device, --export_timeout_seconds, --export_verify,
+--export_verification_samples, --export_exports_to_keep, --export_triton_repository (publish the servable
+ONNX and TensorRT variants into a Triton model repository) and --export_triton_model_name.
+
+Prints the artifact table, how the samples were split, the verification table and the manifest's path.
+Exit codes: 0 when the normal export and every attempted artifact are usable (variants skipped because their
+format cannot run here included); 1 when an artifact failed or was rejected by verification; 2 on bad
+arguments (nothing is written then), including --export_require_tensorrt when TF-TRT cannot run here.
 """
 
 import json
@@ -16,6 +37,7 @@ from absl import app
 from absl import flags
 
 from tftrt_keras import flags as tftrt_flags
+from tftrt_keras import quiet_console
 
 FLAGS = flags.FLAGS
 _HELP_ARGS = {"--help", "-help", "-h", "--helpshort", "-?"}
@@ -26,43 +48,58 @@ def define_flags(flag_values=FLAGS):
   flags.DEFINE_string("output_dir", None, "Export root to write the new version into.", flag_values=flag_values)
   flags.DEFINE_string("signature_key", "serving_default", "Signature to freeze and convert.", flag_values=flag_values)
   flags.DEFINE_string("calibration_data", None, ".npz with one array per signature input (samples along axis 0); "
-                      "required for INT8.", flag_values=flag_values)
+                      "required for INT8. Part of the samples is held out for verification.",
+                      flag_values=flag_values)
   flags.DEFINE_integer("calibration_batch_size", None, "Batch size for calibration and engine building "
-                       "(default: --max_batch_size or 8).", flag_values=flag_values)
-  flags.DEFINE_boolean("json", False, "Print the manifest as JSON instead of the table.", flag_values=flag_values)
+                       "(default: --export_max_batch_size or 8).", lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_boolean("json", False, "Print the manifest as JSON instead of the tables.", flag_values=flag_values)
   tftrt_flags.define_export_flags(flag_values, export_dir=False, training=False)
+
+
+def render_result(manifest, manifest_path, output_dir):
+  """The text `tftrt-export` prints for one finished export: artifacts, sample notes, verification, manifest."""
+  from tftrt_keras.report import verification_table  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.summary import export_notes, summary_table  # pylint: disable=g-import-not-at-top
+  parts = [summary_table([manifest], root=output_dir)]
+  notes = export_notes(manifest)
+  if notes:
+    parts.append("\n".join(notes))
+  table = verification_table(manifest, notes=False)  # the artifact table gives each reason already
+  if table:
+    parts.append(table)
+  parts.append(f"Manifest: {manifest_path}")
+  return "\n\n".join(parts)
 
 
 def run_from_flags(flag_values=FLAGS, out=sys.stdout):
   """Runs one offline export from parsed flags; returns the process exit code."""
   # Imported here so that `--help` answers without loading TensorFlow.
   from tftrt_keras.errors import TensorRTUnavailableError  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.export_layout import ExportLayout  # pylint: disable=g-import-not-at-top
   from tftrt_keras.manifest import FAILED, REJECTED  # pylint: disable=g-import-not-at-top
   from tftrt_keras.offline_export import export_saved_model  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.summary import summary_table  # pylint: disable=g-import-not-at-top
   try:
     options = tftrt_flags.conversion_options_from_flags(flag_values)
     manifest = export_saved_model(
         flag_values.saved_model_dir, flag_values.output_dir, signature_key=flag_values.signature_key,
         calibration_data=flag_values.calibration_data, calibration_batch_size=flag_values.calibration_batch_size,
-        options=options, exports_to_keep=flag_values.exports_to_keep)
+        options=options, exports_to_keep=flag_values.export_exports_to_keep)
   except (ValueError, TensorRTUnavailableError) as err:
     print(f"tftrt-export: {err}", file=sys.stderr)
     return 2
+  manifest_path = ExportLayout(flag_values.output_dir).manifest_path(manifest["version"])
   if flag_values.json:
     print(json.dumps(manifest, indent=2), file=out)
   else:
-    print(summary_table([manifest], root=flag_values.output_dir), file=out)
-    from tftrt_keras.report import verification_table  # pylint: disable=g-import-not-at-top
-    table = verification_table(manifest)
-    if table:
-      print("\n" + table, file=out)
+    print(render_result(manifest, manifest_path, flag_values.output_dir), file=out)
   return 1 if any(e["status"] in (FAILED, REJECTED) for e in manifest["artifacts"].values()) else 0
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  quiet_console.quiet_absl()  # app.run has just applied --verbosity (or its default)
+  quiet_console.import_tensorflow()  # its start-up messages stay off the console
   return run_from_flags()
 
 
@@ -78,6 +115,7 @@ def _parse_flags(argv):
 
 def run():
   """Console-script entry point (`tftrt-export`)."""
+  quiet_console.quiet_tensorflow()  # before anything imports TensorFlow
   define_flags()
   if _HELP_ARGS & set(sys.argv[1:]):
     # absl's --help lists the flags of the __main__ module only; a console script's are defined here and in

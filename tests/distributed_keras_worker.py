@@ -32,7 +32,8 @@ def main(export_dir, result_path, flavor, with_callback=True):
   options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
   train = tf.data.Dataset.from_tensor_slices((x, y)).batch(16).with_options(options)
   val = tf.data.Dataset.from_tensor_slices((xv, yv)).batch(16).with_options(options)
-  callback = tftrt_keras.TrtExport(export_dir, precisions=("FP16", "INT8"), calibration_batches=2, verbose=0)
+  callback = tftrt_keras.TrtExport(export_dir, formats=("tftrt",), precisions=("FP16", "INT8"),
+                                   calibration_batches=2, verbose=0)
   started = time.monotonic()
   model.fit(train, validation_data=val, epochs=2, callbacks=[callback] if with_callback else [], verbose=0)
   task = json.loads(os.environ["TF_CONFIG"])["task"]

@@ -1,14 +1,24 @@
 """Keras flavours present in this environment, and small models for callback tests."""
 
+import functools
+import importlib.util
+
 import numpy as np
 import tensorflow as tf
 
 
 def flavors():
-  """TF 2.15: Keras 2 as tf.keras. TF 2.17: Keras 3, and Keras 2 through tf_keras."""
+  """The Keras flavours installed beside this TF line, the line's own first.
+
+  TF 2.15: Keras 2 as tf.keras. TF 2.16 and later: Keras 3, and Keras 2 through tf_keras where it is installed
+  (TF 2.17's environment has it; TF 2.21's has not).
+  """
   if tf.__version__.startswith("2.15"):
     return ["tf.keras"]
-  return ["keras3", "tf_keras"]
+  found = ["keras3"]
+  if importlib.util.find_spec("tf_keras") is not None:
+    found.append("tf_keras")
+  return found
 
 
 def keras_for(flavor):
@@ -58,3 +68,22 @@ def indexed_validation(n=160, features=8):
   """Validation inputs that say where they came from: row i is 1000 + i (training data lies in [0, 1))."""
   x = (1000 + np.repeat(np.arange(n, dtype="float32")[:, None], features, axis=1))
   return x, np.zeros(n, "int32")
+
+
+@functools.lru_cache(maxsize=None)
+def _tensorrt_status():
+  from tftrt_keras.preflight import check_tensorrt  # pylint: disable=g-import-not-at-top
+  return check_tensorrt()
+
+
+def assert_tftrt_outcome(entry):
+  """A TF-TRT variant's manifest entry is what this machine allows: `ok` where TF-TRT runs (preflight usable on a
+  TF line that has TF-TRT), else `skipped` with the reason the preflight (or the TF line) gives."""
+  from tftrt_keras.formats.tftrt import tensorflow_has_tftrt  # pylint: disable=g-import-not-at-top
+  status = _tensorrt_status()
+  if not tensorflow_has_tftrt():
+    assert entry["status"] == "skipped" and "TF-TRT does not exist in TensorFlow" in entry["reason"], entry
+  elif status.usable:
+    assert entry["status"] == "ok", entry
+  else:
+    assert entry["status"] == "skipped" and status.reason in entry["reason"], (entry, status.reason)

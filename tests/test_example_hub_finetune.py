@@ -27,22 +27,29 @@ def _latest_manifest(root):
 
 def _assert_artifacts_as_a_user_expects(manifest, stdout):
   artifacts = manifest["artifacts"]
-  assert set(artifacts) == {"native", "frozen", "calibration", "tftrt_fp32", "tftrt_fp16", "tftrt_int8"}
+  assert {"native", "frozen", "calibration", "onnx_fp32", "onnx_fp16", "onnx_int8"} <= set(artifacts)
   assert artifacts["native"]["status"] == "ok"
   assert artifacts["calibration"]["status"] == "ok" and artifacts["calibration"]["samples"] > 0
   # A variables-only hub module freezes; should a module ever not, the manifest must say why.
   assert artifacts["frozen"]["status"] == "ok" or (artifacts["frozen"]["status"] == "skipped"
                                                    and artifacts["frozen"]["reason"]), artifacts["frozen"]
   from tftrt_keras.preflight import check_tensorrt  # pylint: disable=g-import-not-at-top
-  for name in ("tftrt_fp32", "tftrt_fp16", "tftrt_int8"):
+  for name in [n for n in artifacts if n.startswith(("tftrt_", "trt_"))]:
     if check_tensorrt().usable:
       assert artifacts[name]["status"] == "ok", artifacts[name]
     else:
       assert artifacts[name]["status"] == "skipped" and "TensorRT" in artifacts[name]["reason"], artifacts[name]
-  # The closing lines tell the user each artifact's status and where it is.
-  closing = stdout[stdout.index("Latest export, in"):]
+  # The table at the end of training gives each artifact of this export its status, printed once.
+  assert stdout.count("tftrt_keras exports:") == 1
+  table = stdout[stdout.index("tftrt_keras exports:"):stdout.index("Latest export, in")]
+  rows = {(line.split()[0], line.split()[1]): line.split()[2] for line in table.splitlines()[3:]
+          if line[:1].isdigit()}
   for name, entry in artifacts.items():
-    assert f"  {name:<12} {entry['status']}" in closing
+    assert rows[(str(manifest["version"]), name)] == entry["status"]
+  # The closing lines: how the samples were split, and where the manifest is.
+  closing = stdout[stdout.index("Latest export, in"):]
+  assert "Calibration: " in closing
+  assert f"manifests/{manifest['version']}/manifest.json" in closing
 
 
 def _serve_normal_export(root, version, images):
@@ -95,7 +102,8 @@ def test_help_explains_the_hub_module_keras_2_and_lists_the_flags():
   # absl's --help prints the usage and exits; a crash would leave a traceback instead.
   assert "Traceback" not in result.stderr, result.stderr[-2000:]
   for flag in ("--hub_module", "--epochs", "--batch_size", "--[no]fine_tune", "--seed", "--export_dir",
-               "--precisions", "--calibration_batches", "--exports_to_keep", "--[no]require_tensorrt"):
+               "--export_precisions", "--export_calibration_batches", "--export_exports_to_keep",
+               "--[no]export_require_tensorrt", "--export_formats"):
     assert flag in result.stdout, f"{flag} missing from --help"
   assert "hub.KerasLayer" in result.stdout and "tf_keras" in result.stdout and "digits" in result.stdout
 
@@ -113,7 +121,7 @@ def test_a_hub_module_path_that_is_no_saved_model_is_refused_by_name(tmp_path):
 def test_without_a_module_it_writes_one_fine_tunes_it_and_the_export_serves_the_models_predictions(tmp_path):
   root = tmp_path / "export"
   predictions = tmp_path / "predictions.npz"
-  result = _run([f"--export_dir={root}", "--epochs=1", "--fine_tune", "--calibration_batches=3", "--seed=3",
+  result = _run([f"--export_dir={root}", "--epochs=1", "--fine_tune", "--export_calibration_batches=3", "--seed=3",
                  f"--predictions_file={predictions}"])
   assert result.returncode == 0, result.stderr[-4000:]
 
@@ -141,7 +149,7 @@ def test_a_users_module_is_used_frozen_and_exported_with_its_weights_unchanged(t
   root = tmp_path / "export"
   predictions = tmp_path / "predictions.npz"
   result = _run([f"--export_dir={root}", f"--hub_module={module}", "--nofine_tune", "--epochs=2",
-                 "--batch_size=64", "--calibration_batches=2", f"--predictions_file={predictions}"])
+                 "--batch_size=64", "--export_calibration_batches=2", f"--predictions_file={predictions}"])
   assert result.returncode == 0, result.stderr[-4000:]
 
   assert not (tmp_path / "digit_features_module").exists()  # it used the given module, wrote none

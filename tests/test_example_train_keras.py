@@ -13,33 +13,51 @@ SCRIPT = os.path.join(ROOT, "examples", "train_keras.py")
 
 
 def _run(args, cwd):
-  return subprocess.run([sys.executable, SCRIPT] + args, cwd=cwd, capture_output=True, text=True, timeout=420)
+  return subprocess.run([sys.executable, SCRIPT] + args, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 def test_help_reads_well(tmp_path):
   result = _run(["--help"], tmp_path)
   assert result.returncode == 1, result.stderr  # absl's --help exits 1 after printing the usage
-  assert "digit classifier" in result.stdout
-  for flag in ("--export_dir", "--precisions", "--calibration_batches", "--epochs", "--[no]require_tensorrt"):
+  assert "digit classifier" in result.stdout and "ONNX" in result.stdout
+  for flag in ("--export_dir", "--export_precisions", "--export_calibration_batches", "--epochs",
+               "--[no]export_require_tensorrt", "--export_formats", "--export_triton_repository"):
     assert flag in result.stdout
+  assert "default: '0.45'" in result.stdout  # validation share: room for 500 verification samples
 
 
-def test_trains_and_ends_with_a_full_export(tmp_path):
+@pytest.mark.slow
+def test_trains_and_ends_with_verified_onnx_variants_and_a_triton_repository(tmp_path):
+  """Defaults of the main job except two epochs: >= 500 verification samples, ONNX variants verified here."""
   export_dir = tmp_path / "export"
-  result = _run([f"--export_dir={export_dir}", "--epochs=2", "--calibration_batches=4"], tmp_path)
+  result = _run([f"--export_dir={export_dir}", "--epochs=2"], tmp_path)
   assert result.returncode == 0, result.stderr[-3000:]
   out = result.stdout
   assert "Epoch 2/2" in out and "val_accuracy" in out  # per-epoch lines while it trains
   assert "tftrt_keras exports:" in out  # the summary table
   with open(export_dir / "manifests" / "2" / "manifest.json") as f:
     manifest = json.load(f)
-  statuses = {k: v["status"] for k, v in manifest["artifacts"].items()}
+  artifacts = manifest["artifacts"]
+  statuses = {k: v["status"] for k, v in artifacts.items()}
   assert statuses["native"] == statuses["frozen"] == statuses["calibration"] == "ok"
   assert manifest["source"]["epoch"] == 2 and manifest["source"]["metrics"]["val_accuracy"] > 0.5
-  for name in ("tftrt_fp32", "tftrt_fp16", "tftrt_int8"):
-    # Here TF-TRT cannot run: skipped with the reason, printed on one line.
-    assert statuses[name] == "skipped"
-    assert manifest["artifacts"][name]["reason"] in out
-  assert "tftrt_fp32, tftrt_fp16, tftrt_int8: " in out
+  assert manifest["verification"]["samples"] >= 500
+  assert f"Verification judged on {manifest['verification']['samples']} held-out samples" in out
+  for name in ("onnx_fp32", "onnx_fp16", "onnx_int8"):
+    assert statuses[name] == "ok", artifacts[name]
+    assert artifacts[name]["verification"]["passed"] is True
+  from tftrt_keras.preflight import check_tensorrt  # pylint: disable=g-import-not-at-top
+  tensorrt_here = check_tensorrt().usable
+  for name in [n for n in artifacts if n.startswith(("tftrt_", "trt_"))]:
+    if tensorrt_here:
+      assert statuses[name] == "ok", artifacts[name]
+    else:
+      # Skipped with the reason, printed once below the table.
+      assert statuses[name] == "skipped" and artifacts[name]["reason"]
+      assert " ".join(out.split()).count(" ".join(artifacts[name]["reason"].split())) == 1
+  # The Triton repository beside the export (runs/train_keras/triton, relative to the working directory).
+  triton = tmp_path / "runs" / "train_keras" / "triton"
+  assert os.path.realpath(manifest["serving"]["triton"]["repository"]) == os.path.realpath(triton)
+  assert (triton / "export_onnx_fp32" / "config.pbtxt").is_file()
   assert os.path.isfile(export_dir / "2" / "saved_model.pb")
   assert os.path.isfile(export_dir / "frozen" / "2" / "frozen_graph.pb")

@@ -1,21 +1,26 @@
 """TrtExport with real `fit` calls on every Keras flavour of this TF line (tier tf).
 
-TF-TRT cannot run here, so the real backend records the TF-TRT variants as skipped; tests that need a
-produced variant use the TEST DOUBLE `tests.fake_trt_backend.FakeTrtBackendForTests` and say so.
+Tests that do not look at variants ask for `formats=("tftrt",)`, which costs nothing where TF-TRT cannot run;
+TF-TRT outcomes are asserted for both cases (`ok` where the preflight says TF-TRT runs, else `skipped` with its
+reason). Tests that need a produced variant use the TEST DOUBLE `tests.fake_trt_backend.FakeTrtBackendForTests`
+and say so.
 """
 
 import json
+import logging as python_logging
 import os
+import warnings
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import tftrt_keras
-from tests.keras_models import classifier, indexed_validation, train_data
+from tests.keras_models import assert_tftrt_outcome, classifier, indexed_validation, train_data
 from tests.saved_models import FAKE_BACKEND
 
 pytestmark = pytest.mark.tf
+TFTRT = ("tftrt",)  # the one format that costs nothing where TensorRT is missing
 
 
 def _statuses(path):
@@ -28,27 +33,29 @@ def _manifest(path):
     return json.load(f)
 
 
-def _fit(model, callback, epochs=2, validation=True, **kwargs):
+def _fit(model, callback, epochs=2, validation=True, callbacks_after=(), **kwargs):
   x, y = train_data()
   xv, yv = train_data(64, seed=1)
   return model.fit(x, y, validation_data=(xv, yv) if validation else None, batch_size=32, epochs=epochs,
-                   callbacks=[callback], verbose=0, **kwargs)
+                   callbacks=[callback, *callbacks_after], verbose=0, **kwargs)
 
 
 @pytest.mark.parametrize("kind", ["sequential", "functional", "subclassed"])
 def test_each_epoch_writes_a_loadable_normal_export_and_a_manifest(keras, kind, tmp_path):
   model = classifier(keras, kind)
-  callback = tftrt_keras.TrtExport(tmp_path / "exports", calibration_batches=2, verbose=0)
+  callback = tftrt_keras.TrtExport(tmp_path / "exports", formats=TFTRT, calibration_batches=2, verbose=0)
   _fit(model, callback)
 
   assert [os.path.relpath(p, tmp_path / "exports") for p in callback.manifest_paths] == [
       os.path.join("manifests", "1", "manifest.json"), os.path.join("manifests", "2", "manifest.json")]
   manifest = _manifest(callback.manifest_paths[-1])
   assert manifest["version"] == 2 and manifest["source"]["kind"] == "keras" and manifest["source"]["epoch"] == 2
-  assert {k: v["status"] for k, v in manifest["artifacts"].items()} == {
-      "native": "ok", "frozen": "ok", "calibration": "ok",
-      "tftrt_fp32": "skipped", "tftrt_fp16": "skipped", "tftrt_int8": "skipped"}
-  assert "TensorRT" in manifest["artifacts"]["tftrt_int8"]["reason"]
+  artifacts = manifest["artifacts"]
+  assert list(artifacts) == ["native", "frozen", "calibration", "tftrt_fp32", "tftrt_fp16", "tftrt_int8"]
+  assert {k: artifacts[k]["status"] for k in ("native", "frozen", "calibration")} == {
+      "native": "ok", "frozen": "ok", "calibration": "ok"}
+  for name in ("tftrt_fp32", "tftrt_fp16", "tftrt_int8"):
+    assert_tftrt_outcome(artifacts[name])
   # The normal export serves what the trained model computes, for any batch size.
   loaded = tf.saved_model.load(str(tmp_path / "exports" / "2"))
   serve = loaded.signatures["serving_default"]
@@ -58,49 +65,75 @@ def test_each_epoch_writes_a_loadable_normal_export_and_a_manifest(keras, kind, 
   np.testing.assert_allclose(output.numpy(), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
 
 
-def test_validation_metrics_are_unchanged_by_capture(keras, tmp_path):
+def test_validation_metrics_are_bit_identical_with_capture(keras, tmp_path):
   results = []
   for capture in (False, True):
     keras.utils.set_random_seed(0)
     model = classifier(keras)
-    callbacks = [tftrt_keras.TrtExport(tmp_path / f"e{capture}", precisions=("FP16",), verbose=0,
-                                       calibration_batches=3)] if capture else []
+    callbacks = [tftrt_keras.TrtExport(tmp_path / f"e{capture}", precisions=("FP16",), formats=TFTRT, verbose=0,
+                                       calibration_batches=3, verification_samples=40)] if capture else []
     x, y = train_data()
-    xv, yv = train_data(96, seed=1)
+    xv, yv = train_data(200, seed=1)  # 13 batches: 6 go through capture's own step, 7 through Keras'
     history = model.fit(x, y, validation_data=(xv, yv), batch_size=16, epochs=2, callbacks=callbacks, verbose=0)
-    results.append(history.history["val_loss"])
-  np.testing.assert_allclose(results[1], results[0], rtol=1e-6)
+    results.append({k: v for k, v in history.history.items() if k.startswith("val_")})
+    if capture:
+      assert 0 < callbacks[0]._capture.pulled < 2 * 13  # pylint: disable=protected-access
+  assert sorted(results[1]) == sorted(results[0]) == ["val_accuracy", "val_loss"]
+  for name, values in results[0].items():
+    np.testing.assert_array_equal(results[1][name], values, err_msg=name)
 
 
-def test_calibration_samples_come_from_validation_and_span_the_whole_pass(keras, tmp_path):
+def _captured_batch_indices(path, file_name, batch_size):
+  """The validation batches whose rows a samples file holds (rows of `indexed_validation` are 1000 + index)."""
+  rows = np.load(path / file_name)["features"][:, 0] - 1000
+  assert rows.min() >= 0, "a captured sample is not from the validation data"
+  batches = sorted(set((rows // batch_size).astype(int)))
+  assert len(rows) == len(batches) * batch_size  # whole batches, inputs only
+  return batches
+
+
+def test_calibration_and_verification_samples_are_disjoint_and_span_the_whole_pass(keras, tmp_path):
   model = classifier(keras)
   x, y = train_data()
-  xv, yv = indexed_validation(n=160)  # 20 batches of 8, rows numbered 1000 + i
-  callback = tftrt_keras.TrtExport(tmp_path / "e", calibration_batches=4, verbose=0, seed=3)
-  model.fit(x, y, validation_data=(xv, yv), batch_size=8, epochs=1, callbacks=[callback], verbose=0)
+  xv, yv = indexed_validation(n=640)  # 160 batches of 4, rows numbered 1000 + i, sorted
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, calibration_batches=24, verification_samples=94,
+                                   verbose=0, seed=3)
+  model.fit(x, y, validation_data=(xv, yv), batch_size=4, epochs=2, callbacks=[callback], verbose=0)
 
-  calibration = np.load(tmp_path / "e" / "calibration" / "1" / "calibration.npz")
-  verification = np.load(tmp_path / "e" / "calibration" / "1" / "verification.npz")
-  rows = np.concatenate([calibration["features"][:, 0], verification["features"][:, 0]]) - 1000
-  assert rows.min() >= 0, "a captured sample is not from the validation data"
-  batches = sorted(set((rows // 8).astype(int)))
-  assert len(batches) == 4 and len(rows) == 32  # whole batches, inputs only
-  # Not the first batches of the pass: the sample reaches into the second half of the (sorted) data.
-  assert batches != [0, 1, 2, 3] and max(batches) >= 10
-  # Calibration and held-out verification samples never overlap.
-  assert not set(calibration["features"][:, 0]) & set(verification["features"][:, 0])
+  for version in (1, 2):  # the first pass samples without knowing its length, the second one knows it
+    directory = tmp_path / "e" / "calibration" / str(version)
+    calibration = _captured_batch_indices(directory, "calibration.npz", 4)
+    verification = _captured_batch_indices(directory, "verification.npz", 4)
+    assert len(calibration) == 24
+    assert len(verification) == 24  # 94 samples asked, batches of 4: ceil(94 / 4)
+    assert not set(calibration) & set(verification)
+    for sample in (calibration, verification):
+      assert min(sample) < 40 and max(sample) >= 120, sample  # the first and the last quarter of the pass
+    manifest = _manifest(tmp_path / "e" / "manifests" / str(version) / "manifest.json")
+    assert manifest["artifacts"]["calibration"]["samples"] == 96
+    assert manifest["artifacts"]["calibration"]["verification_samples"] == 96
 
 
-def test_capture_memory_is_bounded_by_calibration_batches(primary_keras, tmp_path):
+def test_capture_memory_is_bounded_and_later_passes_pull_only_what_they_keep(primary_keras, tmp_path):
   model = classifier(primary_keras)
   x, y = train_data()
   xv, yv = indexed_validation(n=400)
-  callback = tftrt_keras.TrtExport(tmp_path / "e", precisions=("FP16",), calibration_batches=2, verbose=0)
-  model.fit(x, y, validation_data=(xv, yv), batch_size=8, epochs=1, callbacks=[callback], verbose=0)
-  capture = callback._capture  # pylint: disable=protected-access
-  assert len(capture.last_pass) == 2
-  # Values were copied out of far fewer than the 50 validation batches.
-  assert capture.pulled < 25
+  callback = tftrt_keras.TrtExport(tmp_path / "e", precisions=("FP16",), formats=TFTRT, calibration_batches=2,
+                                   verification_samples=16, verbose=0)
+  pulled = []
+
+  class CountPulled(primary_keras.callbacks.Callback):
+    def on_test_end(self, logs=None):
+      pulled.append(callback._capture.pulled)  # pylint: disable=protected-access
+  model.fit(x, y, validation_data=(xv, yv), batch_size=8, epochs=3, callbacks=[callback, CountPulled()],
+            verbose=0)
+  per_pass = [b - a for a, b in zip([0] + pulled, pulled)]
+  # 2 calibration + 2 verification batches kept of 50: the first pass pulls ~4 (1 + ln(50 / 4)) of them, later
+  # passes (same length) exactly the 4 they keep.
+  assert per_pass[0] < 25 and per_pass[1:] == [4, 4], per_pass
+  calibration = np.load(tmp_path / "e" / "calibration" / "3" / "calibration.npz")["features"]
+  verification = np.load(tmp_path / "e" / "calibration" / "3" / "verification.npz")["features"]
+  assert len(calibration) == len(verification) == 16
 
 
 def test_multiple_inputs_as_list_and_dict(keras, tmp_path):
@@ -115,7 +148,7 @@ def test_multiple_inputs_as_list_and_dict(keras, tmp_path):
     model = keras.Model([a, b] if structure == "list" else {"alpha": a, "beta": b}, out)
     model.compile("adam", "sparse_categorical_crossentropy")
     data = [xa, xb] if structure == "list" else {"alpha": xa, "beta": xb}
-    callback = tftrt_keras.TrtExport(tmp_path / structure, calibration_batches=2, verbose=0)
+    callback = tftrt_keras.TrtExport(tmp_path / structure, formats=TFTRT, calibration_batches=2, verbose=0)
     model.fit(data, y, validation_data=(data, y), batch_size=16, epochs=1, callbacks=[callback], verbose=0)
     samples = np.load(tmp_path / structure / "calibration" / "1" / "calibration.npz")
     assert sorted(samples.files) == ["alpha", "beta"]
@@ -129,7 +162,7 @@ def test_multiple_inputs_as_list_and_dict(keras, tmp_path):
 def test_calibration_data_overrides_capture(primary_keras, tmp_path):
   model = classifier(primary_keras)
   given = np.full((40, 8), 7.0, dtype="float32")
-  callback = tftrt_keras.TrtExport(tmp_path / "e", precisions=("INT8",), calibration_data=given,
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("INT8",), calibration_data=given,
                                    calibration_batches=4, max_batch_size=10, verbose=0)
   _fit(model, callback, epochs=1, validation=False)
   samples = np.load(tmp_path / "e" / "calibration" / "1" / "calibration.npz")["features"]
@@ -138,7 +171,7 @@ def test_calibration_data_overrides_capture(primary_keras, tmp_path):
 
 def test_int8_without_validation_or_calibration_data_fails_before_the_first_step(primary_keras, tmp_path):
   model = classifier(primary_keras)
-  callback = tftrt_keras.TrtExport(tmp_path / "e", precisions=("INT8",), verbose=0)
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("INT8",), verbose=0)
   with pytest.raises(ValueError, match=r"`calibration_data`.*validation_data"):
     _fit(model, callback, validation=False)
   assert int(model.optimizer.iterations.numpy()) == 0
@@ -147,10 +180,12 @@ def test_int8_without_validation_or_calibration_data_fails_before_the_first_step
 
 def test_fp16_only_trains_without_validation_data(primary_keras, tmp_path):
   model = classifier(primary_keras)
-  callback = tftrt_keras.TrtExport(tmp_path / "e", precisions=("FP16",), verbose=0)
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP16",), verbose=0)
   _fit(model, callback, epochs=1, validation=False)
-  assert _statuses(callback.manifest_paths[0]) == {"native": "ok", "frozen": "ok", "calibration": "skipped",
-                                                   "tftrt_fp16": "skipped"}
+  artifacts = _manifest(callback.manifest_paths[0])["artifacts"]
+  assert {k: v["status"] for k, v in artifacts.items() if k != "tftrt_fp16"} == {
+      "native": "ok", "frozen": "ok", "calibration": "skipped"}
+  assert_tftrt_outcome(artifacts["tftrt_fp16"])
 
 
 @pytest.mark.parametrize("kwargs,argument", [
@@ -165,6 +200,12 @@ def test_fp16_only_trains_without_validation_data(primary_keras, tmp_path):
     (dict(calibration_data="calib.npz"), "calibration_data"),
     (dict(input_signature=[None]), "input_signature"),
     (dict(timeout_seconds=0), "timeout_seconds"),
+    (dict(formats=("tensorflow-lite",)), "formats"),
+    (dict(format_options={"tflite": {}}), "format_options"),
+    (dict(conversion_policy="oldest"), "conversion_policy"),
+    (dict(verification_samples=0), "verification_samples"),
+    (dict(conversion_device="tpu:0"), "conversion_device"),
+    (dict(triton_model_name=""), "triton_model_name"),
 ])
 def test_bad_arguments_are_refused_with_the_argument_named(kwargs, argument, tmp_path):
   with pytest.raises(ValueError) as raised:
@@ -176,7 +217,7 @@ def test_bad_arguments_are_refused_with_the_argument_named(kwargs, argument, tmp
 
 def test_require_tensorrt_fails_before_the_first_step_here(primary_keras, tmp_path):
   model = classifier(primary_keras)
-  callback = tftrt_keras.TrtExport(tmp_path / "e", require_tensorrt=True, verbose=0)
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, require_tensorrt=True, verbose=0)
   with pytest.raises(tftrt_keras.TensorRTUnavailableError, match="TensorRT"):
     _fit(model, callback)
   assert int(model.optimizer.iterations.numpy()) == 0
@@ -194,7 +235,7 @@ def _scripted_metric(keras_module, values):
 def test_save_best_only_exports_on_improvement_only(primary_keras, tmp_path):
   model = classifier(primary_keras)
   scripted = _scripted_metric(primary_keras, [1.0, 3.0, 2.0, 5.0])
-  callback = tftrt_keras.TrtExport(tmp_path / "e", precisions=("FP16",), monitor="scripted", mode="max",
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP16",), monitor="scripted", mode="max",
                                    save_best_only=True, verbose=0)
   x, y = train_data()
   model.fit(x, y, epochs=4, batch_size=32, callbacks=[scripted, callback], verbose=0)
@@ -205,7 +246,7 @@ def test_save_best_only_exports_on_improvement_only(primary_keras, tmp_path):
 def test_initial_value_threshold_holds_back_exports_until_beaten(primary_keras, tmp_path):
   model = classifier(primary_keras)
   scripted = _scripted_metric(primary_keras, [1.0, 3.0, 2.0, 5.0])
-  callback = tftrt_keras.TrtExport(tmp_path / "e", precisions=("FP16",), monitor="scripted", mode="max",
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP16",), monitor="scripted", mode="max",
                                    save_best_only=True, initial_value_threshold=4.0, verbose=0)
   x, y = train_data()
   model.fit(x, y, epochs=4, batch_size=32, callbacks=[scripted, callback], verbose=0)
@@ -214,7 +255,7 @@ def test_initial_value_threshold_holds_back_exports_until_beaten(primary_keras, 
 
 def test_save_freq_in_batches(primary_keras, tmp_path):
   model = classifier(primary_keras)
-  callback = tftrt_keras.TrtExport(tmp_path / "e", precisions=("FP16",), save_freq=3, verbose=0)
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP16",), save_freq=3, verbose=0)
   x, y = train_data(128)
   model.fit(x, y, epochs=1, batch_size=16, callbacks=[callback], verbose=0)  # 8 steps -> exports at 3 and 6
   steps = [_manifest(p)["source"]["step"] for p in callback.manifest_paths]
@@ -227,9 +268,9 @@ def test_versions_continue_across_runs_and_retention_keeps_the_newest(primary_ke
   users_own.mkdir(parents=True)
   (users_own / "keep.txt").write_text("mine")
   model = classifier(primary_keras)
-  first = tftrt_keras.TrtExport(root, precisions=("FP16",), exports_to_keep=2, verbose=0)
+  first = tftrt_keras.TrtExport(root, formats=TFTRT, precisions=("FP16",), exports_to_keep=2, verbose=0)
   _fit(model, first, epochs=3)
-  second = tftrt_keras.TrtExport(root, precisions=("FP16",), exports_to_keep=2, verbose=0)
+  second = tftrt_keras.TrtExport(root, formats=TFTRT, precisions=("FP16",), exports_to_keep=2, verbose=0)
   _fit(model, second, epochs=1)  # a resumed run: a new callback on the same root
 
   def versions(callback):
@@ -241,24 +282,30 @@ def test_versions_continue_across_runs_and_retention_keeps_the_newest(primary_ke
   assert (users_own / "keep.txt").read_text() == "mine"
 
 
-def test_a_second_run_on_the_same_root_is_refused_while_the_first_holds_it(primary_keras, tmp_path):
+def test_a_second_run_on_the_same_root_is_refused_while_the_first_fit_runs(primary_keras, tmp_path):
   model = classifier(primary_keras)
-  holder = tftrt_keras.TrtExport(tmp_path / "e", precisions=("FP16",), verbose=0)
-  holder.set_model(model)
-  holder.on_train_begin()
-  try:
-    other = tftrt_keras.TrtExport(tmp_path / "e", precisions=("FP16",), verbose=0)
-    with pytest.raises(tftrt_keras.ExportRootBusy, match="is in use by another exporter in this process"):
-      _fit(classifier(primary_keras), other, epochs=1)
-  finally:
-    holder.on_train_end()
+  holder = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP16",), verbose=0)
+  refused = []
+
+  class SecondRunInside(primary_keras.callbacks.Callback):
+    """While the holder's fit() runs (we are inside it), another run on the same root must be refused."""
+
+    def on_epoch_end(self, epoch, logs=None):
+      other = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP16",), verbose=0)
+      with pytest.raises(tftrt_keras.ExportRootBusy, match="is in use by another exporter in this process") as err:
+        _fit(classifier(primary_keras), other, epochs=1)
+      refused.append(str(err.value))
+  model.fit(*train_data(), epochs=1, verbose=0, callbacks=[holder, SecondRunInside()])
+  assert len(refused) == 1
+  assert _statuses(holder.manifest_paths[0])["native"] == "ok"  # the holder's run went on
 
 
 def test_a_conversion_failure_is_recorded_and_training_goes_on(keras, tmp_path, monkeypatch):
   """Uses the TEST DOUBLE backend, told to fail FP16."""
   monkeypatch.setenv("FAKE_TRT_FAIL", "FP16")
   model = classifier(keras)
-  callback = tftrt_keras.TrtExport(tmp_path / "e", precisions=("FP32", "FP16"), backend=FAKE_BACKEND, verbose=0)
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP32", "FP16"), backend=FAKE_BACKEND,
+                                   verbose=0)
   history = _fit(model, callback, epochs=2)
   assert len(history.history["loss"]) == 2
   manifest = _manifest(callback.manifest_paths[-1])
@@ -271,7 +318,8 @@ def test_a_conversion_failure_is_recorded_and_training_goes_on(keras, tmp_path, 
 def test_a_snapshot_failure_is_recorded_and_training_goes_on(primary_keras, tmp_path):
   model = classifier(primary_keras)
   wrong = tf.TensorSpec([None, 5], tf.float32, name="features")  # the model takes 8 features
-  callback = tftrt_keras.TrtExport(tmp_path / "e", precisions=("FP16",), input_signature=wrong, verbose=0)
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP16",), input_signature=wrong,
+                                   verbose=0)
   history = _fit(model, callback, epochs=2)
   assert len(history.history["loss"]) == 2
   manifest = _manifest(callback.manifest_paths[0])
@@ -288,8 +336,8 @@ def test_blocking_export_is_complete_when_the_epoch_ends(primary_keras, tmp_path
   class Inspect(primary_keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
       seen.append(_statuses(export.manifest_paths[-1]))
-  export = tftrt_keras.TrtExport(tmp_path / "e", precisions=("FP32",), blocking=True, backend=FAKE_BACKEND,
-                                 verbose=0)
+  export = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP32",), blocking=True,
+                                 backend=FAKE_BACKEND, verbose=0)
   x, y = train_data()
   model.fit(x, y, validation_data=train_data(32, seed=1), epochs=1, batch_size=32, callbacks=[export, Inspect()],
             verbose=0)
@@ -313,8 +361,8 @@ def _scalars(log_dir):
 def test_verification_figures_reach_tensorboard_next_to_the_training_curves(primary_keras, tmp_path):
   model = classifier(primary_keras)
   log_dir = tmp_path / "logs"
-  callback = tftrt_keras.TrtExport(tmp_path / "e", precisions=("FP16",), calibration_batches=4, log_dir=log_dir,
-                                   verbose=0)
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP16",), calibration_batches=4,
+                                   log_dir=log_dir, verbose=0)
   x, y = train_data()
   model.fit(x, y, validation_data=train_data(64, seed=1), batch_size=16, epochs=1, callbacks=[callback], verbose=0)
   manifest = _manifest(callback.manifest_paths[0])
@@ -325,3 +373,112 @@ def test_verification_figures_reach_tensorboard_next_to_the_training_curves(prim
   assert steps_and_values == [(manifest["source"]["step"], pytest.approx(
       max(o["max_abs_error"] for o in frozen["outputs"].values()), rel=1e-6))]
   assert any(tag.startswith("verification/frozen/latency_p50_ms_batch") for tag in scalars)
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional"])
+def test_fit_with_trtexport_says_only_what_it_does(keras, kind, tmp_path, capsys, caplog):
+  """No Keras warning that fit without TrtExport would not give, no absl INFO line of ours in the trainer:
+  one line per export naming the variants being built, and the table once at the end."""
+  model = classifier(keras, kind)
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP16", "INT8"), verbose=1)
+  caplog.set_level(python_logging.DEBUG)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    _fit(model, callback, epochs=2)
+  structure = [str(w.message) for w in caught if "structure" in str(w.message)]
+  assert structure == []
+  ours = [r for r in caplog.records if r.levelno < python_logging.WARNING and "tftrt_keras" in r.pathname]
+  assert ours == [], [r.getMessage() for r in ours]
+  printed = capsys.readouterr().out.splitlines()
+  export_lines = [line for line in printed if line.startswith("tftrt_keras: exported version")]
+  assert [line.split(";")[1].strip() for line in export_lines] == [
+      "converting tftrt_fp16, tftrt_int8 in the background"] * 2
+  assert sum(line.startswith("tftrt_keras exports:") for line in printed) == 1
+  assert printed.index(export_lines[-1]) < printed.index("tftrt_keras exports:")
+
+
+def test_an_interrupted_fit_does_not_block_the_next_run_and_its_exports_are_closed(primary_keras, tmp_path,
+                                                                                      monkeypatch):
+  """Ctrl-C in a notebook: a KeyboardInterrupt raised mid-fit, then the same cell again in the same process.
+  The first run's conversion is held mid-write by the TEST DOUBLE backend, so it is still running then."""
+  root = tmp_path / "e"
+  monkeypatch.setenv("FAKE_TRT_RELEASE_FILE", str(tmp_path / "never"))  # the first run's worker never finishes
+
+  class CtrlC(primary_keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+      if epoch == 1:
+        raise KeyboardInterrupt
+
+  model = classifier(primary_keras)
+  first = tftrt_keras.TrtExport(root, formats=TFTRT, precisions=("FP32",), backend=FAKE_BACKEND, verbose=0)
+  with pytest.raises(KeyboardInterrupt):
+    _fit(model, first, epochs=4, callbacks_after=[CtrlC()])
+  assert [_manifest(p)["version"] for p in first.manifest_paths] == [1, 2]
+  assert "pending" in _statuses(first.manifest_paths[-1]).values()  # its conversion is still running
+
+  monkeypatch.delenv("FAKE_TRT_RELEASE_FILE")
+  second = tftrt_keras.TrtExport(root, formats=TFTRT, precisions=("FP32",), backend=FAKE_BACKEND, verbose=0)
+  history = _fit(model, second, epochs=1)  # the same model, as a notebook cell run again
+  assert len(history.history["loss"]) == 1
+  assert [_manifest(p)["version"] for p in second.manifest_paths] == [3]
+  assert _statuses(second.manifest_paths[0])["tftrt_fp32"] == "ok"
+  for path in first.manifest_paths:
+    artifacts = _manifest(path)["artifacts"]
+    assert "pending" not in {entry["status"] for entry in artifacts.values()}, artifacts
+  interrupted = _manifest(first.manifest_paths[-1])["artifacts"]["tftrt_fp32"]
+  assert interrupted["status"] in ("failed", "skipped") and "interrupted" in interrupted["reason"], interrupted
+  # The model validates with Keras' own function again, not the first run's capture.
+  assert type(model.test_function).__name__ != "CapturingTestFunction"
+  # And the directory is free for a third run.
+  third = tftrt_keras.TrtExport(root, formats=TFTRT, precisions=("FP32",), backend=FAKE_BACKEND, verbose=0)
+  _fit(model, third, epochs=1)
+  assert [_manifest(p)["version"] for p in third.manifest_paths] == [4]
+
+
+@pytest.mark.slow
+def test_exports_to_keep_defaults_to_five(primary_keras, tmp_path):
+  model = classifier(primary_keras)
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=(), precisions=(), verify=False, save_freq=1, verbose=0)
+  x, y = train_data(112)
+  model.fit(x, y, batch_size=16, epochs=1, callbacks=[callback], verbose=0)  # 7 batches, an export after each
+  assert len(callback.manifest_paths) == 7
+  assert sorted(int(n) for n in os.listdir(tmp_path / "e" / "manifests")) == [3, 4, 5, 6, 7]
+  assert sorted(int(n) for n in os.listdir(tmp_path / "e") if n.isdigit()) == [3, 4, 5, 6, 7]
+
+
+def test_from_flags_passes_every_export_flag(tmp_path):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.flags import define_export_flags  # pylint: disable=g-import-not-at-top
+  flag_values = flags.FlagValues()
+  define_export_flags(flag_values)
+  flag_values([
+      "train", f"--export_dir={tmp_path / 'e'}", "--export_precisions=fp16,int8", "--export_formats=onnx",
+      '--export_format_options={"onnx": {}}', "--export_conversion_policy=every",
+      "--export_verification_samples=64", "--export_conversion_device=cpu", "--export_timeout_seconds=120",
+      f"--export_triton_repository={tmp_path / 'models'}", "--export_triton_model_name=digits",
+      "--export_calibration_batches=3", "--export_exports_to_keep=2", "--export_save_best_only",
+      "--export_monitor=val_accuracy", "--export_blocking", "--export_max_batch_size=16"])
+  callback = tftrt_keras.TrtExport.from_flags(flag_values, verbose=0)
+  options = callback.options
+  assert (options.precisions, options.formats, options.conversion_policy, options.verification_samples,
+          options.conversion_device, options.timeout_seconds, options.triton_model_name, options.max_batch_size) == (
+              ("FP16", "INT8"), ("onnx",), "every", 64, "cpu", 120.0, "digits", 16)
+  assert options.triton_repository == str(tmp_path / "models")
+  assert (callback.export_dir, callback.calibration_batches, callback.exports_to_keep, callback.save_best_only,
+          callback.monitor, callback.mode, callback.blocking) == (
+              str(tmp_path / "e"), 3, 2, True, "val_accuracy", "max", True)
+  # An override wins over its flag.
+  assert tftrt_keras.TrtExport.from_flags(flag_values, formats=("tftrt",), verbose=0).options.formats == ("tftrt",)
+
+
+def test_new_arguments_reach_the_conversion_options(tmp_path):
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats="onnx,trt", conversion_policy="every",
+                                   verification_samples=300, conversion_device="GPU:1", triton_model_name="m",
+                                   triton_repository=str(tmp_path / "models"), timeout_seconds=None)
+  options = callback.options
+  assert (options.formats, options.conversion_policy, options.verification_samples, options.conversion_device,
+          options.triton_model_name, options.timeout_seconds) == (("onnx", "trt"), "every", 300, "gpu:1", "m", None)
+  from tftrt_keras.conversion_options import DEFAULT_TIMEOUT_SECONDS  # pylint: disable=g-import-not-at-top
+  defaults = tftrt_keras.TrtExport(tmp_path / "e").options
+  assert (defaults.formats, defaults.timeout_seconds, defaults.verification_samples) == (
+      "auto", DEFAULT_TIMEOUT_SECONDS, 500)

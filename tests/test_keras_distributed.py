@@ -27,7 +27,8 @@ def test_mirrored_strategy_exports_with_capture(primary_keras, tmp_path):
   strategy = tf.distribute.MirroredStrategy()
   with strategy.scope():
     model = classifier(primary_keras)
-  callback = tftrt_keras.TrtExport(tmp_path / "e", precisions=("FP16", "INT8"), calibration_batches=2, verbose=0)
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=("tftrt",), precisions=("FP16", "INT8"),
+                                   calibration_batches=2, verbose=0)
   x, y = train_data()
   model.fit(x, y, validation_data=train_data(64, seed=1), batch_size=16, epochs=1, callbacks=[callback], verbose=0)
   with open(callback.manifest_paths[0]) as f:

@@ -29,11 +29,16 @@ def model(tmp_path_factory):
   return base
 
 
-def test_help_lists_the_flags_without_loading_tensorflow():
+def test_help_lists_the_flags_in_the_words_of_an_existing_saved_model():
   result = _run("--help", timeout=60)
   assert result.returncode == 0, result.stderr
-  for flag in ("--saved_model_dir", "--output_dir", "--precisions", "--calibration_data", "--max_batch_size"):
+  for flag in ("--saved_model_dir", "--output_dir", "--signature_key", "--calibration_data", "--export_precisions",
+               "--export_max_batch_size", "--export_formats", "--export_triton_repository", "--export_exports_to_keep"):
     assert flag in result.stdout
+  text = " ".join(result.stdout.split())
+  for training_words in ("largest captured", "before training", "validation batch"):
+    assert training_words not in text
+  assert "Exit codes: 0 when" in text
   # "Answers quickly" means: TensorFlow is not imported for --help (checked in-process, not by a stopwatch).
   probe = subprocess.run(
       [sys.executable, "-c", "import sys; sys.argv = ['tftrt-export', '--help']\n"
@@ -42,30 +47,45 @@ def test_help_lists_the_flags_without_loading_tensorflow():
   assert probe.stdout.split()[-2:] == ["0", "False"], probe.stdout + probe.stderr
 
 
+def _sections(stdout):
+  """The printed blocks (separated by blank lines): artifact table, reasons, notes, verification, manifest."""
+  return [block for block in stdout.strip().split("\n\n") if block]
+
+
 def test_fp16_int8_export_with_calibration_data(model):
   out = model / "serving"
-  result = _run(f"--saved_model_dir={model / 'model'}", f"--output_dir={out}", "--precisions=FP16,INT8",
-                f"--calibration_data={model / 'x.npz'}")
-  assert result.returncode == 0, result.stderr[-3000:]
-  # The summary table comes first; other tables (verification) may follow after a blank line.
-  summary = result.stdout.split("\n\n")[0].splitlines()
-  assert summary[0].split()[:4] == ["version", "artifact", "status", "path"]
-  rows = {line.split()[1]: line.split() for line in summary[2:]}
-  assert set(rows) == {"native", "frozen", "calibration", "tftrt_fp16", "tftrt_int8"}  # only what was asked for
-  assert rows["native"][2] == "ok" and rows["frozen"][2] == "ok" and rows["calibration"][2] == "ok"
+  result = _run(f"--saved_model_dir={model / 'model'}", f"--output_dir={out}", "--export_precisions=FP16,INT8",
+                f"--calibration_data={model / 'x.npz'}", "--export_verification_samples=4")
   with open(out / "manifests" / "1" / "manifest.json") as f:
     manifest = json.load(f)
-  assert manifest["artifacts"]["calibration"]["samples"] + manifest["artifacts"]["calibration"][
-      "verification_samples"] == 12
-  for name in ("tftrt_fp16", "tftrt_int8"):
-    assert rows[name][2] == manifest["artifacts"][name]["status"]
+  failed = [n for n, e in manifest["artifacts"].items() if e["status"] in ("failed", "rejected")]
+  assert result.returncode == (1 if failed else 0), result.stderr[-3000:]
+  blocks = _sections(result.stdout)
+  summary = blocks[0].splitlines()
+  assert summary[0].split() == ["version", "artifact", "status", "path", "reason"]
+  rows = {line.split()[1]: line.split() for line in summary[2:]}
+  assert list(rows) == list(manifest["artifacts"])  # one row per artifact, only what was asked for
+  assert "tftrt_fp32" not in rows and "onnx_fp32" in rows  # not asked for, but ONNX FP16/INT8 are built from it
+  for name, entry in manifest["artifacts"].items():
+    assert rows[name][2] == entry["status"]
+  assert rows["native"][2] == rows["frozen"][2] == rows["calibration"][2] == "ok"
+  assert rows["onnx_fp32"][2] == "ok"  # ONNX runs everywhere
+  calibration = manifest["artifacts"]["calibration"]
+  assert calibration["samples"] + calibration["verification_samples"] == 12
+  assert f"Calibration: {calibration['split']}." in " ".join(result.stdout.split())
+  for warning in calibration.get("warnings", []):
+    assert f"Warning: {warning}." in " ".join(result.stdout.split())
+  assert any(block.startswith("artifact  ") for block in blocks)  # the verification table
+  assert blocks[-1] == f"Manifest: {out / 'manifests' / '1' / 'manifest.json'}"
   assert os.path.isfile(out / "1" / "saved_model.pb")
 
 
-def test_unknown_precision_exits_2_naming_the_flag(model, tmp_path):
-  result = _run(f"--saved_model_dir={model / 'model'}", f"--output_dir={tmp_path / 'out'}", "--precisions=FP16,FP8")
+def test_unknown_precision_exits_2_with_a_plain_message(model, tmp_path):
+  result = _run(f"--saved_model_dir={model / 'model'}", f"--output_dir={tmp_path / 'out'}",
+                "--export_precisions=FP16,FP8")
   assert result.returncode == 2
-  assert "--precisions" in result.stderr and "FP8" in result.stderr and "FP32,FP16,INT8" in result.stderr
+  assert "--export_precisions=FP16,FP8: expected a subset of FP32,FP16,INT8 (unknown: FP8)" in result.stderr
+  assert "['" not in result.stderr  # no Python list repr
   assert not (tmp_path / "out").exists()
 
 
@@ -76,7 +96,8 @@ def test_missing_required_flag_exits_2(model):
 
 
 def test_int8_without_calibration_data_exits_2_and_writes_nothing(model, tmp_path):
-  result = _run(f"--saved_model_dir={model / 'model'}", f"--output_dir={tmp_path / 'out'}", "--precisions=INT8")
+  result = _run(f"--saved_model_dir={model / 'model'}", f"--output_dir={tmp_path / 'out'}",
+                "--export_precisions=INT8")
   assert result.returncode == 2
   assert "Invalid value for argument `calibration_data`" in result.stderr
   assert "--calibration_data" in result.stderr  # the hint names the flag to pass
@@ -85,7 +106,15 @@ def test_int8_without_calibration_data_exits_2_and_writes_nothing(model, tmp_pat
 
 def test_missing_saved_model_exits_2(tmp_path):
   result = _run(f"--saved_model_dir={tmp_path / 'nothing'}", f"--output_dir={tmp_path / 'out'}",
-                "--precisions=FP16")
+                "--export_precisions=FP16")
   assert result.returncode == 2
   assert "`saved_model_dir`" in result.stderr and str(tmp_path / "nothing") in result.stderr
+  assert not (tmp_path / "out").exists()
+
+
+def test_bad_format_options_exit_2_naming_the_flag(model, tmp_path):
+  result = _run(f"--saved_model_dir={model / 'model'}", f"--output_dir={tmp_path / 'out'}",
+                "--export_format_options={onnx: 1}")
+  assert result.returncode == 2
+  assert "--export_format_options={onnx: 1}: expected a JSON object" in result.stderr
   assert not (tmp_path / "out").exists()

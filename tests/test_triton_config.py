@@ -195,63 +195,91 @@ def test_model_names_come_from_the_option_or_the_export_root():
   assert triton.triton_model_name("resnet", "trt_int8") == "resnet_trt_int8"
 
 
-# --- publish_export on a real export ---------------------------------------------------------------------------
+# --- publish_export on real exports ---------------------------------------------------------------------------
+
+def _classifier_saved_model(path, batch=None):
+  """A real SavedModel: x [batch, 4] -> probabilities [batch, 3] = softmax(x @ w + b), fixed weights."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  class Classifier(tf.Module):
+
+    def __init__(self):
+      super().__init__()
+      rng = np.random.default_rng(0)
+      self.w = tf.Variable(rng.normal(size=(4, 3)).astype("float32"), name="w")
+      self.b = tf.Variable(rng.normal(size=(3,)).astype("float32"), name="b")
+
+    @tf.function(input_signature=[tf.TensorSpec([batch, 4], tf.float32, name="x")])
+    def serve(self, x):
+      return {"probabilities": tf.nn.softmax(tf.matmul(x, self.w) + self.b)}
+
+  module = Classifier()
+  tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
-  """A real export (prepare_export on a real SavedModel), its ONNX FP32 variant `ok`, FP16 rejected and INT8
-  unservable, published with `publish_export`; versions 1 and 2."""
+  """Two real exports (versions 1 and 2) of a real classifier SavedModel through the export pipeline, in this
+  process: `prepare_export`, then `run_export` freezes, builds onnx_fp32/fp16/int8 with the ONNX format, verifies them on
+  300 held-out samples and calls `publish_export`. FP16 is held to a tolerance no FP16 model meets, so
+  verification really rejects it."""
   from tftrt_keras import pipeline  # pylint: disable=g-import-not-at-top
   from tftrt_keras.conversion_options import ConversionOptions  # pylint: disable=g-import-not-at-top
-  from tests import onnx_variant_files, saved_models  # pylint: disable=g-import-not-at-top
+  from tests import saved_models  # pylint: disable=g-import-not-at-top
   base = tmp_path_factory.mktemp("triton_publish")
   root, repository = base / "my_classifier", base / "repository"
-  options = ConversionOptions(formats=("onnx",), max_batch_size=8, triton_repository=str(repository))
-  records = {}
+  options = ConversionOptions(formats=("onnx",), max_batch_size=8, triton_repository=str(repository),
+                              verify_tolerance_fp16=1e-9)
+  manifests = {}
   for version in (1, 2):
     request = pipeline.prepare_export(str(root), version, {"kind": "test"}, options,
-                                      write_native=lambda d: saved_models.classifier(d, seed=0),
-                                      batches=[saved_models.samples(4, seed=s) for s in range(3)])
-    run = pipeline.ExportRun(request)
-    for name in ("onnx_fp32", "onnx_int8"):
-      path = run.layout.path(name, version)
-      onnx_variant_files.classifier_variant(run.job.native_dir, path)
-      run.record(name, "ok", path)
-    with open(os.path.join(run.layout.path("onnx_int8", version), "model.json"), "w") as f:
-      json.dump(dict(CLASSIFIER, inputs=[{"name": "x", "dtype": "float32", "shape": [4, 4]}]), f)
-    run.record("onnx_fp16", "rejected", reason="outputs differ: 0.2 > 0.01")
-    for name, entry in list(run.manifest["artifacts"].items()):
-      if entry["status"] == "pending":  # the steps this test does not run (freezing): closed, as run_export would
-        run.record(name, "skipped", reason="not run by this test")
-    records[version] = triton.publish_export(run)
-    run.save()
-  return {"root": root, "repository": repository, "records": records, "options": options, "run": run}
+                                      write_native=_classifier_saved_model,
+                                      batches=[saved_models.samples(4, seed=s) for s in range(3)],
+                                      verification_batches=[saved_models.samples(100, seed=10 + s) for s in range(3)])
+    manifests[version] = pipeline.run_export(request)
+  return {"root": root, "repository": repository, "manifests": manifests, "options": options,
+          "records": {v: m["serving"]["triton"] for v, m in manifests.items()}}
 
 
 @pytest.mark.tf
 def test_publish_export_writes_ok_variants_and_records_the_rest(published, triton_venv):
+  manifest = published["manifests"][2]
+  statuses = {n: manifest["artifacts"][n]["status"] for n in ("onnx_fp32", "onnx_fp16", "onnx_int8")}
+  assert statuses == {"onnx_fp32": "ok", "onnx_fp16": "rejected", "onnx_int8": "ok"}, manifest["artifacts"]
   record = published["records"][2]
   repository = published["repository"]
   assert record["repository"] == str(repository)
-  assert set(record["models"]) == {"my_classifier_onnx_fp32"}
-  model = record["models"]["my_classifier_onnx_fp32"]
-  assert (model["variant"], model["version"], model["platform"], model["max_batch_size"]) == (
-      "onnx_fp32", 2, "onnxruntime_onnx", 8)
-  assert record["left_out"]["onnx_fp16"] == "the variant is rejected: outputs differ: 0.2 > 0.01"
-  assert "fixed batch dimension (4)" in record["left_out"]["onnx_int8"]
-  assert sorted(os.listdir(repository)) == ["my_classifier_onnx_fp32"]
-  model_dir = repository / "my_classifier_onnx_fp32"
-  assert sorted(n for n in os.listdir(model_dir) if n.isdigit()) == ["1", "2"]
-  manifest = json.loads((published["root"] / "manifests" / "2" / "manifest.json").read_text())
-  assert manifest["serving"]["triton"] == record
-  config_path = str(model_dir / "config.pbtxt")
-  parsed = triton_helpers.parse_configs([config_path])[config_path]
-  with open(model_dir / "2" / "model.json") as f:
-    metadata = json.load(f)
-  _check_tensors(parsed["input"], metadata, "inputs")
-  _check_tensors(parsed["output"], metadata, "outputs")
-  assert parsed["max_batch_size"] == 8
-  assert parsed["dynamic_batching"]["preferred_batch_size"] == [4]  # calibration batches of 4 were captured
+  assert set(record["models"]) == {"my_classifier_onnx_fp32", "my_classifier_onnx_int8"}
+  for variant in ("onnx_fp32", "onnx_int8"):
+    model = record["models"][f"my_classifier_{variant}"]
+    assert (model["variant"], model["version"], model["platform"], model["max_batch_size"]) == (
+        variant, 2, "onnxruntime_onnx", 8)
+    assert model["path"] == str(repository / f"my_classifier_{variant}" / "2")
+  reason = manifest["artifacts"]["onnx_fp16"]["reason"]
+  assert reason and record["left_out"] == {"onnx_fp16": f"the variant is rejected: {reason}"}
+  assert sorted(os.listdir(repository)) == ["my_classifier_onnx_fp32", "my_classifier_onnx_int8"]
+  on_disk = json.loads((published["root"] / "manifests" / "2" / "manifest.json").read_text())
+  assert on_disk["serving"]["triton"] == record
+  assert published["records"][1]["models"]["my_classifier_onnx_fp32"]["version"] == 1
+  config_paths = [str(repository / name / "config.pbtxt") for name in sorted(record["models"])]
+  parsed_configs = triton_helpers.parse_configs(config_paths)
+  for name, config_path in zip(sorted(record["models"]), config_paths):
+    model_dir = repository / name
+    assert sorted(n for n in os.listdir(model_dir) if n.isdigit()) == ["1", "2"]
+    variant = record["models"][name]["variant"]
+    # The version holds the variant the ONNX format built, not a copy made to look like it.
+    assert (model_dir / "2" / "model.onnx").read_bytes() == (
+        published["root"] / variant / "2" / "model.onnx").read_bytes()
+    with open(model_dir / "2" / "model.json") as f:
+      metadata = json.load(f)
+    assert (metadata["format"], metadata["artifact"]) == ("onnx", variant)
+    parsed = parsed_configs[config_path]
+    assert parsed["name"] == name and parsed["platform"] == "onnxruntime_onnx"
+    _check_tensors(parsed["input"], metadata, "inputs")
+    _check_tensors(parsed["output"], metadata, "outputs")
+    assert parsed["max_batch_size"] == 8
+    assert parsed["dynamic_batching"]["preferred_batch_size"] == [4]  # calibration batches of 4 were captured
   assert not any(n.startswith(".tmp-") for n in os.listdir(published["root"]))  # the staging directory is gone
 
 
@@ -261,5 +289,30 @@ def test_export_retention_removes_the_triton_versions_too(published):
   root, repository = published["root"], published["repository"]
   ExportLayout(str(root)).retain(1)
   deleted = triton.retain_for_export(str(root), published["options"])
-  assert deleted == [str(repository / "my_classifier_onnx_fp32" / "1")]
-  assert sorted(n for n in os.listdir(repository / "my_classifier_onnx_fp32") if n.isdigit()) == ["2"]
+  assert sorted(deleted) == [str(repository / name / "1") for name in ("my_classifier_onnx_fp32",
+                                                                        "my_classifier_onnx_int8")]
+  for name in ("my_classifier_onnx_fp32", "my_classifier_onnx_int8"):
+    assert sorted(n for n in os.listdir(repository / name) if n.isdigit()) == ["2"]
+
+
+@pytest.mark.tf
+def test_an_ok_variant_with_a_fixed_batch_dimension_is_left_out_with_the_reason(tmp_path):
+  """A real export of the classifier traced for batches of exactly 4: its ONNX FP32 variant is built and verified,
+  and the repository does not get a model Triton would batch wrongly."""
+  from tftrt_keras import pipeline  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.conversion_options import ConversionOptions  # pylint: disable=g-import-not-at-top
+  from tests import saved_models  # pylint: disable=g-import-not-at-top
+  repository = tmp_path / "repository"
+  options = ConversionOptions(formats=("onnx",), precisions=("FP32",), max_batch_size=4,
+                              triton_repository=str(repository))
+  request = pipeline.prepare_export(str(tmp_path / "fixed"), 1, {"kind": "test"}, options,
+                                    write_native=lambda d: _classifier_saved_model(d, batch=4),
+                                    batches=[saved_models.samples(4, seed=s) for s in range(8)])
+  manifest = pipeline.run_export(request)
+  assert manifest["artifacts"]["onnx_fp32"]["status"] == "ok", manifest["artifacts"]["onnx_fp32"]
+  with open(tmp_path / "fixed" / "onnx_fp32" / "1" / "model.json") as f:
+    assert json.load(f)["inputs"][0]["shape"] == [4, 4]
+  record = manifest["serving"]["triton"]
+  assert record["models"] == {}
+  assert "fixed batch dimension (4)" in record["left_out"]["onnx_fp32"]
+  assert os.listdir(repository) == []

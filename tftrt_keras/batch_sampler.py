@@ -1,10 +1,18 @@
-"""A uniform random sample of k batches over one pass of unknown length, in bounded memory.
+"""Uniform random samples of batches over one pass of unknown length, in bounded memory.
 
-Reservoir sampling (Vitter's Algorithm R): batch i (0-based) enters the reservoir with probability k/(i+1),
-replacing a uniformly chosen resident. Whether a batch is wanted is decided *before* it is read
-(`wants(i)`), so capture costs nothing on the batches it does not keep: the caller only pulls a batch's
-values out of the device for the ~k(1 + ln(n/k)) batches that enter the reservoir. Memory holds at most k
-batches, whatever n is.
+`BatchReservoir` keeps k batches with reservoir sampling (Vitter's Algorithm R): batch i (0-based) enters the
+reservoir with probability k/(i+1), replacing a uniformly chosen resident. Whether a batch is wanted is decided
+*before* it is read (`wants()`), so capture costs nothing on the batches it does not keep: the caller only pulls
+a batch's values out of the device for the ~k(1 + ln(n/k)) batches that enter the reservoir. Memory holds at
+most k batches, whatever n is.
+
+With `reuse_pass_length=True`, a pass after the first one that ended normally draws its k positions in advance
+among the previous pass's n (validation passes of one `fit` have the same length): exactly k batches are
+pulled instead of ~k(1 + ln(n/k)). Batches beyond n, if the pass turns out longer, continue with Algorithm R's
+rule, so the sample stays uniform over the whole pass either way.
+
+`SplitReservoir` keeps two disjoint uniform samples of one pass (calibration and verification): one reservoir
+of both sizes together, whose kept batches are split at random at the end of the pass.
 """
 
 import random
@@ -15,13 +23,17 @@ class BatchReservoir:
 
   Args:
     capacity: k, the number of batches kept.
-    seed: the sampling decisions depend only on the seed and the batch index, so every worker of a
-      distributed run makes the same decisions (they trace and run identical steps).
+    seed: the sampling decisions depend only on the seed, the batch index and the previous pass's length, so
+      every worker of a distributed run makes the same decisions (they trace and run identical steps).
+    reuse_pass_length: draw the positions in advance from the previous pass's length (see the module
+      docstring); the sample is uniform either way, this only pulls fewer batches.
   """
 
-  def __init__(self, capacity, seed=0):
+  def __init__(self, capacity, seed=0, reuse_pass_length=False):
     self.capacity = int(capacity)
     self._rng = random.Random(seed)
+    self._reuse_pass_length = bool(reuse_pass_length)
+    self._previous_length = None
     self.last_pass = []      # the previous pass's sample, in batch order
     self.last_indices = []   # and the positions those batches had in their pass
     self.begin_pass()
@@ -32,11 +44,27 @@ class BatchReservoir:
     self._kept = []          # (index, batch)
     self._index = 0
     self._slot_for_next = None
+    self._planned = None
+    n = self._previous_length
+    if self._reuse_pass_length and n is not None and n > self.capacity > 0:
+      self._planned = frozenset(self._rng.sample(range(n), self.capacity))
+      self._planned_length = n
+
+  def resize(self, capacity):
+    """Changes k while the current pass is still filling the reservoir (no batch was dropped yet)."""
+    capacity = int(capacity)
+    if self._index > min(self.capacity, capacity) or self._planned is not None:
+      raise ValueError(f"cannot resize a reservoir from {self.capacity} to {capacity} after {self._index} "
+                       "batches of a pass")
+    self.capacity = capacity
 
   def wants(self):
     """Decides for the next batch (index = batches seen so far); must be followed by `offer` or `skip`."""
     i = self._index
-    if i < self.capacity:
+    if self._planned is not None and i < self._planned_length:
+      self._slot_for_next = len(self._kept) if i in self._planned else None
+      return self._slot_for_next is not None
+    if len(self._kept) < self.capacity:  # filling (also after a plan that fell short of its length)
       self._slot_for_next = len(self._kept)
       return True
     j = self._rng.randrange(i + 1)
@@ -60,9 +88,103 @@ class BatchReservoir:
   def seen(self):
     return self._index
 
+  @property
+  def kept(self):
+    """How many batches the current pass holds."""
+    return len(self._kept)
+
   def end_pass(self):
     """Closes the pass; `last_pass` then holds its sample in the order the batches came."""
     if self._kept:
       self.last_pass = [batch for _, batch in sorted(self._kept, key=lambda e: e[0])]
       self.last_indices = sorted(index for index, _ in self._kept)
+    if self._index:
+      self._previous_length = self._index
+    self._kept = []
+    self._planned = None
+    return self.last_pass
+
+
+class SplitReservoir:
+  """Two disjoint uniform samples from each pass: `calibration_capacity` and `verification_capacity` batches.
+
+  One reservoir keeps both sizes together (a uniform sample of the pass); at the end of the pass its batches are
+  assigned at random, so both samples are uniform over the whole pass and never share a batch. When the pass
+  has fewer batches than both together, they are shared in proportion to the two capacities (calibration keeps at
+  least one batch, verification too when there are two or more).
+
+  Args:
+    calibration_capacity: batches kept for calibration.
+    verification_capacity: batches kept for verification; may be set later with `set_verification_capacity`
+      while the first pass is still filling (the number of batches may depend on the first batch's size).
+    seed: as for `BatchReservoir`; the split depends only on the seed and the pass count too.
+    reuse_pass_length: as for `BatchReservoir`.
+  """
+
+  def __init__(self, calibration_capacity, verification_capacity=0, seed=0, reuse_pass_length=True):
+    self.calibration_capacity = int(calibration_capacity)
+    self.verification_capacity = int(verification_capacity)
+    self._joint = BatchReservoir(self.calibration_capacity + self.verification_capacity, seed=seed,
+                                 reuse_pass_length=reuse_pass_length)
+    self._split_rng = random.Random(f"split-{seed}")
+    self.last_pass = []               # calibration batches of the previous pass, in pass order
+    self.last_indices = []
+    self.last_verification = []       # verification batches of the previous pass, in pass order
+    self.last_verification_indices = []
+
+  def set_verification_capacity(self, capacity):
+    """Sets the verification sample size (in batches); see `BatchReservoir.resize` for when it may change."""
+    self._joint.resize(self.calibration_capacity + int(capacity))
+    self.verification_capacity = int(capacity)
+
+  def begin_pass(self):
+    self.last_pass, self.last_indices, self.last_verification, self.last_verification_indices = [], [], [], []
+    self._joint.begin_pass()
+
+  def wants(self):
+    return self._joint.wants()
+
+  def offer(self, batch):
+    self._joint.offer(batch)
+
+  def skip(self):
+    self._joint.skip()
+
+  @property
+  def seen(self):
+    return self._joint.seen
+
+  @property
+  def capacity(self):
+    return self._joint.capacity
+
+  def held(self):
+    """Batches held right now (the current pass's and the previous pass's), for memory accounting."""
+    current = [b for _, b in self._joint._kept]  # pylint: disable=protected-access
+    return current + self.last_pass + self.last_verification
+
+  def end_pass(self):
+    """Closes the pass; returns the calibration sample (the verification one is `last_verification`)."""
+    kept = self._joint._kept  # pylint: disable=protected-access
+    self._joint.end_pass()
+    if not kept:
+      return self.last_pass
+    entries = sorted(kept, key=lambda e: e[0])
+    count = len(entries)
+    calibration = min(self.calibration_capacity, count)
+    if count < self.calibration_capacity + self.verification_capacity:
+      calibration = round(count * self.calibration_capacity / (self.calibration_capacity +
+                                                               self.verification_capacity))
+      # Calibration keeps at least one batch (INT8 needs it; with none left for verification, the pipeline
+      # holds out a part of the calibration samples), verification one when there are two or more.
+      calibration = max(calibration, 1 if self.calibration_capacity else 0)
+      if count >= 2 and self.verification_capacity:
+        calibration = min(calibration, count - 1)
+    chosen = set(self._split_rng.sample(range(count), calibration))
+    calibration_entries = [e for i, e in enumerate(entries) if i in chosen]
+    verification_entries = [e for i, e in enumerate(entries) if i not in chosen]
+    self.last_pass = [b for _, b in calibration_entries]
+    self.last_indices = [i for i, _ in calibration_entries]
+    self.last_verification = [b for _, b in verification_entries]
+    self.last_verification_indices = [i for i, _ in verification_entries]
     return self.last_pass

@@ -51,11 +51,7 @@ def signature_from_model(model):
   inputs = getattr(model, "inputs", None)
   if not inputs:
     return None
-  structure = None
-  for attribute in ("_inputs_struct", "_nested_inputs"):  # Keras 3, Keras 2
-    structure = getattr(model, attribute, None)
-    if structure is not None:
-      break
+  structure = _input_structure(model)
   structure = inputs if structure is None else structure
 
   def to_spec(t):
@@ -63,6 +59,23 @@ def signature_from_model(model):
     name = name.split(":")[0] if name else None
     return _spec_with_free_batch(tf, name, tuple(t.shape), getattr(t.dtype, "name", t.dtype))
   return _named(tf, tf.nest.map_structure(to_spec, structure))
+
+
+def _input_structure(model):
+  """The nesting of inputs the model's `call` expects: a single tensor, a list or a dict.
+
+  Keras 3 warns ("The structure of `inputs` doesn't match the expected structure") when a single-input model is
+  called with a one-element list, and a Keras 3 `Sequential` lists its inputs (`model.inputs`) while the
+  functional model it wraps (`_functional`) expects one tensor: its structure is the one that counts.
+  """
+  for owner in (getattr(model, "_functional", None), model):
+    if owner is None:
+      continue
+    for attribute in ("_inputs_struct", "_nested_inputs"):  # Keras 3, Keras 2
+      structure = getattr(owner, attribute, None)
+      if structure is not None:
+        return structure
+  return None
 
 
 def signature_from_batch(x):

@@ -63,7 +63,7 @@ def export_saved_model(saved_model_dir, output_dir, *, signature_key=DEFAULT_SIG
   samples = _samples_from(calibration_data, signature)
   if "INT8" in options.precisions and samples is None:
     raise invalid_argument("calibration_data", None, "calibration samples (.npz) when precisions include INT8",
-                           hint="Pass --calibration_data, or drop INT8 from --precisions.")
+                           hint="Pass --calibration_data, or drop INT8 from --export_precisions.")
   if calibration_batch_size is not None and (not isinstance(calibration_batch_size, int) or calibration_batch_size <= 0):
     raise invalid_argument("calibration_batch_size", calibration_batch_size, "a positive integer")
   if options.require_tensorrt:

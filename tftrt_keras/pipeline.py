@@ -355,7 +355,12 @@ def _build_variants(run, variants):
     started = time.monotonic()
     try:
       path, details = run.build_into_temp(name, lambda d, f=fmt, p=precision, s=source_dir: f.build(run.job, p, s, d))
-      run.record(name, OK, path, built_from=source, seconds=round(time.monotonic() - started, 3), **(details or {}))
+      details = dict(details or {})
+      # A variant carries at most the outputs its source carries (trt_fp32 from an onnx_fp32 without strings).
+      inherited = run.manifest["artifacts"].get(source, {}).get("outputs_left_out")
+      if inherited:
+        details["outputs_left_out"] = dict(inherited, **details.get("outputs_left_out", {}))
+      run.record(name, OK, path, built_from=source, seconds=round(time.monotonic() - started, 3), **details)
     except VariantUnavailable as err:
       run.record(name, SKIPPED, reason=str(err))
     except VariantFailed as err:

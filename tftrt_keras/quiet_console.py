@@ -11,14 +11,22 @@ library loads. It sets only what a user has not set: an explicit `TF_CPP_MIN_LOG
 `--verbosity` wins. It never touches `TF_ENABLE_ONEDNN_OPTS` (that changes numerics; only its log line is
 hidden, through the log level).
 
+Since TensorFlow 2.18 some start-up lines go through Abseil's C++ logging before it is initialised ("All log
+messages before absl::InitializeLog() is called are written to STDERR"), which no log level reaches:
+`import_tensorflow()` imports TensorFlow with the process's stderr (file descriptor 2) set aside, and shows
+what was printed only when the import fails.
+
 Example:
   from tftrt_keras import quiet_console
   quiet_console.quiet_tensorflow()   # before `import tensorflow`
-  import tensorflow as tf
+  ...
+  tf = quiet_console.import_tensorflow()
 """
 
 import logging
 import os
+import sys
+import tempfile
 
 # TensorFlow's C++ log level: 3 hides INFO, WARNING and ERROR lines of the C++ runtime. The start-up factory
 # registration messages are ERROR lines, so 2 is not enough.
@@ -30,7 +38,6 @@ ORIGINAL_CPP_LOG_LEVEL_VARIABLE = "TFTRT_KERAS_ORIGINAL_TF_CPP_MIN_LOG_LEVEL"
 
 
 def tensorflow_is_loaded():
-  import sys  # pylint: disable=g-import-not-at-top
   return "tensorflow" in sys.modules
 
 
@@ -71,3 +78,34 @@ def quiet_absl():
   if verbosity is not None and verbosity.present:
     return
   absl_logging.set_verbosity(absl_logging.ERROR)
+
+
+def import_tensorflow():
+  """Imports and returns `tensorflow`, keeping what it prints while loading off the console.
+
+  Only when this module quieted the console (the user set no `TF_CPP_MIN_LOG_LEVEL` of their own) and
+  TensorFlow is not loaded yet; otherwise a plain import. If the import fails, everything it printed is
+  written to stderr before the error propagates.
+  """
+  quiet_tensorflow()
+  if tensorflow_is_loaded() or ORIGINAL_CPP_LOG_LEVEL_VARIABLE not in os.environ:
+    import tensorflow  # pylint: disable=g-import-not-at-top
+    return tensorflow
+  sys.stderr.flush()
+  saved = os.dup(2)
+  try:
+    with tempfile.TemporaryFile() as captured:
+      os.dup2(captured.fileno(), 2)
+      try:
+        import tensorflow  # pylint: disable=g-import-not-at-top
+      except BaseException:
+        os.dup2(saved, 2)
+        captured.seek(0)
+        sys.stderr.write(captured.read().decode("utf-8", "replace"))
+        sys.stderr.flush()
+        raise
+      finally:
+        os.dup2(saved, 2)
+  finally:
+    os.close(saved)
+  return tensorflow

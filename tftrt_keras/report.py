@@ -6,6 +6,7 @@ import os
 
 REPORT_FILE = "report.md"
 LATENCY_PLOT_FILE = "latency.png"
+MATPLOTLIB_INSTALL_COMMAND = "pip install 'tftrt_keras[report]'"
 _RUNNABLE_ORDER = ("native", "frozen")
 
 
@@ -70,8 +71,14 @@ def verification_rows(manifest):
   return rows
 
 
-def verification_table(manifest):
-  """Fixed-width text table of verification results, as `tftrt-export` prints it ("" when there are none)."""
+def verification_table(manifest, notes=True):
+  """Fixed-width text table of verification results, as `tftrt-export` prints it ("" when there are none).
+
+  Args:
+    manifest: a closed manifest (dict).
+    notes: add one line per rejected or unverifiable artifact below the table (False when its reason is
+      printed elsewhere, as in `tftrt-export`'s artifact table).
+  """
   rows = verification_rows(manifest)
   if not rows:
     summary = manifest.get("verification") or {}
@@ -83,8 +90,8 @@ def verification_table(manifest):
     lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     if i == 0:
       lines.append("  ".join("-" * width for width in widths))
-  notes = _notes(manifest)
-  return "\n".join(lines + ([""] + notes if notes else []))
+  below = _notes(manifest) if notes else []
+  return "\n".join(lines + ([""] + below if below else []))
 
 
 def _notes(manifest):
@@ -108,10 +115,29 @@ def _markdown_table(rows):
   return lines
 
 
-def render_markdown(manifest, latency_plot=LATENCY_PLOT_FILE):
-  """`report.md`'s text: the verification table, per-output figures and thresholds, what was not verified."""
+def _calibration_lines(manifest):
+  """How the captured samples were split, and the warnings about them, as markdown lines ([] when absent)."""
+  calibration = manifest.get("artifacts", {}).get("calibration") or {}
+  lines = []
+  if calibration.get("split"):
+    lines += [f"Samples: {calibration['split']}.", ""]
+  warnings = calibration.get("warnings") or []
+  if warnings:
+    lines += [f"- Warning: {warning}." for warning in warnings] + [""]
+  return lines
+
+
+def render_markdown(manifest, latency_plot=LATENCY_PLOT_FILE, plot_missing_reason=None):
+  """`report.md`'s text: how the samples were split, the verification table, per-output figures and
+  thresholds, what was not verified.
+
+  Args:
+    manifest: a closed manifest (dict).
+    latency_plot: file name of the latency chart to link, or None.
+    plot_missing_reason: one line saying why there is no chart although latency was measured, or None.
+  """
   summary = manifest.get("verification") or {}
-  lines = [f"# Export {manifest['version']}: verification", ""]
+  lines = [f"# Export {manifest['version']}: verification", ""] + _calibration_lines(manifest)
   if summary.get("skipped"):
     return "\n".join(lines + [f"Not verified: {summary['skipped']}.", ""])
   lines.append(f"Compared with the normal export (signature `{manifest.get('signature_key', 'serving_default')}`) "
@@ -143,6 +169,8 @@ def render_markdown(manifest, latency_plot=LATENCY_PLOT_FILE):
     lines.append("")
   if latency_plot:
     lines += [f"![latency]({latency_plot})", ""]
+  elif plot_missing_reason:
+    lines += [plot_missing_reason, ""]
   return "\n".join(lines)
 
 
@@ -190,21 +218,36 @@ def plot_latency(manifest, path):
   return path
 
 
+def matplotlib_missing_reason():
+  """None when matplotlib imports; else the one line `report.md` says instead of the chart."""
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    return (f"No latency chart ({LATENCY_PLOT_FILE}): matplotlib is not installed; "
+            f"`{MATPLOTLIB_INSTALL_COMMAND}` adds it.")
+  return None
+
+
 def write_report(manifest, directory):
-  """Writes `report.md` and `latency.png` into `directory` (the export's manifest directory).
+  """Writes `report.md`, then `latency.png`, into `directory` (the export's manifest directory).
+
+  The markdown comes first and never depends on matplotlib (an optional extra): without it the chart is
+  skipped and `report.md` says so in one line, with the install command.
 
   Returns:
-    {"report": path of report.md, "latency_plot": path of latency.png (absent when nothing was timed)}.
+    {"report": path of report.md, "latency_plot": path of latency.png (absent when nothing was timed or
+    matplotlib is missing)}.
   """
-  written = {}
   has_latency = any((e.get("verification") or {}).get("latency") for e in manifest["artifacts"].values())
-  if has_latency:
-    written["latency_plot"] = plot_latency(manifest, os.path.join(directory, LATENCY_PLOT_FILE))
+  missing = matplotlib_missing_reason() if has_latency else None
+  draw = has_latency and missing is None
   path = os.path.join(directory, REPORT_FILE)
   with open(path + ".tmp", "w") as f:
-    f.write(render_markdown(manifest, LATENCY_PLOT_FILE if has_latency else None))
+    f.write(render_markdown(manifest, LATENCY_PLOT_FILE if draw else None, plot_missing_reason=missing))
   os.replace(path + ".tmp", path)
-  written["report"] = path
+  written = {"report": path}
+  if draw:
+    written["latency_plot"] = plot_latency(manifest, os.path.join(directory, LATENCY_PLOT_FILE))
   return written
 
 
