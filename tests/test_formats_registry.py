@@ -74,3 +74,5 @@ def test_options_survive_the_trip_to_the_worker():
   again = ConversionOptions.from_json(options.to_json())
   assert again == options and again.conversion_device == "gpu:1"
   assert ConversionOptions.from_json(ConversionOptions().to_json()).formats == "auto"
+  import pathlib  # pylint: disable=g-import-not-at-top
+  assert ConversionOptions(triton_repository=pathlib.Path("/tmp/repo")).triton_repository == "/tmp/repo"

@@ -240,6 +240,23 @@ def test_string_outputs_beside_numeric_ones_are_left_out_and_said(tmp_path):
 
 
 @needs_onnx
+def test_fp16_of_an_output_that_feeds_another_output(tmp_path):
+  """`logits` is a graph output and the Softmax input of `probabilities`: onnxconverter-common 1.16 alone
+  writes an FP16 model ONNX Runtime refuses; the variant must load and agree."""
+  from tests import onnx_models, saved_models  # pylint: disable=g-import-not-at-top
+  reference = saved_models.classifier(tmp_path / "native")
+  job = onnx_models.build_job(str(tmp_path / "native"), tmp_path)
+  fp32, _ = onnx_models.build_variant(FORMAT, job, "FP32", tmp_path)
+  fp16, _ = onnx_models.build_variant(FORMAT, job, "FP16", tmp_path, source_dir=fp32)
+  assert _io_dtypes(_graph(fp16)) == _io_dtypes(_graph(fp32))
+  x = saved_models.samples(16)["x"]
+  with FORMAT.open_runner(fp16, job) as runner:
+    outputs = runner.run({"x": x})
+  for name, value in reference(x).items():
+    np.testing.assert_allclose(outputs[name], value, rtol=2e-2, atol=2e-2)
+
+
+@needs_onnx
 def test_verification_compares_the_outputs_a_variant_carries(tmp_path):
   import tftrt_keras  # pylint: disable=g-import-not-at-top
   from tests import onnx_models  # pylint: disable=g-import-not-at-top

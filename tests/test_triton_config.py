@@ -221,9 +221,9 @@ def _classifier_saved_model(path, batch=None):
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
   """Two real exports (versions 1 and 2) of a real classifier SavedModel through the export pipeline, in this
-  process: `prepare_export`, then `run_export` freezes, builds onnx_fp32/fp16/int8 with the ONNX format, verifies them on
-  300 held-out samples and calls `publish_export`. FP16 is held to a tolerance no FP16 model meets, so
-  verification really rejects it."""
+  process: `prepare_export`, then `run_export` freezes, builds onnx_fp32/fp16/int8 with the ONNX format,
+  verifies them on 300 held-out samples and calls `publish_export`. FP16 is held to a tolerance no FP16 model
+  meets, so verification really rejects it."""
   from tftrt_keras import pipeline  # pylint: disable=g-import-not-at-top
   from tftrt_keras.conversion_options import ConversionOptions  # pylint: disable=g-import-not-at-top
   from tests import saved_models  # pylint: disable=g-import-not-at-top

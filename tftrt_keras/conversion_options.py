@@ -2,6 +2,7 @@
 
 import dataclasses
 import numbers
+import os
 
 from tftrt_keras.argument_errors import invalid_argument
 from tftrt_keras.formats import AUTO, FORMATS, load_format, normalize_formats
@@ -130,6 +131,8 @@ class ConversionOptions:
       if device is None or not (device == "cpu" or (device.startswith("gpu:") and device[4:].isdigit())):
         raise invalid_argument("conversion_device", self.conversion_device, "None, 'cpu' or 'gpu:<index>'")
       object.__setattr__(self, "conversion_device", device)
+    if isinstance(self.triton_repository, os.PathLike):
+      object.__setattr__(self, "triton_repository", os.fspath(self.triton_repository))
     for name in ("triton_repository", "triton_model_name"):
       value = getattr(self, name)
       if value is not None and (not isinstance(value, str) or not value.strip()):

@@ -53,14 +53,37 @@ def convert_to_fp16(model, extra_ops=()):
   with warnings.catch_warnings():
     # One warning per weight below FP16's smallest normal value (flushed to 1e-7): hundreds, and harmless.
     warnings.filterwarnings("ignore", message="the float32 number", category=UserWarning)
-    converted = float16.convert_float_to_float16(copy.deepcopy(model), keep_io_types=True,
-                                                 op_block_list=list(why), max_finite_val=FP16_MAX)
+    converted = float16.convert_float_to_float16(_outputs_behind_identity(copy.deepcopy(model)),
+                                                 keep_io_types=True, op_block_list=list(why),
+                                                 max_finite_val=FP16_MAX)
   counts = {}
   for node in model.graph.node:
     if node.op_type in why:
       counts[node.op_type] = counts.get(node.op_type, 0) + 1
   kept = {op: {"nodes": n, "why": why[op]} for op, n in sorted(counts.items())}
   return converted, kept
+
+
+def _outputs_behind_identity(model):
+  """Gives every graph output its own Identity node, so no graph output feeds another node.
+
+  keep_io_types casts a graph output back to FP32 where it is produced; when that tensor also feeds another
+  node (`logits` feeding the Softmax of `probabilities`), onnxconverter-common 1.16 types the consumer's
+  side wrong and ONNX Runtime refuses the model. Behind an Identity the producer's tensor is internal.
+  """
+  import onnx  # pylint: disable=g-import-not-at-top
+  graph = model.graph
+  not_produced = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+  for output in graph.output:
+    if output.name in not_produced:  # a pass-through output: no node produces it
+      continue
+    internal = output.name + "__before_identity"
+    for node in graph.node:
+      node.output[:] = [internal if name == output.name else name for name in node.output]
+      node.input[:] = [internal if name == output.name else name for name in node.input]
+    graph.node.append(onnx.helper.make_node("Identity", [internal], [output.name],
+                                            name=output.name + "__identity"))
+  return model
 
 
 def graph_io_dtypes(model):
