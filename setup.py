@@ -17,7 +17,8 @@ setuptools.setup(
     extras_require={
         "tf215": ["tensorflow>=2.15,<2.16", "tensorflow-estimator>=2.15,<2.16", "tf-keras>=2.15,<2.16"],
         "tf217": ["tensorflow>=2.17,<2.18", "tf-keras>=2.17,<2.18"],
-        "tf221": ["tensorflow>=2.21,<2.22", "tf-keras>=2.21,<2.22"],
+        # TF 2.21 no longer depends on TensorBoard; `TrtExport(log_dir=...)` writes its scalars with tf.summary.
+        "tf221": ["tensorflow>=2.21,<2.22", "tf-keras>=2.21,<2.22", "tensorboard>=2.21,<2.22"],
         # The ONNX variants. On TF 2.15/2.17 pin onnx==1.18.0 (constraints files do): pip otherwise picks 1.19+,
         # which needs an ml_dtypes those TensorFlow lines cannot have and fails to import.
         "onnx": ["tf2onnx==1.17.0", "onnx>=1.18", "onnxruntime>=1.20", "onnxconverter-common>=1.16", "sympy"],

@@ -15,10 +15,14 @@ pytestmark = pytest.mark.tf
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "tftrt-export")
 
 
+def command():
+  """The installed console script; where it is not installed (an environment without `pip install -e .`), the
+  same entry point through `python -m` (the repository is on PYTHONPATH, see conftest)."""
+  return [SCRIPT] if os.path.isfile(SCRIPT) else [sys.executable, "-m", "export.tftrt_export"]
+
+
 def _run(*args, timeout=300):
-  if not os.path.isfile(SCRIPT):
-    pytest.skip(f"{SCRIPT} is not installed (pip install -e . installs the console script)")
-  return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=timeout, check=False)
+  return subprocess.run([*command(), *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="module")

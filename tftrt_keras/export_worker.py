@@ -52,6 +52,19 @@ def _die_with_parent():
     sys.exit(f"tftrt_keras worker: the training process (pid {expected}) ended before this worker started")
 
 
+def _restore_user_log_level(env):
+  """worker.log gets TensorFlow's full C++ log: a trainer that quieted its own console (`quiet_console`) hands
+  the worker the level the user had, not the quiet one."""
+  from tftrt_keras.quiet_console import CPP_LOG_LEVEL_VARIABLE, ORIGINAL_CPP_LOG_LEVEL_VARIABLE  # pylint: disable=g-import-not-at-top
+  if ORIGINAL_CPP_LOG_LEVEL_VARIABLE not in env:
+    return
+  original = env.pop(ORIGINAL_CPP_LOG_LEVEL_VARIABLE)
+  if original:
+    env[CPP_LOG_LEVEL_VARIABLE] = original
+  else:
+    env.pop(CPP_LOG_LEVEL_VARIABLE, None)
+
+
 def _package_parent():
   return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,6 +110,7 @@ class ExportJob:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_parent(), env.get("PYTHONPATH")) if p)
     env[_PARENT_PID] = str(os.getpid())
+    _restore_user_log_level(env)
     self._log = open(os.path.join(self._directory, WORKER_LOG), "ab")
     self._process = subprocess.Popen(
         [sys.executable, "-m", "tftrt_keras.export_worker", os.path.join(self._directory, REQUEST_FILE)],

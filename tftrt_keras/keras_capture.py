@@ -38,6 +38,9 @@ def unpack_inputs(data):
 
 def _to_numpy(strategy, value):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if strategy is None or _is_default_strategy(strategy):
+    return tf.nest.map_structure(np.asarray, value)
+
   def leaf(v):
     parts = strategy.experimental_local_results(v) if strategy is not None else (v,)
     arrays = [np.asarray(p) for p in parts]
@@ -69,6 +72,11 @@ class _CachedStep:
             and self._settings == (jit_compile, run_eagerly))
 
 
+def _is_default_strategy(strategy):
+  """TensorFlow's default (no-op) strategy: one replica, no distributed values."""
+  return type(strategy).__name__ == "_DefaultDistributionStrategy"
+
+
 def _model_settings(model):
   jit = getattr(model, "jit_compile", None)
   if jit is None:
@@ -97,6 +105,8 @@ def step_function(model, original):
     test_step = tf.function(test_step, jit_compile=True, reduce_retracing=True)
 
   def step_on_data(local_parts):
+    if _is_default_strategy(strategy):  # no replicas to spread over: the batch as it is (what Keras does too)
+      return strategy.run(test_step, args=(local_parts[0],))
     # A tf.function cannot take distributed values (PerReplica) as arguments: each local replica's part of
     # the batch comes in as plain tensors and is distributed again inside.
     data = strategy.experimental_distribute_values_from_function(
@@ -181,6 +191,8 @@ class CapturingTestFunction:
 
   def _local_parts(self, data):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    if _is_default_strategy(self._strategy):
+      return [data]
     count = len(self._strategy.experimental_local_results(tf.nest.flatten(data)[0]))
     return [tf.nest.map_structure(lambda v, i=i: self._strategy.experimental_local_results(v)[i], data)
             for i in range(count)]

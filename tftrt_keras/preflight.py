@@ -133,7 +133,8 @@ class TensorRTStatus:
   def environment(self):
     """The manifest's `environment` entry."""
     def version(parts):
-      return ".".join(map(str, parts)) if parts else None
+      # TensorFlow 2.18+ still answers the linked-version question, with 0.0.0: no TensorRT at all.
+      return ".".join(map(str, parts)) if parts and any(parts) else None
     environment = {"tensorflow": self.tensorflow, "tensorrt_linked": version(self.tensorrt_linked),
                    "tensorrt_loaded": version(self.tensorrt_loaded), "gpu": [g for g in self.gpus]}
     if self.gpu_memory is not None:
@@ -285,11 +286,15 @@ def diagnose(tensorflow_version, linked, loaded, enabled, gpus, libraries):
     A `TensorRTStatus`.
   """
   linked, loaded = tuple(linked or ()), tuple(loaded or ())
+  # TensorFlow 2.18+ answers the linked-version question with 0.0.0: built without TF-TRT.
+  linked = linked if any(linked) else ()
+  loaded = loaded if any(loaded) else ()
   status = TensorRTStatus(tensorflow_version, linked, loaded, enabled, list(gpus), list(libraries))
   linked_text = ".".join(map(str, linked))
   if not linked:
     status.problems.append(f"TensorFlow {tensorflow_version} has no TF-TRT (TF-TRT exists in TensorFlow 2.15-2.17)")
-    status.fixes.append('pip install "tensorflow[and-cuda]==2.17.1" (or use an NVIDIA TensorFlow container)')
+    status.fixes.append('use the onnx and trt formats (TensorRT engines from ONNX), or pip install '
+                        '"tensorflow[and-cuda]==2.17.1" (or an NVIDIA TensorFlow container) for TF-TRT')
   elif not enabled:
     match = compatible_library(libraries, linked)
     wanted = _linked_file_name("libnvinfer", linked)
@@ -524,4 +529,10 @@ def formats_here(options=None):
 
 
 if __name__ == "__main__":
+  from tftrt_keras import quiet_console  # pylint: disable=g-import-not-at-top
+  quiet_console.quiet_tensorflow()  # before TensorFlow loads: the report, not its start-up noise
+  if "--json" not in sys.argv and "--conversion_device" not in sys.argv:
+    # The worker's question (--json) sets its device before TensorFlow loads; the printed report may load it
+    # now, with what TensorFlow 2.18+ prints before its logging starts kept off the console.
+    quiet_console.import_tensorflow()
   sys.exit(main())

@@ -215,9 +215,10 @@ class TfTrtFormat(Format):
 
   def unavailable_reason(self, options):
     if not tensorflow_has_tftrt():
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      return (f"TF-TRT does not exist in TensorFlow {tf.__version__} (it ships in TensorFlow 2.15-2.17 only); "
-              "use the `onnx` and `trt` formats")
+      # Whatever backend is configured (a test double too): this TensorFlow has no TF-TRT. The preflight's
+      # words, so the manifest says what `python -m tftrt_keras.preflight` says.
+      from tftrt_keras.preflight import check_tensorrt  # pylint: disable=g-import-not-at-top
+      return check_tensorrt().reason
     from tftrt_keras.conversion_options import DEFAULT_BACKEND  # pylint: disable=g-import-not-at-top
     return self._backend(options.backend if options else DEFAULT_BACKEND).unavailable_reason()
 

@@ -1,0 +1,138 @@
+"""The console a user sees: entry points run as child processes with the user's environment (no
+TF_CPP_MIN_LOG_LEVEL, which the test session sets for itself), and their output holds our lines only."""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests import saved_models
+from tests import test_tftrt_export_cli
+from tftrt_keras import quiet_console
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_KERAS = os.path.join(ROOT, "examples", "train_keras.py")
+
+# What TensorFlow, absl and Keras print that a user cannot act on (seen on TF 2.15, 2.17 and 2.21 here).
+NOISE = {
+    "cuFFT/cuDNN/cuBLAS factory errors": r"Unable to register cu(FFT|DNN|BLAS) factory",
+    "oneDNN notice": r"oneDNN custom operations are on",
+    "TF-TRT warning": r"TF-TRT Warning|Could not find TensorRT",
+    "CUDA driver notice": r"Could not find cuda drivers",
+    "CPU feature notice": r"This TensorFlow binary is optimized|cpu_feature_guard",
+    "absl pre-init notice": r"All log messages before absl::InitializeLog\(\) is called",
+    "C++ log line": r"(?m)^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] ",
+    "absl log line": r"(?m)^[IWEF]\d{4} \d\d:\d\d:[\d.]+ ",
+    "Keras input-structure warning": r"The structure of `inputs` doesn't match the expected structure",
+    "traceback": r"Traceback \(most recent call last\)",
+}
+
+
+def _user_environment():
+  env = dict(os.environ)
+  env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+  env.pop(quiet_console.ORIGINAL_CPP_LOG_LEVEL_VARIABLE, None)
+  return env
+
+
+def _assert_quiet(output):
+  found = {name: re.search(pattern, output).group(0) for name, pattern in NOISE.items() if re.search(pattern, output)}
+  assert not found, f"noise on the console: {found}\n---\n{output[-4000:]}"
+
+
+@pytest.mark.unit
+def test_quiet_tensorflow_sets_the_level_only_when_the_user_did_not():
+  environ = {}
+  assert quiet_console.quiet_tensorflow(environ) in (True, False)
+  assert environ[quiet_console.CPP_LOG_LEVEL_VARIABLE] == "3"
+  assert environ[quiet_console.ORIGINAL_CPP_LOG_LEVEL_VARIABLE] == ""
+  assert "TF_ENABLE_ONEDNN_OPTS" not in environ  # numerics are not ours to change
+  users = {"TF_CPP_MIN_LOG_LEVEL": "0"}
+  assert quiet_console.quiet_tensorflow(users) is True
+  assert users == {"TF_CPP_MIN_LOG_LEVEL": "0"}
+
+
+# The child's environment, not the product: a `tensorflow` whose loading prints to file descriptor 2 (as the C++
+# runtime does) and then fails, or succeeds.
+_FAKE_LOADING = """
+import os, sys
+class LoudTensorFlow:
+  def find_spec(self, name, path=None, target=None):
+    if name == "tensorflow":
+      os.write(2, b"I0000 00:00:1.5 port.cc:153] oneDNN custom operations are on\\n")
+      if sys.argv[1] == "fail":
+        raise ImportError("libtensorflow_framework.so.2: cannot open shared object file")
+      import importlib.util
+      return importlib.util.spec_from_loader(name, self)
+    return None
+  def create_module(self, spec):
+    return None
+  def exec_module(self, module):
+    pass
+sys.meta_path.insert(0, LoudTensorFlow())
+from tftrt_keras import quiet_console
+quiet_console.import_tensorflow()
+print("imported")
+"""
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("outcome", ["ok", "fail"])
+def test_import_tensorflow_hides_loading_output_unless_the_import_fails(outcome):
+  result = subprocess.run([sys.executable, "-c", _FAKE_LOADING, outcome], capture_output=True, text=True,
+                          timeout=60, check=False, env=_user_environment())
+  if outcome == "ok":
+    assert (result.returncode, result.stdout, result.stderr) == (0, "imported\n", "")
+  else:
+    assert result.returncode == 1 and "imported" not in result.stdout
+    assert "oneDNN custom operations are on" in result.stderr  # what the failed import printed, shown
+    assert "ImportError: libtensorflow_framework.so.2" in result.stderr
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_the_main_job_prints_its_lines_and_the_table_once(tmp_path):
+  export_dir = tmp_path / "export"
+  result = subprocess.run(
+      [sys.executable, TRAIN_KERAS, f"--export_dir={export_dir}", "--epochs=2", "--export_calibration_batches=2",
+       "--export_precisions=FP32", "--export_verification_samples=100", "--export_triton_repository="],
+      capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path, env=_user_environment())
+  assert result.returncode == 0, result.stderr[-4000:]
+  _assert_quiet(result.stdout + result.stderr)
+  assert result.stderr == ""
+  out = result.stdout
+  per_export = re.findall(r"(?m)^tftrt_keras: exported version (\d+) to ", out)
+  assert per_export == ["1", "2"]
+  assert out.count("tftrt_keras exports:") == 1
+  assert len(re.findall(r"(?m)^version +artifact +status +path +reason$", out)) == 1
+  assert out.count("Manifest: ") == 1 and f"Manifest: {export_dir}/manifests/2/manifest.json" in out
+  assert "Calibration: " in out  # how the samples were split
+  assert "Epoch 2/2" in out  # Keras' own per-epoch lines stay
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+  base = tmp_path_factory.mktemp("console")
+  saved_models.classifier(base / "model", seed=4)
+  np.savez(base / "x.npz", **saved_models.samples(24, seed=6))
+  return base
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_the_cli_prints_its_tables_and_manifest_path_only(model):
+  out_dir = model / "serving"
+  result = subprocess.run(
+      [*test_tftrt_export_cli.command(), f"--saved_model_dir={model / 'model'}", f"--output_dir={out_dir}", "--export_precisions=FP16,INT8",
+       f"--calibration_data={model / 'x.npz'}"],
+      capture_output=True, text=True, timeout=600, check=False, env=_user_environment())
+  assert result.returncode in (0, 1), result.stderr[-4000:]
+  _assert_quiet(result.stdout + result.stderr)
+  assert result.stderr == ""
+  out = result.stdout
+  assert len(re.findall(r"(?m)^version +artifact +status +path +reason$", out)) == 1
+  assert len(re.findall(r"(?m)^artifact +status +max abs err", out)) == 1  # the verification table
+  assert out.rstrip().endswith(f"Manifest: {out_dir}/manifests/1/manifest.json")

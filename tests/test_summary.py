@@ -1,0 +1,108 @@
+"""The end-of-run texts: `summary_table` (reasons never cut mid-word) and `describe_export` (tier unit)."""
+
+import json
+
+import pytest
+
+from tftrt_keras import summary
+
+pytestmark = pytest.mark.unit
+
+LONG_REASON = ("TensorRT 8.6.1 not found (TensorFlow looks for libnvinfer.so.8.6.1; no libnvinfer is installed), so "
+               "TF-TRT reports \"Tensorflow has not been built with TensorRT support\"; no GPU visible to TensorFlow; "
+               "TensorRT engines need an NVIDIA GPU")
+OTHER_LONG_REASON = ("verification failed: output `logits`: top-1 agreement 0.91 on 500 samples, 95% lower bound "
+                     "0.889 < 0.97 (INT8 threshold)")
+
+
+def _manifest(version, split=None, warnings=None):
+  calibration = {"status": "ok", "path": f"../../calibration/{version}"}
+  if split:
+    calibration["split"] = split
+  if warnings:
+    calibration["warnings"] = warnings
+  return {"version": version, "artifacts": {
+      "native": {"status": "ok", "path": f"../../{version}"},
+      "calibration": calibration,
+      "tftrt_fp16": {"status": "skipped", "path": None, "reason": LONG_REASON},
+      "tftrt_int8": {"status": "skipped", "path": None, "reason": LONG_REASON},
+      "onnx_fp16": {"status": "failed", "path": None, "reason": "built from onnx_fp32, which is failed"},
+      "onnx_int8": {"status": "rejected", "path": f"../../onnx_int8/{version}", "reason": OTHER_LONG_REASON},
+  }}
+
+
+def _rows(text):
+  """{(version, artifact): row cells} of the table part (above the first blank line)."""
+  table = text.split("\n\n")[0].splitlines()[2:]
+  return {(line.split()[0], line.split()[1]): line.split(None, 4) for line in table}
+
+
+def test_long_reasons_are_referenced_and_written_once_in_full_below_the_table():
+  text = summary.summary_table([_manifest(1), _manifest(2)], root="/exports", width=80)
+  rows = _rows(text)
+  assert rows[("1", "tftrt_fp16")][4] == rows[("2", "tftrt_int8")][4] == "[1]"
+  assert rows[("1", "onnx_int8")][4] == "[2]"
+  assert rows[("2", "onnx_fp16")][4] == "built from onnx_fp32, which is failed"  # short: stands in the table
+  assert rows[("2", "onnx_int8")][:4] == ["2", "onnx_int8", "rejected", "onnx_int8/2"]
+  below = text.split("\n\n", 1)[1]
+  assert "…" not in text
+  # Each reason exactly once, every word of it intact (joined again, the wrapped text is the reason).
+  notes = {}
+  for line in below.splitlines():
+    if line.startswith("["):
+      number, _, rest = line.partition("] ")
+      notes[number + "]"] = [rest]
+    else:
+      assert line.startswith("    "), line  # continuation lines are indented under the text
+      notes[list(notes)[-1]].append(line.strip())
+  assert {k: " ".join(v) for k, v in notes.items()} == {"[1]": LONG_REASON, "[2]": OTHER_LONG_REASON}
+  assert max(len(line) for line in below.splitlines()) <= 80
+
+
+def test_a_word_longer_than_the_width_stands_whole_on_its_line():
+  path = "/very/long/path/" + "x" * 120 + "/model.onnx"
+  manifest = {"version": 1, "artifacts": {"onnx_fp32": {"status": "failed", "reason": f"cannot read {path}"}}}
+  text = summary.summary_table([manifest], width=60)
+  assert text.splitlines()[-2:] == ["[1] cannot read", "    " + path]
+
+
+def test_table_without_reasons_has_no_notes():
+  manifest = {"version": 3, "artifacts": {"native": {"status": "ok", "path": "../../3"}}}
+  text = summary.summary_table([manifest], root="/r")
+  assert "\n\n" not in text
+  assert text.splitlines()[2].split() == ["3", "native", "ok", "3"]
+
+
+def _write(tmp_path, manifest):
+  directory = tmp_path / "manifests" / str(manifest["version"])
+  directory.mkdir(parents=True)
+  path = directory / "manifest.json"
+  path.write_text(json.dumps(manifest))
+  return path
+
+
+def test_describe_export_says_how_samples_were_split_and_warns(tmp_path):
+  split = "of 64 captured samples, 48 calibrate and 16 verify (held out at random over the whole pass)"
+  warning = "INT8 calibrates on 48 samples; at least 300 are recommended"
+  manifest = dict(_manifest(2, split=split, warnings=[warning]),
+                  verification={"samples": 16, "servable": ["native", "onnx_fp32"], "rejected": ["onnx_int8"]})
+  path = _write(tmp_path, manifest)
+  text = summary.describe_export(str(path), width=400)
+  lines = text.splitlines()
+  assert lines[0] == "Export version 2:"
+  assert f"  Calibration: {split}." in lines
+  assert f"  Warning: {warning}." in lines
+  assert "  Verification judged on 16 held-out samples; servable: native, onnx_fp32; rejected: onnx_int8." in lines
+  assert "  tftrt_fp16, tftrt_int8: " + LONG_REASON in lines  # each reason once, with the artifacts it applies to
+  assert lines[-1] == f"Manifest: {path}"
+
+
+def test_describe_export_without_the_listing_keeps_only_the_notes(tmp_path):
+  manifest = _manifest(4, split="of 10 captured samples, 8 calibrate and 2 verify")
+  manifest["verification"] = {"skipped": "verification turned off (ConversionOptions.verify=False)"}
+  path = _write(tmp_path, manifest)
+  text = summary.describe_export(str(path), list_artifacts=False)
+  assert text.splitlines() == [
+      "Export version 4:", "  Calibration: of 10 captured samples, 8 calibrate and 2 verify.",
+      "  Not verified: verification turned off (ConversionOptions.verify=False).", f"Manifest: {path}"]
+
