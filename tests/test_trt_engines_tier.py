@@ -156,7 +156,7 @@ def test_int8_engine_layers_run_in_int8(mlp_export):  # pylint: disable=redefine
     engine = LoadedEngine(f.read())
   layers = trt_format.layer_precisions(engine.layer_information())
   engine.close()
-  assert layers.get("int8", 0) >= 2, layers  # both MatMuls
+  assert layers.get("int8", 0) >= 1, layers  # the 16x64 MatMul; the 64x10 head stays FP32 (onnx_quantize)
   assert manifest["artifacts"]["trt_int8"]["layers_by_precision"] == layers
   assert "int8" not in manifest["artifacts"]["trt_fp32"]["layers_by_precision"]
 

@@ -29,6 +29,7 @@ machine, and `OnnxRuntimeRunner` runs each variant for verification.
                       "block_list": {op: why} of every op type that would be kept, "fp16_nodes": count}
     int8              (INT8 only) {"settings": {...quantize_static settings...}, "calibration_samples": n,
                       "quantized_ops": {op: count}, "ops_total": {op: count}, "qdq_nodes": {op: count},
+                      "kept_fp32": {node: why} (MatMul/Gemm with a weight dimension below 16),
                       "zero_points": "all 0"}
 """
 
@@ -207,7 +208,8 @@ class OnnxFormat(Format):
     if precision == "FP16":
       entry.update(kept_fp32=sorted(details["kept_fp32"]), fp16_nodes=details["fp16_nodes"])
     elif precision == "INT8":
-      entry.update(quantized_ops=details["quantized_ops"], calibration=details["settings"]["calibration"],
+      entry.update(quantized_ops=details["quantized_ops"], int8_kept_fp32=details["kept_fp32"],
+                   calibration=details["settings"]["calibration"],
                    calibration_samples=details["calibration_samples"])
     return entry
 

@@ -8,7 +8,11 @@ deprecated and 11 removed the implicit INT8 calibrators):
   * symmetric INT8 everywhere, so every zero point is 0 (TensorRT rejects others), per-channel weights;
   * a dedicated Q/DQ pair per consumer (TensorRT cannot share one pair between nodes);
   * calibration by MinMax (default) or Percentile. Not Entropy: through `quantize_static` it silently equals
-    MinMax with ORT's default bins, and with 2048 bins it wrecked MobileNetV2 here (cosine 0.66).
+    MinMax with ORT's default bins, and with 2048 bins it wrecked MobileNetV2 here (cosine 0.66);
+  * MatMul/Gemm whose constant weight has a dimension below 16 (a classifier's 10-class head) stay FP32, as
+    NVIDIA ModelOpt leaves them (its `_MIN_MATMUL_DIM = 16`): INT8 buys nothing there (TensorRT's INT8
+    kernels want dimensions in multiples of 16) and costs the most accuracy, right before the decision
+    (benchmarks/bench_int8_quality.py: with it, top-1 agreement equals ModelOpt's on both models).
 After quantizing, every Q/DQ zero point is read back and must be 0.
 """
 
@@ -18,10 +22,25 @@ import logging
 QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 CALIBRATION_METHODS = ("minmax", "percentile")
 QDQ_OP_TYPES = ("QuantizeLinear", "DequantizeLinear")
+MIN_MATMUL_DIM = 16
 
 
 class QuantizationError(Exception):
   """The quantized model is not what TensorRT takes (e.g. a non-zero zero point); the message says which."""
+
+
+def small_matmuls(model, min_dim=MIN_MATMUL_DIM):
+  """{node name: why} of MatMul/Gemm nodes with a constant 2-D weight that has a dimension below `min_dim`."""
+  constants = _constants(model)
+  small = {}
+  for node in model.graph.node:
+    if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2 or not node.name:
+      continue
+    weight = constants.get(node.input[1])
+    if weight is not None and weight.ndim == 2 and min(weight.shape) < min_dim:
+      small[node.name] = (f"{node.op_type} weight {weight.shape[0]}x{weight.shape[1]} has a dimension below "
+                          f"{min_dim}: kept FP32, as NVIDIA ModelOpt keeps it")
+  return small
 
 
 def quantization_settings(calibration, percentile):
@@ -34,6 +53,7 @@ def quantization_settings(calibration, percentile):
       "activations": "symmetric, per tensor",
       "weights": "symmetric, per channel",
       "op_types_quantized": list(QUANTIZED_OP_TYPES),
+      "matmul_min_dim": MIN_MATMUL_DIM,
       "outputs_quantized": False,
       "bias_quantized": False,
       "calibration": calibration,
@@ -118,14 +138,16 @@ def quantize_int8(fp32_path, output_path, samples, input_dtypes, calibration="mi
   from onnxruntime import quantization as ort_quant  # pylint: disable=g-import-not-at-top
   method = {"minmax": ort_quant.CalibrationMethod.MinMax,
             "percentile": ort_quant.CalibrationMethod.Percentile}[calibration]
+  import onnx  # pylint: disable=g-import-not-at-top
+  kept_fp32 = small_matmuls(onnx.load(str(fp32_path)))
   reader = _SamplesReader(samples, input_dtypes, batch_size, equal_batches=calibration != "minmax")
   with _quiet_root_logger():
     ort_quant.quantize_static(
         str(fp32_path), str(output_path), reader,
         quant_format=ort_quant.QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=True,
         reduce_range=False, activation_type=ort_quant.QuantType.QInt8, weight_type=ort_quant.QuantType.QInt8,
-        calibrate_method=method, extra_options=_extra_options(calibration, percentile))
-  import onnx  # pylint: disable=g-import-not-at-top
+        calibrate_method=method, nodes_to_exclude=sorted(kept_fp32),
+        extra_options=_extra_options(calibration, percentile))
   model = onnx.load(str(output_path))
   nonzero = nonzero_zero_points(model)
   if nonzero:
@@ -135,7 +157,7 @@ def quantize_int8(fp32_path, output_path, samples, input_dtypes, calibration="mi
   if not quantized:
     raise QuantizationError(f"no {'/'.join(QUANTIZED_OP_TYPES)} node was quantized: the model has none "
                             "(or none with a constant weight), so INT8 would be FP32 with extra nodes")
-  return {"quantized_ops": quantized, "qdq_nodes": qdq_node_counts(model),
+  return {"quantized_ops": quantized, "qdq_nodes": qdq_node_counts(model), "kept_fp32": kept_fp32,
           "settings": quantization_settings(calibration, percentile), "calibration_samples": reader.samples_used}
 
 
