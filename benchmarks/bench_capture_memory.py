@@ -90,7 +90,7 @@ def measure(k, n):
 
         def observed_offer(batch):
           offer(batch)
-          held = [b for _, b in reservoir._kept] + list(reservoir.last_pass)  # pylint: disable=protected-access
+          held = reservoir.held()
           stats["peak_held"] = max(stats["peak_held"], _unique_nbytes(held))
         reservoir.offer = observed_offer
 
@@ -110,7 +110,9 @@ def measure(k, n):
     rss_after = _rss_peak_bytes()
     tracemalloc.stop()
   capture = getattr(trt, "_capture", None)
-  kept = list(capture._reservoir.last_pass) if capture is not None else []  # pylint: disable=protected-access
+  reservoir = capture._reservoir if capture is not None else None  # pylint: disable=protected-access
+  # Calibration and verification samples: both are what capture keeps.
+  kept = list(reservoir.last_pass) + list(reservoir.last_verification) if reservoir is not None else []
   return {"k": k, "n": n, "kept": _unique_nbytes(kept), "kept_batches": len(kept),
           "peak_held": stats["peak_held"], "numpy_peak": stats["numpy_peak"], "rss_delta": rss_after - rss_before,
           "pulled": capture.pulled if capture is not None else 0, "seconds": seconds,

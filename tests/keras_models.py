@@ -82,7 +82,8 @@ def assert_tftrt_outcome(entry):
   from tftrt_keras.formats.tftrt import tensorflow_has_tftrt  # pylint: disable=g-import-not-at-top
   status = _tensorrt_status()
   if not tensorflow_has_tftrt():
-    assert entry["status"] == "skipped" and "TF-TRT does not exist in TensorFlow" in entry["reason"], entry
+    reason = entry.get("reason") or ""
+    assert entry["status"] == "skipped" and "TF-TRT" in reason and f"TensorFlow {tf.__version__}" in reason, entry
   elif status.usable:
     assert entry["status"] == "ok", entry
   else:

@@ -23,7 +23,7 @@ def test_help_reads_well(tmp_path):
   for flag in ("--export_dir", "--export_precisions", "--export_calibration_batches", "--epochs",
                "--[no]export_require_tensorrt", "--export_formats", "--export_triton_repository"):
     assert flag in result.stdout
-  assert "default: '0.45'" in result.stdout  # validation share: room for 500 verification samples
+  assert "default: '0.6'" in result.stdout  # validation share: room for 500 verification samples
 
 
 @pytest.mark.slow

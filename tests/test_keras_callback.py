@@ -6,6 +6,7 @@ reason). Tests that need a produced variant use the TEST DOUBLE `tests.fake_trt_
 and say so.
 """
 
+import importlib.util
 import json
 import logging as python_logging
 import os
@@ -220,9 +221,13 @@ def test_bad_arguments_are_refused_with_the_argument_named(kwargs, argument, tmp
   assert not os.path.exists(tmp_path / "e")
 
 
-def test_require_tensorrt_fails_before_the_first_step_here(primary_keras, tmp_path):
+def test_require_tensorrt_fails_before_the_first_step_where_tensorrt_cannot_run(primary_keras, tmp_path):
   model = classifier(primary_keras)
   callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, require_tensorrt=True, verbose=0)
+  if tensorflow_has_tftrt() and tftrt_keras.check_tensorrt().usable:
+    _fit(model, callback, epochs=1)  # TensorRT runs here: training goes on
+    assert int(model.optimizer.iterations.numpy()) > 0
+    return
   with pytest.raises(tftrt_keras.TensorRTUnavailableError, match="TensorRT"):
     _fit(model, callback)
   assert int(model.optimizer.iterations.numpy()) == 0
@@ -366,6 +371,8 @@ def _scalars(log_dir):
 
 
 def test_verification_figures_reach_tensorboard_next_to_the_training_curves(primary_keras, tmp_path):
+  pytest.importorskip("tensorboard", reason="tf.summary writes nothing without TensorBoard (not installed with "
+                                            "TensorFlow 2.21)")
   model = classifier(primary_keras)
   log_dir = tmp_path / "logs"
   callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP16",), calibration_batches=4,
@@ -492,3 +499,10 @@ def test_new_arguments_reach_the_conversion_options(tmp_path):
   defaults = tftrt_keras.TrtExport(tmp_path / "e").options
   assert (defaults.formats, defaults.timeout_seconds, defaults.verification_samples) == (
       "auto", DEFAULT_TIMEOUT_SECONDS, 500)
+
+
+def test_log_dir_without_tensorboard_is_refused_before_training(tmp_path):
+  if importlib.util.find_spec("tensorboard") is not None:
+    pytest.skip("TensorBoard is installed here (it is not with TensorFlow 2.21)")
+  with pytest.raises(ValueError, match=r"`log_dir`.*pip install tensorboard"):
+    tftrt_keras.TrtExport(tmp_path / "e", log_dir=tmp_path / "logs")

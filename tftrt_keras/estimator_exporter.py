@@ -218,7 +218,7 @@ class TrtExporter(_exporter_lib.Exporter):
   """
 
   def __init__(self, name, serving_input_receiver_fn, precisions=PRECISIONS, compare_fn=None, exports_to_keep=5,
-               calibration_batches=8, calibration_input_fn=None, max_batch_size=None,
+               calibration_batches=16, calibration_input_fn=None, max_batch_size=None,
                max_workspace_size_bytes=DEFAULT_WORKSPACE_BYTES, minimum_segment_size=3, require_tensorrt=False,
                maximum_cached_engines=1, gpu_memory_limit_mb=None, timeout_seconds=DEFAULT_TIMEOUT_SECONDS,
                conversion_options=None, policy="best", event_file_pattern=DEFAULT_EVENT_FILE_PATTERN,
@@ -274,7 +274,7 @@ class TrtExporter(_exporter_lib.Exporter):
     # calibration_input_fn there is nowhere to keep them, so the hook captures nothing at all.
     captures = calibration_batches > 0 or calibration_input_fn is not None
     if options.require_tensorrt:
-      require_tensorrt_or_raise()  # before training: a run whose variants cannot be built would be wasted
+      require_tensorrt_or_raise(options)  # before training: a run whose variants cannot be built would be wasted
 
     self._name = name
     self._signature_key = signature_key

@@ -214,7 +214,7 @@ def define_export_flags(flag_values=flags.FLAGS, *, export_dir=True, training=Tr
                        "for calibration); fewer when fewer were " + ("captured." if training else "given."),
                        lower_bound=1, flag_values=fv)
   if training:
-    flags.DEFINE_integer("export_calibration_batches", 8, "Validation batches captured (spread over the "
+    flags.DEFINE_integer("export_calibration_batches", 16, "Validation batches captured (spread over the "
                          "validation pass) for INT8 calibration and verification.", lower_bound=0,
                          flag_values=fv)
     flags.DEFINE_boolean("export_save_best_only", False, "Export only when --export_monitor improves.",

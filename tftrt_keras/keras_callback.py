@@ -1,6 +1,7 @@
 """`TrtExport`: the Keras callback that writes deployment variants next to a normal SavedModel while `fit` runs."""
 
 import dataclasses
+import importlib.util
 import math
 import os
 import sys
@@ -134,7 +135,7 @@ class TrtExport(keras_flavor.callback_base()):
   """
 
   def __init__(self, export_dir, precisions=PRECISIONS, monitor="val_loss", mode="auto", save_best_only=False,
-               save_freq="epoch", initial_value_threshold=None, calibration_batches=8, calibration_data=None,
+               save_freq="epoch", initial_value_threshold=None, calibration_batches=16, calibration_data=None,
                exports_to_keep=5, max_batch_size=None, max_workspace_size_bytes=DEFAULT_WORKSPACE_BYTES,
                minimum_segment_size=3, maximum_cached_engines=1, require_tensorrt=False, blocking=False,
                input_signature=None, gpu_memory_limit_mb=None, timeout_seconds=DEFAULT_TIMEOUT_SECONDS,
@@ -174,6 +175,10 @@ class TrtExport(keras_flavor.callback_base()):
                              "a tf.data.Dataset, a numpy array, or a list/dict of numpy arrays")
     if verbose not in (0, 1, 2):
       raise invalid_argument("verbose", verbose, "0, 1 or 2")
+    if log_dir is not None and importlib.util.find_spec("tensorboard") is None:
+      # TensorFlow 2.21 no longer installs TensorBoard, and tf.summary cannot write without it.
+      raise invalid_argument("log_dir", log_dir, "None, or a directory with the `tensorboard` package installed",
+                             hint="Install it (pip install tensorboard) to get verification scalars.")
     keras_snapshot.check_input_signature(input_signature)
     self.monitor, self.save_best_only, self.save_freq = monitor, save_best_only, save_freq
     self.mode = _mode_for(monitor, mode)
@@ -215,7 +220,7 @@ class TrtExport(keras_flavor.callback_base()):
     kwargs = {name: getattr(options, name) for name in _OPTION_ARGUMENTS}
     kwargs.update(
         export_dir=export_dir,
-        calibration_batches=training_flag("export_calibration_batches", "calibration_batches", 8),
+        calibration_batches=training_flag("export_calibration_batches", "calibration_batches", 16),
         exports_to_keep=training_flag("export_exports_to_keep", "exports_to_keep", 5),
         save_best_only=training_flag("export_save_best_only", "export_save_best_only", False),
         monitor=training_flag("export_monitor", "export_monitor", "val_loss"),
@@ -267,9 +272,9 @@ class TrtExport(keras_flavor.callback_base()):
     self._best = self.initial_value_threshold
     if self.options.require_tensorrt:
       from tftrt_keras.errors import require_tensorrt_or_raise  # pylint: disable=g-import-not-at-top
-      require_tensorrt_or_raise()
+      require_tensorrt_or_raise(self.options)
     if self.calibration_data is not None:
-      self._explicit_batches = _batches_from(self.calibration_data, self.calibration_batches or 8,
+      self._explicit_batches = _batches_from(self.calibration_data, self.calibration_batches or 16,
                                              self.options.max_batch_size)
     elif "INT8" in self.options.precisions and _fit_has_validation(model) is False:
       raise invalid_argument(

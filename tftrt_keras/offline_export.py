@@ -67,7 +67,7 @@ def export_saved_model(saved_model_dir, output_dir, *, signature_key=DEFAULT_SIG
   if calibration_batch_size is not None and (not isinstance(calibration_batch_size, int) or calibration_batch_size <= 0):
     raise invalid_argument("calibration_batch_size", calibration_batch_size, "a positive integer")
   if options.require_tensorrt:
-    require_tensorrt_or_raise()
+    require_tensorrt_or_raise(options)
   layout = ExportLayout(output_dir)
   # Also catches what `_check_output_dir` cannot foresee (sysfs, a full disk, ...).
   layout.ensure_root(argument="output_dir")
