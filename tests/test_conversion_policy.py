@@ -13,12 +13,6 @@ from tests import saved_models
 from tftrt_keras import pipeline
 from tftrt_keras.conversion_options import ConversionOptions
 from tftrt_keras.export_scheduler import ExportScheduler
-from tftrt_keras.formats.tftrt import tensorflow_has_tftrt
-
-# The variants come from the TF-TRT test double, and TensorFlow 2.18+ has no TF-TRT format to build them with;
-# the scheduler itself is the same on every line.
-pytestmark = pytest.mark.skipif(not tensorflow_has_tftrt(), reason="TensorFlow >= 2.18 has no TF-TRT format: "
-                                "these tests hold its test double mid-write; the scheduler runs on 2.15/2.17")
 
 
 def _run_three_exports(tmp_path, monkeypatch, policy):

@@ -214,13 +214,14 @@ class TfTrtFormat(Format):
     return self._backends[spec]
 
   def unavailable_reason(self, options):
-    if not tensorflow_has_tftrt():
-      # Whatever backend is configured (a test double too): this TensorFlow has no TF-TRT. The preflight's
-      # words, so the manifest says what `python -m tftrt_keras.preflight` says.
+    from tftrt_keras.conversion_options import DEFAULT_BACKEND  # pylint: disable=g-import-not-at-top
+    spec = options.backend if options else DEFAULT_BACKEND
+    if spec == DEFAULT_BACKEND and not tensorflow_has_tftrt():
+      # TF-TRT's own converter cannot exist here: the preflight's words, so the manifest says what
+      # `python -m tftrt_keras.preflight` says. Another converter (`backend=`) answers for itself.
       from tftrt_keras.preflight import check_tensorrt  # pylint: disable=g-import-not-at-top
       return check_tensorrt().reason
-    from tftrt_keras.conversion_options import DEFAULT_BACKEND  # pylint: disable=g-import-not-at-top
-    return self._backend(options.backend if options else DEFAULT_BACKEND).unavailable_reason()
+    return self._backend(spec).unavailable_reason()
 
   def environment(self, options):
     import os  # pylint: disable=g-import-not-at-top
