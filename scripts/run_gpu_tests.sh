@@ -27,17 +27,21 @@ cd "$here"
 python="${PYTHON:-python3}"
 dry_run="${TFTRT_GPU_TESTS_DRY_RUN:-}"
 
-# What the tests and the ONNX formats need beyond the container. onnx 1.18.0: 1.19+ needs an ml_dtypes that
-# TensorFlow 2.15-2.17 cannot have (see constraints/tf2.17.txt).
-test_deps=("pytest>=7" "pytest-timeout" "scikit-learn" "matplotlib>=3.5")
-onnx_deps=("tf2onnx==1.17.0" "onnx==1.18.0" "onnxruntime>=1.20" "onnxconverter-common>=1.16" "sympy")
-no_deps=("tensorflow-hub>=0.16")
-
 tf_version="$("$python" -c 'import tensorflow as tf; print(tf.__version__)' 2>/dev/null)" || {
   echo "run_gpu_tests.sh: no TensorFlow importable with $python; run it inside an NVIDIA TensorFlow container" >&2
   exit 2
 }
 echo "=== container TensorFlow: $tf_version"
+
+# What the tests and the ONNX formats need beyond the container. On TensorFlow 2.15-2.17, onnx 1.18.0: 1.19+
+# needs an ml_dtypes those lines cannot have (see constraints/tf2.17.txt); later lines take a current onnx.
+case "$tf_version" in
+  2.1[0-7].*) onnx_pin="onnx==1.18.0" ;;
+  *) onnx_pin="onnx>=1.18" ;;
+esac
+test_deps=("pytest>=7" "pytest-timeout" "scikit-learn" "matplotlib>=3.5")
+onnx_deps=("tf2onnx==1.17.0" "$onnx_pin" "onnxruntime>=1.20" "onnxconverter-common>=1.16" "sympy")
+no_deps=("tensorflow-hub>=0.16")
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

@@ -87,6 +87,24 @@ def test_quantizes_matmul_inputs_symmetrically_per_channel(mlp, calibration):
   assert np.abs(_run(out, x) - expected).max() / np.abs(expected).max() < 0.05
 
 
+def test_a_model_of_small_layers_only_is_still_quantized(tmp_path):
+  """ModelOpt's small-layer rule keeps heads FP32; a model that is nothing but small layers is its INT8 self."""
+  from onnx import TensorProto, helper, numpy_helper  # pylint: disable=g-import-not-at-top
+  w = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
+  graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="tiny")], "tiny",
+                            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+                            [numpy_helper.from_array(w, "w")])
+  model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+  model.ir_version = 8
+  path = str(tmp_path / "tiny.onnx")
+  onnx.save(model, path)
+  assert list(onnx_quantize.small_matmuls(model)) == ["tiny"]
+  samples = {"x": np.random.default_rng(1).normal(size=(64, 4)).astype("float32")}
+  result = onnx_quantize.quantize_int8(path, str(tmp_path / "int8.onnx"), samples, {"x": "float32"})
+  assert result["quantized_ops"] == {"MatMul": 1} and result["kept_fp32"] == {}
+
+
 def test_percentile_clips_ranges_tighter_than_minmax(mlp):
   path, _, samples, directory = mlp
   scales = {}

@@ -265,7 +265,7 @@ def test_cli_verifies_the_frozen_graph_without_tensorrt_and_prints_the_table(tmp
   result = subprocess.run(
       [sys.executable, "-m", "export.tftrt_export", f"--saved_model_dir={tmp_path / 'model'}",
        f"--output_dir={tmp_path / 'out'}", f"--calibration_data={tmp_path / 'samples.npz'}",
-       "--calibration_batch_size=8", "--export_precisions=FP32,INT8"],
+       "--calibration_batch_size=8", "--export_precisions=FP32,INT8", "--export_formats=tftrt"],
       cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   manifest = json.loads((tmp_path / "out" / "manifests" / "1" / "manifest.json").read_text())

@@ -12,7 +12,8 @@ deprecated and 11 removed the implicit INT8 calibrators):
   * MatMul/Gemm whose constant weight has a dimension below 16 (a classifier's 10-class head) stay FP32, as
     NVIDIA ModelOpt leaves them (its `_MIN_MATMUL_DIM = 16`): INT8 buys nothing there (TensorRT's INT8
     kernels want dimensions in multiples of 16) and costs the most accuracy, right before the decision
-    (benchmarks/bench_int8_quality.py: with it, top-1 agreement equals ModelOpt's on both models).
+    (benchmarks/bench_int8_quality.py: with it, top-1 agreement equals ModelOpt's on both models); unless
+    they are all the model has, for then they are the INT8 variant.
 After quantizing, every Q/DQ zero point is read back and must be 0.
 """
 
@@ -139,7 +140,11 @@ def quantize_int8(fp32_path, output_path, samples, input_dtypes, calibration="mi
   method = {"minmax": ort_quant.CalibrationMethod.MinMax,
             "percentile": ort_quant.CalibrationMethod.Percentile}[calibration]
   import onnx  # pylint: disable=g-import-not-at-top
-  kept_fp32 = small_matmuls(onnx.load(str(fp32_path)))
+  fp32_model = onnx.load(str(fp32_path))
+  kept_fp32 = small_matmuls(fp32_model)
+  if len(kept_fp32) == sum(total_op_counts(fp32_model).values()):
+    # Nothing else to quantize (a tiny model): an INT8 variant was asked for, so the small layers are it.
+    kept_fp32 = {}
   reader = _SamplesReader(samples, input_dtypes, batch_size, equal_batches=calibration != "minmax")
   with _quiet_root_logger():
     ort_quant.quantize_static(
