@@ -23,10 +23,6 @@ from tftrt_keras.formats.tftrt import tensorflow_has_tftrt
 
 pytestmark = pytest.mark.tf
 TFTRT = ("tftrt",)  # the one format that costs nothing where TensorRT is missing
-# The TF-TRT test double is a `backend` of the tftrt format, which TensorFlow 2.18+ does not have.
-needs_tftrt_format = pytest.mark.skipif(
-    not tensorflow_has_tftrt(), reason=f"TensorFlow {tf.__version__} has no TF-TRT, so the tftrt format (and its "
-                                       "test double backend) records every variant as skipped")
 
 
 def _statuses(path):
@@ -310,7 +306,6 @@ def test_a_second_run_on_the_same_root_is_refused_while_the_first_fit_runs(prima
   assert _statuses(holder.manifest_paths[0])["native"] == "ok"  # the holder's run went on
 
 
-@needs_tftrt_format
 def test_a_conversion_failure_is_recorded_and_training_goes_on(keras, tmp_path, monkeypatch):
   """Uses the TEST DOUBLE backend, told to fail FP16."""
   monkeypatch.setenv("FAKE_TRT_FAIL", "FP16")
@@ -339,7 +334,6 @@ def test_a_snapshot_failure_is_recorded_and_training_goes_on(primary_keras, tmp_
   assert not os.path.exists(tmp_path / "e" / "1")
 
 
-@needs_tftrt_format
 def test_blocking_export_is_complete_when_the_epoch_ends(primary_keras, tmp_path):
   """Uses the TEST DOUBLE backend so that a variant is really written."""
   model = classifier(primary_keras)
@@ -414,8 +408,7 @@ def test_fit_with_trtexport_says_only_what_it_does(keras, kind, tmp_path, capsys
 def test_an_interrupted_fit_does_not_block_the_next_run_and_its_exports_are_closed(primary_keras, tmp_path,
                                                                                       monkeypatch):
   """Ctrl-C in a notebook: a KeyboardInterrupt raised mid-fit, then the same cell again in the same process.
-  The first run's conversion is held mid-write by the TEST DOUBLE backend, so it is still running then (on TF
-  lines with TF-TRT; elsewhere the variant is skipped at once and only the lock and capture are left over)."""
+  The first run's conversion is held mid-write by the TEST DOUBLE backend, so it is still running then."""
   root = tmp_path / "e"
   monkeypatch.setenv("FAKE_TRT_RELEASE_FILE", str(tmp_path / "never"))  # the first run's worker never finishes
 
@@ -429,21 +422,19 @@ def test_an_interrupted_fit_does_not_block_the_next_run_and_its_exports_are_clos
   with pytest.raises(KeyboardInterrupt):
     _fit(model, first, epochs=4, callbacks_after=[CtrlC()])
   assert [_manifest(p)["version"] for p in first.manifest_paths] == [1, 2]
-  if tensorflow_has_tftrt():
-    assert "pending" in _statuses(first.manifest_paths[-1]).values()  # its conversion is still running
+  assert "pending" in _statuses(first.manifest_paths[-1]).values()  # its conversion is still running
 
   monkeypatch.delenv("FAKE_TRT_RELEASE_FILE")
   second = tftrt_keras.TrtExport(root, formats=TFTRT, precisions=("FP32",), backend=FAKE_BACKEND, verbose=0)
   history = _fit(model, second, epochs=1)  # the same model, as a notebook cell run again
   assert len(history.history["loss"]) == 1
   assert [_manifest(p)["version"] for p in second.manifest_paths] == [3]
-  assert _statuses(second.manifest_paths[0])["tftrt_fp32"] == ("ok" if tensorflow_has_tftrt() else "skipped")
+  assert _statuses(second.manifest_paths[0])["tftrt_fp32"] == "ok"
   for path in first.manifest_paths:
     artifacts = _manifest(path)["artifacts"]
     assert "pending" not in {entry["status"] for entry in artifacts.values()}, artifacts
-  if tensorflow_has_tftrt():
-    interrupted = _manifest(first.manifest_paths[-1])["artifacts"]["tftrt_fp32"]
-    assert interrupted["status"] in ("failed", "skipped") and "interrupted" in interrupted["reason"], interrupted
+  interrupted = _manifest(first.manifest_paths[-1])["artifacts"]["tftrt_fp32"]
+  assert interrupted["status"] in ("failed", "skipped") and "interrupted" in interrupted["reason"], interrupted
   # The model validates with Keras' own function again, not the first run's capture.
   assert type(model.test_function).__name__ != "CapturingTestFunction"
   # And the directory is free for a third run.

@@ -23,10 +23,6 @@ from tftrt_keras.formats.tftrt import tensorflow_has_tftrt
 from tftrt_keras.manifest import FINAL_STATUSES, read_manifest
 
 
-# The test double stands in for TF-TRT's converter; where TensorFlow has no TF-TRT at all (2.18+) the format
-# records its variants skipped before any converter is asked (test_tftrt_variants_are_built_..._or_skipped).
-needs_tftrt_tensorflow = pytest.mark.skipif(not tensorflow_has_tftrt(), reason="TensorFlow >= 2.18 has no TF-TRT: "
-                                            "the tftrt format never calls a converter there")
 
 
 def _options(**kwargs):
@@ -148,7 +144,6 @@ def test_lookup_table_model_records_frozen_as_skipped_with_the_reason(tmp_path):
 
 
 @pytest.mark.tf
-@needs_tftrt_tensorflow
 def test_worker_in_background_produces_a_variant_that_serves(tmp_path, monkeypatch):
   """Uses the TEST DOUBLE FakeTrtBackendForTests: the worker child process converts "FP32" with it."""
   root = tmp_path / "exports"
@@ -172,7 +167,6 @@ def test_worker_in_background_produces_a_variant_that_serves(tmp_path, monkeypat
 
 
 @pytest.mark.tf
-@needs_tftrt_tensorflow
 def test_worker_killed_by_sigsegv_is_recorded_as_failed_with_how_it_died(tmp_path, monkeypatch):
   """Uses the TEST DOUBLE FakeTrtBackendForTests, told to crash the worker (SIGSEGV) mid-write."""
   root = tmp_path / "exports"
@@ -188,7 +182,6 @@ def test_worker_killed_by_sigsegv_is_recorded_as_failed_with_how_it_died(tmp_pat
 
 
 @pytest.mark.tf
-@needs_tftrt_tensorflow
 def test_worker_sees_only_its_conversion_device_counted_among_the_trainers_gpus(tmp_path, monkeypatch):
   """TEST DOUBLE backend; the device choice is real: CUDA_VISIBLE_DEVICES in a real worker process."""
   monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,7")
@@ -200,7 +193,6 @@ def test_worker_sees_only_its_conversion_device_counted_among_the_trainers_gpus(
 
 
 @pytest.mark.tf
-@needs_tftrt_tensorflow
 def test_worker_given_a_gpu_the_trainer_cannot_see_fails_the_export_saying_so(tmp_path, monkeypatch):
   monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
   request = _prepare(tmp_path / "exports", _options(precisions=("FP32",), backend=FAKE_BACKEND,

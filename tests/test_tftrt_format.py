@@ -239,9 +239,6 @@ def test_inputs_that_cannot_be_synthesized_say_why(tensor, says):
 
 # --- through the pipeline (TEST DOUBLE at the TF-TRT call)
 
-needs_tftrt_tensorflow = pytest.mark.skipif(not tensorflow_has_tftrt(), reason="TensorFlow >= 2.18 has no TF-TRT: "
-                                            "the tftrt format records its variants skipped before any converter "
-                                            "is asked (tests/test_pipeline.py)")
 
 def _export(root, precisions, batches, **options):
   request = pipeline.prepare_export(
@@ -252,7 +249,6 @@ def _export(root, precisions, batches, **options):
 
 
 @pytest.mark.tf
-@needs_tftrt_tensorflow
 def test_conversion_with_engines_is_ok_and_records_them(tmp_path, monkeypatch):
   monkeypatch.setenv("FAKE_TRT_ENGINES", "2")
   artifacts = _export(tmp_path / "exports", ("FP16", "INT8"), [saved_models.samples(8, seed=1)] * 3,
@@ -270,7 +266,6 @@ def test_conversion_with_engines_is_ok_and_records_them(tmp_path, monkeypatch):
 
 
 @pytest.mark.tf
-@needs_tftrt_tensorflow
 @pytest.mark.parametrize("knobs, reason", [
     ({"FAKE_TRT_ENGINES": "0"}, "TF-TRT built no engine: it found no segment to convert (7 ops stay in TensorFlow; "
                                 "minimum_segment_size=3)"),
@@ -286,7 +281,6 @@ def test_conversion_without_engines_is_failed_and_leaves_no_directory(tmp_path, 
 
 
 @pytest.mark.tf
-@needs_tftrt_tensorflow
 def test_without_samples_fp32_engines_are_built_from_the_signature_and_int8_is_skipped(tmp_path):
   artifacts = _export(tmp_path / "exports", ("FP32", "INT8"), None, max_batch_size=4)
   fp32 = artifacts["tftrt_fp32"]

@@ -226,9 +226,10 @@ class TfTrtFormat(Format):
   def environment(self, options):
     import os  # pylint: disable=g-import-not-at-top
     from tftrt_keras.conversion_options import DEFAULT_BACKEND  # pylint: disable=g-import-not-at-top
-    if not tensorflow_has_tftrt():
-      return {}
-    environment = dict(self._backend(options.backend if options else DEFAULT_BACKEND).environment())
+    spec = options.backend if options else DEFAULT_BACKEND
+    if spec == DEFAULT_BACKEND and not tensorflow_has_tftrt():
+      return {}  # nothing of TF-TRT to report; `unavailable_reason` says why
+    environment = dict(self._backend(spec).environment())
     # The worker's own device (see `preflight.select_conversion_device`).
     environment["conversion_device"] = getattr(options, "conversion_device", None)
     environment["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
