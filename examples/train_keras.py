@@ -49,6 +49,7 @@ def define_flags():
   flags.DEFINE_integer("seed", 0, "Random seed.")
   FLAGS.set_default("export_dir", os.path.join("runs", "train_keras", "export"))
   FLAGS.set_default("export_triton_repository", os.path.join("runs", "train_keras", "triton"))
+  FLAGS.set_default("export_triton_model_name", "digits")  # Triton models digits_onnx_fp32, ...
 
 
 def build_model(keras):

@@ -58,6 +58,6 @@ def test_trains_and_ends_with_verified_onnx_variants_and_a_triton_repository(tmp
   # The Triton repository beside the export (runs/train_keras/triton, relative to the working directory).
   triton = tmp_path / "runs" / "train_keras" / "triton"
   assert os.path.realpath(manifest["serving"]["triton"]["repository"]) == os.path.realpath(triton)
-  assert (triton / "export_onnx_fp32" / "config.pbtxt").is_file()
+  assert (triton / "digits_onnx_fp32" / "config.pbtxt").is_file()
   assert os.path.isfile(export_dir / "2" / "saved_model.pb")
   assert os.path.isfile(export_dir / "frozen" / "2" / "frozen_graph.pb")

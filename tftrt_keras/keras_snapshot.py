@@ -104,8 +104,19 @@ def batch_by_name(signature, x):
 
 
 def _output_names(model, count):
+  """The serving signature's output names: the model's own (its output layers' names), `output_<i>` only
+  where it has none. Keras 3.6 gives a Sequential model no `output_names`; its output layers still have names
+  (`probabilities`), which are what ONNX, Triton and the manifest should show."""
   names = list(getattr(model, "output_names", None) or [])
-  return names if len(names) == count else [f"output_{i}" for i in range(count)]
+  if len(names) != count:
+    names = []
+    for tensor in getattr(model, "outputs", None) or []:
+      history = getattr(tensor, "_keras_history", None)
+      layer = history[0] if history else None
+      names.append(getattr(layer, "name", None))
+  if len(names) == count and all(names) and len(set(names)) == count:
+    return names
+  return [f"output_{i}" for i in range(count)]
 
 
 class SavedModelSnapshotter:
