@@ -23,6 +23,7 @@ Example:
   tf = quiet_console.import_tensorflow()
 """
 
+import contextlib
 import logging
 import os
 import sys
@@ -109,3 +110,16 @@ def import_tensorflow():
   finally:
     os.close(saved)
   return tensorflow
+
+
+@contextlib.contextmanager
+def logger_at_error(name=None):
+  """Lowers a chatty Python logger (`name`; the root logger for None) to ERROR while the block runs: tf2onnx
+  logs every node at INFO, ONNX Runtime's quantizer warns on the root logger; errors still show."""
+  logger = logging.getLogger(name)
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)

@@ -6,8 +6,7 @@ tf2onnx leaves an op it has no handler for in the graph under its TensorFlow nam
 result is checked against ONNX's own op schemas and any such op is named in a `ConversionError`.
 """
 
-import contextlib
-import logging
+from tftrt_keras.quiet_console import logger_at_error
 
 # dtypes a signature may carry into ONNX: strings and resources do not survive as numeric ONNX tensors that
 # FP16, INT8 and TensorRT could take, so they are refused before tf2onnx runs (with the tensor named).
@@ -45,18 +44,6 @@ def convertible_signature(signature):
   return dict(signature, outputs=kept), left_out
 
 
-@contextlib.contextmanager
-def _quiet_tf2onnx():
-  """tf2onnx logs every node at INFO; keep its errors (an unsupported op is logged there first)."""
-  logger = logging.getLogger("tf2onnx")
-  level = logger.level
-  logger.setLevel(logging.ERROR)
-  try:
-    yield
-  finally:
-    logger.setLevel(level)
-
-
 def convert_saved_model(saved_model_dir, signature_key, signature, opset):
   """Converts one signature of a SavedModel to an ONNX `ModelProto`.
 
@@ -81,7 +68,8 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tf2onnx import optimizer, tf_loader, tfonnx  # pylint: disable=g-import-not-at-top
 
-  with _quiet_tf2onnx():
+  # tf2onnx logs every node at INFO; its errors (an unsupported op is logged there first) still show.
+  with logger_at_error("tf2onnx"):
     try:
       # large_model=False keeps tf2onnx off its >2 GB path, the one that calls np.product (gone in numpy 2).
       graph_def, inputs, outputs, tables, renames = tf_loader.from_saved_model(

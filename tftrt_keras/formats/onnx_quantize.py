@@ -17,8 +17,7 @@ deprecated and 11 removed the implicit INT8 calibrators):
 After quantizing, every Q/DQ zero point is read back and must be 0.
 """
 
-import contextlib
-import logging
+from tftrt_keras.quiet_console import logger_at_error
 
 QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 CALIBRATION_METHODS = ("minmax", "percentile")
@@ -80,20 +79,6 @@ def _extra_options(calibration, percentile):
   return options
 
 
-@contextlib.contextmanager
-def _quiet_root_logger():
-  """ORT's quantizer warns on the root logger to run `quant_pre_process` first. Measured here on MobileNetV2 it
-  did not help this Q/DQ scheme (top-1 agreement 0.377 with it, 0.380 without; tf2onnx already folds
-  BatchNorm into Conv), so it is not run and its advice is noise in a worker log."""
-  root = logging.getLogger()
-  level = root.level
-  root.setLevel(logging.ERROR)
-  try:
-    yield
-  finally:
-    root.setLevel(level)
-
-
 class _SamplesReader:
   """ONNX Runtime's CalibrationDataReader over {input name: array}, a few samples per call."""
 
@@ -146,7 +131,10 @@ def quantize_int8(fp32_path, output_path, samples, input_dtypes, calibration="mi
     # Nothing else to quantize (a tiny model): an INT8 variant was asked for, so the small layers are it.
     kept_fp32 = {}
   reader = _SamplesReader(samples, input_dtypes, batch_size, equal_batches=calibration != "minmax")
-  with _quiet_root_logger():
+  # ORT's quantizer warns on the root logger to run `quant_pre_process` first. Measured here on MobileNetV2 it
+  # did not help this Q/DQ scheme (top-1 agreement 0.377 with it, 0.380 without; tf2onnx already folds
+  # BatchNorm into Conv), so it is not run and its advice is noise in a worker log.
+  with logger_at_error():
     ort_quant.quantize_static(
         str(fp32_path), str(output_path), reader,
         quant_format=ort_quant.QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=True,
