@@ -43,8 +43,19 @@ def _assert_quiet(output):
   assert not found, f"noise on the console: {found}\n---\n{output[-4000:]}"
 
 
+@pytest.fixture
+def restored_logging():
+  """quiet_tensorflow() lowers this process's absl and `tensorflow` loggers; later tests read their warnings."""
+  import logging  # pylint: disable=g-import-not-at-top
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  verbosity, tf_level = absl_logging.get_verbosity(), logging.getLogger("tensorflow").level
+  yield
+  absl_logging.set_verbosity(verbosity)
+  logging.getLogger("tensorflow").setLevel(tf_level)
+
+
 @pytest.mark.unit
-def test_quiet_tensorflow_sets_the_level_only_when_the_user_did_not():
+def test_quiet_tensorflow_sets_the_level_only_when_the_user_did_not(restored_logging):  # pylint: disable=redefined-outer-name,unused-argument
   environ = {}
   assert quiet_console.quiet_tensorflow(environ) in (True, False)
   assert environ[quiet_console.CPP_LOG_LEVEL_VARIABLE] == "3"

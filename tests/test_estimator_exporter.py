@@ -290,7 +290,8 @@ def test_from_flags_builds_the_exporter_the_flags_describe():
   from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
   from tftrt_keras import flags as tftrt_flags  # pylint: disable=g-import-not-at-top
   if "export_calibration_batches" not in flags.FLAGS:  # as a training script does, once per process
-    tftrt_flags.define_export_flags(export_dir=False)
+    # The whole set, as tests/test_flags.py defines it: whichever runs first defines it for both.
+    tftrt_flags.define_export_flags()
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   with flagsaver.flagsaver(export_precisions=["fp16"], export_calibration_batches=3, export_exports_to_keep=2,
@@ -332,7 +333,7 @@ def test_from_flags_leaves_undefined_flags_at_the_defaults():
   empty.mark_as_parsed()
   exporter = TrtExporter.from_flags(empty, "bare", raw_receiver_fn())
   assert exporter.options == ConversionOptions()
-  assert exporter.exports_to_keep == 5 and exporter.calibration_hook.capacity == 8 and exporter.policy == "latest"
+  assert exporter.exports_to_keep == 5 and exporter.calibration_hook.capacity == 16 and exporter.policy == "latest"
   assert exporter.signature_key is None
 
 

@@ -340,17 +340,19 @@ def test_export_saved_model_produces_the_onnx_variants(digits, tmp_path):
                                             calibration_data=samples,
                                             options=ConversionOptions(formats=("onnx",), verification_samples=120))
   artifacts = manifest["artifacts"]
-  for name in ("onnx_fp32", "onnx_fp16", "onnx_int8"):
-    assert artifacts[name]["status"] == "ok", artifacts[name]
+  # INT8 is judged on the lower bound of its agreement over the ~135 samples held out here: it may be rejected
+  # (with the figures) as well as pass; either way it was built and checked. FP32/FP16 must pass.
+  allowed = {"onnx_fp32": ("ok",), "onnx_fp16": ("ok",), "onnx_int8": ("ok", "rejected")}
+  for name, statuses in allowed.items():
+    assert artifacts[name]["status"] in statuses, artifacts[name]
     directory = ExportLayout(str(tmp_path / "export")).path(name, manifest["version"])
     assert sorted(os.listdir(directory)) == ["model.json", "model.onnx"]
+    figures = artifacts[name]["verification"]
+    assert "error" not in figures and figures["passed"] == (artifacts[name]["status"] == "ok"), (name, figures)
+  if artifacts["onnx_int8"]["status"] == "rejected":
+    assert artifacts["onnx_int8"]["reason"].startswith("verification failed: output `probabilities`: top-1")
   assert artifacts["onnx_int8"]["quantized_ops"] == {"Conv": 2, "MatMul": 1}
   assert manifest["environment"]["formats"]["onnx"]["tf2onnx"] == "1.17.0"
-  verified = {n: artifacts[n].get("verification", {}) for n in ("onnx_fp32", "onnx_fp16", "onnx_int8")}
-  if not any(verified.values()):
-    pytest.skip("the lead's verification of ONNX variants is not in this tree yet; built and recorded: ok")
-  for name, figures in verified.items():
-    assert "error" not in figures, (name, figures)
 
 
 # --- MobileNetV2 ---------------------------------------------------------------------------------------------
