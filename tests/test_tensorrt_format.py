@@ -154,7 +154,7 @@ def _plant(store, made_for, used_as, data=b"timings"):
 def test_foreign_cache_is_ignored_with_the_reason_logged(tmp_path, caplog, made_for, fragment):
   store = TimingCacheStore(tmp_path)
   _plant(store, made_for, KEY)
-  with caplog.at_level(logging.WARNING):
+  with caplog.at_level(logging.WARNING, logger="absl"):  # the cache logs through absl
     loaded = store.load(KEY)
   assert loaded.data is None
   assert loaded.status.startswith("ignored: it was ") and fragment in loaded.status
@@ -168,7 +168,7 @@ def test_corrupt_cache_is_ignored(tmp_path, caplog):
   cache_path, key_path = store.paths(KEY)
   with open(cache_path, "r+b") as f:
     f.write(b"y")  # one flipped byte, same size
-  with caplog.at_level(logging.WARNING):
+  with caplog.at_level(logging.WARNING, logger="absl"):  # the cache logs through absl
     loaded = store.load(KEY)
   assert loaded == type(loaded)(None, "ignored: its bytes do not match the size and SHA-256 in its key file "
                                       "(corrupt or partly written)")
