@@ -77,3 +77,13 @@ def lookup_table(path):
 
 def samples(n, features=4, seed=0):
   return {"x": np.random.default_rng(seed).normal(size=(n, features)).astype("float32")}
+
+
+def writer_copying(saved_model_dir):
+  """A `write_native` for `pipeline.prepare_export` that publishes a copy of an existing SavedModel."""
+  import shutil  # pylint: disable=g-import-not-at-top
+
+  def write_native(directory):
+    shutil.rmtree(directory)  # copytree creates the directory itself
+    shutil.copytree(saved_model_dir, directory)
+  return write_native

@@ -4,8 +4,6 @@ Real worker processes; the variants come from the TEST DOUBLE FakeTrtBackendForT
 held mid-write by FAKE_TRT_RELEASE_FILE so that later exports queue behind the first.
 """
 
-import os
-import shutil
 
 import pytest
 
@@ -22,9 +20,7 @@ def _run_three_exports(tmp_path, monkeypatch, policy):
   options = ConversionOptions(backend=saved_models.FAKE_BACKEND, formats=("tftrt",), precisions=("FP32",),
                               conversion_policy=policy, verify_timed_runs=1, verify_warmup_runs=0)
 
-  def write_native(directory):
-    os.rmdir(directory)
-    shutil.copytree(tmp_path / "model", directory)
+  write_native = saved_models.writer_copying(tmp_path / "model")
   scheduler = ExportScheduler()
   samples = saved_models.samples(16)
   for version in (1, 2, 3):

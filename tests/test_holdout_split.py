@@ -50,15 +50,11 @@ def test_too_few_samples_are_said_not_swallowed():
 @pytest.mark.tf
 def test_the_manifest_says_how_samples_were_split_and_warns(tmp_path):
   import json  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
-  import shutil  # pylint: disable=g-import-not-at-top
   from tests import saved_models  # pylint: disable=g-import-not-at-top
   from tftrt_keras.conversion_options import ConversionOptions  # pylint: disable=g-import-not-at-top
   saved_models.classifier(tmp_path / "model")
 
-  def write_native(directory):
-    os.rmdir(directory)
-    shutil.copytree(tmp_path / "model", directory)
+  write_native = saved_models.writer_copying(tmp_path / "model")
   samples = saved_models.samples(64)
   pipeline.prepare_export(str(tmp_path / "out"), 1, {"kind": "test"}, ConversionOptions(formats=()),
                           write_native=write_native, batches=[{"x": samples["x"][:32]}, {"x": samples["x"][32:]}])
@@ -75,15 +71,11 @@ def test_the_manifest_says_how_samples_were_split_and_warns(tmp_path):
 @pytest.mark.tf
 def test_held_out_samples_without_calibration_samples_are_not_promised(tmp_path):
   """The worker verifies only what is on disk: no calibration samples means no sample file at all."""
-  import os  # pylint: disable=g-import-not-at-top
-  import shutil  # pylint: disable=g-import-not-at-top
   from tests import saved_models  # pylint: disable=g-import-not-at-top
   from tftrt_keras.conversion_options import ConversionOptions  # pylint: disable=g-import-not-at-top
   saved_models.classifier(tmp_path / "model")
 
-  def write_native(directory):
-    os.rmdir(directory)
-    shutil.copytree(tmp_path / "model", directory)
+  write_native = saved_models.writer_copying(tmp_path / "model")
   request = pipeline.prepare_export(str(tmp_path / "out"), 1, {"kind": "test"}, ConversionOptions(formats=()),
                                     write_native=write_native, batches=[],
                                     verification_batches=[saved_models.samples(8)])

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -185,9 +184,7 @@ def _prepare(tmp_path, options, seed=1, samples=64):
   from tftrt_keras import calibration_data, pipeline  # pylint: disable=g-import-not-at-top
   saved_models.classifier(tmp_path / "model", seed=seed)
 
-  def write_native(directory):
-    os.rmdir(directory)
-    shutil.copytree(tmp_path / "model", directory)
+  write_native = saved_models.writer_copying(tmp_path / "model")
   return pipeline.prepare_export(str(tmp_path / "out"), 1, {"kind": "test"}, options, write_native=write_native,
                                  batches=calibration_data.batches(saved_models.samples(samples), 8))
 
