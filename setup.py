@@ -29,6 +29,9 @@ setuptools.setup(
         "tftrt": ["tensorrt==8.6.1"],
         "cuda": ["cuda-python>=12.8,<14"],
         "trt": ["tensorrt>=10", "cuda-python>=12.8,<14"],
+        # TensorRT-RTX (format `trt_rtx`): its builder and ONNX parser compile engines ahead of time on any machine,
+        # GPU or not; running them needs an RTX-class GPU (compute capability 7.5, 8.6, 8.9, 12.x).
+        "trt_rtx": ["tensorrt-rtx-cu13==1.7.1.116"],
         "pycuda": ["pycuda"],
         "test": ["pytest>=7", "pytest-timeout", "scikit-learn", "tensorflow-hub>=0.16", "matplotlib>=3.5"],
     },

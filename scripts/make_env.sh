@@ -7,9 +7,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$here/.venv/tf$line"
 constraints="$here/constraints/tf$line.txt"
 case "$line" in
-  2.15) extras="tf215,onnx,cuda,hub,report,test" ;;
-  2.17) extras="tf217,onnx,cuda,hub,report,test" ;;
-  2.21) extras="tf221,onnx,cuda,hub,report,test" ;;
+  2.15) extras="tf215,onnx,trt_rtx,cuda,hub,report,test" ;;
+  2.17) extras="tf217,onnx,trt_rtx,cuda,hub,report,test" ;;
+  2.21) extras="tf221,onnx,trt_rtx,cuda,hub,report,test" ;;
   *) echo "unknown TF line: $line (expected 2.15, 2.17 or 2.21)" >&2; exit 2 ;;
 esac
 stamp="$venv/.constraints.sha"
