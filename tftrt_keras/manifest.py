@@ -1,6 +1,7 @@
 """`manifest.json`: what one export produced, skipped or failed, and why.
 
-Statuses: `ok`, `skipped` (not attempted: the machine cannot run it, or it was superseded), `failed` (attempted
+Statuses: `ok` (built, build checks passed, outputs verified against the normal export), `unverified` (built and
+build-checked, but no comparison could run: the reason says why), `skipped` (not attempted: the machine cannot run it, or it was superseded), `failed` (attempted
 and broke; `reason` says how), `rejected` (produced but outside the verification thresholds), and
 `pending` only while a worker is still running (a finished manifest never holds `pending`).
 """
@@ -11,8 +12,10 @@ import os
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1
-OK, SKIPPED, FAILED, REJECTED, PENDING = "ok", "skipped", "failed", "rejected", "pending"
-FINAL_STATUSES = (OK, SKIPPED, FAILED, REJECTED)
+OK, UNVERIFIED, SKIPPED, FAILED, REJECTED, PENDING = "ok", "unverified", "skipped", "failed", "rejected", "pending"
+FINAL_STATUSES = (OK, UNVERIFIED, SKIPPED, FAILED, REJECTED)
+# Statuses of an artifact a user can deploy: `unverified` is usable, and says that no comparison ran on it.
+USABLE_STATUSES = (OK, UNVERIFIED)
 
 
 def utc_now_iso(clock=None):

@@ -33,6 +33,12 @@ class VariantFailed(Exception):
   with the message as the reason. Any other exception from `build` is recorded as `failed` too."""
 
 
+class RunnerUnavailable(Exception):
+  """The variant was built and build-checked, but nothing here can run it (e.g. no GPU of a compute capability
+  its engines target): verification records it `unverified`, with the message (which says what can run it) as
+  the reason. Raised by `Format.open_runner`."""
+
+
 class Runner:
   """Runs one artifact on {signature input name: array} batches and returns {signature output name: array}.
 
