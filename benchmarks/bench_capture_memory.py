@@ -55,7 +55,7 @@ def measure(k, n):
   import tracemalloc  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tftrt_keras  # pylint: disable=g-import-not-at-top
-  from tftrt_keras import keras_flavor  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.keras import flavor as keras_flavor  # pylint: disable=g-import-not-at-top
   keras = __import__("keras") if tf.__version__ >= "2.16" else tf.keras
   keras.utils.set_random_seed(0)
   model = keras.Sequential([keras.Input((32, 32, 3), name="image"), keras.layers.Conv2D(4, 3),

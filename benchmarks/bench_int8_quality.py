@@ -18,7 +18,7 @@ Both: calibration on the first `--calibration_samples` training images, judged o
 
 Rows (all quantize the same FP32 ONNX file, whose final Softmax is replaced by Identity so the graph output is
 the logits; argmax is unchanged, and no quantizer touches Softmax):
-  * ours MinMax / ours Percentile: `tftrt_keras.formats.onnx.FORMAT.build(job, "INT8", ...)`, the product path;
+  * ours MinMax / ours Percentile: `tftrt_keras.formats.onnx.format.FORMAT.build(job, "INT8", ...)`, the product path;
   * ours MinMax with MatMul/Gemm nodes whose weight has K or N below 16 left unquantized (here: the 10-class
     head), as ModelOpt does: a diagnostic row, our exact ONNX Runtime settings plus `nodes_to_exclude`;
   * ModelOpt max (fp32) / ModelOpt max (fp16): `python -m modelopt.onnx.quantization --quantize_mode=int8
@@ -45,9 +45,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tests import onnx_models  # noqa: E402  pylint: disable=g-import-not-at-top
-from tftrt_keras.conversion_options import ConversionOptions  # noqa: E402  pylint: disable=g-import-not-at-top
-from tftrt_keras.formats import onnx_quantize  # noqa: E402  pylint: disable=g-import-not-at-top
-from tftrt_keras.formats.onnx import FORMAT  # noqa: E402  pylint: disable=g-import-not-at-top
+from tftrt_keras.options import ConversionOptions  # noqa: E402  pylint: disable=g-import-not-at-top
+from tftrt_keras.formats.onnx import quantize as onnx_quantize  # noqa: E402  pylint: disable=g-import-not-at-top
+from tftrt_keras.formats.onnx.format import FORMAT  # noqa: E402  pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 MODELOPT_VARIANTS = {  # label: extra CLI arguments

@@ -70,8 +70,9 @@ def main(argv):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tftrt_keras  # pylint: disable=g-import-not-at-top
-  from tftrt_keras import keras_snapshot, pipeline  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.export_scheduler import ExportScheduler  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.keras import snapshot as keras_snapshot  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.pipeline import prepare as pipeline  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.pipeline.scheduler import ExportScheduler  # pylint: disable=g-import-not-at-top
   keras, keras_name, keras3 = keras_module(FLAGS.keras)
   keras.utils.set_random_seed(0)
   model = small_cnn(keras)

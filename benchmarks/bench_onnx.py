@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tests import onnx_models  # noqa: E402  pylint: disable=g-import-not-at-top
-from tftrt_keras.formats.onnx import FORMAT  # noqa: E402  pylint: disable=g-import-not-at-top
+from tftrt_keras.formats.onnx.format import FORMAT  # noqa: E402  pylint: disable=g-import-not-at-top
 from tftrt_keras.formats.savedmodel import SavedModelRunner  # noqa: E402  pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS

@@ -30,8 +30,8 @@ def define_flags():
 
 
 def _export_once(model_dir, root, samples, verify):
-  from tftrt_keras.conversion_options import DEFAULT_BACKEND, ConversionOptions  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.offline_export import export_saved_model  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.options import DEFAULT_BACKEND, ConversionOptions  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.offline.export import export_saved_model  # pylint: disable=g-import-not-at-top
   options = ConversionOptions(backend=FLAGS.backend or DEFAULT_BACKEND, verify=verify,
                               verify_timed_runs=FLAGS.timed_runs, verify_warmup_runs=FLAGS.warmup_runs)
   started = time.monotonic()

@@ -144,7 +144,7 @@ def build_model(keras, hub_module, fine_tune):
 def print_latest_export(manifest_path, export_dir):
   """Prints what the callback's table does not say about the latest export: how its samples were split,
   warnings about them, what verification judged on, and where the manifest is."""
-  from tftrt_keras.summary import describe_export  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.verify.summary import describe_export  # pylint: disable=g-import-not-at-top
   print(f"\nLatest export, in {os.path.abspath(export_dir)}:")
   print(describe_export(manifest_path, list_artifacts=False))
 
@@ -156,7 +156,7 @@ def main(argv):
   quiet_console.import_tensorflow()  # its start-up messages stay off the console
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tftrt_keras  # pylint: disable=g-import-not-at-top
-  from tftrt_keras import keras_flavor  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.keras import flavor as keras_flavor  # pylint: disable=g-import-not-at-top
   keras = keras_2()
   keras.utils.set_random_seed(FLAGS.seed)
 

@@ -54,8 +54,8 @@ def main(argv):
   del argv
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tftrt_keras  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.manifest import read_manifest  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.summary import summary_table  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.artifacts.manifest import read_manifest  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.verify.summary import summary_table  # pylint: disable=g-import-not-at-top
 
   columns = [tf.feature_column.numeric_column("pixels", shape=[64])]
   config = tf.estimator.RunConfig(

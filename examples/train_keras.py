@@ -73,7 +73,7 @@ def main(argv):
   quiet_console.import_tensorflow()  # its start-up messages stay off the console
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tftrt_keras  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.summary import describe_export  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.verify.summary import describe_export  # pylint: disable=g-import-not-at-top
   if FLAGS.use_tf_keras:
     import tf_keras as keras  # pylint: disable=g-import-not-at-top
   else:

@@ -58,8 +58,8 @@ def define_flags(flag_values=FLAGS):
 
 def render_result(manifest, manifest_path, output_dir):
   """The text `tftrt-export` prints for one finished export: artifacts, sample notes, verification, manifest."""
-  from tftrt_keras.report import verification_table  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.summary import export_notes, summary_table  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.verify.report import verification_table  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.verify.summary import export_notes, summary_table  # pylint: disable=g-import-not-at-top
   parts = [summary_table([manifest], root=output_dir)]
   notes = export_notes(manifest)
   if notes:
@@ -75,9 +75,9 @@ def run_from_flags(flag_values=FLAGS, out=sys.stdout):
   """Runs one offline export from parsed flags; returns the process exit code."""
   # Imported here so that `--help` answers without loading TensorFlow.
   from tftrt_keras.errors import TensorRTUnavailableError  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.export_layout import ExportLayout  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.manifest import FAILED, REJECTED  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.offline_export import export_saved_model  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.artifacts.layout import ExportLayout  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.artifacts.manifest import FAILED, REJECTED  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.offline.export import export_saved_model  # pylint: disable=g-import-not-at-top
   try:
     options = tftrt_flags.conversion_options_from_flags(flag_values)
     manifest = export_saved_model(

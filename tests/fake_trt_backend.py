@@ -85,7 +85,7 @@ def _fault_for_version(output_dir):
 
 
 class FakeTrtBackendForTests:
-  """TEST DOUBLE for `tftrt_keras.trt_convert.TfTrtBackend`."""
+  """TEST DOUBLE for `tftrt_keras.formats.tftrt.convert.TfTrtBackend`."""
 
   name = "fake_tftrt_for_tests"
 

@@ -29,7 +29,7 @@ REQUIRED_FILES = {
     "frozen": ("frozen_graph.pb", "frozen_graph.json"),
     "calibration": ("calibration.npz",),
 }
-WORKER_MODULE = "tftrt_keras.export_worker"
+WORKER_MODULE = "tftrt_keras.pipeline.worker"
 
 
 # --- processes

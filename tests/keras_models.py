@@ -79,7 +79,7 @@ def _tensorrt_status():
 def assert_tftrt_outcome(entry):
   """A TF-TRT variant's manifest entry is what this machine allows: `ok` where TF-TRT runs (preflight usable on a
   TF line that has TF-TRT), else `skipped` with the reason the preflight (or the TF line) gives."""
-  from tftrt_keras.formats.tftrt import tensorflow_has_tftrt  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tftrt.format import tensorflow_has_tftrt  # pylint: disable=g-import-not-at-top
   status = _tensorrt_status()
   if not tensorflow_has_tftrt():
     reason = entry.get("reason") or ""

@@ -8,10 +8,10 @@ import tensorflow as tf
 from examples import digits as digits_data
 from examples.train_keras import build_model as build_digits_model
 from tests import keras_models
-from tftrt_keras.conversion_options import ConversionOptions
+from tftrt_keras.options import ConversionOptions
 from tftrt_keras.formats.base import BuildJob
-from tftrt_keras.keras_snapshot import SavedModelSnapshotter, signature_from_model
-from tftrt_keras.saved_model_signature import load_signature
+from tftrt_keras.keras.snapshot import SavedModelSnapshotter, signature_from_model
+from tftrt_keras.formats.signature import load_signature
 
 
 def primary_keras():

@@ -1,13 +1,13 @@
 """TEST DOUBLE. An ONNX Runtime session standing in for a TensorRT engine, for tests only; the product never uses it.
 
-It is an executor for `tftrt_keras.formats.engine_binding.EngineRunner` -- the same runner the TensorRT plan
+It is an executor for `tftrt_keras.formats.tensorrt.binding.EngineRunner` -- the same runner the TensorRT plan
 runs behind (`cuda_runner.open_plan_runner`) -- so the name, dtype, shape and profile logic between a
 signature's feeds and an engine is exercised for real on machines without a GPU. Its optimization profile is
 computed by `tensorrt_profile.engine_profile`, as the TensorRT build computes the one it gives TensorRT; like an
 engine it refuses shapes outside that profile (in the shared binding code, before ONNX Runtime is called).
 """
 
-from tftrt_keras.formats.engine_binding import TensorSpec
+from tftrt_keras.formats.tensorrt.binding import TensorSpec
 
 # ONNX Runtime's type strings -> numpy dtype names.
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -21,7 +21,7 @@ def _spec(arg):
 
 
 class OnnxRuntimeEngineForTests:
-  """TEST DOUBLE for `tftrt_keras.formats.tensorrt_build.LoadedEngine` + `cuda_runner.TensorRTExecutor`.
+  """TEST DOUBLE for `tftrt_keras.formats.tensorrt.build.LoadedEngine` + `cuda_runner.TensorRTExecutor`.
 
   Args:
     onnx_path: the ONNX model the "engine" was built from.

@@ -4,7 +4,7 @@ import collections
 
 import pytest
 
-from tftrt_keras.batch_sampler import BatchReservoir, SplitReservoir
+from tftrt_keras.samples.reservoir import BatchReservoir, SplitReservoir
 
 pytestmark = pytest.mark.unit
 

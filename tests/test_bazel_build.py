@@ -22,7 +22,7 @@ TEST_TARGET = "//:test_batch_sampler"
 
 
 def _skip_reason():
-  from tftrt_keras.formats.tftrt import tensorflow_version  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tftrt.format import tensorflow_version  # pylint: disable=g-import-not-at-top
   if not (tensorflow_version() or "").startswith("2.17."):
     # BUILD is the same on every line; one line (the one bazel_check.sh defaults to) keeps CI time down.
     return f"the Bazel check runs on the TF 2.17 line only (this is TensorFlow {tensorflow_version()})"

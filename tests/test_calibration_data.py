@@ -6,8 +6,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from tftrt_keras import calibration_data
-from tftrt_keras.saved_model_signature import SignatureInfo, TensorInfo
+from tftrt_keras.samples import calibration_data
+from tftrt_keras.formats.signature import SignatureInfo, TensorInfo
 
 pytestmark = pytest.mark.unit
 

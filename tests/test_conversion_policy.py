@@ -8,9 +8,9 @@ held mid-write by FAKE_TRT_RELEASE_FILE so that later exports queue behind the f
 import pytest
 
 from tests import saved_models
-from tftrt_keras import pipeline
-from tftrt_keras.conversion_options import ConversionOptions
-from tftrt_keras.export_scheduler import ExportScheduler
+from tftrt_keras.pipeline import prepare
+from tftrt_keras.options import ConversionOptions
+from tftrt_keras.pipeline.scheduler import ExportScheduler
 
 
 def _run_three_exports(tmp_path, monkeypatch, policy):
@@ -24,7 +24,7 @@ def _run_three_exports(tmp_path, monkeypatch, policy):
   scheduler = ExportScheduler()
   samples = saved_models.samples(16)
   for version in (1, 2, 3):
-    scheduler.submit(pipeline.prepare_export(str(tmp_path / "out"), version, {"kind": "test"}, options,
+    scheduler.submit(prepare.prepare_export(str(tmp_path / "out"), version, {"kind": "test"}, options,
                                              write_native=write_native, batches=[samples]))
   release.write_text("go")  # the first worker was held mid-write until all three were due
   manifests = {m["version"]: m for m in scheduler.wait_all(timeout=300)}

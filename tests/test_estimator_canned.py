@@ -73,7 +73,7 @@ def make_estimator(kind, model_dir):
 
 def new_exporter(name, receiver_fn, **kwargs):
   from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.conversion_options import ConversionOptions  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.options import ConversionOptions  # pylint: disable=g-import-not-at-top
   return TrtExporter(name, receiver_fn, policy="latest", calibration_batches=CALIBRATION_BATCHES,
                      conversion_options=ConversionOptions(formats=(), verification_samples=VERIFICATION_SAMPLES,
                                                           verify_warmup_runs=0, verify_timed_runs=1),
@@ -81,7 +81,7 @@ def new_exporter(name, receiver_fn, **kwargs):
 
 
 def load_samples(root, manifest, file_key):
-  from tftrt_keras import calibration_data  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.samples import calibration_data  # pylint: disable=g-import-not-at-top
   entry = manifest["artifacts"]["calibration"]
   directory = os.path.normpath(os.path.join(root, "manifests", str(manifest["version"]), entry["path"]))
   return calibration_data.load_samples(os.path.join(directory, entry[file_key]))
@@ -147,7 +147,7 @@ def test_export_uses_the_signature_a_user_means(trained, exporter_name, requeste
   assert 0 < calibration["verification_samples"] <= VERIFICATION_SAMPLES
 
   # The samples take the chosen signature's inputs, and decode to distinct evaluation rows.
-  from tftrt_keras.estimator_calibration import signature_of  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.estimator.calibration import signature_of  # pylint: disable=g-import-not-at-top
   signature, _ = signature_of(os.path.join(root, str(manifest["version"])), expected_key)
   rows = {}
   for file_key in ("file", "verification_file"):

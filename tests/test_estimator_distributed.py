@@ -35,8 +35,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from tftrt_keras.conversion_options import ConversionOptions
-from tftrt_keras.estimator_exporter import TrtExporter
+from tftrt_keras.options import ConversionOptions
+from tftrt_keras.estimator.exporter import TrtExporter
 
 model_dir, backend, max_steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rng = np.random.default_rng(0)
@@ -124,8 +124,8 @@ def test_exporter_runs_on_the_evaluator_of_a_distributed_run(tmp_path):
   assert "TASK_DONE worker manifests=0" in output["worker"]
   assert "TASK_DONE evaluator manifests=0" not in output["evaluator"]
 
-  from tftrt_keras import calibration_data  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.export_layout import ExportLayout  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.samples import calibration_data  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.artifacts.layout import ExportLayout  # pylint: disable=g-import-not-at-top
   root = str(model_dir / "export" / "trt")
   manifests = ExportLayout(root).manifests()
   assert manifests

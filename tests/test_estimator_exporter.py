@@ -108,12 +108,12 @@ def train_and_evaluate(estimator, exporter, max_steps, labels_permuted=False):
 
 
 def fast_options(**kwargs):
-  from tftrt_keras.conversion_options import ConversionOptions  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.options import ConversionOptions  # pylint: disable=g-import-not-at-top
   return ConversionOptions(verify_warmup_runs=1, verify_timed_runs=2, **kwargs)
 
 
 def manifests(root):
-  from tftrt_keras.export_layout import ExportLayout  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.artifacts.layout import ExportLayout  # pylint: disable=g-import-not-at-top
   return ExportLayout(root).manifests()
 
 
@@ -123,7 +123,7 @@ def numbered_dirs(directory):
 
 def stored_samples(root, manifest, file_key):
   """The calibration (`file`) or verification (`verification_file`) samples of one export."""
-  from tftrt_keras import calibration_data  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.samples import calibration_data  # pylint: disable=g-import-not-at-top
   entry = manifest["artifacts"]["calibration"]
   directory = os.path.normpath(os.path.join(root, "manifests", str(manifest["version"]), entry["path"]))
   return calibration_data.load_samples(os.path.join(directory, entry[file_key]))
@@ -247,7 +247,7 @@ def test_require_tensorrt_fails_in_init_before_training(tmp_path):
     (["predict", "serving_default"], "predict", "predict"),
 ])
 def test_signature_a_user_means_is_chosen(available, requested, chosen):
-  from tftrt_keras.estimator_exporter import choose_signature_key  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.estimator.exporter import choose_signature_key  # pylint: disable=g-import-not-at-top
   assert choose_signature_key(available, requested) == chosen
 
 
@@ -255,7 +255,7 @@ def test_signature_a_user_means_is_chosen(available, requested, chosen):
 @pytest.mark.unit
 @pytest.mark.parametrize("available, requested", [(["predict"], "serving_default"), (["a", "b"], None), ([], None)])
 def test_unavailable_or_ambiguous_signature_is_refused_listing_the_available(available, requested):
-  from tftrt_keras.estimator_exporter import choose_signature_key  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.estimator.exporter import choose_signature_key  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError) as info:
     choose_signature_key(available, requested)
   assert "Invalid value for argument `signature_key`" in str(info.value)
@@ -267,7 +267,7 @@ def test_unavailable_or_ambiguous_signature_is_refused_listing_the_available(ava
 @pytest.mark.unit
 def test_verification_sample_is_cut_at_random_keeping_batch_order():
   """cut_to_samples keeps exactly the asked number of distinct rows, spread over all the batches it got."""
-  from tftrt_keras.estimator_calibration import cut_to_samples  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.estimator.calibration import cut_to_samples  # pylint: disable=g-import-not-at-top
   batches = [(index, {"x": np.arange(index * 10, index * 10 + 10)}) for index in (0, 3, 7, 11, 19)]
   cut = cut_to_samples(batches, 20, np.random.default_rng(0))
   rows = np.concatenate([b["x"] for _, b in cut])
@@ -328,7 +328,7 @@ def test_from_flags_leaves_undefined_flags_at_the_defaults():
   """A script that defines only some flags (here none) gets the constructor's defaults for the rest."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.conversion_options import ConversionOptions  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.options import ConversionOptions  # pylint: disable=g-import-not-at-top
   empty = flags.FlagValues()
   empty.mark_as_parsed()
   exporter = TrtExporter.from_flags(empty, "bare", raw_receiver_fn())
@@ -474,7 +474,7 @@ def test_directory_owned_by_another_run_gets_the_normal_export_only(trained_cust
   """While another process holds the export directory's lock, export() still writes and returns the normal
   export, and writes nothing of ours into the directory (no manifest, no variant)."""
   from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.export_layout import ExportLayout, RootLock  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.artifacts.layout import ExportLayout, RootLock  # pylint: disable=g-import-not-at-top
   root = str(tmp_path / "export")
   exporter = TrtExporter("trt", raw_receiver_fn(), precisions=("FP32",), calibration_batches=0, formats=())
   with RootLock(ExportLayout(root)):  # a second open file description: flock treats it as another owner
@@ -499,7 +499,7 @@ def test_canned_estimator_parsing_signature_end_to_end(tmp_path):
   graph of the parsing signature answers like the normal export on them.
   """
   from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.freeze import run_frozen_graph  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.frozen import run_frozen_graph  # pylint: disable=g-import-not-at-top
   estimator = dnn_classifier(tmp_path / "model")
   exporter = TrtExporter("trt", parsing_receiver_fn(), calibration_batches=8,
                          conversion_options=fast_options(backend=FAKE_BACKEND, formats=("tftrt",),

@@ -75,7 +75,7 @@ def test_onnx_variants_answer_like_the_normal_export_on_evaluation_rows(onnx_exp
   """The FP32 ONNX model, run here in ONNX Runtime under the signature's own input and output names, gives the
   normal export's probabilities on the stored verification rows (which are evaluation rows)."""
   import onnxruntime  # pylint: disable=g-import-not-at-top
-  from tftrt_keras import calibration_data  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.samples import calibration_data  # pylint: disable=g-import-not-at-top
   root, manifest = onnx_export
   version = str(manifest["version"])
   entry = manifest["artifacts"]["calibration"]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests import fault_helpers as fh
-from tftrt_keras.export_layout import ExportLayout
+from tftrt_keras.artifacts.layout import ExportLayout
 
 pytestmark = pytest.mark.tf
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -21,11 +21,11 @@ import pytest
 
 from tests import fault_helpers as fh
 from tests.saved_models import FAKE_BACKEND, classifier, samples
-from tftrt_keras import pipeline
-from tftrt_keras.conversion_options import ConversionOptions
-from tftrt_keras.export_layout import ExportLayout, ExportRootBusy
-from tftrt_keras.export_scheduler import ExportScheduler
-from tftrt_keras.export_worker import ExportJob
+from tftrt_keras.pipeline import prepare
+from tftrt_keras.options import ConversionOptions
+from tftrt_keras.artifacts.layout import ExportLayout, ExportRootBusy
+from tftrt_keras.pipeline.scheduler import ExportScheduler
+from tftrt_keras.pipeline.worker import ExportJob
 
 pytestmark = pytest.mark.tf
 CONVERSIONS = ("tftrt_fp32", "tftrt_fp16")
@@ -64,7 +64,7 @@ def _prepare(root, source_dir, timeout_seconds=None, precisions=("FP32", "FP16")
   options = ConversionOptions(precisions=precisions, formats=("tftrt",), backend=FAKE_BACKEND,
                               timeout_seconds=timeout_seconds)
   # One captured sample: calibration data on disk, no held-out verification step to slow the worker.
-  return pipeline.prepare_export(layout.root, layout.next_version(), {"kind": "fault_injection"}, options,
+  return prepare.prepare_export(layout.root, layout.next_version(), {"kind": "fault_injection"}, options,
                                  write_native=lambda d: (os.rmdir(d), shutil.copytree(source_dir, d)),
                                  batches=[samples(1)])
 
@@ -230,14 +230,14 @@ def test_second_process_on_the_same_export_root_is_refused(root, source):
   holder = subprocess.Popen(
       [sys.executable, "-c", textwrap.dedent(f"""
           import sys
-          from tftrt_keras.export_layout import ExportLayout, RootLock
+          from tftrt_keras.artifacts.layout import ExportLayout, RootLock
           with RootLock(ExportLayout({root!r})):
             print("LOCKED", flush=True)
             sys.stdin.read()
           """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
   try:
     assert holder.stdout.readline().strip() == "LOCKED"
-    from tftrt_keras.offline_export import export_saved_model  # pylint: disable=g-import-not-at-top
+    from tftrt_keras.offline.export import export_saved_model  # pylint: disable=g-import-not-at-top
     options = ConversionOptions(precisions=("FP32",), formats=("tftrt",), backend=FAKE_BACKEND)
     with pytest.raises(ExportRootBusy) as caught:
       export_saved_model(source[0], root, options=options)
@@ -276,7 +276,7 @@ def test_backend_that_cannot_load_in_the_worker_is_named_in_the_manifest(root, s
   layout = ExportLayout(root)
   layout.ensure_root()
   options = ConversionOptions(precisions=("FP32",), formats=("tftrt",), backend="tests.no_such_backend_module:Backend")
-  request = pipeline.prepare_export(layout.root, 1, {"kind": "fault_injection"}, options,
+  request = prepare.prepare_export(layout.root, 1, {"kind": "fault_injection"}, options,
                                     write_native=lambda d: (os.rmdir(d), shutil.copytree(source[0], d)))
   job = ExportJob(request)
   manifest = job.wait(120)
@@ -314,7 +314,7 @@ def test_offline_export_of_a_saved_model_without_variables_is_refused_before_wri
   broken = str(tmp_path / "broken")
   shutil.copytree(source[0], broken)
   shutil.rmtree(os.path.join(broken, "variables"))
-  from tftrt_keras.offline_export import export_saved_model  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.offline.export import export_saved_model  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError) as caught:
     export_saved_model(broken, root, options=ConversionOptions(precisions=("FP32",), formats=("tftrt",),
                                                                backend=FAKE_BACKEND))

@@ -3,8 +3,8 @@
 import pytest
 
 from tftrt_keras import formats
-from tftrt_keras.conversion_options import ConversionOptions
-from tftrt_keras.precisions import artifact_names
+from tftrt_keras.options import ConversionOptions
+from tftrt_keras.options import artifact_names
 
 
 @pytest.mark.unit
@@ -29,7 +29,7 @@ def test_artifact_names_lead_with_the_export_itself():
 
 @pytest.mark.unit
 def test_auto_selects_tftrt_only_where_tensorflow_has_it():
-  from tftrt_keras.formats import tftrt  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tftrt import format as tftrt  # pylint: disable=g-import-not-at-top
   resolved = formats.resolve_formats("auto")
   assert ("tftrt" in resolved) == tftrt.tensorflow_has_tftrt()
   assert resolved[-2:] == ("onnx", "trt")

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tests import saved_models
-from tftrt_keras.freeze import FROZEN_GRAPH_FILE, FROZEN_IO_FILE, FreezeRefused, freeze_signature, run_frozen_graph
+from tftrt_keras.formats.frozen import FROZEN_GRAPH_FILE, FROZEN_IO_FILE, FreezeRefused, freeze_signature, run_frozen_graph
 
 pytestmark = pytest.mark.tf
 

@@ -56,7 +56,7 @@ def test_steps_install_the_package_then_the_test_and_onnx_deps(reports):
   found, stdout = reports
   assert list(found[1]) == ["tftrt-keras"]  # --no-deps: the package alone
   assert {"pytest", "pytest-timeout", "scikit-learn", "matplotlib", "tf2onnx", "onnxruntime"} <= set(found[2])
-  from tftrt_keras.formats.tftrt import tensorflow_has_tftrt  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tftrt.format import tensorflow_has_tftrt  # pylint: disable=g-import-not-at-top
   if tensorflow_has_tftrt():  # TF 2.15-2.17: onnx 1.19+ would not import there
     assert found[2]["onnx"] == "1.18.0"
   else:  # later lines keep the onnx they have (every installed package is pinned to itself)

@@ -41,16 +41,16 @@ def test_import_tftrt_keras_loads_no_tensorrt_and_no_tensorflow():
 
 def test_the_export_machinery_loads_no_tensorrt_at_import():
   """The modules the trainer imports to schedule exports, and the one TF-TRT module itself, import lazily."""
-  loaded = _modules_after("import tftrt_keras.pipeline, tftrt_keras.offline_export, tftrt_keras.export_worker, "
-                          "tftrt_keras.export_scheduler, tftrt_keras.freeze, tftrt_keras.trt_convert, "
+  loaded = _modules_after("import tftrt_keras.pipeline.run, tftrt_keras.offline.export, tftrt_keras.pipeline.worker, "
+                          "tftrt_keras.pipeline.scheduler, tftrt_keras.formats.frozen, tftrt_keras.formats.tftrt.convert, "
                           "tftrt_keras.preflight\nfrom tftrt_keras import check_tensorrt, ConversionOptions")
   assert loaded == {"trt": [], "tensorflow": False}
 
 
 def test_every_format_and_the_variant_list_load_nothing_heavy():
   """Resolving formats="auto" and the variants of every format happens in the trainer at each export."""
-  loaded = _modules_after("from tftrt_keras import formats\nfrom tftrt_keras.precisions import artifact_names\n"
-                          "from tftrt_keras.conversion_options import ConversionOptions\n"
+  loaded = _modules_after("from tftrt_keras import formats\nfrom tftrt_keras.options import artifact_names\n"
+                          "from tftrt_keras.options import ConversionOptions\n"
                           "[formats.load_format(f) for f in formats.FORMATS]\n"
                           "assert len(artifact_names(ConversionOptions(formats=formats.FORMATS))) == 12\n"
                           "from tftrt_keras.serving import triton")

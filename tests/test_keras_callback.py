@@ -19,7 +19,7 @@ import tensorflow as tf
 import tftrt_keras
 from tests.keras_models import assert_tftrt_outcome, classifier, indexed_validation, train_data
 from tests.saved_models import FAKE_BACKEND
-from tftrt_keras.formats.tftrt import tensorflow_has_tftrt
+from tftrt_keras.formats.tftrt.format import tensorflow_has_tftrt
 
 pytestmark = pytest.mark.tf
 TFTRT = ("tftrt",)  # the one format that costs nothing where TensorRT is missing
@@ -486,7 +486,7 @@ def test_new_arguments_reach_the_conversion_options(tmp_path):
   options = callback.options
   assert (options.formats, options.conversion_policy, options.verification_samples, options.conversion_device,
           options.triton_model_name, options.timeout_seconds) == (("onnx", "trt"), "every", 300, "gpu:1", "m", None)
-  from tftrt_keras.conversion_options import DEFAULT_TIMEOUT_SECONDS  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.options import DEFAULT_TIMEOUT_SECONDS  # pylint: disable=g-import-not-at-top
   defaults = tftrt_keras.TrtExport(tmp_path / "e").options
   assert (defaults.formats, defaults.timeout_seconds, defaults.verification_samples) == (
       "auto", DEFAULT_TIMEOUT_SECONDS, 500)

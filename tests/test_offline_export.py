@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from tests import saved_models
-from tftrt_keras.conversion_options import ConversionOptions
+from tftrt_keras.options import ConversionOptions
 from tftrt_keras.errors import TensorRTUnavailableError
 from tftrt_keras.formats import load_format
-from tftrt_keras.offline_export import export_saved_model
+from tftrt_keras.offline.export import export_saved_model
 from tftrt_keras.preflight import check_tensorrt
 
 pytestmark = pytest.mark.tf

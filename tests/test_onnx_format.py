@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from tftrt_keras.conversion_options import ConversionOptions
-from tftrt_keras.export_layout import ExportLayout
-from tftrt_keras.formats import onnx as onnx_format
+from tftrt_keras.options import ConversionOptions
+from tftrt_keras.artifacts.layout import ExportLayout
+from tftrt_keras.formats.onnx import format as onnx_format
 from tftrt_keras.formats.base import VariantFailed, VariantUnavailable
 
 pytestmark = pytest.mark.tf
@@ -128,7 +128,7 @@ def test_fp16_keeps_fp32_inputs_and_outputs_and_agrees(digits):
 
 @needs_onnx
 def test_int8_is_symmetric_qdq_on_conv_and_matmul_and_agrees_on_held_out_samples(digits):
-  from tftrt_keras.formats import onnx_quantize  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.onnx import quantize as onnx_quantize  # pylint: disable=g-import-not-at-top
   directory, details = digits["built"]["INT8"]
   model = _graph(directory)
   assert onnx_quantize.nonzero_zero_points(model) == []
@@ -285,7 +285,7 @@ class HideForTests(importlib.abc.MetaPathFinder):
       raise ModuleNotFoundError("No module named " + repr(name), name=name)
     return None
 sys.meta_path.insert(0, HideForTests())
-from tftrt_keras.formats.onnx import FORMAT
+from tftrt_keras.formats.onnx.format import FORMAT
 print(FORMAT.unavailable_reason(None))
 """
 
@@ -374,7 +374,7 @@ def mobilenet(tmp_path_factory):
 @needs_onnx
 @pytest.mark.slow
 def test_mobilenet_v2_converts_to_all_three_variants(mobilenet):
-  from tftrt_keras.formats import onnx_quantize  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.onnx import quantize as onnx_quantize  # pylint: disable=g-import-not-at-top
   built, reference = mobilenet["built"], mobilenet["native"]
   (name, value), = reference.items()
   outputs = {}

@@ -1,4 +1,4 @@
-"""INT8 Q/DQ quantization (tftrt_keras.formats.onnx_quantize) on small ONNX graphs built here, no TensorFlow.
+"""INT8 Q/DQ quantization (tftrt_keras.formats.onnx.quantize) on small ONNX graphs built here, no TensorFlow.
 
 The graphs are real ONNX models run by real ONNX Runtime; the TensorFlow-to-ONNX path is in test_onnx_format.py.
 """
@@ -11,7 +11,7 @@ pytest.importorskip("onnxruntime", reason="the ONNX tests need onnxruntime: pip 
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402  pylint: disable=g-import-not-at-top
 
-from tftrt_keras.formats import onnx_quantize  # noqa: E402  pylint: disable=g-import-not-at-top
+from tftrt_keras.formats.onnx import quantize as onnx_quantize  # noqa: E402  pylint: disable=g-import-not-at-top
 
 pytestmark = pytest.mark.unit
 

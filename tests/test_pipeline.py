@@ -14,13 +14,15 @@ import tensorflow as tf
 
 from tests import saved_models
 from tests.saved_models import FAKE_BACKEND
-from tftrt_keras import pipeline
-from tftrt_keras.conversion_options import ConversionOptions
-from tftrt_keras.export_layout import ExportLayout
-from tftrt_keras.export_worker import ExportJob
+from tftrt_keras.pipeline import prepare
+from tftrt_keras.pipeline import run as export_run
+from tftrt_keras.samples import holdout
+from tftrt_keras.options import ConversionOptions
+from tftrt_keras.artifacts.layout import ExportLayout
+from tftrt_keras.pipeline.worker import ExportJob
 from tftrt_keras.formats import load_format
-from tftrt_keras.formats.tftrt import tensorflow_has_tftrt
-from tftrt_keras.manifest import FINAL_STATUSES, read_manifest
+from tftrt_keras.formats.tftrt.format import tensorflow_has_tftrt
+from tftrt_keras.artifacts.manifest import FINAL_STATUSES, read_manifest
 
 
 
@@ -31,7 +33,7 @@ def _options(**kwargs):
 
 
 def _prepare(root, options, batches=None, model=saved_models.classifier, version=1):
-  return pipeline.prepare_export(str(root), version, {"kind": "test"}, options,
+  return prepare.prepare_export(str(root), version, {"kind": "test"}, options,
                                  write_native=lambda d: model(d), batches=batches)
 
 
@@ -41,22 +43,22 @@ def tftrt_export(tmp_path_factory):
   root = tmp_path_factory.mktemp("tftrt_export") / "exports"
   batch = saved_models.samples(8, seed=5)
   request = _prepare(root, _options(precisions=("INT8", "FP16")), batches=[batch])
-  manifest = pipeline.run_export(request)
+  manifest = export_run.run_export(request)
   return root, batch, manifest
 
 
 @pytest.mark.unit
 def test_split_holdout_never_shares_a_sample():
   batches = [{"x": np.arange(4 * i, 4 * i + 4).reshape(4, 1)} for i in range(8)]
-  calibration, verification, note = pipeline.split_holdout(batches, verification_samples=500)
+  calibration, verification, note = holdout.split_holdout(batches, verification_samples=500)
   calibrated = np.concatenate([b["x"] for b in calibration]).ravel().tolist()
   verified = np.concatenate([b["x"] for b in verification]).ravel().tolist()
   assert (len(calibrated), len(verified)) == (24, 8) and not set(calibrated) & set(verified)
   assert sorted(calibrated + verified) == list(range(32))
   assert {len(b["x"]) for b in calibration} == {4}  # the captured batch size is kept
   assert note.startswith("of 32 captured samples, 24 calibrate and 8 verify")
-  assert pipeline.split_holdout([{"x": np.zeros((1, 1))}], 500)[1] == []
-  assert pipeline.split_holdout([], 500) == ([], [], None)
+  assert holdout.split_holdout([{"x": np.zeros((1, 1))}], 500)[1] == []
+  assert holdout.split_holdout([], 500) == ([], [], None)
 
 
 @pytest.mark.tf
@@ -134,7 +136,7 @@ def test_tftrt_variants_are_built_with_engines_or_skipped_with_the_preflight_rea
 @pytest.mark.tf
 def test_lookup_table_model_records_frozen_as_skipped_with_the_reason(tmp_path):
   request = _prepare(tmp_path / "exports", _options(precisions=("FP32",)), model=saved_models.lookup_table)
-  manifest = pipeline.run_export(request)
+  manifest = export_run.run_export(request)
   frozen = manifest["artifacts"]["frozen"]
   assert frozen["status"] == "skipped" and frozen["path"] is None
   assert "lookup table" in frozen["reason"]

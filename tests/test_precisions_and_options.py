@@ -2,8 +2,9 @@
 
 import pytest
 
-from tftrt_keras.conversion_options import ConversionOptions
-from tftrt_keras.precisions import PRECISIONS, artifact_names, normalize_precisions
+from tftrt_keras.options import ConversionOptions
+from tftrt_keras.options import artifact_names
+from tftrt_keras.precisions import PRECISIONS, normalize_precisions
 
 pytestmark = pytest.mark.unit
 
@@ -64,7 +65,7 @@ def test_options_normalise_precisions_and_round_trip_through_json():
     ("gpu_memory_limit_mb", "4096", "a positive integer or None"),
     ("timeout_seconds", 0, "a positive number (seconds) or None"),
     ("require_tensorrt", "yes", "True or False"),
-    ("backend", "tftrt_keras.trt_convert.TfTrtBackend", "a 'module:attribute' string"),
+    ("backend", "tftrt_keras.formats.tftrt.convert.TfTrtBackend", "a 'module:attribute' string"),
     ("conversion_device", "gpu", "None, 'cpu' or 'gpu:<index>'"),
     ("conversion_device", "cuda:0", "None, 'cpu' or 'gpu:<index>'"),
     ("conversion_device", 1, "None, 'cpu' or 'gpu:<index>'"),

@@ -15,11 +15,15 @@ import sys
 import pytest
 
 from tests import saved_models
-from tftrt_keras import pipeline
+from tftrt_keras.pipeline import prepare
 from tftrt_keras import preflight
-from tftrt_keras.conversion_options import ConversionOptions
-from tftrt_keras.errors import TensorRTUnavailableError, require_tensorrt_or_raise
-from tftrt_keras.preflight import TensorRTLibrary, compatible_library, diagnose, parse_libnvinfer_version
+from tftrt_keras.options import ConversionOptions
+from tftrt_keras.errors import TensorRTUnavailableError
+from tftrt_keras.preflight import require_tensorrt_or_raise
+from tftrt_keras.formats.tftrt import gpu_memory, libraries
+from tftrt_keras.formats.tftrt.libraries import TensorRTLibrary, compatible_library, parse_libnvinfer_version
+from tftrt_keras.formats.tftrt.status import diagnose
+from tftrt_keras.pipeline import worker_setup
 
 PIP_TRT8_DIR = "/venv/lib/python3.11/site-packages/tensorrt_libs"
 PIP_TRT10_DIR = "/venv-trt10/lib/python3.11/site-packages/tensorrt_libs"
@@ -132,20 +136,20 @@ def test_loader_dirs_for_links_the_pip_wheel_under_the_name_tensorflow_opens(tmp
   for name in ("libnvinfer.so.8", "libnvinfer_plugin.so.8", "libnvinfer_builder_resource.so.8.6.1"):
     (wheel / name).write_bytes(b"")
   status = diagnose("2.15.1", LINKED, (), False, A_GPU, [_lib(str(wheel), (8,))])
-  dirs = preflight.loader_dirs_for(status, cache_dir=str(tmp_path / "cache"))
+  dirs = libraries.loader_dirs_for(status, cache_dir=str(tmp_path / "cache"))
   link_dir = tmp_path / "cache" / "tensorrt-8.6.1"
   assert dirs == [str(link_dir), str(wheel)]
   assert os.readlink(link_dir / "libnvinfer.so.8.6.1") == str(wheel / "libnvinfer.so.8")
   assert os.readlink(link_dir / "libnvinfer_plugin.so.8.6.1") == str(wheel / "libnvinfer_plugin.so.8")
-  env = preflight.worker_environment(status, base_env={"LD_LIBRARY_PATH": "/already/there"})
+  env = libraries.worker_environment(status, base_env={"LD_LIBRARY_PATH": "/already/there"})
   assert env["LD_LIBRARY_PATH"].split(os.pathsep)[-1] == "/already/there"
   assert env["LD_LIBRARY_PATH"].split(os.pathsep)[1] == str(wheel)
 
 
 @pytest.mark.unit
 def test_loader_dirs_for_nothing_to_add():
-  assert preflight.loader_dirs_for(diagnose("2.15.1", LINKED, (), False, A_GPU, [])) == []
-  assert preflight.worker_environment(None, base_env={"A": "1"}) == {"A": "1"}
+  assert libraries.loader_dirs_for(diagnose("2.15.1", LINKED, (), False, A_GPU, [])) == []
+  assert libraries.worker_environment(None, base_env={"A": "1"}) == {"A": "1"}
 
 
 @pytest.mark.unit
@@ -156,7 +160,7 @@ def test_find_tensorrt_libraries_in_given_directories(tmp_path):
     directory.mkdir()
     for name in names:
       (directory / name).write_bytes(b"")
-  found = preflight.find_tensorrt_libraries(search_dirs=[str(loader), str(wheel), str(tmp_path / "absent")],
+  found = libraries.find_tensorrt_libraries(search_dirs=[str(loader), str(wheel), str(tmp_path / "absent")],
                                             on_loader_path=[str(loader)])
   assert found == [TensorRTLibrary(str(loader / "libnvinfer.so.10"), (10,), True),
                    TensorRTLibrary(str(wheel / "libnvinfer.so.8"), (8,), False),
@@ -179,19 +183,19 @@ def test_check_tensorrt_reads_the_libraries_it_finds(tmp_path):
 @pytest.mark.unit
 def test_parse_nvidia_smi_memory():
   text = "0, NVIDIA A100-SXM4-40GB, 40960, 39012, 1948\n1, NVIDIA A100-SXM4-40GB, 40960, 3, 40957\n[N/A]\n"
-  gpus = preflight.parse_nvidia_smi_memory(text)
+  gpus = gpu_memory.parse_nvidia_smi_memory(text)
   assert gpus == [{"index": 0, "name": "NVIDIA A100-SXM4-40GB", "total_mb": 40960, "used_mb": 39012, "free_mb": 1948},
                   {"index": 1, "name": "NVIDIA A100-SXM4-40GB", "total_mb": 40960, "used_mb": 3, "free_mb": 40957}]
-  assert preflight.describe_gpu_memory({"source": "nvidia-smi", "gpus": gpus[:1]}) == (
+  assert gpu_memory.describe_gpu_memory({"source": "nvidia-smi", "gpus": gpus[:1]}) == (
       "GPU 0 (NVIDIA A100-SXM4-40GB): 1948 of 40960 MiB free")
 
 
 @pytest.mark.unit
 def test_gpu_memory_is_unknown_without_nvidia_smi():
-  memory = preflight.query_gpu_memory("no-such-nvidia-smi-here")
+  memory = gpu_memory.query_gpu_memory("no-such-nvidia-smi-here")
   assert memory["source"] == "unknown" and memory["reason"] == "no-such-nvidia-smi-here not found"
-  assert preflight.describe_gpu_memory(memory) == "unknown (no-such-nvidia-smi-here not found)"
-  assert preflight.query_gpu_memory(None) is None
+  assert gpu_memory.describe_gpu_memory(memory) == "unknown (no-such-nvidia-smi-here not found)"
+  assert gpu_memory.query_gpu_memory(None) is None
 
 
 @pytest.mark.tf
@@ -217,23 +221,23 @@ def test_gpu_memory_is_recorded_in_the_status_and_the_report():
     ("gpu:0", "GPU-8f2a-uuid", "GPU-8f2a-uuid"),
 ])
 def test_visible_devices_for(device, inherited, expected):
-  assert preflight.visible_devices_for(device, inherited) == expected
+  assert worker_setup.visible_devices_for(device, inherited) == expected
 
 
 @pytest.mark.unit
 def test_visible_devices_for_a_gpu_the_trainer_cannot_see():
   with pytest.raises(ValueError, match=r"conversion_device='gpu:2', but the training process sees only 2 GPU"):
-    preflight.visible_devices_for("gpu:2", "0,1")
+    worker_setup.visible_devices_for("gpu:2", "0,1")
   with pytest.raises(ValueError, match="sees only 0 GPU"):
-    preflight.visible_devices_for("gpu:0", "-1")
+    worker_setup.visible_devices_for("gpu:0", "-1")
 
 
 @pytest.mark.unit
 def test_select_conversion_device_applies_once_across_a_re_exec():
   environ = {"CUDA_VISIBLE_DEVICES": "4,7"}
-  assert preflight.select_conversion_device("gpu:1", environ) == "7"
+  assert worker_setup.select_conversion_device("gpu:1", environ) == "7"
   # The re-executed worker inherits the narrowed list and the mark: index 1 of ["7"] is not applied again.
-  assert preflight.select_conversion_device("gpu:1", dict(environ)) == "7"
+  assert worker_setup.select_conversion_device("gpu:1", dict(environ)) == "7"
 
 
 @pytest.mark.tf
@@ -241,11 +245,11 @@ def test_select_conversion_device_applies_once_across_a_re_exec():
 def test_require_tensorrt_asks_a_worker_like_child_and_gets_the_workers_answer(tmp_path):
   """The child's reason is the reason a real export worker records for its TF-TRT variants."""
   child = preflight.check_tensorrt_as_worker()
-  request = pipeline.prepare_export(str(tmp_path / "exports"), 1, {"kind": "test"},
+  request = prepare.prepare_export(str(tmp_path / "exports"), 1, {"kind": "test"},
                                     ConversionOptions(precisions=("FP32",), formats=("tftrt",), verify=False),
                                     write_native=lambda d: saved_models.classifier(d),
                                     batches=[saved_models.samples(4)])
-  from tftrt_keras.export_worker import ExportJob  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.pipeline.worker import ExportJob  # pylint: disable=g-import-not-at-top
   entry = ExportJob(request).wait(timeout=300)["artifacts"]["tftrt_fp32"]
   if child.usable:
     assert entry["status"] in ("ok", "rejected") and entry["engines_serialized"] >= 1, entry
@@ -307,7 +311,7 @@ def test_preflight_lists_which_formats_run_here_and_exits_by_tensorrt():
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   from tftrt_keras import formats, preflight  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.conversion_options import ConversionOptions  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.options import ConversionOptions  # pylint: disable=g-import-not-at-top
   done = subprocess.run([sys.executable, "-m", "tftrt_keras.preflight"], capture_output=True, text=True,
                         timeout=300, check=False)
   expected = preflight.formats_here()

@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from tftrt_keras import report
+from tftrt_keras.verify import report
 
 
 def _latency(p50, first):
@@ -153,7 +153,7 @@ class NoMatplotlib:
       raise ImportError(f"No module named {name!r} (hidden by the test)")
     return None
 sys.meta_path.insert(0, NoMatplotlib())
-from tftrt_keras import report
+from tftrt_keras.verify import report
 written = report.write_report(json.loads(sys.argv[1]), sys.argv[2])
 print(json.dumps(written))
 """

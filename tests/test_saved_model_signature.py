@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests import saved_models
-from tftrt_keras.saved_model_signature import TensorInfo, check_saved_model_dir, load_signature
+from tftrt_keras.formats.signature import TensorInfo, check_saved_model_dir, load_signature
 
 pytestmark = pytest.mark.tf
 

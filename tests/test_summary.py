@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tftrt_keras import summary
+from tftrt_keras.verify import summary
 
 pytestmark = pytest.mark.unit
 

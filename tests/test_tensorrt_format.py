@@ -17,15 +17,15 @@ import os
 import numpy as np
 import pytest
 
-from tftrt_keras.conversion_options import ConversionOptions
-from tftrt_keras.formats import cuda_devices, tensorrt_profile
-from tftrt_keras.formats import tensorrt as trt_format
+from tftrt_keras.options import ConversionOptions
+from tftrt_keras.formats.tensorrt import cuda_devices, profile as tensorrt_profile
+from tftrt_keras.formats.tensorrt import format as trt_format
 from tftrt_keras.formats.base import BuildJob, VariantUnavailable
-from tftrt_keras.formats.engine_binding import (BindingError, EngineBinding, EngineRunner, TensorSpec, match_outputs,
+from tftrt_keras.formats.tensorrt.binding import (BindingError, EngineBinding, EngineRunner, TensorSpec, match_outputs,
                                                 output_array)
-from tftrt_keras.formats.tensorrt_build import TENSORRT_INSTALL, BuiltEngine
-from tftrt_keras.formats.tensorrt_cache import CacheKey, TimingCacheStore
-from tftrt_keras.formats.tensorrt_profile import ProfileError, batch_range, engine_profile, in_profile
+from tftrt_keras.formats.tensorrt.build import TENSORRT_INSTALL, BuiltEngine
+from tftrt_keras.formats.tensorrt.cache import CacheKey, TimingCacheStore
+from tftrt_keras.formats.tensorrt.profile import ProfileError, batch_range, engine_profile, in_profile
 
 FEATURES, CLASSES = 16, 5
 HAS_CUDA_PYTHON = importlib.util.find_spec("cuda") is not None and importlib.util.find_spec("cuda.bindings") is not None
@@ -293,7 +293,7 @@ def test_skip_reason_on_this_machine():
 @pytest.mark.unit
 def test_cuda_python_error_path_or_a_real_device():
   """Without a driver cuda-python imports and its calls fail with CUDA's own error; with one, memory works."""
-  from tftrt_keras.formats import cuda_runner  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tensorrt import cuda_runner  # pylint: disable=g-import-not-at-top
   if not HAS_CUDA_PYTHON:
     with pytest.raises(cuda_devices.CudaUnavailable, match=r"cuda-python is not installed .*`pip install cuda-python`"):
       cuda_devices.list_gpus()
@@ -329,7 +329,7 @@ def test_cuda_python_error_path_or_a_real_device():
 def test_every_cuda_python_memory_call_reaches_cuda():
   """The runner's memory calls on the default stream: on a GPU they move data; without a driver each one gets
   as far as CUDA and fails with CUDA's own error (no argument cuda-python would refuse as a TypeError)."""
-  from tftrt_keras.formats.cuda_runner import CudaPythonMemory  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tensorrt.cuda_runner import CudaPythonMemory  # pylint: disable=g-import-not-at-top
   memory = CudaPythonMemory(stream=cuda_devices.runtime().cudaStream_t(0))
   assert memory.stream_handle == 0
   host = np.arange(64, dtype="float32")
@@ -613,7 +613,7 @@ def test_build_on_this_machine(onnx_model, tmp_path):
 @pytest.mark.tf
 def test_manifest_records_trt_variants(onnx_model, tmp_path):
   """Through the whole offline export: here every trt_* is `skipped` with the reason; on a GPU each is `ok`."""
-  from tftrt_keras.offline_export import export_saved_model  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.offline.export import export_saved_model  # pylint: disable=g-import-not-at-top
   base, _, _ = onnx_model
   manifest = export_saved_model(
       str(base / "native"), str(tmp_path / "exports"), calibration_data=_feeds(40), calibration_batch_size=8,

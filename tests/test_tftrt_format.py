@@ -15,11 +15,12 @@ import pytest
 from tests import saved_models
 from tests.fake_trt_backend import encode_engine_instance, write_engine_asset
 from tests.saved_models import FAKE_BACKEND
-from tftrt_keras import pipeline
-from tftrt_keras import trt_convert
-from tftrt_keras.conversion_options import ConversionOptions
+from tftrt_keras.pipeline import prepare
+from tftrt_keras.pipeline import run as export_run
+from tftrt_keras.formats.tftrt import convert as trt_convert
+from tftrt_keras.options import ConversionOptions
 from tftrt_keras.formats.base import VariantFailed
-from tftrt_keras.formats.tftrt import (build_inputs_from_samples, calibration_batches, engine_batch_sizes,
+from tftrt_keras.formats.tftrt.format import (build_inputs_from_samples, calibration_batches, engine_batch_sizes,
                                        judge_conversion, synthesize_build_inputs, tensorflow_has_tftrt)
 
 ENGINE = "TRTEngineOp_000_000"
@@ -241,11 +242,11 @@ def test_inputs_that_cannot_be_synthesized_say_why(tensor, says):
 
 
 def _export(root, precisions, batches, **options):
-  request = pipeline.prepare_export(
+  request = prepare.prepare_export(
       str(root), 1, {"kind": "test"},
       ConversionOptions(precisions=precisions, formats=("tftrt",), backend=FAKE_BACKEND, verify=False, **options),
       write_native=lambda d: saved_models.classifier(d), batches=batches)
-  return pipeline.run_export(request)["artifacts"]
+  return export_run.run_export(request)["artifacts"]
 
 
 @pytest.mark.tf

@@ -8,6 +8,8 @@ import os
 import pytest
 
 from tftrt_keras.serving import triton
+from tftrt_keras.pipeline import prepare
+from tftrt_keras.pipeline import run as export_run
 from tests import triton_helpers
 
 CLASSIFIER = {"inputs": [{"name": "x", "dtype": "float32", "shape": [None, 4]}],
@@ -189,7 +191,7 @@ def test_retention_deletes_only_our_versions_that_the_export_dropped(tmp_path):
 
 @pytest.mark.unit
 def test_model_names_come_from_the_option_or_the_export_root():
-  from tftrt_keras.conversion_options import ConversionOptions  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.options import ConversionOptions  # pylint: disable=g-import-not-at-top
   assert triton.model_name_prefix("/exports/my model/", ConversionOptions()) == "my_model"
   assert triton.model_name_prefix("/exports/x", ConversionOptions(triton_model_name="resnet")) == "resnet"
   assert triton.triton_model_name("resnet", "trt_int8") == "resnet_trt_int8"
@@ -224,8 +226,9 @@ def published(tmp_path_factory):
   process: `prepare_export`, then `run_export` freezes, builds onnx_fp32/fp16/int8 with the ONNX format,
   verifies them on 300 held-out samples and calls `publish_export`. FP16 is held to a tolerance no FP16 model
   meets, so verification really rejects it."""
-  from tftrt_keras import pipeline  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.conversion_options import ConversionOptions  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.pipeline import prepare  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.pipeline import run as export_run  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.options import ConversionOptions  # pylint: disable=g-import-not-at-top
   from tests import saved_models  # pylint: disable=g-import-not-at-top
   base = tmp_path_factory.mktemp("triton_publish")
   root, repository = base / "my_classifier", base / "repository"
@@ -233,11 +236,11 @@ def published(tmp_path_factory):
                               verify_tolerance_fp16=1e-9)
   manifests = {}
   for version in (1, 2):
-    request = pipeline.prepare_export(str(root), version, {"kind": "test"}, options,
+    request = prepare.prepare_export(str(root), version, {"kind": "test"}, options,
                                       write_native=_classifier_saved_model,
                                       batches=[saved_models.samples(4, seed=s) for s in range(3)],
                                       verification_batches=[saved_models.samples(100, seed=10 + s) for s in range(3)])
-    manifests[version] = pipeline.run_export(request)
+    manifests[version] = export_run.run_export(request)
   return {"root": root, "repository": repository, "manifests": manifests, "options": options,
           "records": {v: m["serving"]["triton"] for v, m in manifests.items()}}
 
@@ -285,7 +288,7 @@ def test_publish_export_writes_ok_variants_and_records_the_rest(published, trito
 
 @pytest.mark.tf
 def test_export_retention_removes_the_triton_versions_too(published):
-  from tftrt_keras.export_layout import ExportLayout  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.artifacts.layout import ExportLayout  # pylint: disable=g-import-not-at-top
   root, repository = published["root"], published["repository"]
   ExportLayout(str(root)).retain(1)
   deleted = triton.retain_for_export(str(root), published["options"])
@@ -299,16 +302,16 @@ def test_export_retention_removes_the_triton_versions_too(published):
 def test_an_ok_variant_with_a_fixed_batch_dimension_is_left_out_with_the_reason(tmp_path):
   """A real export of the classifier traced for batches of exactly 4: its ONNX FP32 variant is built and verified,
   and the repository does not get a model Triton would batch wrongly."""
-  from tftrt_keras import pipeline  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.conversion_options import ConversionOptions  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.pipeline import run as pipeline  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.options import ConversionOptions  # pylint: disable=g-import-not-at-top
   from tests import saved_models  # pylint: disable=g-import-not-at-top
   repository = tmp_path / "repository"
   options = ConversionOptions(formats=("onnx",), precisions=("FP32",), max_batch_size=4,
                               triton_repository=str(repository))
-  request = pipeline.prepare_export(str(tmp_path / "fixed"), 1, {"kind": "test"}, options,
+  request = prepare.prepare_export(str(tmp_path / "fixed"), 1, {"kind": "test"}, options,
                                     write_native=lambda d: _classifier_saved_model(d, batch=4),
                                     batches=[saved_models.samples(4, seed=s) for s in range(8)])
-  manifest = pipeline.run_export(request)
+  manifest = export_run.run_export(request)
   assert manifest["artifacts"]["onnx_fp32"]["status"] == "ok", manifest["artifacts"]["onnx_fp32"]
   with open(tmp_path / "fixed" / "onnx_fp32" / "1" / "model.json") as f:
     assert json.load(f)["inputs"][0]["shape"] == [4, 4]

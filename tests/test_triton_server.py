@@ -136,7 +136,7 @@ def export(tmp_path_factory):
   import tftrt_keras  # pylint: disable=g-import-not-at-top
   from examples.digits import load_digits  # pylint: disable=g-import-not-at-top
   from examples.train_keras import build_model  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.export_layout import ExportLayout  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.artifacts.layout import ExportLayout  # pylint: disable=g-import-not-at-top
   base = tmp_path_factory.mktemp("triton_server")
   root, repository = base / "export", base / "repository"
   keras = tf.keras

@@ -15,8 +15,8 @@ import os
 import numpy as np
 import pytest
 
-from tftrt_keras.conversion_options import ConversionOptions
-from tftrt_keras.formats import tensorrt as trt_format
+from tftrt_keras.options import ConversionOptions
+from tftrt_keras.formats.tensorrt import format as trt_format
 
 pytestmark = [pytest.mark.trt, pytest.mark.tf]
 
@@ -58,7 +58,7 @@ def _mlp_saved_model(path):
 
 
 def _export(saved_model, root, samples, precisions=PRECISIONS, formats=("onnx", "trt")):
-  from tftrt_keras.offline_export import export_saved_model  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.offline.export import export_saved_model  # pylint: disable=g-import-not-at-top
   return export_saved_model(saved_model, root, calibration_data=samples, calibration_batch_size=MAX_BATCH,
                             options=ConversionOptions(formats=formats, precisions=precisions,
                                                       max_batch_size=MAX_BATCH, verification_samples=64))
@@ -125,7 +125,7 @@ def test_plan_loads_with_tensorrts_own_runtime(mlp_export, precision):  # pylint
 @pytest.mark.parametrize("cuda_binding", ["cuda-python", "pycuda"])
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_every_batch_size_from_one_plan_agrees_with_onnx_runtime(mlp_export, precision, cuda_binding):  # pylint: disable=redefined-outer-name
-  from tftrt_keras.formats.cuda_runner import open_plan_runner, pycuda_importable  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tensorrt.cuda_runner import open_plan_runner, pycuda_importable  # pylint: disable=g-import-not-at-top
   if cuda_binding == "pycuda" and not pycuda_importable():
     pytest.skip("pycuda is not installed (`pip install pycuda`; it builds against the driver)")
   base, signature, manifest = mlp_export
@@ -150,7 +150,7 @@ def test_every_batch_size_from_one_plan_agrees_with_onnx_runtime(mlp_export, pre
 
 
 def test_int8_engine_layers_run_in_int8(mlp_export):  # pylint: disable=redefined-outer-name
-  from tftrt_keras.formats.tensorrt_build import LoadedEngine  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tensorrt.build import LoadedEngine  # pylint: disable=g-import-not-at-top
   base, _, manifest = mlp_export
   with open(os.path.join(_artifact_dir(base, manifest, "trt_int8"), "model.plan"), "rb") as f:
     engine = LoadedEngine(f.read())
@@ -181,11 +181,11 @@ def test_timing_cache_reused_by_the_next_export_and_a_foreign_one_ignored(mlp_ex
 def test_mobilenet_v2_engines(gpu_with_tensorrt, tmp_path):  # pylint: disable=unused-argument,redefined-outer-name
   """A real convolutional network: all three engines build, and agree with their ONNX variants."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.formats.cuda_runner import open_plan_runner  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tensorrt.cuda_runner import open_plan_runner  # pylint: disable=g-import-not-at-top
   shape = (96, 96, 3)
   model = tf.keras.applications.MobileNetV2(input_shape=shape, weights=None, classes=CLASSES)
   tf.saved_model.save(model, str(tmp_path / "model"))
-  from tftrt_keras.saved_model_signature import load_signature  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.signature import load_signature  # pylint: disable=g-import-not-at-top
   _, _, info = load_signature(str(tmp_path / "model"), "serving_default")
   signature = {"inputs": [t.to_json() for t in info.inputs], "outputs": [t.to_json() for t in info.outputs]}
   (input_name,), (output_name,) = [t["name"] for t in signature["inputs"]], [t["name"] for t in signature["outputs"]]

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tftrt_keras.conversion_backend import ConversionUnavailable
-from tftrt_keras.conversion_options import ConversionOptions
-from tftrt_keras.offline_export import export_saved_model
-from tftrt_keras.trt_convert import TfTrtBackend
+from tftrt_keras.formats.tftrt.backend import ConversionUnavailable
+from tftrt_keras.options import ConversionOptions
+from tftrt_keras.offline.export import export_saved_model
+from tftrt_keras.formats.tftrt.convert import TfTrtBackend
 
 FEATURES, HIDDEN, CLASSES = 16, 32, 5
 # Precision -> (max abs error of probabilities vs native, minimum top-1 agreement).

@@ -8,8 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from tftrt_keras import verification
-from tftrt_keras.conversion_options import ConversionOptions
+from tftrt_keras.verify import verification
+from tftrt_keras.options import ConversionOptions
+from tftrt_keras.pipeline import prepare
+from tftrt_keras.pipeline import run as export_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -181,11 +183,13 @@ def test_perturbed_int8_variant_is_rejected_with_its_figures(tmp_path, monkeypat
 
 def _prepare(tmp_path, options, seed=1, samples=64):
   from tests import saved_models  # pylint: disable=g-import-not-at-top
-  from tftrt_keras import calibration_data, pipeline  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.pipeline import prepare
+  from tftrt_keras.pipeline import run as export_run
+  from tftrt_keras.samples import calibration_data  # pylint: disable=g-import-not-at-top
   saved_models.classifier(tmp_path / "model", seed=seed)
 
   write_native = saved_models.writer_copying(tmp_path / "model")
-  return pipeline.prepare_export(str(tmp_path / "out"), 1, {"kind": "test"}, options, write_native=write_native,
+  return prepare.prepare_export(str(tmp_path / "out"), 1, {"kind": "test"}, options, write_native=write_native,
                                  batches=calibration_data.batches(saved_models.samples(samples), 8))
 
 
@@ -194,12 +198,12 @@ def test_small_perturbation_rejects_fp16_but_int8_keeps_its_decisions(tmp_path, 
   """Uses the TEST DOUBLE FakeTrtBackendForTests (selected by `backend`) in-process, FAKE_TRT_PERTURB on every
   precision: small enough to keep every decision on these samples, large enough for FP16's tolerance."""
   from tests import saved_models  # pylint: disable=g-import-not-at-top
-  from tftrt_keras import pipeline  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.pipeline import run as pipeline  # pylint: disable=g-import-not-at-top
   monkeypatch.setenv("FAKE_TRT_PERTURB", "0.015")
   # 600 samples: 150 held out, enough for INT8's agreement bound to pass when every decision is kept.
   request = _prepare(tmp_path, ConversionOptions(backend=saved_models.FAKE_BACKEND, formats=("tftrt",),
                                                  verify_timed_runs=3), samples=600)
-  manifest = pipeline.run_export(request)
+  manifest = export_run.run_export(request)
   variant = _logits(np.load(tmp_path / "out" / "calibration" / "1" / "verification.npz")["x"],
                     _variables(tmp_path / "out" / "tftrt_fp16" / "1"))
   native = _logits(np.load(tmp_path / "out" / "calibration" / "1" / "verification.npz")["x"],
@@ -223,13 +227,13 @@ def test_an_artifact_that_cannot_run_is_recorded_not_raised(tmp_path):
   """Uses the TEST DOUBLE FakeTrtBackendForTests (selected by `backend`) in-process; the frozen graph is then
   corrupted on disk."""
   from tests import saved_models  # pylint: disable=g-import-not-at-top
-  from tftrt_keras import pipeline  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.pipeline import run as pipeline  # pylint: disable=g-import-not-at-top
   request = _prepare(tmp_path, ConversionOptions(backend=saved_models.FAKE_BACKEND, precisions=("FP16",), formats=("tftrt",),
                                                  verify_timed_runs=2, verify_warmup_runs=0))
-  pipeline.run_export(request)
+  export_run.run_export(request)
   with open(tmp_path / "out" / "frozen" / "1" / "frozen_graph.pb", "wb") as f:
     f.write(b"not a GraphDef")
-  run = pipeline.ExportRun(request)
+  run = export_run.ExportRun(request)
   summary = verification.verify_export(run)
   frozen = run.manifest["artifacts"]["frozen"]
   assert "error" in frozen["verification"] and "DecodeError" in frozen["verification"]["error"]
@@ -243,10 +247,10 @@ def test_an_artifact_that_cannot_run_is_recorded_not_raised(tmp_path):
 def test_verify_false_records_why_and_writes_no_report(tmp_path):
   """Uses the TEST DOUBLE FakeTrtBackendForTests (selected by `backend`) in-process."""
   from tests import saved_models  # pylint: disable=g-import-not-at-top
-  from tftrt_keras import pipeline  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.pipeline import run as pipeline  # pylint: disable=g-import-not-at-top
   request = _prepare(tmp_path, ConversionOptions(backend=saved_models.FAKE_BACKEND, precisions=("FP32",), formats=("tftrt",),
                                                  verify=False))
-  manifest = pipeline.run_export(request)
+  manifest = export_run.run_export(request)
   assert "verify=False" in manifest["verification"]["skipped"]
   assert not any("verification" in entry for entry in manifest["artifacts"].values())
   assert not os.path.exists(tmp_path / "out" / "manifests" / "1" / "report.md")

@@ -9,15 +9,15 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "TrtExport": "tftrt_keras.keras_callback",
-    "TrtExporter": "tftrt_keras.estimator_exporter",
+    "TrtExport": "tftrt_keras.keras.callback",
+    "TrtExporter": "tftrt_keras.estimator.exporter",
     "check_tensorrt": "tftrt_keras.preflight",
     "TensorRTStatus": "tftrt_keras.preflight",
-    "export_saved_model": "tftrt_keras.offline_export",
-    "ConversionOptions": "tftrt_keras.conversion_options",
+    "export_saved_model": "tftrt_keras.offline.export",
+    "ConversionOptions": "tftrt_keras.options",
     "TensorRTUnavailableError": "tftrt_keras.errors",
-    "ExportRootBusy": "tftrt_keras.export_layout",
-    "read_manifest": "tftrt_keras.manifest",
+    "ExportRootBusy": "tftrt_keras.artifacts.layout",
+    "read_manifest": "tftrt_keras.artifacts.manifest",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -22,7 +22,7 @@ import json
 
 from absl import flags
 
-from tftrt_keras.conversion_options import (CONVERSION_POLICIES, DEFAULT_TIMEOUT_SECONDS, DEFAULT_WORKSPACE_BYTES,
+from tftrt_keras.options import (CONVERSION_POLICIES, DEFAULT_TIMEOUT_SECONDS, DEFAULT_WORKSPACE_BYTES,
                                             ConversionOptions)
 from tftrt_keras.formats import AUTO, FORMATS, normalize_formats
 from tftrt_keras.precisions import PRECISIONS, normalize_precisions

@@ -4,7 +4,7 @@ Variants are named by format and precision (`tftrt_fp16`, `onnx_int8`, `trt_fp16
 `tftrt_keras.formats`).
 """
 
-from tftrt_keras.argument_errors import invalid_argument
+from tftrt_keras.errors import invalid_argument
 
 PRECISIONS = ("FP32", "FP16", "INT8")
 # Artifacts every export has, in the order a manifest lists them.
@@ -31,9 +31,3 @@ def normalize_precisions(precisions, argument="precisions"):
     raise invalid_argument(argument, received, f"a subset of {PRECISIONS}",
                            hint=f"Unknown: {', '.join(unknown)}.")
   return tuple(p for p in PRECISIONS if p in requested)
-
-
-def artifact_names(options):
-  """The manifest keys an export with these `ConversionOptions` has, in order (formats resolved here)."""
-  from tftrt_keras import formats  # pylint: disable=g-import-not-at-top
-  return BASE_ARTIFACTS + formats.variant_names(formats.resolve_formats(options.formats), options.precisions)

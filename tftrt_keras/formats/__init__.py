@@ -1,4 +1,4 @@
-"""The deployment formats, one module each, and the variants a request asks for.
+"""The deployment formats, one folder each, and the variants a request asks for.
 
     tftrt   TF-TRT SavedModels (TensorFlow 2.15-2.17 only)        native -> tftrt_{fp32,fp16,int8}
     onnx    ONNX models, FP16 by type, INT8 by explicit Q/DQ      native -> onnx_fp32 -> onnx_fp16, onnx_int8
@@ -9,10 +9,11 @@ A format module is imported only when its variants are built or verified (never 
 
 import importlib
 
-from tftrt_keras.argument_errors import invalid_argument
+from tftrt_keras.errors import invalid_argument
 from tftrt_keras.formats.base import NATIVE, artifact_name
+from tftrt_keras.precisions import PRECISIONS
 
-# Name -> module exposing FORMAT. Adding a format is one line here and one module; order is manifest order.
+# Name -> package exposing FORMAT (each format is one folder: its builders, its runner, its options). Adding a format is one line here and one module; order is manifest order.
 FORMAT_MODULES = {
     "tftrt": "tftrt_keras.formats.tftrt",
     "onnx": "tftrt_keras.formats.onnx",
@@ -78,7 +79,6 @@ def variant_names(formats, precisions):
     for precision in precisions:
       add(format_name, precision)
   order = {name: i for i, name in enumerate(FORMATS)}
-  from tftrt_keras.precisions import PRECISIONS  # pylint: disable=g-import-not-at-top
   return tuple(sorted(wanted, key=lambda n: (order[split_variant(n)[0]], PRECISIONS.index(split_variant(n)[1]))))
 
 

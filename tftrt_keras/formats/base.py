@@ -13,7 +13,7 @@ through the same runner interface.
 
 import dataclasses
 
-from tftrt_keras.argument_errors import invalid_argument
+from tftrt_keras.errors import invalid_argument
 
 NATIVE = "native"  # the normal export: the source of every chain of variants
 
@@ -21,6 +21,20 @@ NATIVE = "native"  # the normal export: the source of every chain of variants
 def artifact_name(format_name, precision):
   """`onnx_int8` for ("onnx", "INT8")."""
   return f"{format_name}_{precision.lower()}"
+
+
+def tensorflow_version():
+  """The installed TensorFlow's version string, without importing TensorFlow when it is not loaded yet."""
+  import sys  # pylint: disable=g-import-not-at-top
+  if "tensorflow" in sys.modules and hasattr(sys.modules["tensorflow"], "__version__"):
+    return sys.modules["tensorflow"].__version__
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  for dist in ("tensorflow", "tensorflow-cpu", "tf-nightly", "tensorflow-gpu"):
+    try:
+      return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+      continue
+  return None
 
 
 class VariantUnavailable(Exception):

@@ -455,7 +455,7 @@ def retain_for_export(root, options):
   """`retain_triton` for an export root after `ExportLayout(root).retain(...)`; no-op without a repository."""
   if not options.triton_repository:
     return []
-  from tftrt_keras.export_layout import ExportLayout  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.artifacts.layout import ExportLayout  # pylint: disable=g-import-not-at-top
   layout = ExportLayout(root)
   return retain_triton(options.triton_repository, model_name_prefix(layout.root, options), layout.versions(),
                        export_root=layout.root)

@@ -1,0 +1,126 @@
+"""Where an Estimator export's samples come from: the evaluation pass (`CalibrationCaptureHook`) or
+`calibration_input_fn`, turned into the inputs of the exported signature."""
+
+import numpy as np
+import tensorflow as tf
+
+from tftrt_keras.estimator.calibration import CalibrationUnusable, serialize_examples, signature_of
+from tftrt_keras.samples import calibration_data
+
+
+class EvaluationSamples:
+  """Calibration and verification batches for one exporter.
+
+  Args:
+    hook: the exporter's `CalibrationCaptureHook`.
+    calibration_input_fn: None, or a callable returning batches (dicts of arrays, or (features, labels)).
+    calibration_batches: at most this many batches from `calibration_input_fn` (0: no calibration).
+    receiver_spec: zero-argument callable returning the serving input receiver's `ReceiverSpec`.
+  """
+
+  def __init__(self, hook, calibration_input_fn, calibration_batches, receiver_spec):
+    self._hook = hook
+    self._calibration_input_fn = calibration_input_fn
+    self._calibration_batches = calibration_batches
+    self._receiver_spec = receiver_spec
+
+  def collect(self, native_dir, signature_key):
+    """Calibration and verification batches keyed by the signature's input names, and where they came from.
+
+    Returns:
+      (calibration batches, verification batches or None, origin for the manifest). Verification batches are
+      None when the evaluation gave none apart from the calibration batches: the pipeline then holds out a
+      part of the calibration samples.
+
+    Raises:
+      CalibrationUnusable: with the reason the manifest records.
+    """
+    signature, tensor_names = signature_of(native_dir, signature_key)
+    hook = self._hook
+    if self._calibration_input_fn is not None:
+      raw = self._batches_from_input_fn()
+      if not raw:
+        raise CalibrationUnusable("calibration_input_fn yielded no batches")
+      origin = {"from": "calibration_input_fn", "batches": len(raw)}
+    else:
+      if self._calibration_batches == 0:
+        return [], None, {"from": None}
+      if hook.problem:
+        raise CalibrationUnusable(hook.problem)
+      if not hook.batches:
+        raise CalibrationUnusable("no evaluation batches were captured: add exporter.calibration_hook to "
+                                   "EvalSpec(hooks=[...]) or pass calibration_input_fn")
+      raw = hook.batches
+      origin = {"from": "evaluation", "eval_step": hook.global_step, "batch_indices": hook.indices,
+                "batches_in_evaluation": hook.batches_seen}
+    held_out = hook.verification_batches if not hook.problem else []
+    if held_out:
+      origin["verification"] = {"from": "evaluation", "eval_step": hook.global_step,
+                                "batch_indices": hook.verification_indices,
+                                "samples": sum(len(next(iter(b.values()))) for b in held_out),
+                                "batches_in_evaluation": hook.batches_seen}
+    batches = self._as_signature_inputs(raw, signature, tensor_names)
+    verification = self._as_signature_inputs(held_out, signature, tensor_names) if held_out else None
+    try:
+      calibration_data.check_against_signature(
+          {k: np.concatenate([np.asarray(b[k]) for b in batches]) for k in batches[0]}, signature)
+    except ValueError as err:
+      raise CalibrationUnusable(f"the calibration batches do not fit the exported signature: {err}") from err
+    return batches, verification, origin
+
+  def _as_signature_inputs(self, raw, signature, tensor_names):
+    input_names = {t.name for t in signature.inputs}
+    return [batch if set(batch) == input_names else self._signature_inputs(batch, signature, tensor_names)
+            for batch in raw]
+
+  def _batches_from_input_fn(self):
+    result = self._calibration_input_fn()
+    if isinstance(result, tf.data.Dataset):
+      result = result.as_numpy_iterator()
+    batches = []
+    for batch in result:
+      if isinstance(batch, tuple) and len(batch) == 2 and isinstance(batch[0], dict):
+        batch = batch[0]  # (features, labels)
+      if not isinstance(batch, dict):
+        raise CalibrationUnusable(f"calibration_input_fn yielded a {type(batch).__name__}; expected a dict of "
+                                   "arrays or a (features, labels) tuple")
+      batches.append({k: np.asarray(v) for k, v in batch.items()})
+      if self._calibration_batches and len(batches) >= self._calibration_batches:
+        break
+    return batches
+
+  def _signature_inputs(self, features, signature, tensor_names):
+    """Turns a features batch into the exported signature's inputs (tf.Example bytes or raw arrays)."""
+    receiver = self._receiver_spec()
+    receiver_key_of = {name: key for key, name in receiver.inputs.items()}
+    inputs = {}
+    for tensor in signature.inputs:
+      receiver_key = receiver_key_of.get(tensor_names[tensor.name])
+      if receiver_key is None:
+        raise CalibrationUnusable(f"signature input {tensor.name!r} is not a tensor of the serving input receiver")
+      if receiver.parsing:
+        missing = sorted(set(receiver.features) - set(features))
+        if missing:
+          raise CalibrationUnusable(f"the calibration features lack {missing}, which the serving signature parses")
+        inputs[tensor.name] = serialize_examples({k: features[k] for k in receiver.features})
+      elif receiver_key in receiver.raw_feature:
+        feature = receiver.raw_feature[receiver_key]
+        if feature not in features:
+          raise CalibrationUnusable(f"the calibration features lack {feature!r}, a serving signature input")
+        inputs[tensor.name] = _as_input(np.asarray(features[feature]), tensor)
+      else:
+        raise CalibrationUnusable(
+            f"the serving input receiver transforms its input {receiver_key!r} before the model sees it, so "
+            "evaluation features cannot be fed to the signature; pass calibration_input_fn with signature inputs")
+    return inputs
+
+
+def _as_input(array, tensor):
+  """Casts and reshapes evaluation features to a raw signature input (e.g. (n,) -> (n, 1), float64 -> float32)."""
+  if tensor.dtype != "string":
+    array = array.astype(tensor.dtype)
+  if tensor.shape is not None and all(d is not None for d in tensor.shape[1:]):
+    per_sample = int(np.prod(tensor.shape[1:], dtype=np.int64))
+    if array.ndim and array[0].size == per_sample:
+      array = array.reshape((len(array),) + tuple(tensor.shape[1:]))
+  return array

@@ -1,0 +1,268 @@
+"""ONNX models (`onnx_fp32`, `onnx_fp16`, `onnx_int8`): the route to TensorRT from every TensorFlow line.
+
+    native --tf2onnx--> onnx_fp32 --onnxconverter-common--> onnx_fp16
+                                  --ONNX Runtime quantize_static (Q/DQ)--> onnx_int8
+
+Precision is written in the model itself, as current TensorRT wants it: FP16 types, INT8 as symmetric
+QuantizeLinear/DequantizeLinear pairs with zero point 0 (TensorRT 10 deprecated and 11 removed the implicit
+INT8 calibrators). Each version directory holds `model.onnx` and `model.json`; everything runs on a CPU-only
+machine, and `OnnxRuntimeRunner` runs each variant for verification.
+
+`model.json` (read by the Triton helper; keep this schema stable, add fields rather than change them):
+
+    format            "onnx"
+    precision         "FP32" | "FP16" | "INT8"
+    artifact          "onnx_fp32" | "onnx_fp16" | "onnx_int8"
+    file              "model.onnx"
+    opset             the default-domain ONNX opset of model.onnx (int); ir_version likewise
+    signature_key     the SavedModel signature converted
+    inputs, outputs   [{"name", "dtype", "shape"}] in the SavedModel's terms: the signature's own names (also
+                      the ONNX graph's names), dtype a numpy name like "float32", shape a list with null for
+                      dynamic dimensions, batch first; sorted by name. FP16 and INT8 models keep FP32 inputs
+                      and outputs, so these are the same for every precision.
+    outputs_left_out  (only when some were) {output name: why}: signature outputs the model does not carry
+                      (strings beside numeric outputs, e.g. a canned classifier's `classes`)
+    source_version    the export version (`BuildJob.version`) whose normal SavedModel this came from
+    built_from        "native" or the artifact converted ("onnx_fp32")
+    tools             {"tensorflow", "tf2onnx", "onnx", "onnxruntime", "onnxconverter-common": version}
+    fp16              (FP16 only) {"kept_fp32": {op: {"nodes", "why"}} present in this model,
+                      "block_list": {op: why} of every op type that would be kept, "fp16_nodes": count}
+    int8              (INT8 only) {"settings": {...quantize_static settings...}, "calibration_samples": n,
+                      "quantized_ops": {op: count}, "ops_total": {op: count}, "qdq_nodes": {op: count},
+                      "kept_fp32": {node: why} (MatMul/Gemm with a weight dimension below 16),
+                      "zero_points": "all 0"}
+"""
+
+import dataclasses
+import json
+import numbers
+import os
+
+from tftrt_keras.errors import invalid_argument
+from tftrt_keras.formats.base import NATIVE, Format, VariantFailed, VariantUnavailable, artifact_name, tensorflow_version
+from tftrt_keras.formats.onnx.runner import METADATA_FILE, MODEL_FILE, OnnxRuntimeRunner
+
+# tf2onnx 1.17 writes opsets 7-18. 17 is the newest that TensorRT 8.6 (the one pip TF 2.15-2.17 load) parses
+# too, TensorRT 10 and ONNX Runtime 1.32 take it, and it has LayerNormalization. Below 13 there is no
+# per-channel QuantizeLinear, which INT8 needs.
+DEFAULT_OPSET = 17
+MIN_OPSET, MAX_OPSET = 13, 18
+INSTALL_HINT = "pip install 'tftrt_keras[onnx]'"
+# Distribution name -> module name of what the ONNX variants import.
+PACKAGES = {"tf2onnx": "tf2onnx", "onnx": "onnx", "onnxruntime": "onnxruntime",
+            "onnxconverter-common": "onnxconverter_common"}
+_ARGUMENT = "format_options['onnx']"
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxOptions:
+  """Options of the `onnx` format (`ConversionOptions(format_options={"onnx": {...}})`).
+
+  Attributes:
+    opset: ONNX opset tf2onnx targets (13-18; default 17, see `DEFAULT_OPSET`).
+    int8_calibration: "minmax" (default: range of the calibration samples) or "percentile" (clip each
+      activation range at `percentile`, for activations with rare outliers). Entropy is not offered: through
+      ONNX Runtime's `quantize_static` it equals MinMax, or with 2048 bins wrecks MobileNetV2.
+    percentile: the percentile kept by "percentile" calibration, in (0, 100] (default 99.999).
+    fp16_keep_fp32_ops: more ONNX op types to keep in FP32 in `onnx_fp16`, beyond those listed in
+      `tftrt_keras.formats.onnx.fp16` (e.g. ("Sigmoid",)).
+  """
+
+  opset: int = DEFAULT_OPSET
+  int8_calibration: str = "minmax"
+  percentile: float = 99.999
+  fp16_keep_fp32_ops: tuple = ()
+
+  def __post_init__(self):
+    if (isinstance(self.opset, bool) or not isinstance(self.opset, numbers.Integral)
+        or not MIN_OPSET <= self.opset <= MAX_OPSET):
+      raise invalid_argument(f"{_ARGUMENT}.opset", self.opset, f"an integer from {MIN_OPSET} to {MAX_OPSET}",
+                             hint="tf2onnx 1.17 writes opsets up to 18; per-channel INT8 needs 13.")
+    from tftrt_keras.formats.onnx.quantize import CALIBRATION_METHODS  # pylint: disable=g-import-not-at-top
+    method = self.int8_calibration.lower() if isinstance(self.int8_calibration, str) else None
+    if method not in CALIBRATION_METHODS:
+      hint = ("Entropy is not offered: through ONNX Runtime's quantize_static it equals MinMax, or with 2048 "
+              "bins destroys accuracy." if method == "entropy" else None)
+      raise invalid_argument(f"{_ARGUMENT}.int8_calibration", self.int8_calibration,
+                             f"one of {CALIBRATION_METHODS}", hint=hint)
+    object.__setattr__(self, "int8_calibration", method)
+    if (isinstance(self.percentile, bool) or not isinstance(self.percentile, numbers.Real)
+        or not 0 < self.percentile <= 100):
+      raise invalid_argument(f"{_ARGUMENT}.percentile", self.percentile, "a number in (0, 100], e.g. 99.999")
+    ops = self.fp16_keep_fp32_ops
+    if isinstance(ops, str) or not isinstance(ops, (list, tuple)) or not all(isinstance(o, str) and o for o in ops):
+      raise invalid_argument(f"{_ARGUMENT}.fp16_keep_fp32_ops", ops, "a tuple of ONNX op type names, e.g. ('Exp',)")
+    object.__setattr__(self, "fp16_keep_fp32_ops", tuple(ops))
+
+
+# --- is it installed? ----------------------------------------------------------------------------------------
+
+def import_failure_reason(failures):
+  """The one line `unavailable_reason` says for {distribution: the exception importing it raised}.
+
+  A package that is there but fails to import is named with its error: onnx 1.19+ needs an ml_dtypes with
+  `float4_e2m1fn`, which TensorFlow 2.15-2.17 cannot have, and pip installs it anyway.
+  """
+  if not failures:
+    return None
+  missing = sorted(name for name, err in failures.items() if isinstance(err, ModuleNotFoundError))
+  broken = {name: err for name, err in failures.items() if name not in missing}
+  parts = []
+  if missing:
+    parts.append(f"{', '.join(missing)} not installed: {INSTALL_HINT}")
+  for name, err in sorted(broken.items()):
+    if "float4_e2m1fn" in str(err):
+      parts.append(f"{name} fails to import with this TensorFlow's ml_dtypes ({type(err).__name__}: {err}); onnx "
+                   "1.19 and later need an ml_dtypes TensorFlow 2.15-2.17 cannot have: pip install 'onnx==1.18.0'")
+    else:
+      parts.append(f"{name} fails to import ({type(err).__name__}: {err}); reinstall it: {INSTALL_HINT}")
+  return "ONNX variants need tf2onnx, onnx, onnxruntime and onnxconverter-common; " + "; ".join(parts)
+
+
+def _import_failures():
+  import importlib  # pylint: disable=g-import-not-at-top
+  failures = {}
+  for distribution, module in PACKAGES.items():
+    try:
+      importlib.import_module(module)
+    except Exception as err:  # pylint: disable=broad-except
+      failures[distribution] = err
+  return failures
+
+
+def tool_versions():
+  """Installed versions of TensorFlow and the ONNX tools (None for a missing one), without importing them."""
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  versions = {"tensorflow": tensorflow_version()}
+  for distribution in PACKAGES:
+    try:
+      versions[distribution] = metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+      versions[distribution] = None
+  return versions
+
+
+# --- the format ----------------------------------------------------------------------------------------------
+
+def _write_metadata(directory, metadata):
+  with open(os.path.join(directory, METADATA_FILE), "w", encoding="utf-8") as f:
+    json.dump(metadata, f, indent=2, sort_keys=True)
+    f.write("\n")
+
+
+def _default_opset(model):
+  return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+class OnnxFormat(Format):
+  name = "onnx"
+  description = "ONNX model (model.onnx + model.json)"
+  options_class = OnnxOptions
+
+  def source_of(self, precision):
+    return NATIVE if precision == "FP32" else artifact_name("onnx", "FP32")
+
+  def unavailable_reason(self, options):
+    del options
+    return import_failure_reason(_import_failures())
+
+  def environment(self, options):
+    del options
+    versions = tool_versions()
+    versions.pop("tensorflow")
+    return versions
+
+  def build(self, job, precision, source_dir, output_dir):
+    options = job.format_options(self.name)
+    if precision == "INT8" and job.calibration_samples() is None:
+      # Before any work: without samples there is nothing to calibrate on.
+      raise VariantUnavailable("INT8 needs calibration data and this export has none: pass calibration_data "
+                               "(or let TrtExport/TrtExporter capture calibration batches)")
+    from tftrt_keras.formats.onnx import convert as onnx_convert  # pylint: disable=g-import-not-at-top
+    model_path = os.path.join(output_dir, MODEL_FILE)
+    signature, left_out = onnx_convert.convertible_signature(job.signature)
+    metadata = {
+        "format": self.name, "precision": precision, "artifact": artifact_name(self.name, precision),
+        "file": MODEL_FILE, "signature_key": job.signature_key,
+        "inputs": [dict(t) for t in signature["inputs"]], "outputs": [dict(t) for t in signature["outputs"]],
+        "source_version": job.version, "built_from": self.source_of(precision), "tools": tool_versions(),
+    }
+    if left_out:
+      metadata["outputs_left_out"] = left_out
+    details = {}
+    if precision == "FP32":
+      self._build_fp32(job, signature, options, model_path)
+    elif precision == "FP16":
+      metadata["fp16"] = details = self._build_fp16(options, source_dir, model_path)
+    else:
+      metadata["int8"] = details = self._build_int8(job, options, source_dir, model_path)
+    import onnx  # pylint: disable=g-import-not-at-top
+    model = onnx.load(model_path)
+    metadata["opset"], metadata["ir_version"] = _default_opset(model), model.ir_version
+    _check_loads_in_onnxruntime(model_path, precision)
+    _write_metadata(output_dir, metadata)
+    entry = {"opset": metadata["opset"], "file_bytes": os.path.getsize(model_path), "nodes": len(model.graph.node)}
+    if left_out:
+      entry["outputs_left_out"] = left_out
+    if precision == "FP16":
+      entry.update(kept_fp32=sorted(details["kept_fp32"]), fp16_nodes=details["fp16_nodes"])
+    elif precision == "INT8":
+      entry.update(quantized_ops=details["quantized_ops"], int8_kept_fp32=details["kept_fp32"],
+                   calibration=details["settings"]["calibration"],
+                   calibration_samples=details["calibration_samples"])
+    return entry
+
+  def _build_fp32(self, job, signature, options, model_path):
+    import onnx  # pylint: disable=g-import-not-at-top
+    from tftrt_keras.formats.onnx import convert as onnx_convert  # pylint: disable=g-import-not-at-top
+    try:
+      model = onnx_convert.convert_saved_model(job.native_dir, job.signature_key, signature, options.opset)
+    except onnx_convert.ConversionError as err:
+      raise VariantFailed(str(err)) from err
+    onnx.save(model, model_path)
+
+  def _build_fp16(self, options, source_dir, model_path):
+    import onnx  # pylint: disable=g-import-not-at-top
+    from tftrt_keras.formats import onnx_fp16  # pylint: disable=g-import-not-at-top
+    source = onnx.load(os.path.join(source_dir, MODEL_FILE))
+    model, kept = onnx_fp16.convert_to_fp16(source, options.fp16_keep_fp32_ops)
+    before, after = onnx_fp16.graph_io_dtypes(source), onnx_fp16.graph_io_dtypes(model)
+    if before != after:
+      raise VariantFailed(f"FP16 conversion changed the graph's input/output dtypes: {before} -> {after}")
+    onnx.save(model, model_path)
+    return {"kept_fp32": kept, "block_list": onnx_fp16.block_list(options.fp16_keep_fp32_ops),
+            "fp16_nodes": onnx_fp16.count_fp16_nodes(model)}
+
+  def _build_int8(self, job, options, source_dir, model_path):
+    import onnx  # pylint: disable=g-import-not-at-top
+    from tftrt_keras.formats.onnx import quantize as onnx_quantize  # pylint: disable=g-import-not-at-top
+    samples = job.calibration_samples()
+    names = {t["name"] for t in job.signature["inputs"]}
+    if set(samples) != names:
+      raise VariantFailed(f"the calibration samples hold {sorted(samples)}, the signature takes {sorted(names)}")
+    dtypes = {t["name"]: t["dtype"] for t in job.signature["inputs"]}
+    source_path = os.path.join(source_dir, MODEL_FILE)
+    try:
+      result = onnx_quantize.quantize_int8(source_path, model_path, samples, dtypes,
+                                           calibration=options.int8_calibration, percentile=options.percentile)
+    except onnx_quantize.QuantizationError as err:
+      raise VariantFailed(str(err)) from err
+    result["ops_total"] = onnx_quantize.total_op_counts(onnx.load(source_path))
+    result["zero_points"] = "all 0"
+    return result
+
+  def open_runner(self, path, job):
+    del job
+    return OnnxRuntimeRunner(path)
+
+
+def _check_loads_in_onnxruntime(model_path, precision):
+  """A model ONNX Runtime cannot load (a missing kernel, a bad graph) is no variant, verified or not."""
+  import onnxruntime  # pylint: disable=g-import-not-at-top
+  try:
+    onnxruntime.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+  except Exception as err:  # pylint: disable=broad-except
+    raise VariantFailed(f"ONNX Runtime cannot load the {precision} model: {type(err).__name__}: {err}") from err
+
+
+FORMAT = OnnxFormat()

@@ -1,0 +1,486 @@
+"""`TrtExport`: the Keras callback that writes deployment variants next to a normal SavedModel while `fit` runs."""
+
+import dataclasses
+import importlib.util
+import math
+import os
+import weakref
+
+import numpy as np
+from absl import logging
+
+from tftrt_keras.keras import flavor as keras_flavor
+from tftrt_keras.errors import invalid_argument
+from tftrt_keras.samples.reservoir import SplitReservoir
+from tftrt_keras.options import (DEFAULT_BACKEND, DEFAULT_TIMEOUT_SECONDS, DEFAULT_WORKSPACE_BYTES,
+                                 ConversionOptions, artifact_names)
+from tftrt_keras.artifacts.layout import ExportLayout, RootLock
+from tftrt_keras.pipeline.scheduler import ExportScheduler
+from tftrt_keras.keras.calibration_source import batches_from, is_calibration_source
+from tftrt_keras.keras.capture import CapturingTestFunction
+from tftrt_keras.keras.fit_frames import callbacks_of, fit_frames, fit_has_validation
+from tftrt_keras.keras import snapshot as keras_snapshot
+from tftrt_keras.artifacts.manifest import PENDING, fail_pending, read_manifest, write_manifest
+from tftrt_keras.pipeline.prepare import prepare_export, record_failed_export
+from tftrt_keras.precisions import BASE_ARTIFACTS as _BASE_ARTIFACTS
+from tftrt_keras.precisions import PRECISIONS, normalize_precisions
+from tftrt_keras.verify.summary import summary_table
+
+
+def _mode_for(monitor, mode):
+  if mode == "auto":
+    return "max" if ("acc" in monitor or monitor.startswith("fmeasure") or "auc" in monitor) else "min"
+  return mode
+
+
+# Export root -> the TrtExport of this process holding it (weak: a callback that is gone held nothing).
+_ROOT_HOLDERS = weakref.WeakValueDictionary()
+
+# ConversionOptions fields that are TrtExport arguments of the same name.
+_OPTION_ARGUMENTS = ("precisions", "formats", "format_options", "max_batch_size", "max_workspace_size_bytes",
+                     "minimum_segment_size", "maximum_cached_engines", "require_tensorrt", "gpu_memory_limit_mb",
+                     "timeout_seconds", "conversion_policy", "verification_samples", "conversion_device",
+                     "triton_repository", "triton_model_name", "verify", "backend")
+
+
+class TrtExport(keras_flavor.callback_base()):
+  """Exports the model at checkpoint time: the normal SavedModel, its frozen graph, calibration samples and the
+  deployment variants (TF-TRT SavedModels, ONNX models, TensorRT engines), each verified against the normal
+  export, with a manifest per export of what was made, skipped, rejected or failed and why.
+
+  Calibration and verification samples are captured from `fit`'s validation pass: two disjoint uniform random
+  samples over the whole pass, inputs only, bounded memory. Conversion runs in a child process while training
+  goes on; `fit` waits at its end for the conversions still running (at most `timeout_seconds` each).
+
+  An interrupted `fit` (Ctrl-C in a notebook) does not block the next one: a new `TrtExport` on the same
+  `export_dir` in the same process takes the directory over from the interrupted one, stops its conversion
+  worker, and closes what it left `pending` with the reason.
+
+  Example:
+    model.fit(x, y, validation_data=(x_val, y_val), epochs=5,
+              callbacks=[tftrt_keras.TrtExport("/tmp/exports", precisions=("FP16", "INT8"))])
+    # /tmp/exports/<version>/ is the normal SavedModel; /tmp/exports/onnx_int8/<version>/model.onnx a variant;
+    # /tmp/exports/manifests/<version>/manifest.json says what each variant is.
+
+  Args:
+    export_dir: export root. Each export gets a new version number, also across resumed runs.
+    precisions: precisions to build in every format, a subset of ("FP32", "FP16", "INT8").
+    formats: "auto" (default) or a subset of ("tftrt", "onnx", "trt"). "auto": `tftrt` where the installed
+      TensorFlow has TF-TRT (2.15-2.17), `onnx` always, `trt` always (recorded as skipped with the reason where
+      TensorRT or a GPU is missing). A variant's source is built too (`onnx_fp32` for `onnx_int8`).
+    format_options: {format name: dict of that format's options}, e.g. `{"onnx": {...}}` (see
+      `tftrt_keras.formats`); each format checks its own.
+    monitor, mode, save_best_only, save_freq, initial_value_threshold: as in `keras.callbacks.ModelCheckpoint`.
+    calibration_batches: validation batches kept for INT8 calibration (0: capture nothing, no verification
+      sample either).
+    verification_samples: validation samples kept for verification, apart from the calibration batches
+      (default 500; the number of batches follows from the first validation batch's size). Fewer when the
+      validation pass is shorter: the pass is then shared between the two in proportion.
+    calibration_data: overrides capture: a `tf.data.Dataset` of batches (x or (x, y)), a numpy array, or a
+      list/dict of arrays (samples along axis 0). A random part of it is held out for verification.
+    exports_to_keep: keep only the newest N exports (default 5, as `TrtExporter`; None: all). Retention deletes
+      only what this library wrote.
+    max_batch_size: largest batch the engines must serve (default: the largest captured batch).
+    max_workspace_size_bytes, minimum_segment_size, maximum_cached_engines: TensorRT / TF-TRT settings.
+    require_tensorrt: fail in `on_train_begin`, before the first step, when TensorRT cannot run here.
+    blocking: wait for each conversion instead of converting in the background.
+    input_signature: TensorSpec (or list/dict of them) for the serving signature; default: the model's own
+      inputs, or the structure of the validation batches.
+    gpu_memory_limit_mb: TensorFlow's GPU memory in the conversion worker (see `ConversionOptions`).
+    timeout_seconds: kill a conversion worker that runs longer (default one hour; None: no bound).
+    conversion_policy: "latest" (default) converts the newest export when exports come faster than conversions
+      (a waiting older one is superseded; its frozen graph, samples and verification are still made); "every"
+      converts every export in turn.
+    conversion_device: where the worker converts: None (the first GPU, else the CPU), "cpu" or "gpu:<index>"
+      (keep conversion off the GPU training fills).
+    triton_repository: a Triton model repository to publish the ONNX and TensorRT variants into (None: none).
+    triton_model_name: the prefix of those Triton models (default: the export directory's name).
+    log_dir: TensorBoard directory for verification scalars (e.g. the `TensorBoard` callback's log_dir).
+    verbose: 0 silent; 1 one line per export and the summary table at the end of `fit`.
+    seed: seeds the batch sampling (identical on every worker of a distributed run).
+    verify: check each variant against the normal export on the held-out samples; a variant outside the
+      thresholds is marked `rejected` (see `ConversionOptions` for the thresholds).
+    backend: `module:attribute` of the TF-TRT conversion backend (advanced).
+  """
+
+  def __init__(self, export_dir, precisions=PRECISIONS, monitor="val_loss", mode="auto", save_best_only=False,
+               save_freq="epoch", initial_value_threshold=None, calibration_batches=16, calibration_data=None,
+               exports_to_keep=5, max_batch_size=None, max_workspace_size_bytes=DEFAULT_WORKSPACE_BYTES,
+               minimum_segment_size=3, maximum_cached_engines=1, require_tensorrt=False, blocking=False,
+               input_signature=None, gpu_memory_limit_mb=None, timeout_seconds=DEFAULT_TIMEOUT_SECONDS,
+               log_dir=None, verbose=1, seed=0, verify=True, backend=DEFAULT_BACKEND, formats="auto",
+               format_options=None, conversion_policy="latest", verification_samples=500, conversion_device=None,
+               triton_repository=None, triton_model_name=None):
+    super().__init__()
+    if not isinstance(export_dir, (str, os.PathLike)) or not os.fspath(export_dir):
+      raise invalid_argument("export_dir", export_dir, "a directory path")
+    self.export_dir = os.fspath(export_dir)
+    self.options = ConversionOptions(
+        precisions=normalize_precisions(precisions), formats=formats, format_options=format_options,
+        max_batch_size=max_batch_size, max_workspace_size_bytes=max_workspace_size_bytes,
+        minimum_segment_size=minimum_segment_size, maximum_cached_engines=maximum_cached_engines,
+        require_tensorrt=require_tensorrt, gpu_memory_limit_mb=gpu_memory_limit_mb, timeout_seconds=timeout_seconds,
+        conversion_policy=conversion_policy, verification_samples=verification_samples,
+        conversion_device=conversion_device, triton_repository=triton_repository,
+        triton_model_name=triton_model_name, verify=verify, backend=backend)
+    if not isinstance(monitor, str) or not monitor:
+      raise invalid_argument("monitor", monitor, "a metric name such as 'val_loss'")
+    if mode not in ("auto", "min", "max"):
+      raise invalid_argument("mode", mode, "one of 'auto', 'min', 'max'")
+    if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq <= 0):
+      raise invalid_argument("save_freq", save_freq, "'epoch' or a positive integer number of batches")
+    if initial_value_threshold is not None and not isinstance(initial_value_threshold, (int, float)):
+      raise invalid_argument("initial_value_threshold", initial_value_threshold, "a number or None")
+    if isinstance(calibration_batches, bool) or not isinstance(calibration_batches, int) or calibration_batches < 0:
+      raise invalid_argument("calibration_batches", calibration_batches, "an integer >= 0")
+    if "INT8" in self.options.precisions and calibration_batches == 0 and calibration_data is None:
+      raise invalid_argument("calibration_batches", 0, "at least 1 when precisions include INT8",
+                             hint="INT8 calibrates on captured validation batches; or pass `calibration_data`.")
+    if exports_to_keep is not None and (isinstance(exports_to_keep, bool) or not isinstance(exports_to_keep, int)
+                                        or exports_to_keep <= 0):
+      raise invalid_argument("exports_to_keep", exports_to_keep, "a positive integer or None")
+    if calibration_data is not None and not is_calibration_source(calibration_data):
+      raise invalid_argument("calibration_data", type(calibration_data).__name__,
+                             "a tf.data.Dataset, a numpy array, or a list/dict of numpy arrays")
+    if verbose not in (0, 1, 2):
+      raise invalid_argument("verbose", verbose, "0, 1 or 2")
+    if log_dir is not None and importlib.util.find_spec("tensorboard") is None:
+      # TensorFlow 2.21 no longer installs TensorBoard, and tf.summary cannot write without it.
+      raise invalid_argument("log_dir", log_dir, "None, or a directory with the `tensorboard` package installed",
+                             hint="Install it (pip install tensorboard) to get verification scalars.")
+    keras_snapshot.check_input_signature(input_signature)
+    self.monitor, self.save_best_only, self.save_freq = monitor, save_best_only, save_freq
+    self.mode = _mode_for(monitor, mode)
+    self.initial_value_threshold = initial_value_threshold
+    self.calibration_batches = calibration_batches
+    self.calibration_data = calibration_data
+    self.exports_to_keep = exports_to_keep
+    self.blocking = bool(blocking)
+    self.input_signature = input_signature
+    self.log_dir = log_dir
+    self.verbose = verbose
+    self.seed = seed
+    self.manifest_paths = []
+    self._reset_run_state()
+
+  @classmethod
+  def from_flags(cls, flag_values, **overrides):
+    """Builds the callback from flags defined by `tftrt_keras.flags.define_export_flags()`.
+
+    Args:
+      flag_values: the parsed `FlagValues` (usually `absl.flags.FLAGS`).
+      **overrides: TrtExport arguments that win over the flags.
+
+    Returns:
+      A `TrtExport`.
+
+    Raises:
+      ValueError: `--export_dir` is not set (and no `export_dir` override), or a flag's value is invalid.
+    """
+    from tftrt_keras.flags import conversion_options_from_flags  # pylint: disable=g-import-not-at-top
+    options = conversion_options_from_flags(flag_values)
+    export_dir = overrides.pop("export_dir", getattr(flag_values, "export_dir", None))
+    if not export_dir:
+      raise invalid_argument("export_dir", export_dir, "a directory (set --export_dir)")
+
+    def training_flag(name, old_name, default):
+      # The training-only flags were renamed with an `export_` prefix (a training script owns `--verify`...).
+      return getattr(flag_values, name, getattr(flag_values, old_name, default))
+    kwargs = {name: getattr(options, name) for name in _OPTION_ARGUMENTS}
+    kwargs.update(
+        export_dir=export_dir,
+        calibration_batches=training_flag("export_calibration_batches", "calibration_batches", 16),
+        exports_to_keep=training_flag("export_exports_to_keep", "exports_to_keep", 5),
+        save_best_only=training_flag("export_save_best_only", "export_save_best_only", False),
+        monitor=training_flag("export_monitor", "export_monitor", "val_loss"),
+        blocking=training_flag("export_blocking", "export_blocking", False))
+    kwargs.update(overrides)
+    callback = cls(**kwargs)
+    # Options without a TrtExport argument (verification thresholds...) come from the flags as they are.
+    callback.options = dataclasses.replace(options, **{name: getattr(callback.options, name)
+                                                       for name in _OPTION_ARGUMENTS})
+    return callback
+
+  # --- Keras 2 CallbackList asks every callback these (Keras 3 ignores them).
+  _supports_tf_logs = False
+  _chief_worker_only = None
+
+  def _implements_train_batch_hooks(self):
+    return self.save_freq != "epoch"
+
+  def _implements_test_batch_hooks(self):
+    return False
+
+  def _implements_predict_batch_hooks(self):
+    return False
+
+  def _reset_run_state(self):
+    self._best = None
+    self._batches_since_export = 0
+    self._epoch = 0
+    self._global_step = 0
+    self._lock = None
+    self._scheduler = None
+    self._capture = None
+    self._captured_model = None
+    self._original_test_function = None
+    self._snapshotter = None
+    self._explicit_batches = None
+    self._is_chief = True
+    self._run_manifests = []  # this run's exports (manifest paths), for closing them if the run is abandoned
+
+  # --- training lifecycle
+  def on_train_begin(self, logs=None):
+    if self._lock is not None or self._captured_model is not None:
+      # This callback's previous fit() ended without on_train_end (Ctrl-C, an exception): close that run first.
+      self._end_abandoned_run("interrupted: the fit() that made this export ended without finishing (e.g. Ctrl-C), "
+                              "and the same TrtExport started a new fit()")
+    self._reset_run_state()
+    model = self.model
+    self._is_chief = _is_chief(model)
+    self._best = self.initial_value_threshold
+    if self.options.require_tensorrt:
+      from tftrt_keras.preflight import require_tensorrt_or_raise  # pylint: disable=g-import-not-at-top
+      require_tensorrt_or_raise(self.options)
+    if self.calibration_data is not None:
+      self._explicit_batches = batches_from(self.calibration_data, self.calibration_batches or 16,
+                                             self.options.max_batch_size)
+    elif "INT8" in self.options.precisions and fit_has_validation(model) is False:
+      raise invalid_argument(
+          "calibration_data", None, "validation data in fit() or `calibration_data` when precisions include INT8",
+          hint="INT8 calibrates on batches captured during validation, and this fit() call has no "
+               "validation_data or validation_split. Pass one of them, pass `calibration_data=`, or drop INT8.")
+    if self.input_signature is None and keras_snapshot.signature_from_model(model) is None and \
+        self._explicit_batches is None and fit_has_validation(model) is False:
+      raise invalid_argument("input_signature", None, "a TensorSpec structure for this model",
+                             hint="The model has no symbolic inputs (subclassed?) and fit() has no validation data "
+                                  "to learn the input structure from.")
+    if self._is_chief:
+      layout = ExportLayout(self.export_dir)
+      layout.ensure_root()
+      self._take_over_from_interrupted_run(layout.root)
+      self._lock = RootLock(layout).acquire()
+      _ROOT_HOLDERS[layout.root] = self
+      layout.recover_interrupted()
+      self._scheduler = ExportScheduler(exports_to_keep=self.exports_to_keep, on_done=self._on_export_done)
+    if self.calibration_batches and self.calibration_data is None:
+      self._install_capture(model)
+
+  def _take_over_from_interrupted_run(self, root):
+    """Ends the run of an earlier TrtExport of this process on `root` whose fit() is no longer running.
+
+    A fit() interrupted by Ctrl-C never calls on_train_end: its callback still holds the root's lock, its worker
+    may still convert, and its test function may still be installed. A fit() still running (in another thread,
+    or around this one) keeps the root: RootLock then refuses this run with ExportRootBusy.
+    """
+    holder = _ROOT_HOLDERS.get(root)
+    if holder is None or holder is self or holder._lock is None:  # pylint: disable=protected-access
+      return
+    if fit_frames(lambda frame: any(c is holder for c in callbacks_of(frame))):
+      return
+    logging.warning("tftrt_keras: %s was held by a TrtExport whose fit() ended without finishing (interrupted?); "
+                    "this run takes it over and stops that run's conversions", root)
+    holder._end_abandoned_run(  # pylint: disable=protected-access
+        "interrupted: the fit() that made this export ended without finishing (e.g. Ctrl-C), and a new run "
+        "took the export directory over")
+
+  def _end_abandoned_run(self, reason):
+    """Stops this callback's run whose fit() ended without on_train_end: its worker, its queue, its pending
+    manifests (closed with `reason`), its installed test function and its lock. Never raises for a manifest."""
+    scheduler, self._scheduler = self._scheduler, None
+    if scheduler is not None:
+      scheduler.stop(reason)
+    for path in self._run_manifests:
+      try:
+        manifest = read_manifest(path)
+        if any(entry["status"] == PENDING for entry in manifest["artifacts"].values()):
+          fail_pending(manifest, reason)
+          write_manifest(os.path.dirname(path), manifest)
+      except (OSError, ValueError) as err:
+        logging.error("tftrt_keras: could not close %s (%s): %s", path, reason, err)
+    self._run_manifests = []
+    self._uninstall_capture()
+    if self._lock is not None:
+      self._lock.release()
+      self._lock = None
+
+  def _install_capture(self, model):
+    # Keras 2 returns the function; Keras 3 only sets `model.test_function`.
+    original = model.make_test_function() or model.test_function
+    if isinstance(original, CapturingTestFunction):  # left by a fit() that never reached on_train_end
+      original = original.original
+    steps = getattr(model, "_steps_per_execution", None)
+    steps = int(steps.numpy()) if hasattr(steps, "numpy") else int(getattr(model, "steps_per_execution", 1) or 1)
+    verification_samples = self.options.verification_samples if self.options.verify else 0
+    reservoir = SplitReservoir(self.calibration_batches, 0, seed=self.seed)
+    self._capture = CapturingTestFunction(model, original, reservoir, steps_per_execution=steps,
+                                          verification_samples=verification_samples)
+    self._original_test_function = original
+    self._captured_model = model
+    model.test_function = self._capture
+
+  def _uninstall_capture(self):
+    model, capture = self._captured_model, self._capture
+    if model is not None and getattr(model, "test_function", None) is capture:
+      model.test_function = self._original_test_function
+    # `_capture` stays (its last samples and counters) until the next run; the model no longer calls it.
+    self._captured_model = None
+    self._original_test_function = None
+
+  def on_test_begin(self, logs=None):
+    if self._capture is not None:
+      self._capture.begin_pass()
+
+  def on_test_end(self, logs=None):
+    if self._capture is not None:
+      self._capture.end_pass()
+
+  def on_train_batch_end(self, batch, logs=None):
+    self._global_step += 1
+    if self._scheduler is not None:
+      self._scheduler.poll()
+    if self.save_freq == "epoch":
+      return
+    self._batches_since_export += 1
+    if self._batches_since_export >= self.save_freq:
+      self._batches_since_export = 0
+      self._maybe_export(logs or {}, batch=batch)
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch = epoch
+
+  def on_epoch_end(self, epoch, logs=None):
+    self._epoch = epoch
+    if self.save_freq == "epoch":
+      self._maybe_export(logs or {})
+
+  def on_train_end(self, logs=None):
+    try:
+      if self._scheduler is not None:
+        if self.verbose and self._scheduler.busy():
+          print(f"tftrt_keras: waiting for the conversions still running (at most "
+                f"{_describe_timeout(self.options.timeout_seconds)} each)", flush=True)
+        self._scheduler.wait_all()
+        if self.verbose and self._run_manifests:
+          # From disk: superseded and retained-away exports are part of the story too.
+          manifests = [read_manifest(p) for p in self._run_manifests if os.path.exists(p)]
+          if manifests:
+            print("tftrt_keras exports:\n" + summary_table(manifests, root=self.export_dir), flush=True)
+    finally:
+      self._run_manifests = []
+      self._scheduler = None
+      self._uninstall_capture()
+      if self._lock is not None:
+        self._lock.release()
+        self._lock = None
+
+  # --- exporting
+  def _improved(self, logs):
+    if not self.save_best_only:
+      return True
+    value = logs.get(self.monitor)
+    if value is None:
+      logging.warning("tftrt_keras: save_best_only needs `%s` in the logs (available: %s); not exporting.",
+                      self.monitor, sorted(logs))
+      return False
+    value = float(value)
+    better = self._best is None or (value < self._best if self.mode == "min" else value > self._best)
+    if better:
+      self._best = value
+    return better
+
+  def _captured_batches(self):
+    """(calibration batches, verification batches or None). None: the pipeline holds out a random part of the
+    calibration batches (given `calibration_data`, or a validation pass too short to share)."""
+    if self._explicit_batches is not None:
+      return self._explicit_batches, None
+    if self._capture is None:
+      return [], None
+    return self._capture.last_pass, (self._capture.last_verification or None)
+
+  def _signature(self, batches):
+    if self._snapshotter is not None:
+      return self._snapshotter.signature
+    if self.input_signature is not None:
+      return keras_snapshot.named_signature(self.input_signature)
+    return keras_snapshot.signature_from_model(self.model) or (
+        keras_snapshot.signature_from_batch(batches[0]) if batches else None)
+
+  def _maybe_export(self, logs, batch=None):
+    if not self._improved(logs):
+      return
+    if not self._is_chief:
+      return  # other workers neither write nor wait
+    layout = ExportLayout(self.export_dir)
+    version = layout.next_version()
+    source = {"kind": "keras", "keras": keras_flavor.keras_version(self.model), "epoch": self._epoch + 1,
+              "step": self._optimizer_step(), "metrics": {k: float(v) for k, v in logs.items() if np.ndim(v) == 0}}
+    if batch is not None:
+      source["batch"] = int(batch)
+    try:
+      batches, verification = self._captured_batches()
+      if self._snapshotter is None:
+        signature = self._signature(batches)
+        if signature is None:
+          raise ValueError("no input signature: pass `input_signature=` to TrtExport")
+        self._snapshotter = keras_snapshot.SavedModelSnapshotter(self.model, signature)
+      named = [keras_snapshot.batch_by_name(self._snapshotter.signature, b) for b in batches]
+      if verification is not None:
+        verification = [keras_snapshot.batch_by_name(self._snapshotter.signature, b) for b in verification]
+      # The manifest is ours from the moment it is written: an interrupted run closes it (see on_train_begin).
+      self._run_manifests.append(layout.manifest_path(version))
+      request = prepare_export(
+          layout.root, version, source, self.options, write_native=self._snapshotter.save, batches=named,
+          verification_batches=verification,
+          calibration_skip_reason="no validation pass ran before this export and no `calibration_data` was given")
+    except Exception as err:  # pylint: disable=broad-except
+      # Training goes on; the failure is on disk where the user looks for exports.
+      logging.exception("tftrt_keras: export version %d failed before conversion", version)
+      try:
+        self.manifest_paths.append(record_failed_export(
+            layout.root, version, source, self.options,
+            f"export failed before conversion: {type(err).__name__}: {err}"))
+        if layout.manifest_path(version) not in self._run_manifests:
+          self._run_manifests.append(layout.manifest_path(version))
+      except OSError:
+        # Even the manifest cannot be written (a full disk): the log is all that is left; training goes on.
+        logging.exception("tftrt_keras: could not record the failure of export version %d", version)
+      return
+    self.manifest_paths.append(layout.manifest_path(version))
+    if self.verbose:
+      variants = [n for n in artifact_names(self.options) if n not in _BASE_ARTIFACTS]
+      doing = (f"converting {', '.join(variants)} {'now' if self.blocking else 'in the background'}" if variants
+               else "freezing and verifying it (no variant requested)")
+      print(f"tftrt_keras: exported version {version} to {layout.path('native', version)}; {doing}", flush=True)
+    self._scheduler.submit(request, blocking=self.blocking)
+
+  def _optimizer_step(self):
+    iterations = getattr(getattr(self.model, "optimizer", None), "iterations", None)
+    try:
+      return int(np.asarray(iterations.numpy() if hasattr(iterations, "numpy") else iterations))
+    except (TypeError, ValueError):
+      return self._global_step
+
+  def _on_export_done(self, manifest):
+    if self.log_dir:
+      try:
+        from tftrt_keras.verify.report import write_tensorboard_scalars  # pylint: disable=g-import-not-at-top
+        write_tensorboard_scalars(manifest, self.log_dir, manifest["source"].get("step", 0))
+      except Exception:  # pylint: disable=broad-except
+        logging.exception("tftrt_keras: could not write verification scalars to %s", self.log_dir)
+
+
+def _describe_timeout(seconds):
+  if seconds is None:
+    return "no time limit (timeout_seconds=None)"
+  minutes = seconds / 60
+  return f"{minutes:g} min" if minutes >= 1 and math.isclose(minutes, round(minutes)) else f"{seconds:g} s"
+
+
+def _is_chief(model):
+  """True on the worker that writes: everywhere outside multi-worker training, the chief inside it."""
+  strategy = getattr(model, "distribute_strategy", None)
+  extended = getattr(strategy, "extended", None)
+  return bool(getattr(extended, "should_checkpoint", True))
+
+

@@ -1,0 +1,189 @@
+"""Writing a Keras model's normal SavedModel quickly, again and again during training.
+
+The serving function is traced once (first export) and kept: later exports only serialise the graph and the
+current variable values, which is what makes an export at every checkpoint cheap. The SavedModel has a
+`serving_default` signature over `model(inputs, training=False)`, with inputs named after the model's inputs
+and outputs named like `model.export()` / `tf.saved_model.save(model)` name them.
+"""
+
+import os
+
+import numpy as np
+
+from tftrt_keras.errors import invalid_argument
+
+
+def _spec_with_free_batch(tf, name, shape, dtype):
+  shape = [None] + list(shape[1:])
+  return tf.TensorSpec(shape, tf.as_dtype(dtype), name=name)
+
+
+def check_input_signature(input_signature):
+  """Raises ValueError unless `input_signature` is None, a TensorSpec, or a list/tuple/dict of them."""
+  if input_signature is None:
+    return
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  leaves = tf.nest.flatten(input_signature)
+  if not leaves or not all(isinstance(s, tf.TensorSpec) for s in leaves):
+    raise invalid_argument("input_signature", input_signature,
+                           "a tf.TensorSpec, or a list or dict of tf.TensorSpec (batch dimension None)")
+
+
+def _named(tf, structure):
+  """Gives every spec a signature name: dict keys, else its own name, else input_<i>."""
+  if isinstance(structure, dict):
+    return {k: tf.TensorSpec(s.shape, s.dtype, name=k) for k, s in structure.items()}
+  if isinstance(structure, (list, tuple)):
+    return type(structure)(tf.TensorSpec(s.shape, s.dtype, name=s.name or f"input_{i}")
+                           for i, s in enumerate(structure))
+  return tf.TensorSpec(structure.shape, structure.dtype, name=structure.name or "input_0")
+
+
+def named_signature(input_signature):
+  """A user's `input_signature` with a name on every spec (dict keys, its own name, or input_<i>)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return _named(tf, input_signature)
+
+
+def signature_from_model(model):
+  """The model's own input structure as TensorSpecs (functional/sequential models), or None."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  inputs = getattr(model, "inputs", None)
+  if not inputs:
+    return None
+  structure = _input_structure(model)
+  structure = inputs if structure is None else structure
+
+  def to_spec(t):
+    name = getattr(t, "name", None)
+    name = name.split(":")[0] if name else None
+    return _spec_with_free_batch(tf, name, tuple(t.shape), getattr(t.dtype, "name", t.dtype))
+  return _named(tf, tf.nest.map_structure(to_spec, structure))
+
+
+def _input_structure(model):
+  """The nesting of inputs the model's `call` expects: a single tensor, a list or a dict.
+
+  Keras 3 warns ("The structure of `inputs` doesn't match the expected structure") when a single-input model is
+  called with a one-element list, and a Keras 3 `Sequential` lists its inputs (`model.inputs`) while the
+  functional model it wraps (`_functional`) expects one tensor: its structure is the one that counts.
+  """
+  for owner in (getattr(model, "_functional", None), model):
+    if owner is None:
+      continue
+    for attribute in ("_inputs_struct", "_nested_inputs"):  # Keras 3, Keras 2
+      structure = getattr(owner, attribute, None)
+      if structure is not None:
+        return structure
+  return None
+
+
+def signature_from_batch(x):
+  """TensorSpecs matching one batch of inputs (any batch size)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  structure = tf.nest.map_structure(lambda v: _spec_with_free_batch(tf, None, np.shape(v), np.asarray(v).dtype), x)
+  if isinstance(structure, tuple) and len(structure) == 1:
+    structure = structure[0]
+  return _named(tf, structure)
+
+
+def input_names(signature):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return [s.name for s in tf.nest.flatten(signature)]
+
+
+def batch_by_name(signature, x):
+  """Maps one batch of model inputs (tensor, list or dict) to {signature input name: numpy array}."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if isinstance(signature, dict):
+    return {name: np.asarray(x[name]) for name in signature}
+  if isinstance(x, tuple) and len(x) == 1 and not isinstance(signature, (list, tuple)):
+    x = x[0]
+  leaves = tf.nest.flatten(x)
+  return {name: np.asarray(v) for name, v in zip(input_names(signature), leaves)}
+
+
+def _output_names(model, count):
+  """The serving signature's output names: the model's own (its output layers' names), `output_<i>` only
+  where it has none. Keras 3.6 gives a Sequential model no `output_names`; its output layers still have names
+  (`probabilities`), which are what ONNX, Triton and the manifest should show."""
+  names = list(getattr(model, "output_names", None) or [])
+  if len(names) != count:
+    names = []
+    for tensor in getattr(model, "outputs", None) or []:
+      history = getattr(tensor, "_keras_history", None)
+      layer = history[0] if history else None
+      names.append(getattr(layer, "name", None))
+  if len(names) == count and all(names) and len(set(names)) == count:
+    return names
+  return [f"output_{i}" for i in range(count)]
+
+
+class SavedModelSnapshotter:
+  """Writes the normal SavedModel of `model` into a directory; traces once, saves many times.
+
+  Args:
+    model: a built Keras model (Keras 2 or 3).
+    input_signature: TensorSpec structure the serving signature takes.
+  """
+
+  def __init__(self, model, input_signature):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    self._model = model
+    self.signature = input_signature
+    module = tf.Module()
+    # Track variables and any hub.KerasLayer's loaded module (its assets and tables), not the Keras objects
+    # themselves: tracking a Keras 2 model would make tf.saved_model.save serialise every layer's call graphs.
+    module.model_variables = list(model.variables)
+    # hub.KerasLayer revives its module as an AutoTrackable, not a tf.Module: test for Trackable.
+    module.loaded_resources = [layer._func for layer in _layers(model)  # pylint: disable=protected-access
+                               if isinstance(getattr(layer, "_func", None), tf.__internal__.tracking.Trackable)]
+
+    def serve(inputs):
+      outputs = model(inputs, training=False)
+      if isinstance(outputs, dict):
+        return dict(outputs)
+      flat = tf.nest.flatten(outputs)
+      return dict(zip(_output_names(model, len(flat)), flat))
+
+    self._function = tf.function(serve).get_concrete_function(input_signature)
+    module.serve = self._function
+    self._module = module
+
+  _graph = None  # saved_model.pb of the first export, when later ones may reuse it
+
+  def save(self, directory):
+    """Writes the SavedModel into the (empty) `directory`.
+
+    The first call runs `tf.saved_model.save`. The graph never changes between checkpoints, only the variable
+    values do, so later calls write the first call's `saved_model.pb` again plus a fresh variables
+    checkpoint of the same object graph (about 10x quicker; measured by
+    benchmarks/bench_keras_export_blocking.py). Models with assets (hub modules with vocabularies, ...)
+    always take the full path, which copies the assets.
+    """
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    if self._graph is None:
+      tf.saved_model.save(self._module, directory, signatures={"serving_default": self._function})
+      assets = os.path.join(directory, "assets")
+      if not (os.path.isdir(assets) and os.listdir(assets)):
+        with open(os.path.join(directory, "saved_model.pb"), "rb") as f:
+          self._graph = f.read()
+      else:
+        self._graph = False
+      return
+    if self._graph is False:
+      tf.saved_model.save(self._module, directory, signatures={"serving_default": self._function})
+      return
+    with open(os.path.join(directory, "saved_model.pb"), "wb") as f:
+      f.write(self._graph)
+    os.makedirs(os.path.join(directory, "assets"), exist_ok=True)
+    tf.train.Checkpoint(self._module).write(os.path.join(directory, "variables", "variables"))
+    from tensorflow.python.saved_model import fingerprinting_utils  # pylint: disable=g-import-not-at-top
+    fingerprinting_utils.write_fingerprint(directory)
+
+
+def _layers(model):
+  flatten = getattr(model, "_flatten_layers", None)
+  if flatten is not None:
+    return list(flatten(include_self=False))
+  return list(getattr(model, "layers", []))

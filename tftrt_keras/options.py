@@ -1,0 +1,193 @@
+"""The knobs of one export, validated once, shared by every entry point and sent to the worker as JSON."""
+
+import dataclasses
+import numbers
+import os
+
+from tftrt_keras.errors import invalid_argument
+from tftrt_keras.formats import AUTO, FORMATS, load_format, normalize_formats, resolve_formats, variant_names
+from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND
+from tftrt_keras.precisions import BASE_ARTIFACTS, PRECISIONS, normalize_precisions
+
+DEFAULT_WORKSPACE_BYTES = 1 << 30
+# A TensorRT build that hangs must not hold `fit()` at its end forever; an hour covers large models on slow GPUs.
+DEFAULT_TIMEOUT_SECONDS = 3600.0
+CONVERSION_POLICIES = ("latest", "every")
+
+
+def _check_positive_int(name, value, *, allow_none):
+  if value is None and allow_none:
+    return
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+    expected = "a positive integer" + (" or None" if allow_none else "")
+    raise invalid_argument(name, value, expected)
+
+
+def _check_positive_number(name, value, *, allow_none):
+  if value is None and allow_none:
+    return
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+    expected = "a positive number (seconds)" + (" or None" if allow_none else "")
+    raise invalid_argument(name, value, expected)
+
+
+def _check_fraction(name, value, expected, *, upper):
+  if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0
+      or (upper is not None and not value <= upper)):
+    raise invalid_argument(name, value, expected)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversionOptions:
+  """What to build and how; every field is checked in `__post_init__`.
+
+  Attributes:
+    precisions: subset of ("FP32", "FP16", "INT8"); one variant per format each.
+    formats: "auto" or a subset of ("tftrt", "onnx", "trt") (see `tftrt_keras.formats`). "auto": `tftrt` where
+      the installed TensorFlow has TF-TRT, `onnx` always, `trt` always (skipped with the reason where TensorRT
+      or a GPU is missing). A variant's source is built too (`onnx_fp32` for `onnx_int8`).
+    format_options: {format name: dict of that format's options} (each format validates its own).
+    max_batch_size: largest batch the engines must serve. TF2 has no static batch size: it becomes the
+      upper end of the dynamic-shape profile the engines are prebuilt for. None: the largest captured batch.
+    max_workspace_size_bytes: TensorRT builder workspace per engine.
+    minimum_segment_size: smallest subgraph TF-TRT replaces with an engine.
+    maximum_cached_engines: engines kept per TRT op (one per input-shape profile).
+    require_tensorrt: fail before any work when TF-TRT cannot run, instead of recording skipped variants.
+    gpu_memory_limit_mb: a cap on the worker's GPU memory, TensorRT's included: the worker's GPU becomes a
+      logical device with this memory limit. TF-TRT gets TensorRT's memory from TensorFlow's own GPU allocator
+      (its TRTDeviceAllocator wraps the device allocator: tf2tensorrt/utils/trt_lru_cache.cc, and the builder,
+      calibration and execution contexts use it, convert_nodes.cc and trt_engine_op.cc), so the builder
+      workspace (`max_workspace_size_bytes`), the engines and TensorFlow's own tensors all come out of this one
+      limit; nothing is left outside it "for TensorRT" (TF 1.x's per_process_gpu_memory_fraction advice does
+      not apply to TF2's TF-TRT). Set it to keep the worker beside a trainer on the same GPU; it must exceed
+      the workspace. None: TensorFlow's memory grows on demand (memory growth), up to what the GPU has free.
+    timeout_seconds: a worker still running after this long is killed and its export recorded as failed
+      (default one hour; None waits for ever).
+    conversion_policy: when exports come faster than conversions: "latest" converts the newest export and
+      lets a waiting older one be superseded (its frozen graph, samples and verification are still made);
+      "every" converts every export in turn (the queue grows; training is never blocked either way).
+    backend: `module:attribute` of the conversion backend.
+    conversion_device: where the worker builds: None (the first GPU, or the CPU where there is none), "cpu",
+      or "gpu:<index>" (e.g. "gpu:1", to keep conversion off the GPU a trainer has filled). The worker sees
+      only that device (CUDA_VISIBLE_DEVICES).
+    triton_repository: a Triton model repository to publish the ONNX and TensorRT variants into (one Triton
+      model per variant, versions = export versions; see `tftrt_keras.serving.triton`). None: no repository.
+    triton_model_name: the name Triton models start with (`<name>_onnx_fp16`); default: the export root's
+      directory name.
+    verify: run every produced artifact on the held-out verification samples, compare it with the normal
+      export and time it (see `tftrt_keras.verify.verification`); an artifact outside its thresholds is `rejected`.
+    verify_tolerance_frozen, verify_tolerance_fp32, verify_tolerance_fp16, verify_tolerance_int8: the largest
+      allowed error of a float output, relative to the output's scale: max |artifact - normal| / max |normal|.
+      FP32 allows 1e-3 rather than 1e-5 because TensorRT and TensorFlow both use TF32 matmuls on Ampere and
+      newer GPUs, and their kernels round differently; the frozen graph runs in TensorFlow itself. INT8 uses
+      its tolerance only for outputs that are not classifier-like (see `verify_min_agreement`).
+    verify_min_agreement: smallest fraction of samples on which an artifact must agree with the normal export:
+      on the top-1 class of classifier-like outputs (rank-2 float, more than one column) under INT8, and on
+      the exact value of integer, boolean and string outputs under every precision. Judged on the one-sided
+      95% lower confidence bound (Wilson) of the observed agreement, so a verdict on few samples cannot pass
+      by chance: 100 agreeing samples bound it at 0.973, 500 at 0.995.
+    verification_samples: held-out samples verification aims for (never used for calibration); fewer when the
+      validation pass or the calibration data has fewer.
+    verify_warmup_runs: untimed calls before latency is measured (after the timed first call).
+    verify_timed_runs: timed calls per batch size; median and p99 come from these.
+  """
+
+  precisions: tuple = PRECISIONS
+  max_batch_size: int = None
+  max_workspace_size_bytes: int = DEFAULT_WORKSPACE_BYTES
+  minimum_segment_size: int = 3
+  maximum_cached_engines: int = 1
+  require_tensorrt: bool = False
+  gpu_memory_limit_mb: int = None
+  timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+  backend: str = DEFAULT_BACKEND
+  formats: object = AUTO
+  format_options: dict = dataclasses.field(default_factory=dict)
+  conversion_policy: str = "latest"
+  conversion_device: str = None
+  triton_repository: str = None
+  triton_model_name: str = None
+  verify: bool = True
+  verify_tolerance_frozen: float = 1e-5
+  verify_tolerance_fp32: float = 1e-3
+  verify_tolerance_fp16: float = 1e-2
+  verify_tolerance_int8: float = 1e-1
+  verify_min_agreement: float = 0.97
+  verification_samples: int = 500
+  verify_warmup_runs: int = 3
+  verify_timed_runs: int = 20
+
+  def __post_init__(self):
+    object.__setattr__(self, "precisions", normalize_precisions(self.precisions))
+    object.__setattr__(self, "formats", normalize_formats(self.formats))
+    object.__setattr__(self, "format_options", self._checked_format_options(self.format_options))
+    if self.conversion_policy not in CONVERSION_POLICIES:
+      raise invalid_argument("conversion_policy", self.conversion_policy, f"one of {CONVERSION_POLICIES}")
+    _check_positive_int("verification_samples", self.verification_samples, allow_none=False)
+    if self.conversion_device is not None:
+      device = self.conversion_device.strip().lower() if isinstance(self.conversion_device, str) else None
+      if device is None or not (device == "cpu" or (device.startswith("gpu:") and device[4:].isdigit())):
+        raise invalid_argument("conversion_device", self.conversion_device, "None, 'cpu' or 'gpu:<index>'")
+      object.__setattr__(self, "conversion_device", device)
+    if isinstance(self.triton_repository, os.PathLike):
+      object.__setattr__(self, "triton_repository", os.fspath(self.triton_repository))
+    for name in ("triton_repository", "triton_model_name"):
+      value = getattr(self, name)
+      if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise invalid_argument(name, value, "a non-empty string or None")
+    _check_positive_int("max_batch_size", self.max_batch_size, allow_none=True)
+    _check_positive_int("max_workspace_size_bytes", self.max_workspace_size_bytes, allow_none=False)
+    _check_positive_int("minimum_segment_size", self.minimum_segment_size, allow_none=False)
+    _check_positive_int("maximum_cached_engines", self.maximum_cached_engines, allow_none=False)
+    _check_positive_int("gpu_memory_limit_mb", self.gpu_memory_limit_mb, allow_none=True)
+    _check_positive_number("timeout_seconds", self.timeout_seconds, allow_none=True)
+    if not isinstance(self.require_tensorrt, bool):
+      raise invalid_argument("require_tensorrt", self.require_tensorrt, "True or False")
+    if not isinstance(self.backend, str) or ":" not in self.backend:
+      raise invalid_argument("backend", self.backend, "a 'module:attribute' string")
+    if not isinstance(self.verify, bool):
+      raise invalid_argument("verify", self.verify, "True or False")
+    for name in ("verify_tolerance_frozen", "verify_tolerance_fp32", "verify_tolerance_fp16",
+                 "verify_tolerance_int8"):
+      _check_fraction(name, getattr(self, name), "a non-negative number (error relative to the output's scale)",
+                      upper=None)
+    _check_fraction("verify_min_agreement", self.verify_min_agreement, "a fraction between 0 and 1", upper=1)
+    _check_positive_int("verify_timed_runs", self.verify_timed_runs, allow_none=False)
+    if (isinstance(self.verify_warmup_runs, bool) or not isinstance(self.verify_warmup_runs, numbers.Integral)
+        or self.verify_warmup_runs < 0):
+      raise invalid_argument("verify_warmup_runs", self.verify_warmup_runs, "zero or a positive integer")
+
+  @staticmethod
+  def _checked_format_options(values):
+    """{format: dict} with each format's options validated by that format (stored as plain dicts: JSON)."""
+    if values is None:
+      return {}
+    if not isinstance(values, dict):
+      raise invalid_argument("format_options", values, f"a dict {{format name: dict of options}}, formats {FORMATS}")
+    checked = {}
+    for name, given in values.items():
+      if name not in FORMATS:
+        raise invalid_argument("format_options", values, f"keys among {FORMATS}", hint=f"Unknown format: {name!r}.")
+      instance = load_format(name).check_options(given, argument=f"format_options[{name!r}]")
+      checked[name] = dataclasses.asdict(instance) if instance is not None else {}
+    return checked
+
+  def options_for(self, format_name):
+    """The options instance of one format (its defaults where `format_options` says nothing)."""
+    fmt = load_format(format_name)
+    return fmt.check_options(self.format_options.get(format_name, {}), argument=f"format_options[{format_name!r}]")
+
+  def to_json(self):
+    data = dataclasses.asdict(self)
+    data["precisions"] = list(self.precisions)
+    data["formats"] = self.formats if self.formats == AUTO else list(self.formats)
+    return data
+
+  @classmethod
+  def from_json(cls, data):
+    return cls(**data)
+
+
+def artifact_names(options):
+  """The manifest keys an export with these `ConversionOptions` has, in order (formats resolved here)."""
+  return BASE_ARTIFACTS + variant_names(resolve_formats(options.formats), options.precisions)

@@ -1,0 +1,112 @@
+"""The trainer's half of one export, quick by design: publish the normal SavedModel and the captured samples,
+write the manifest (everything else `pending`) and the worker's request. The worker's half is `pipeline.run`."""
+
+import os
+import shutil
+
+from absl import logging
+
+from tftrt_keras.artifacts.layout import CALIBRATION_FILE, VERIFICATION_FILE, ExportLayout
+from tftrt_keras.artifacts.manifest import FAILED, OK, SKIPPED, new_manifest, set_artifact, write_manifest
+from tftrt_keras.formats.base import NATIVE
+from tftrt_keras.options import artifact_names
+from tftrt_keras.pipeline.request import ExportRequest
+from tftrt_keras.samples import calibration_data
+from tftrt_keras.samples.holdout import concat_batches, sample_warnings, split_holdout
+
+
+def _new_manifest(version, source, options, signature_key):
+  manifest = new_manifest(version, source, artifact_names(options))
+  manifest["signature_key"] = signature_key
+  manifest["options"] = options.to_json()
+  return manifest
+
+
+def prepare_export(root, version, source, options, *, write_native=None, native_dir=None, batches=None,
+                   verification_batches=None, signature_key="serving_default", calibration_skip_reason=None):
+  """Publishes the normal export and the samples, and writes the manifest and the worker's request.
+
+  Args:
+    root: export root.
+    version: version number for this export (must not exist yet).
+    source: dict for the manifest's `source` (kind, epoch, step, metrics...).
+    options: `ConversionOptions`.
+    write_native: callable(directory) writing the normal SavedModel into an empty directory; it is written
+      to a temp sibling and renamed to `root/<version>`. Exclusive with `native_dir`.
+    native_dir: where a normal export already is (the Estimator wrote it); it must be `root/<version>`.
+    batches: captured calibration batches, list of {input name: array}.
+    verification_batches: held-out batches captured apart from `batches` (disjoint from them). None: a part
+      of `batches` is held out (see `split_holdout`).
+    signature_key: the signature every variant is built from.
+    calibration_skip_reason: what the manifest says when there are no batches (the caller knows why).
+
+  Returns:
+    The `ExportRequest` for the worker.
+  """
+  layout = ExportLayout(root)
+  manifest = _new_manifest(version, source, options, signature_key)
+  if write_native is not None:
+    temp = layout.temp_dir("native", version)
+    try:
+      write_native(temp)
+    except BaseException:
+      shutil.rmtree(temp, ignore_errors=True)
+      raise
+    native = layout.publish(temp, "native", version)
+  else:
+    native = native_dir
+  set_artifact(manifest, NATIVE, OK, layout.relative(version, native))
+
+  if verification_batches is None:
+    calibration, verification, split = split_holdout(batches or [], options.verification_samples, seed=version)
+  else:
+    calibration, verification = list(batches or []), [b for b in verification_batches if b]
+    split = (f"{sum(calibration_data.num_samples(b) for b in calibration)} samples captured for calibration and "
+             f"{sum(calibration_data.num_samples(b) for b in verification)} apart from them for verification")
+  if not calibration:
+    # The held-out samples are stored beside the calibration samples; without those there is no place for
+    # them (a run that captures nothing for calibration asked for no samples at all).
+    verification = []
+  verify_count = sum(calibration_data.num_samples(b) for b in verification)
+  request = ExportRequest(root=layout.root, version=int(version), signature_key=signature_key, options=options,
+                          calibration_batch_sizes=[calibration_data.num_samples(b) for b in calibration],
+                          has_calibration=bool(calibration), has_verification=bool(verification))
+  if calibration:
+    temp = layout.temp_dir("calibration", version)
+    calibration_data.save_samples(os.path.join(temp, CALIBRATION_FILE), concat_batches(calibration))
+    if verification:
+      calibration_data.save_samples(os.path.join(temp, VERIFICATION_FILE), concat_batches(verification))
+    path = layout.publish(temp, "calibration", version)
+    warnings = sample_warnings(sum(request.calibration_batch_sizes), verify_count, "INT8" in options.precisions)
+    set_artifact(manifest, "calibration", OK, layout.relative(version, path),
+                 file=CALIBRATION_FILE, samples=sum(request.calibration_batch_sizes),
+                 batch_sizes=request.calibration_batch_sizes,
+                 verification_file=VERIFICATION_FILE if verification else None,
+                 verification_samples=verify_count, split=split, **({"warnings": warnings} if warnings else {}))
+    for warning in warnings:
+      logging.warning("tftrt_keras: export %s: %s", version, warning)
+  else:
+    set_artifact(manifest, "calibration", SKIPPED,
+                 reason=calibration_skip_reason or "no calibration data was given for this export")
+  manifest["worker"] = {"owner_pid": os.getpid()}
+  directory = layout.manifest_dir(version)
+  write_manifest(directory, manifest)
+  request.write(directory)
+  return request
+
+
+def record_failed_export(root, version, source, options, reason, signature_key="serving_default"):
+  """Writes the manifest of an export that broke before its worker could start; returns its path.
+
+  The normal export keeps `ok` when it was published before the failure; everything else is `failed` with
+  `reason`. Temp directories of the version are removed, so nothing half-written stays behind.
+  """
+  layout = ExportLayout(root)
+  manifest = _new_manifest(version, source, options, signature_key)
+  for name in manifest["artifacts"]:
+    set_artifact(manifest, name, FAILED, reason=reason)
+  native = layout.path(NATIVE, version)
+  if os.path.isfile(os.path.join(native, "saved_model.pb")):
+    set_artifact(manifest, NATIVE, OK, layout.relative(version, native))
+  layout.remove_temps(version=version)
+  return write_manifest(layout.manifest_dir(version), manifest)

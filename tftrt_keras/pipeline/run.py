@@ -1,0 +1,197 @@
+"""The worker's half of one export (in the export worker and the offline exporter alike): freeze, build each
+variant from its source (see `tftrt_keras.formats`), verify, publish to serving, and close the manifest. The
+trainer's half is `pipeline.prepare`."""
+
+import os
+import shutil
+import time
+import traceback
+
+from absl import logging
+
+from tftrt_keras import formats as formats_lib
+from tftrt_keras.artifacts.layout import CALIBRATION_FILE, ExportLayout
+from tftrt_keras.artifacts.manifest import FAILED, OK, PENDING, SKIPPED, read_manifest, set_artifact, write_manifest
+from tftrt_keras.formats.base import NATIVE, BuildJob, VariantFailed, VariantUnavailable
+from tftrt_keras.formats.frozen import FreezeRefused, freeze_signature
+from tftrt_keras.samples import calibration_data
+
+
+class ExportRun:
+  """One `run_export` call: the request, where things live, and the manifest, saved after every step so a
+  crash loses no finished work. Verification and serving take this value; nothing else of the pipeline."""
+
+  def __init__(self, request):
+    self.request = request
+    self.layout = ExportLayout(request.root)
+    self.directory = self.layout.manifest_dir(request.version)
+    self.manifest = read_manifest(self.directory)
+    self.manifest.setdefault("timings", {})
+    self.job = BuildJob(
+        root=self.layout.root, version=request.version, native_dir=self.layout.path(NATIVE, request.version),
+        signature_key=request.signature_key, signature={}, options=request.options,
+        calibration_batch_sizes=list(request.calibration_batch_sizes),
+        load_calibration=(lambda: self.samples(CALIBRATION_FILE)) if request.has_calibration else None)
+
+  def save(self):
+    write_manifest(self.directory, self.manifest)
+
+  def record(self, name, status, path=None, reason=None, **details):
+    relative = self.layout.relative(self.request.version, path) if path else None
+    set_artifact(self.manifest, name, status, relative, reason, **details)
+    self.save()
+
+  def artifact_dir(self, name):
+    """Absolute directory of an `ok` artifact, else None."""
+    entry = self.manifest["artifacts"].get(name, {})
+    if entry.get("status") != OK or not entry.get("path"):
+      return None
+    return self.layout.resolve(self.request.version, entry["path"])
+
+  def samples(self, file_name):
+    return calibration_data.load_samples(
+        os.path.join(self.layout.path("calibration", self.request.version), file_name), argument="calibration_data")
+
+  def build_into_temp(self, artifact, build):
+    """Runs build(temp_dir) and publishes the directory; on any error the temp directory is removed."""
+    temp = self.layout.temp_dir(artifact, self.request.version)
+    try:
+      result = build(temp)
+      return self.layout.publish(temp, artifact, self.request.version), result
+    except BaseException:
+      shutil.rmtree(temp, ignore_errors=True)
+      raise
+
+
+def _error_text(err):
+  return f"{type(err).__name__}: {err}".strip()
+
+
+def _environment(options, variant_formats):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  environment = {"tensorflow": tf.__version__, "formats": {}}
+  for name in variant_formats:
+    try:
+      environment["formats"][name] = formats_lib.load_format(name).environment(options)
+    except Exception as err:  # pylint: disable=broad-except
+      environment["formats"][name] = {"error": _error_text(err)}
+  # The TF-TRT facts stay at the top level too, where manifests of earlier releases had them.
+  for key, value in environment["formats"].get("tftrt", {}).items():
+    environment.setdefault(key, value)
+  return environment
+
+
+def run_export(request):
+  """Freezes, builds and verifies one prepared export; returns the closed manifest.
+
+  Every artifact ends `ok`, `skipped`, `failed` or `rejected` with a reason; an exception inside one step is
+  recorded and the next step still runs. Only a dead process leaves `pending` behind, and the parent (or the
+  next run) closes that as failed.
+  """
+  run = ExportRun(request)
+  variants = [n for n in run.manifest["artifacts"] if formats_lib.is_variant(n)]
+  variant_formats = list(dict.fromkeys(formats_lib.split_variant(n)[0] for n in variants))
+  run.manifest["environment"] = _environment(request.options, variant_formats)
+  run.save()
+  started = time.monotonic()
+
+  try:
+    path, io = run.build_into_temp("frozen", lambda d: freeze_signature(run.job.native_dir, request.signature_key, d))
+    run.record("frozen", OK, path, inputs=[i["tensor"] for i in io["inputs"]],
+               outputs=[o["tensor"] for o in io["outputs"]], signature=io)
+  except FreezeRefused as err:
+    run.record("frozen", SKIPPED, reason=str(err))
+  except Exception as err:  # pylint: disable=broad-except
+    logging.error("tftrt_keras: freezing failed:\n%s", traceback.format_exc())
+    run.record("frozen", FAILED, reason=_error_text(err))
+  run.manifest["timings"]["freeze_seconds"] = round(time.monotonic() - started, 3)
+
+  _build_variants(run, variants)
+
+  if request.has_verification:
+    from tftrt_keras.verify import verification  # pylint: disable=g-import-not-at-top
+    verification.verify_export(run)
+  else:
+    run.manifest["verification"] = {"skipped": "no held-out samples: the export has fewer than two captured "
+                                               "samples, or no calibration data at all"}
+    run.save()
+
+  if request.options.triton_repository:
+    _publish_triton(run)
+
+  for name, entry in run.manifest["artifacts"].items():
+    if entry["status"] == PENDING:  # a step that neither succeeded nor failed is a bug; never leave it open
+      set_artifact(run.manifest, name, FAILED, reason="internal error: step did not record a result")
+  run.manifest["timings"]["total_seconds"] = round(time.monotonic() - started, 3)
+  run.save()
+  return run.manifest
+
+
+def _publish_triton(run):
+  """Adds this export's servable ONNX and TensorRT variants to the Triton repository; never raises."""
+  try:
+    from tftrt_keras.serving import triton  # pylint: disable=g-import-not-at-top
+    triton.publish_export(run)
+  except Exception as err:  # pylint: disable=broad-except
+    logging.error("tftrt_keras: publishing to the Triton repository failed:\n%s", traceback.format_exc())
+    run.manifest.setdefault("serving", {})["triton"] = {"error": _error_text(err)}
+  run.save()
+
+
+def _signature_of(native_dir, signature_key):
+  from tftrt_keras.formats.signature import load_signature  # pylint: disable=g-import-not-at-top
+  loaded, _, info = load_signature(native_dir, signature_key)
+  del loaded
+  return {"inputs": [t.to_json() for t in info.inputs], "outputs": [t.to_json() for t in info.outputs]}
+
+
+def _build_variants(run, variants):
+  """Builds each pending variant from its source, in manifest order (sources come first)."""
+  pending = [n for n in variants if run.manifest["artifacts"][n]["status"] == PENDING]
+  if not pending:
+    return
+  try:
+    run.job.signature = _signature_of(run.job.native_dir, run.request.signature_key)
+  except Exception as err:  # pylint: disable=broad-except
+    for name in pending:
+      run.record(name, FAILED, reason=f"the normal export's signature could not be read: {_error_text(err)}")
+    return
+  unavailable = {}  # format -> (status, reason) when it cannot build here
+  for name in pending:
+    format_name, precision = formats_lib.split_variant(name)
+    fmt = formats_lib.load_format(format_name)
+    if format_name not in unavailable:
+      try:
+        reason = fmt.unavailable_reason(run.request.options)
+        unavailable[format_name] = (SKIPPED, reason) if reason else None
+      except Exception as err:  # pylint: disable=broad-except
+        # Not a limit of this machine but a broken set-up (e.g. a `backend` module that does not import).
+        logging.error("tftrt_keras: checking %s failed:\n%s", format_name, traceback.format_exc())
+        unavailable[format_name] = (FAILED, f"could not tell whether {format_name} runs here: {_error_text(err)}")
+    if unavailable[format_name]:
+      status, reason = unavailable[format_name]
+      run.record(name, status, reason=reason)
+      continue
+    source = fmt.source_of(precision)
+    source_dir = run.artifact_dir(source)
+    if source_dir is None:
+      entry = run.manifest["artifacts"].get(source, {})
+      why = f": {entry['reason']}" if entry.get("reason") else ""
+      run.record(name, SKIPPED, reason=f"built from {source}, which is {entry.get('status', 'missing')}{why}")
+      continue
+    started = time.monotonic()
+    try:
+      path, details = run.build_into_temp(name, lambda d, f=fmt, p=precision, s=source_dir: f.build(run.job, p, s, d))
+      details = dict(details or {})
+      # A variant carries at most the outputs its source carries (trt_fp32 from an onnx_fp32 without strings).
+      inherited = run.manifest["artifacts"].get(source, {}).get("outputs_left_out")
+      if inherited:
+        details["outputs_left_out"] = dict(inherited, **details.get("outputs_left_out", {}))
+      run.record(name, OK, path, built_from=source, seconds=round(time.monotonic() - started, 3), **details)
+    except VariantUnavailable as err:
+      run.record(name, SKIPPED, reason=str(err))
+    except VariantFailed as err:
+      run.record(name, FAILED, reason=str(err), seconds=round(time.monotonic() - started, 3))
+    except Exception as err:  # pylint: disable=broad-except
+      logging.error("tftrt_keras: building %s failed:\n%s", name, traceback.format_exc())
+      run.record(name, FAILED, reason=_error_text(err), seconds=round(time.monotonic() - started, 3))

@@ -1,0 +1,266 @@
+"""The conversion worker: a child process per export, so a TensorRT crash or an OOM kill cannot take the
+training process down.
+
+Parent side: `ExportJob` starts `python -m tftrt_keras.pipeline.worker <request.json>`, watches it (timeout,
+death), and closes the manifest when it ends however it ends: the artifact it was writing is `failed` with
+the cause (signal, exit status, timeout), the ones it never reached say "not attempted", and its temp
+directories are removed. Child side: `main()` picks its device (`conversion_device` -> CUDA_VISIBLE_DEVICES,
+before TensorFlow loads), makes an installed-but-unfindable TensorRT findable (re-executing itself), sets the
+GPU memory budget, and runs `pipeline.run.run_export`.
+"""
+
+import atexit
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import weakref
+
+from absl import logging
+
+from tftrt_keras.artifacts.layout import ExportLayout
+from tftrt_keras.pipeline.request import REQUEST_FILE, ExportRequest
+from tftrt_keras.artifacts.manifest import FAILED, PENDING, fail_pending, read_manifest, set_artifact, write_manifest
+
+WORKER_LOG = "worker.log"
+_PR_SET_PDEATHSIG = 1
+_LIVE_JOBS = weakref.WeakSet()
+_PARENT_PID = "TFTRT_KERAS_TRAINER_PID"
+
+
+def _die_with_parent():
+  """Runs first in the worker: the kernel sends it SIGKILL when the training process dies, whatever kills it
+  (SIGKILL included), so no worker is ever orphaned.
+
+  Set here rather than in a `preexec_fn`: a `preexec_fn` makes Python fork the whole training process
+  (tens of ms per export, measured by benchmarks/bench_keras_export_blocking.py) instead of using vfork.
+  A trainer that died before this ran is caught by the parent-pid check in `main`.
+
+  The kernel ties this to the *thread* that started the worker: start jobs from the long-lived training
+  thread (as `ExportScheduler` does when called from callbacks), never from a short-lived helper thread, or
+  the worker is killed when that thread ends."""
+  try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+  except OSError:
+    pass
+  expected = os.environ.get(_PARENT_PID)
+  if expected and os.getppid() != int(expected):
+    sys.exit(f"tftrt_keras worker: the training process (pid {expected}) ended before this worker started")
+
+
+def _restore_user_log_level(env):
+  """worker.log gets TensorFlow's full C++ log: a trainer that quieted its own console (`quiet_console`) hands
+  the worker the level the user had, not the quiet one."""
+  from tftrt_keras.quiet_console import CPP_LOG_LEVEL_VARIABLE, ORIGINAL_CPP_LOG_LEVEL_VARIABLE  # pylint: disable=g-import-not-at-top
+  if ORIGINAL_CPP_LOG_LEVEL_VARIABLE not in env:
+    return
+  original = env.pop(ORIGINAL_CPP_LOG_LEVEL_VARIABLE)
+  if original:
+    env[CPP_LOG_LEVEL_VARIABLE] = original
+  else:
+    env.pop(CPP_LOG_LEVEL_VARIABLE, None)
+
+
+def _package_parent():
+  return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _describe_exit(returncode):
+  if returncode < 0:
+    name = signal.Signals(-returncode).name
+    hint = {"SIGKILL": " (the out-of-memory killer sends this: lower max_workspace_size_bytes or "
+                       "gpu_memory_limit_mb, or give the machine more memory)",
+            "SIGSEGV": " (a crash inside TensorFlow or TensorRT)",
+            "SIGABRT": " (TensorFlow or TensorRT aborted; see worker.log)"}.get(name, "")
+    return f"export worker killed by {name}", hint
+  return f"export worker exited with status {returncode}", "; see worker.log"
+
+
+def _close_pending(manifest, cause, hint, in_progress):
+  """Fails every pending artifact: the one being written when the worker ended says so; the ones it never
+  reached say they were not attempted, so a user knows which step to look at."""
+  pending = [n for n, e in manifest["artifacts"].items() if e["status"] == PENDING]
+  producing = [n for n in pending if n in in_progress]
+  what = f" while producing {', '.join(producing)}" if producing else ""
+  for name in pending:
+    prefix = "not attempted: " if producing and name not in producing else ""
+    set_artifact(manifest, name, FAILED, reason=f"{prefix}{cause}{what}{hint}")
+
+
+class ExportJob:
+  """A running (or finished) worker for one prepared export.
+
+  Args:
+    request: the `ExportRequest` written by `pipeline.prepare.prepare_export`.
+    on_done: optional callable(manifest) run once the manifest is closed (in the watcher thread).
+  """
+
+  def __init__(self, request, on_done=None):
+    self.request = request
+    self._layout = ExportLayout(request.root)
+    self._directory = self._layout.manifest_dir(request.version)
+    self._on_done = on_done
+    self._manifest = None
+    self._finished = threading.Event()
+    self.returncode = None
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_parent(), env.get("PYTHONPATH")) if p)
+    env[_PARENT_PID] = str(os.getpid())
+    _restore_user_log_level(env)
+    self._log = open(os.path.join(self._directory, WORKER_LOG), "ab")
+    self._process = subprocess.Popen(
+        [sys.executable, "-m", "tftrt_keras.pipeline.worker", os.path.join(self._directory, REQUEST_FILE)],
+        stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+        start_new_session=True)  # Ctrl-C in the terminal reaches the trainer, which stops us in order
+    self.pid = self._process.pid
+    self._started = time.monotonic()
+    _LIVE_JOBS.add(self)
+    self._watcher = threading.Thread(target=self._watch, name=f"tftrt-export-{request.version}", daemon=True)
+    self._watcher.start()
+
+  @property
+  def version(self):
+    return self.request.version
+
+  def done(self):
+    return self._finished.is_set()
+
+  def wait(self, timeout=None):
+    """Blocks until the worker ended and the manifest is closed; returns the manifest (None on timeout)."""
+    self._finished.wait(timeout)
+    return self._manifest
+
+  def kill(self, reason):
+    """Stops the worker now; its export is recorded as failed with `reason`."""
+    self._kill_reason = (reason, "")
+    self._signal(signal.SIGKILL)
+    # SIGKILL ends the worker at once; the bound only guards interpreter exit against a stuck watcher.
+    return self.wait(timeout=60)
+
+  def _signal(self, sig):
+    try:
+      os.killpg(self._process.pid, sig)
+    except ProcessLookupError:
+      pass
+
+  _kill_reason = None  # (cause, hint) when this process stopped the worker
+
+  def _watch(self):
+    timeout = self.request.options.timeout_seconds
+    try:
+      self.returncode = self._process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      self._kill_reason = (f"export worker still running after timeout_seconds={timeout:g} and was killed",
+                           "; raise timeout_seconds if this model legitimately converts more slowly")
+      self._signal(signal.SIGKILL)
+      self.returncode = self._process.wait()
+    self._close()
+
+  def _artifacts_in_progress(self):
+    """Artifacts the dead worker had a temp directory for, i.e. was writing when it ended."""
+    found = set()
+    prefix = f".tmp-{self.version}-{self.pid}-"
+    for name in read_manifest(self._directory)["artifacts"]:
+      base = self._layout.base(name)
+      if name != "native" and os.path.isdir(base) and any(n.startswith(prefix) for n in os.listdir(base)):
+        found.add(name)
+    return found
+
+  def _close(self):
+    """Closes the manifest however the worker ended; never raises (it runs in the watcher thread)."""
+    manifest = None
+    try:
+      self._log.close()
+      in_progress = self._artifacts_in_progress()
+      # Temps go before the manifest is rewritten: on a full disk they hold the space that write needs.
+      self._layout.remove_temps(version=self.version)
+      manifest = read_manifest(self._directory)
+      pending = [n for n, e in manifest["artifacts"].items() if e["status"] == PENDING]
+      if pending or self.returncode != 0:
+        cause, hint = self._kill_reason or _describe_exit(self.returncode)
+        _close_pending(manifest, cause, hint, in_progress)
+        manifest.setdefault("worker", {})["exit"] = self.returncode
+        try:
+          write_manifest(self._directory, manifest)
+        except OSError as err:
+          # A full disk can refuse even this small file. The caller still gets the closed manifest, and the
+          # next run's `recover_interrupted` closes the one on disk.
+          manifest["worker"]["manifest_write_error"] = f"{type(err).__name__}: {err}"
+          logging.error("tftrt_keras: could not record the end of export %s in %s: %s", self.version,
+                        self._directory, err)
+    except Exception:  # pylint: disable=broad-except
+      logging.exception("tftrt_keras: closing the manifest of export %s failed", self.version)
+    finally:
+      self._manifest = manifest
+      _LIVE_JOBS.discard(self)
+      try:
+        if self._on_done is not None and manifest is not None:
+          self._on_done(manifest)
+      except Exception:  # pylint: disable=broad-except
+        logging.exception("tftrt_keras: on_done callback failed")
+      self._finished.set()
+
+
+@atexit.register
+def _stop_live_workers():
+  """The training process is exiting (Ctrl-C included) with exports still running: stop them in order."""
+  for job in list(_LIVE_JOBS):
+    job.kill("interrupted: the training process exited and stopped its export worker")
+
+
+def _configure_gpu_memory(limit_mb):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  for gpu in tf.config.list_physical_devices("GPU"):
+    if limit_mb:
+      tf.config.set_logical_device_configuration(gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=limit_mb)])
+    else:
+      tf.config.experimental.set_memory_growth(gpu, True)
+
+
+def _ensure_tensorrt_findable(argv):
+  """Re-executes this worker with TensorRT's directory on LD_LIBRARY_PATH when it is installed off-path
+  (the loader reads LD_LIBRARY_PATH only at process start). The same function answers
+  `python -m tftrt_keras.preflight --json`, which `require_tensorrt=True` runs: one question, one answer."""
+  from tftrt_keras.pipeline.worker_setup import ensure_tensorrt_findable  # pylint: disable=g-import-not-at-top
+  ensure_tensorrt_findable(argv, "tftrt_keras.pipeline.worker")
+
+
+def _record_worker_error(request, err):
+  directory = ExportLayout(request.root).manifest_dir(request.version)
+  try:
+    manifest = read_manifest(directory)
+    fail_pending(manifest, f"export failed: {type(err).__name__}: {err}")
+    write_manifest(directory, manifest)
+  except (OSError, ValueError):
+    traceback.print_exc()  # e.g. a full disk: the parent closes the manifest with the exit status instead
+
+
+def main(argv):
+  _die_with_parent()
+  from tftrt_keras.pipeline import run as export_run  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.pipeline.worker_setup import select_conversion_device  # pylint: disable=g-import-not-at-top
+  request = ExportRequest.read(argv[1])
+  try:
+    # Before anything loads TensorFlow (the library-path check below does), and once across its re-exec.
+    select_conversion_device(request.options.conversion_device)
+    if request.options.backend == DEFAULT_BACKEND:
+      _ensure_tensorrt_findable(argv)
+    _configure_gpu_memory(request.options.gpu_memory_limit_mb)
+    manifest = export_run.run_export(request)
+  except Exception as err:  # pylint: disable=broad-except
+    # Record what broke where the user looks (the manifest), not only in worker.log.
+    traceback.print_exc()
+    _record_worker_error(request, err)
+    return 1
+  failed = [n for n, e in manifest["artifacts"].items() if e["status"] == FAILED]
+  print(f"tftrt_keras worker: version {request.version} done; failed: {failed or 'none'}", flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))

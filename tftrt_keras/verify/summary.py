@@ -1,0 +1,110 @@
+"""What a user reads at the end: the table of every artifact (end of training, `tftrt-export`) and the notes
+about one export (how the samples were split, warnings, where the manifest is). Reads manifests only.
+
+Reasons are never cut: a short one stands in the table, a long one is referenced there (`[1]`) and written
+once below the table, wrapped at word boundaries with its continuation lines indented.
+"""
+
+import os
+import textwrap
+
+# A reason up to this long stands in the table; a longer one is referenced and written below it.
+INLINE_REASON_WIDTH = 48
+# Lines below the table (reasons, notes) wrap at this width.
+TEXT_WIDTH = 100
+
+
+def wrap(text, width=TEXT_WIDTH, first_prefix="", indent="    "):
+  """`text` as lines of at most `width` characters, broken between words only (a longer word stands alone)."""
+  return textwrap.wrap(" ".join(str(text).split()), width=width, initial_indent=first_prefix,
+                       subsequent_indent=indent, break_long_words=False, break_on_hyphens=False) or [first_prefix]
+
+
+def summary_table(manifests, root=None, inline_reason_width=INLINE_REASON_WIDTH, width=TEXT_WIDTH):
+  """Renders manifests as a fixed-width text table (version, artifact, status, path, reason).
+
+  Args:
+    manifests: manifest dicts, in the order to list them.
+    root: the export root; paths are shown relative to it (else as the manifest records them).
+    inline_reason_width: a reason up to this long is written in the table; a longer one as `[n]`, with the
+      full text once below the table (several artifacts with the same reason share one reference).
+    width: width the reasons below the table wrap at.
+
+  Returns:
+    The table as text (no trailing newline).
+  """
+  rows = [("version", "artifact", "status", "path", "reason")]
+  references = {}
+  for manifest in manifests:
+    version = manifest["version"]
+    for name, entry in manifest["artifacts"].items():
+      path = entry.get("path") or "-"
+      if root and entry.get("path"):
+        path = os.path.relpath(os.path.normpath(os.path.join(root, "manifests", str(version), entry["path"])), root)
+      reason = " ".join(str(entry.get("reason") or "").split())
+      if len(reason) > inline_reason_width:
+        reason = f"[{references.setdefault(reason, len(references) + 1)}]"
+      rows.append((str(version), name, entry["status"], path, reason))
+  widths = [max(len(row[i]) for row in rows) for i in range(4)]
+  lines = []
+  for i, row in enumerate(rows):
+    lines.append("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4])
+    if i == 0:
+      lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 6)
+  lines = [line.rstrip() for line in lines]
+  if references:
+    lines.append("")
+    for reason, number in references.items():
+      lines += wrap(reason, width, first_prefix=f"[{number}] ", indent=" " * (len(str(number)) + 3))
+  return "\n".join(lines)
+
+
+def export_notes(manifest, width=TEXT_WIDTH):
+  """Lines about one export beyond its artifacts: how the captured samples were split between calibration and
+  verification, warnings about them, and what verification judged on ([] when there is nothing to say)."""
+  lines = []
+  calibration = manifest.get("artifacts", {}).get("calibration") or {}
+  if calibration.get("split"):
+    lines += wrap(f"Calibration: {calibration['split']}.", width)
+  for warning in calibration.get("warnings") or []:
+    lines += wrap(f"Warning: {warning}.", width)
+  verification = manifest.get("verification") or {}
+  if verification.get("skipped"):
+    lines += wrap(f"Not verified: {verification['skipped']}.", width)
+  elif verification.get("samples") is not None:
+    judged = f"Verification judged on {verification['samples']} held-out samples"
+    servable, rejected = verification.get("servable") or [], verification.get("rejected") or []
+    parts = [f"servable: {', '.join(servable)}" if servable else None,
+             f"rejected: {', '.join(rejected)}" if rejected else None]
+    lines += wrap(judged + "".join(f"; {p}" for p in parts if p) + ".", width)
+  return lines
+
+
+def describe_export(manifest_path, list_artifacts=True, width=TEXT_WIDTH):
+  """What an end-of-training script prints about one export.
+
+  Args:
+    manifest_path: the export's `manifest.json`.
+    list_artifacts: list each artifact's status and where it is, then each reason once with the artifacts it
+      applies to (False when the table of `summary_table` was printed already).
+    width: the width long lines wrap at (between words).
+
+  Returns:
+    The text: the artifacts (when asked), the notes of `export_notes`, and the manifest's path.
+  """
+  from tftrt_keras.artifacts.manifest import read_manifest  # pylint: disable=g-import-not-at-top
+  manifest = read_manifest(manifest_path)
+  directory = os.path.dirname(os.path.abspath(manifest_path))
+  lines = [f"Export version {manifest['version']}:"]
+  if list_artifacts:
+    reasons = {}
+    for name, entry in manifest["artifacts"].items():
+      where = os.path.normpath(os.path.join(directory, entry["path"])) if entry.get("path") else "-"
+      lines.append(f"  {name:<12} {entry['status']:<8} {where}")
+      if entry.get("reason"):
+        reasons.setdefault(" ".join(str(entry["reason"]).split()), []).append(name)
+    for reason, names in reasons.items():
+      lines += wrap(f"{', '.join(names)}: {reason}", width, first_prefix="  ", indent="      ")
+  lines += ["  " + line for line in export_notes(manifest, width - 2)]
+  lines.append(f"Manifest: {manifest_path}")
+  return "\n".join(lines)

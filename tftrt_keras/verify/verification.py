@@ -1,0 +1,361 @@
+"""Step 4 of an export: is each artifact still the model, and how fast is it?
+
+Runs in the export worker (never in the training process: loading a variant may load TensorRT). Every artifact
+that was produced -- the frozen graph, each `ok` variant of every format -- runs through its format's `Runner`
+on the held-out verification samples (captured apart from, and never used for, calibration) and is compared
+with the normal export, output by output: max absolute error, max error relative to the output's scale, and
+for classifier-like outputs the top-1 agreement. Agreement is judged on its one-sided 95% lower confidence
+bound (Wilson), so a verdict on few samples cannot pass by luck. An artifact outside its precision's thresholds
+(see `ConversionOptions.verify_*`) becomes `rejected`, with the figure that failed in its reason. Latency is
+timed for every runnable artifact and the normal export, at batch size 1 and at the largest verification batch:
+a timed first call (TF-TRT builds engines lazily there), warm-up calls, then median and p99.
+
+Results go into the manifest (`artifacts[name]["verification"]`, plus a top-level `verification` summary),
+and `report.md` + `latency.png` beside it. Verification never fails an export: an exception while verifying
+one artifact is recorded in that artifact's `verification.error` and the next artifact is verified.
+"""
+
+import math
+import os
+import time
+import traceback
+
+from absl import logging
+import numpy as np
+
+from tftrt_keras import formats as formats_lib
+from tftrt_keras.formats.savedmodel import SavedModelRunner
+from tftrt_keras.formats.frozen import FrozenGraphSession, run_frozen_graph
+from tftrt_keras.artifacts.layout import VERIFICATION_FILE
+from tftrt_keras.artifacts.manifest import OK, REJECTED
+
+# Artifacts that are not models: nothing to run.
+_NOT_RUNNABLE = frozenset({"native", "calibration"})
+# One-sided 95%: the agreement is at least the bound with 95% confidence.
+_CONFIDENCE_Z = 1.6448536269514722
+
+
+# --- comparing outputs ---------------------------------------------------------------------------------------
+
+def is_classifier_like(reference):
+  """Rank-2 float output with more than one column: scores or probabilities over classes."""
+  return reference.ndim == 2 and reference.shape[1] > 1 and np.issubdtype(reference.dtype, np.floating)
+
+
+def agreement_lower_bound(agreeing, total, z=_CONFIDENCE_Z):
+  """The Wilson score lower bound of a proportion: `agreeing` of `total` samples agree, so the true agreement
+  is at least this with the confidence `z` stands for (one-sided 95% by default). 0.0 for no samples."""
+  if total <= 0:
+    return 0.0
+  p = agreeing / total
+  denominator = 1 + z * z / total
+  centre = p + z * z / (2 * total)
+  margin = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+  return max(0.0, (centre - margin) / denominator)
+
+
+def compare_output(reference, candidate):
+  """Figures for one output of one artifact against the normal export.
+
+  Args:
+    reference: the normal export's output, samples along axis 0.
+    candidate: the artifact's output for the same samples.
+
+  Returns:
+    A dict. Float outputs: `max_abs_error`, `max_relative_error` (max abs error / max |reference|; the error
+    relative to the output's scale, stable where single reference values are near zero) and, when
+    classifier-like, `top1_agreement` (fraction of samples with the same arg-max). Other dtypes: `agreement`
+    (fraction of samples whose values are all equal). A shape mismatch gives `shape_mismatch` instead.
+  """
+  reference, candidate = np.asarray(reference), np.asarray(candidate)
+  if reference.shape != candidate.shape:
+    return {"shape_mismatch": f"{list(candidate.shape)} instead of {list(reference.shape)}"}
+  if not np.issubdtype(reference.dtype, np.floating):
+    same = reference == candidate
+    per_sample = same.reshape(len(same), -1).all(axis=1) if same.ndim else np.array([bool(same)])
+    return {"agreement": float(per_sample.mean()) if per_sample.size else 1.0, "samples": int(per_sample.size),
+            "agreement_lower_bound": round(agreement_lower_bound(int(per_sample.sum()), int(per_sample.size)), 6)}
+  ref, cand = reference.astype(np.float64), candidate.astype(np.float64)
+  diff = np.abs(ref - cand)
+  both_nan = np.isnan(ref) & np.isnan(cand)
+  # NaN where the normal export has a number (or the reverse) is as wrong as an error can be.
+  diff = np.where(both_nan, 0.0, np.where(np.isnan(diff), np.inf, diff))
+  max_abs = float(diff.max()) if diff.size else 0.0
+  finite_ref = np.abs(ref[np.isfinite(ref)])
+  scale = float(finite_ref.max()) if finite_ref.size else 0.0
+  if scale > 0:
+    relative = max_abs / scale
+  else:
+    relative = 0.0 if max_abs == 0 else float("inf")
+  figures = {"max_abs_error": max_abs, "max_relative_error": relative, "scale": scale}
+  if is_classifier_like(reference):
+    agree = np.argmax(ref, axis=1) == np.argmax(cand, axis=1)
+    figures["top1_agreement"] = float(np.mean(agree))
+    figures["samples"] = int(agree.size)
+    figures["top1_agreement_lower_bound"] = round(agreement_lower_bound(int(agree.sum()), int(agree.size)), 6)
+  return figures
+
+
+def precision_of(artifact):
+  """FP32/FP16/INT8 for a variant named `<format>_<precision>`, "frozen" for the frozen graph, else None."""
+  if artifact == "frozen":
+    return "frozen"
+  try:
+    return formats_lib.split_variant(artifact)[1]
+  except ValueError:
+    return None
+
+
+def thresholds_for(precision, options):
+  """The thresholds an artifact of `precision` is judged by (stored in the manifest beside the figures)."""
+  tolerance = {
+      "frozen": options.verify_tolerance_frozen, "FP32": options.verify_tolerance_fp32,
+      "FP16": options.verify_tolerance_fp16, "INT8": options.verify_tolerance_int8,
+  }.get(precision, options.verify_tolerance_fp32)
+  thresholds = {"max_relative_error": tolerance, "min_agreement": options.verify_min_agreement}
+  # INT8 moves logits a lot while keeping the decision; judge what the user serves: the top-1 class.
+  thresholds["classifier_judged_by"] = "top1_agreement" if precision == "INT8" else "max_relative_error"
+  # INT8 is expected to change some answers, so its agreement is a statistical claim and is judged on the
+  # lower confidence bound; at any other precision an exact output must simply agree (the observed figure).
+  thresholds["agreement_judged_by"] = "lower_bound" if precision == "INT8" else "observed"
+  return thresholds
+
+
+def judge(precision, outputs, thresholds):
+  """Returns (passed, reason) for one artifact's per-output figures; reason names the output and figure."""
+  failures = []
+  label = {"frozen": "frozen graph", None: "default"}.get(precision, precision)
+  for name in sorted(outputs):
+    figures = outputs[name]
+    if "shape_mismatch" in figures:
+      failures.append(f"output `{name}` has shape {figures['shape_mismatch']}")
+    elif "agreement" in figures:
+      failure = _agreement_failure(figures, "agreement", "values agree on", thresholds, label)
+      if failure:
+        failures.append(f"output `{name}`: {failure}")
+    elif "top1_agreement" in figures and thresholds["classifier_judged_by"] == "top1_agreement":
+      failure = _agreement_failure(figures, "top1_agreement", "top-1 agreement", thresholds, label)
+      if failure:
+        failures.append(f"output `{name}`: {failure}")
+    elif not figures["max_relative_error"] <= thresholds["max_relative_error"]:
+      failures.append(f"output `{name}`: max relative error {figures['max_relative_error']:.4g} "
+                      f"> {thresholds['max_relative_error']:g} ({label} tolerance; max abs error "
+                      f"{figures['max_abs_error']:.4g})")
+  if not failures:
+    return True, None
+  return False, "verification failed: " + "; ".join(failures)
+
+
+def _agreement_failure(figures, key, words, thresholds, label):
+  """None when the agreement's lower confidence bound reaches the threshold; else what failed, with the figures
+  (and, when the observed agreement would pass, that the samples were too few to tell)."""
+  observed, bound = figures[key], figures.get(key + "_lower_bound", figures[key])
+  threshold = thresholds["min_agreement"]
+  samples = figures.get("samples")
+  if thresholds.get("agreement_judged_by", "lower_bound") == "observed":
+    if observed >= threshold:
+      return None
+    return f"{words} {observed:.4g} on {samples} samples < {threshold:g} ({label} threshold)"
+  if bound >= threshold:
+    return None
+  text = (f"{words} {observed:.4g} on {samples} samples, 95% lower bound {bound:.4g} < {threshold:g} "
+          f"({label} threshold)")
+  if observed >= threshold:
+    text += "; too few verification samples to tell (raise verification_samples or give more validation data)"
+  return text
+
+
+# --- timing --------------------------------------------------------------------------------------------------
+
+def measure_latency(call, warmup_runs, timed_runs, clock=time.perf_counter):
+  """Times `call()`: the first call alone, then `warmup_runs` untimed calls, then `timed_runs` timed ones.
+
+  Args:
+    call: zero-argument callable that runs the model once and waits for its result.
+    warmup_runs: calls after the first one that are not timed.
+    timed_runs: calls the median and p99 are taken over.
+    clock: seconds as a float (injectable for tests).
+
+  Returns:
+    {"first_call_ms", "p50_ms", "p99_ms", "timed_runs"}.
+  """
+  start = clock()
+  call()
+  first = clock() - start
+  for _ in range(warmup_runs):
+    call()
+  durations = []
+  for _ in range(timed_runs):
+    start = clock()
+    call()
+    durations.append(clock() - start)
+  durations = np.array(durations) * 1000.0
+  return {"first_call_ms": round(first * 1000.0, 4), "p50_ms": round(float(np.median(durations)), 4),
+          "p99_ms": round(float(np.percentile(durations, 99)), 4), "timed_runs": int(timed_runs)}
+
+
+def _latency(runner, samples, batch_sizes, options):
+  rows = []
+  for size in batch_sizes:
+    call = runner.prepared_call(_take(samples, 0, size))
+    row = dict(batch_size=int(size), **measure_latency(call, options.verify_warmup_runs, options.verify_timed_runs))
+    row["samples_per_second"] = round(size / (row["p50_ms"] / 1000.0), 2) if row["p50_ms"] > 0 else None
+    rows.append(row)
+  return rows
+
+
+# --- running artifacts ---------------------------------------------------------------------------------------
+
+def _take(samples, start, size):
+  return {name: value[start:start + size] for name, value in samples.items()}
+
+
+def _num_samples(samples):
+  return len(next(iter(samples.values())))
+
+
+class _FrozenGraphRunner(FrozenGraphSession):
+  """The frozen graph imported once, for timing repeated calls.
+
+  Outputs for comparison come from `freeze.run_frozen_graph` (a fresh graph per call, as a TF1 server loads
+  it); importing per call would time the import, so latency uses this one session.
+  """
+
+  def run(self, feeds):
+    return run_frozen_graph(self.frozen_dir, feeds)
+
+
+def _run_in_batches(runner, samples, batch_size):
+  """Outputs for all samples, in batches no larger than the engines were built for."""
+  parts = [runner.run(_take(samples, start, batch_size)) for start in range(0, _num_samples(samples), batch_size)]
+  return {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in parts[0]}
+
+
+# --- the step ------------------------------------------------------------------------------------------------
+
+def _error_text(err):
+  return f"{type(err).__name__}: {err}".strip()
+
+
+def _largest_batch(run, total):
+  """The largest verification batch: what the variants were built to serve (`max_batch_size`, else the
+  largest captured batch), capped by the samples there are."""
+  size = run.request.options.max_batch_size or max(run.request.calibration_batch_sizes or [total])
+  return max(1, min(size, total))
+
+
+def _runnable_artifacts(run):
+  for name, entry in run.manifest["artifacts"].items():
+    if name in _NOT_RUNNABLE or entry.get("status") != OK or not entry.get("path"):
+      continue
+    yield name, run.layout.resolve(run.request.version, entry["path"])
+
+
+def _open_runner(name, path, run):
+  """The runner for one artifact: the frozen graph's own, or the runner of the variant's format."""
+  if name == "frozen":
+    return _FrozenGraphRunner(path)
+  format_name, _ = formats_lib.split_variant(name)
+  return formats_lib.load_format(format_name).open_runner(path, run.job)
+
+
+def verify_export(run, clock=time.monotonic):
+  """Verifies and times every produced artifact of `run` (a `pipeline.ExportRun`); never raises an Exception.
+
+  Updates `run.manifest` in place and saves it: `artifacts[name]["verification"]` for the normal export and
+  each runnable artifact, status `rejected` (with the failing figures in `reason`) for an artifact outside its
+  thresholds, a top-level `verification` summary, and writes `report.md` and `latency.png` into the
+  manifest's directory.
+
+  Returns:
+    The top-level summary dict stored in `run.manifest["verification"]`.
+  """
+  options = run.request.options
+  started = clock()
+  if not options.verify:
+    summary = {"skipped": "verification turned off (ConversionOptions.verify=False)"}
+    run.manifest["verification"] = summary
+    run.save()
+    return summary
+  summary = {"samples": 0, "batch_sizes": [], "warmup_runs": options.verify_warmup_runs,
+             "timed_runs": options.verify_timed_runs, "servable": [], "rejected": [], "unverified": []}
+  run.manifest["verification"] = summary
+  try:
+    _verify_all(run, summary)
+  except Exception as err:  # pylint: disable=broad-except
+    logging.error("tftrt_keras: verification failed:\n%s", traceback.format_exc())
+    summary["error"] = _error_text(err)
+  summary["servable"] = [name for name, entry in run.manifest["artifacts"].items()
+                         if name != "calibration" and entry.get("status") == OK]
+  _write_report(run, summary)
+  # Measured after the report: drawing the chart (importing matplotlib) is part of what verification costs.
+  summary["seconds"] = round(clock() - started, 3)
+  run.manifest.setdefault("timings", {})["verify_seconds"] = summary["seconds"]
+  run.save()
+  return summary
+
+
+def _write_report(run, summary):
+  try:
+    from tftrt_keras.verify import report  # pylint: disable=g-import-not-at-top
+    written = report.write_report(run.manifest, run.directory)
+    summary.update({key: os.path.basename(path) for key, path in written.items()})
+  except Exception as err:  # pylint: disable=broad-except
+    logging.error("tftrt_keras: writing the verification report failed:\n%s", traceback.format_exc())
+    summary["report_error"] = _error_text(err)
+
+
+def _verify_all(run, summary):
+  request, options = run.request, run.request.options
+  samples = run.samples(VERIFICATION_FILE)
+  total = _num_samples(samples)
+  batch = _largest_batch(run, total)
+  batch_sizes = sorted({1, batch})
+  summary.update(samples=total, batch_sizes=batch_sizes)
+
+  native_entry = run.manifest["artifacts"]["native"]
+  native = SavedModelRunner(run.layout.path("native", request.version), request.signature_key)
+  try:
+    native_entry["verification"] = {"samples": total, "latency": _latency(native, samples, batch_sizes, options)}
+    reference = _run_in_batches(native, samples, batch)
+  finally:
+    native.close()
+  run.save()
+
+  for name, path in list(_runnable_artifacts(run)):
+    entry = run.manifest["artifacts"][name]
+    try:
+      entry["verification"] = _verify_artifact(name, path, run, samples, reference, batch, batch_sizes)
+    except Exception as err:  # pylint: disable=broad-except
+      logging.error("tftrt_keras: verifying %s failed:\n%s", name, traceback.format_exc())
+      entry["verification"] = {"error": _error_text(err)}
+      summary["unverified"].append(name)
+    else:
+      if not entry["verification"]["passed"]:
+        entry["status"] = REJECTED
+        entry["reason"] = entry["verification"]["reason"]
+        summary["rejected"].append(name)
+    run.save()
+
+
+def _verify_artifact(name, path, run, samples, reference, batch, batch_sizes):
+  request = run.request
+  precision = precision_of(name)
+  thresholds = thresholds_for(precision, request.options)
+  runner = _open_runner(name, path, run)
+  try:
+    # Latency first: the very first call is the one where TF-TRT builds engines it did not prebuild.
+    latency = _latency(runner, samples, batch_sizes, request.options)
+    outputs = _run_in_batches(runner, samples, batch)
+  finally:
+    runner.close()
+  # A variant may leave out outputs its format cannot carry, saying so in its manifest entry (ONNX: strings).
+  left_out = set(run.manifest["artifacts"][name].get("outputs_left_out") or ())
+  missing = sorted(set(reference) - set(outputs) - left_out)
+  figures = {key: compare_output(reference[key], outputs[key]) for key in sorted(reference) if key in outputs}
+  passed, reason = judge(precision, figures, thresholds)
+  if missing:
+    passed = False
+    reason = (reason + "; " if reason else "verification failed: ") + f"outputs missing: {', '.join(missing)}"
+  return {"samples": _num_samples(samples), "precision": precision, "thresholds": thresholds, "outputs": figures,
+          "passed": passed, "reason": reason, "latency": latency}
