@@ -48,3 +48,28 @@ def train_application(name, x, y, epochs=3, batch_size=32):
                 metrics=["accuracy"])
   model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
   return model
+
+
+def digits_cnn_and_outlier_twin(x, y, epochs=2, factor=1000.0):
+  """The main job's digits CNN trained on (x, y), and its twin with one outlier channel: the first Conv's most
+  active channel scaled by `factor` and the second Conv's weights on it by 1/factor. ReLU and max pooling
+  commute with a positive scale, so both compute the same function; but the second Conv's input now has one
+  channel `factor` times the others, and per-tensor INT8 of that input rounds the other channels to nothing
+  (one layer of extreme activation range: plain INT8 misses its gate, that one Conv kept FP32 fixes it)."""
+  from examples.train_keras import build_model  # pylint: disable=g-import-not-at-top
+  keras = onnx_models.primary_keras()
+  model = build_model(keras)
+  model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+  twin = keras.models.clone_model(model)
+  twin.set_weights(model.get_weights())
+  first, second = (layer for layer in twin.layers if isinstance(layer, keras.layers.Conv2D))
+  activity = keras.Model(twin.inputs, first.output).predict(x[:256], verbose=0).mean(axis=(0, 1, 2))
+  channel = int(np.argmax(activity))
+  kernel, bias = first.get_weights()
+  kernel[..., channel] *= factor
+  bias[channel] *= factor
+  first.set_weights([kernel, bias])
+  kernel, bias = second.get_weights()
+  kernel[:, :, channel, :] /= factor
+  second.set_weights([kernel, bias])
+  return model, twin

@@ -29,8 +29,14 @@ machine, and `OnnxRuntimeRunner` runs each variant for verification.
                       "block_list": {op: why} of every op type that would be kept, "fp16_nodes": count}
     int8              (INT8 only) {"settings": {...quantize_static settings...}, "calibration_samples": n,
                       "quantized_ops": {op: count}, "ops_total": {op: count}, "qdq_nodes": {op: count},
-                      "kept_fp32": {node: why} (MatMul/Gemm with a weight dimension below 16),
-                      "zero_points": "all 0"}
+                      "kept_fp32": {node: why} (MatMul/Gemm with a weight dimension below 16, and the
+                      nodes the fallback kept), "zero_points": "all 0",
+                      "fallback": see `onnx_int8_fallback`: "searched" (bool), "why", "calibration_requested",
+                      "calibration_chosen", "calibration_why", "methods" {method: hold-out figures},
+                      "holdout_samples", "before"/"after" (hold-out figures: "passed", "margin", "outputs"),
+                      "kept" [{"node", "op_type", "rank", "relative_error_alone", "agreement_delta_alone"}],
+                      "steps", "plain_build_seconds", "holdout_check_seconds", "search_seconds",
+                      "budget_seconds", "budget_exhausted", "reached_gate"}
 """
 
 import dataclasses
@@ -222,6 +228,10 @@ class OnnxFormat(Format):
       entry.update(quantized_ops=details["quantized_ops"], int8_kept_fp32=details["kept_fp32"],
                    calibration=details["settings"]["calibration"],
                    calibration_samples=details["calibration_samples"])
+      fallback = details["fallback"]
+      entry["int8_fallback"] = {"searched": fallback["searched"], "kept": len(fallback.get("kept", ())),
+                                "holdout_before": fallback.get("before", {}).get("outputs"),
+                                "holdout_after": fallback.get("after", {}).get("outputs")}
     return entry
 
   def _build_fp32(self, job, signature, options, model_path):

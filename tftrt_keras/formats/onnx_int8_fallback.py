@@ -43,6 +43,9 @@ AUTO = "auto"
 # at a fraction of the cost. The gate itself is always judged on the whole hold-out.
 SENSITIVITY_SAMPLES = 64
 BATCH = 64
+# The budget counts a plain build as at least this long: on a tiny model ONNX Runtime's fixed costs (a session,
+# a graph copy) are most of the search, and 5x a 0.05 s build would not pay for ranking three nodes.
+MIN_BUILD_SECONDS = 0.5
 _GATE_PREFIX = "tftrt_int8_gate__"
 
 
@@ -318,13 +321,12 @@ def build_int8(fp32_path, output_path, samples, dtypes, options, onnx_options, c
 
 def _build_with_holdout(fp32_path, output_path, calibrate, holdout, dtypes, options, onnx_options, scratch,
                         clock):
-  import onnx  # pylint: disable=g-import-not-at-top
   requested = onnx_options.int8_calibration
-  record = {"calibration_requested": requested, "calibration_samples": None,
-            "holdout_samples": len(next(iter(holdout.values()))), "methods": {}}
+  record = {"calibration_requested": requested, "holdout_samples": len(next(iter(holdout.values()))),
+            "methods": {}}
   started = clock()
   judge = HoldoutJudge(fp32_path, holdout, dtypes, options)
-  record["holdout_reference_seconds"] = round(clock() - started, 3)
+  check_seconds = clock() - started
   built, plain_seconds, search_started = {}, None, None
   for method in _methods(requested):
     start = clock()
@@ -333,50 +335,60 @@ def _build_with_holdout(fp32_path, output_path, calibrate, holdout, dtypes, opti
     result = onnx_quantize.quantize_int8(fp32_path, path, calibrate, dtypes, calibration=method,
                                          percentile=onnx_options.percentile, calibration_cache=cache)
     build_seconds = clock() - start
-    if plain_seconds is None:
-      plain_seconds, search_started = build_seconds, clock()
+    start = clock()
     figures = judge.figures(_run(_session(path), holdout, dtypes))
+    if plain_seconds is None:
+      plain_seconds, check_seconds, search_started = build_seconds, check_seconds + clock() - start, clock()
     record["methods"][method] = {"build_seconds": round(build_seconds, 3), **figures}
     built[method] = (path, cache, result, figures)
     if figures["passed"]:
       break
-  record["plain_build_seconds"] = round(plain_seconds, 3)
   method = max(built, key=lambda m: built[m][3]["margin"])
   path, cache, result, figures = built[method]
-  record.update(calibration_chosen=method, calibration_samples=result["calibration_samples"],
-                before=figures, budget_seconds=round(onnx_options.int8_search_budget * plain_seconds, 3))
-  if requested == AUTO and len(built) == 1:
-    record["calibration_why"] = "MinMax cleared the gate on the hold-out: no other method tried"
-  elif requested == AUTO:
-    record["calibration_why"] = f"the best hold-out figure (margin {figures['margin']}) of {sorted(built)}"
-  else:
-    record["calibration_why"] = "int8_calibration set explicitly"
+  record.update(calibration_chosen=method, calibration_why=_calibration_why(requested, built, figures),
+                calibration_samples=result["calibration_samples"], before=figures,
+                plain_build_seconds=round(plain_seconds, 3), holdout_check_seconds=round(check_seconds, 3),
+                budget_seconds=round(onnx_options.int8_search_budget * max(plain_seconds, MIN_BUILD_SECONDS), 3))
   if figures["passed"] or not onnx_options.int8_search_budget:
     shutil.copyfile(path, output_path)
     why = ("plain INT8 clears the gate on the calibration-side hold-out" if figures["passed"]
            else "int8_search_budget is 0: no search; verification decides")
     record.update(searched=False, why=why, kept=[], after=figures, search_seconds=round(clock() - search_started, 3))
-    result["fallback"] = record
-    return result
-  # What is left of the budget after what the method choice took, less one more build: the final one.
-  budget = _Budget(record["budget_seconds"] - (clock() - search_started) - plain_seconds, clock)
-  gated = GatedModel(onnx.load(fp32_path), onnx.load(path))
+  else:
+    # What is left of the budget after the method choice, less one more build: the final one.
+    budget = _Budget(record["budget_seconds"] - (clock() - search_started) - plain_seconds, clock)
+    kept, search = _search(fp32_path, path, judge, figures, budget)
+    why = "kept FP32 by the INT8 fallback: its quantization costs the most on the calibration-side hold-out"
+    result = onnx_quantize.quantize_int8(fp32_path, output_path, calibrate, dtypes, calibration=method,
+                                         percentile=onnx_options.percentile, calibration_cache=cache,
+                                         keep_fp32={entry["node"]: why for entry in kept})
+    after = judge.figures(_run(_session(output_path), holdout, dtypes))
+    record.update(searched=True, kept=kept, after=after, reached_gate=after["passed"], **search,
+                  search_seconds=round(clock() - search_started, 3))
+    if not after["passed"]:
+      record["why"] = (f"the gate was not reached{' within the budget' if search['budget_exhausted'] else ''}: "
+                       f"the best found keeps {len(kept)} node(s) FP32 (margin {after['margin']}); "
+                       "verification decides")
+  result["fallback"] = record
+  return result
+
+
+def _calibration_why(requested, built, figures):
+  if requested != AUTO:
+    return "int8_calibration set explicitly"
+  if len(built) == 1:
+    return "MinMax cleared the gate on the hold-out: no other method tried"
+  return f"the best hold-out margin ({figures['margin']}) of {sorted(built)}"
+
+
+def _search(fp32_path, qdq_path, judge, plain, budget):
+  """([kept node entries], figures of the search for model.json) for the Q/DQ model at `qdq_path`."""
+  import onnx  # pylint: disable=g-import-not-at-top
+  gated = GatedModel(onnx.load(fp32_path), onnx.load(qdq_path))
   # Ranking must leave time to act on it: the bisection over the ranked nodes gets at least 40%.
   ranked, measured = _sensitivity(gated, judge, budget.share(0.6))
   # At least one node stays INT8: a model with none quantized is FP32 with extra nodes, not an INT8 variant.
-  k, steps = _exclusion_search(gated, judge, [entry["node"] for entry in ranked][:-1], budget, figures)
+  k, steps = _exclusion_search(gated, judge, [entry["node"] for entry in ranked][:-1], budget, plain)
   kept = [dict(entry, op_type=gated.op_types[entry["node"]], rank=rank + 1) for rank, entry in enumerate(ranked[:k])]
-  out_of_budget = budget.left() <= 0
-  why = "kept FP32 by the INT8 fallback: its quantization costs the most on the calibration-side hold-out"
-  result = onnx_quantize.quantize_int8(fp32_path, output_path, calibrate, dtypes, calibration=method,
-                                       percentile=onnx_options.percentile, calibration_cache=cache,
-                                       keep_fp32={entry["node"]: why for entry in kept})
-  after = judge.figures(_run(_session(output_path), holdout, dtypes))
-  record.update(searched=True, kept=kept, after=after, steps=steps, nodes_measured=measured,
-                nodes_quantizable=len(gated.nodes), reached_gate=after["passed"], budget_exhausted=out_of_budget,
-                search_seconds=round(clock() - search_started, 3))
-  if not after["passed"]:
-    record["why"] = ("the gate was not reached" + (" within the budget" if out_of_budget else "")
-                     + f": the best found keeps {k} node(s) FP32 (margin {after['margin']}); verification decides")
-  result["fallback"] = record
-  return result
+  return kept, {"steps": steps, "nodes_measured": measured, "nodes_quantizable": len(gated.nodes),
+                "budget_exhausted": budget.left() <= 0}
