@@ -16,7 +16,7 @@ APPLICATIONS = {
     "MobileNetV2": ("MobileNetV2", {}),
     "MobileNetV2_035": ("MobileNetV2", {"alpha": 0.35}),
     "MobileNetV3Small": ("MobileNetV3Small", {"include_preprocessing": False}),
-    "EfficientNetB0": ("EfficientNetB0", {"include_preprocessing": False}),
+    "EfficientNetB0": ("EfficientNetB0", {}),  # its Rescaling and Normalization layers are always in
     "EfficientNetV2B0": ("EfficientNetV2B0", {"include_preprocessing": False}),
     "ResNet50": ("ResNet50", {}),
 }

@@ -70,16 +70,15 @@ def _session(model_or_path):
   return onnxruntime.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def _run(session, samples, dtypes, extra_feeds=None, limit=None):
+def _feeds(samples, dtypes, start, stop):
+  return {k: np.asarray(v[start:stop]).astype(dtypes.get(k, v.dtype)) for k, v in samples.items()}
+
+
+def _run(session, samples, dtypes, extra_feeds=None):
+  """{output name: array} of `session` over all `samples`, BATCH at a time, `extra_feeds` (gates) beside."""
   names = [o.name for o in session.get_outputs()]
-  total = len(next(iter(samples.values())))
-  total = min(total, limit) if limit else total
-  parts = []
-  for start in range(0, total, BATCH):
-    feeds = {k: np.asarray(v[start:min(start + BATCH, total)]).astype(dtypes.get(k, v.dtype))
-             for k, v in samples.items()}
-    feeds.update(extra_feeds or {})
-    parts.append(session.run(names, feeds))
+  parts = [session.run(names, dict(_feeds(samples, dtypes, start, start + BATCH), **(extra_feeds or {})))
+           for start in range(0, len(next(iter(samples.values()))), BATCH)]
   return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
 
 
@@ -101,6 +100,41 @@ class HoldoutJudge:
     return {"passed": passed, "reason": reason, "margin": round(self._margin(per_output), 6),
             "outputs": {name: _short(f) for name, f in per_output.items()}}
 
+  def evaluate(self, run_batch):
+    """Figures of a candidate whose outputs `run_batch(samples)` gives for a slice of the hold-out, batch by
+    batch; stops as soon as the candidate cannot pass whatever the rest gives (too many disagreements for the
+    bound, or an error past the tolerance), and then judges it as if the rest matched the reference exactly:
+    a failing verdict, with an optimistic margin (`stopped_early_at` says after how many samples)."""
+    parts = []
+    for start in range(0, self.samples, BATCH):
+      parts.append(run_batch({k: v[start:start + BATCH] for k, v in self.holdout.items()}))
+      done = min(start + BATCH, self.samples)
+      outputs = {name: np.concatenate([np.asarray(p[name]) for p in parts] + [ref[done:]])
+                 for name, ref in self.reference.items()}
+      if done < self.samples and self._hopeless(outputs, done):
+        return dict(self.figures(outputs), stopped_early_at=done)
+    return self.figures(outputs)
+
+  def _hopeless(self, outputs, done):
+    for name, ref in self.reference.items():
+      if self._hopeless_output(ref, outputs[name][:done], ref[:done]):
+        return True
+    return False
+
+  def _hopeless_output(self, full_reference, candidate, reference):
+    n = len(full_reference)
+    if np.issubdtype(full_reference.dtype, np.floating) and not agreement.is_classifier_like(full_reference):
+      finite = np.abs(full_reference[np.isfinite(full_reference)])
+      scale = float(finite.max()) if finite.size else 0.0
+      error = np.nan_to_num(np.abs(candidate.astype(np.float64) - reference), nan=np.inf)
+      return bool(error.size) and float(error.max()) > self.thresholds["max_relative_error"] * scale
+    if agreement.is_classifier_like(full_reference):
+      disagreeing = int(np.sum(np.argmax(candidate, 1) != np.argmax(reference, 1)))
+    else:
+      same = (candidate == reference).reshape(len(reference), -1)
+      disagreeing = int(np.sum(~same.all(axis=1)))
+    return agreement.agreement_lower_bound(n - disagreeing, n) < self.thresholds["min_agreement"]
+
   def _margin(self, per_output):
     margins = []
     for figures in per_output.values():
@@ -114,24 +148,6 @@ class HoldoutJudge:
         tolerance = self.thresholds["max_relative_error"]
         margins.append((tolerance - min(figures["max_relative_error"], 1e6)) / tolerance)
     return min(margins)
-
-  def agreement_delta(self, outputs, limit=None):
-    """The lowest top-1 agreement over classifier outputs, minus 1 (what the candidate costs in agreement);
-    None when no output is a classifier (the relative error is the figure then)."""
-    deltas = [float(np.mean(np.argmax(outputs[name][:limit], 1) == np.argmax(ref[:limit], 1))) - 1.0
-              for name, ref in self.reference.items() if agreement.is_classifier_like(ref)]
-    return round(min(deltas), 6) if deltas else None
-
-  def relative_error(self, outputs, limit=None):
-    """Sum over float outputs of ||candidate - reference|| / ||reference|| (on the first `limit` samples)."""
-    total = 0.0
-    for name, ref in self.reference.items():
-      if not np.issubdtype(ref.dtype, np.floating):
-        continue
-      ref = ref[:limit].astype(np.float64)
-      diff = np.nan_to_num(outputs[name][:limit].astype(np.float64) - ref, nan=1e6, posinf=1e6, neginf=-1e6)
-      total += float(np.linalg.norm(diff) / max(np.linalg.norm(ref), 1e-30))
-    return total
 
 
 def _short(figures):
@@ -177,6 +193,7 @@ class GatedModel:
         if original is not None:
           inputs.append((node, j, original, node.name if quantized else None))
     self._gates = {}  # gate input name -> the nodes any of which, quantized, turns it on
+    self._quantized_inputs = {}  # quantized node -> {input index: its dequantized tensor}
     where_before = {}
     for node, j, original, owner in inputs:
       nodes = {owner} if owner else owners.get(original, set())
@@ -190,6 +207,8 @@ class GatedModel:
       self._gates[gate] = frozenset(nodes)
       graph.input.append(helper.make_tensor_value_info(gate, TensorProto.BOOL, []))
       selected = f"{gate}__selected"
+      if owner:
+        self._quantized_inputs.setdefault(owner, {})[j] = node.input[j]
       where_before.setdefault(id(node), []).append(
           helper.make_node("Where", [gate, node.input[j], original], [selected], name=f"{gate}__where"))
       node.input[j] = selected
@@ -199,17 +218,59 @@ class GatedModel:
       ordered.append(node)
     del graph.node[:]
     graph.node.extend(ordered)
+    self._model = qdq_model
     self.session = _session(qdq_model)
 
-  def run(self, samples, dtypes, fp32_nodes=(), limit=None):
-    """Outputs with every node quantized but `fp32_nodes`."""
+  def gates(self, fp32_nodes=()):
+    """The gate feeds for every node quantized but `fp32_nodes`."""
     keep = set(fp32_nodes)
-    gates = {gate: np.array(bool(nodes - keep)) for gate, nodes in self._gates.items()}
-    return _run(self.session, samples, dtypes, gates, limit)
+    return {gate: np.array(bool(nodes - keep)) for gate, nodes in self._gates.items()}
 
-  def only(self, samples, dtypes, node, limit=None):
-    """Outputs with `node` alone quantized."""
-    return self.run(samples, dtypes, fp32_nodes=[n for n in self.nodes if n != node], limit=limit)
+  def run(self, samples, dtypes, fp32_nodes=()):
+    """Outputs with every node quantized but `fp32_nodes`."""
+    return _run(self.session, samples, dtypes, self.gates(fp32_nodes))
+
+  def run_batch(self, fp32_nodes, dtypes):
+    """A `HoldoutJudge.evaluate` callable: outputs of a slice of samples with `fp32_nodes` FP32."""
+    gates = self.gates(fp32_nodes)
+    return lambda samples: _run(self.session, samples, dtypes, gates)
+
+  def local_errors(self, samples, dtypes):
+    """{node: ||node(quantized inputs) - node(FP32 inputs)|| / ||node(FP32 inputs)||} over `samples`, every
+    node's inputs taken from the FP32 model: one run of a probe model (each quantized node cloned onto its
+    dequantized inputs) ranks them all, where quantizing one node at a time would cost a run per node."""
+    import onnx  # pylint: disable=g-import-not-at-top
+    from onnx import TensorProto, helper  # pylint: disable=g-import-not-at-top
+    probe = onnx.ModelProto()
+    probe.CopyFrom(self._model)
+    graph = probe.graph
+    del graph.output[:]
+    by_name = {node.name: node for node in graph.node}
+    sums = {}
+    for i, name in enumerate(self.nodes):
+      node = by_name[name]
+      clone = onnx.NodeProto()
+      clone.CopyFrom(node)
+      prefix = clone.name = f"{_GATE_PREFIX}probe{i}"
+      for j, dequantized in self._quantized_inputs.get(name, {}).items():
+        clone.input[j] = dequantized
+      del clone.output[:]
+      clone.output.append(f"{prefix}__out")
+      graph.node.extend([
+          clone, helper.make_node("Sub", [clone.output[0], node.output[0]], [f"{prefix}__diff"]),
+          helper.make_node("ReduceSumSquare", [f"{prefix}__diff"], [f"{prefix}__err"], keepdims=0),
+          helper.make_node("ReduceSumSquare", [node.output[0]], [f"{prefix}__ref"], keepdims=0)])
+      for suffix in ("__err", "__ref"):
+        graph.output.append(helper.make_tensor_value_info(prefix + suffix, TensorProto.FLOAT, []))
+      sums[name] = (prefix + "__err", prefix + "__ref")
+    session = _session(probe)
+    names = [out for pair in sums.values() for out in pair]
+    totals = dict.fromkeys(names, 0.0)
+    off = self.gates(self.nodes)  # all gates off: every node sees FP32 inputs, its clone their quantized copies
+    for start in range(0, len(next(iter(samples.values()))), BATCH):
+      for out, value in zip(names, session.run(names, dict(_feeds(samples, dtypes, start, start + BATCH), **off))):
+        totals[out] += float(value)
+    return {name: float(np.sqrt(totals[err] / max(totals[ref], 1e-30))) for name, (err, ref) in sums.items()}
 
 
 def _quantized_source(producers, dequantized):
@@ -231,27 +292,13 @@ class _Budget:
   def left(self):
     return self.seconds - self.elapsed()
 
-  def share(self, fraction):
-    """A budget of `fraction` of what is left of this one, starting now."""
-    return _Budget(max(0.0, self.left()) * fraction, self._clock)
 
 
-def _sensitivity(gated, judge, budget):
-  """[{"node", "relative_error_alone", "agreement_delta_alone"}], most sensitive first: each node alone
-  quantized, on the first SENSITIVITY_SAMPLES of the hold-out. Stops when the budget runs out; the nodes not
-  measured come last, in graph order, with None figures."""
-  measured = []
-  limit = min(SENSITIVITY_SAMPLES, judge.samples)
-  for node in gated.nodes:
-    if budget.left() <= 0:
-      break
-    outputs = gated.only(judge.holdout, judge.dtypes, node, limit=limit)
-    measured.append({"node": node, "relative_error_alone": round(judge.relative_error(outputs, limit), 6),
-                     "agreement_delta_alone": judge.agreement_delta(outputs, limit)})
-  ranked = sorted(measured, key=lambda entry: -entry["relative_error_alone"])
-  done = {entry["node"] for entry in measured}
-  return ranked + [{"node": node, "relative_error_alone": None, "agreement_delta_alone": None}
-                   for node in gated.nodes if node not in done], len(measured)
+def _sensitivity(gated, judge):
+  """[{"node", "local_relative_error"}], most sensitive first (see `GatedModel.local_errors`)."""
+  errors = gated.local_errors({k: v[:SENSITIVITY_SAMPLES] for k, v in judge.holdout.items()}, judge.dtypes)
+  return [{"node": node, "local_relative_error": round(error, 6)}
+          for node, error in sorted(errors.items(), key=lambda item: -item[1])]
 
 
 def _exclusion_search(gated, judge, nodes, budget, plain):
@@ -261,9 +308,10 @@ def _exclusion_search(gated, judge, nodes, budget, plain):
   steps, tried = [], {0: plain}  # 0 kept: the plain model, which missed; it is the best when nothing beats it
 
   def passes(k):
-    figures = judge.figures(gated.run(judge.holdout, judge.dtypes, nodes[:k]))
+    figures = judge.evaluate(gated.run_batch(nodes[:k], judge.dtypes))
     tried[k] = figures
     steps.append({"kept": k, "margin": figures["margin"], "passed": figures["passed"],
+                  "samples_judged": figures.get("stopped_early_at", judge.samples),
                   "seconds": round(budget.elapsed(), 3)})
     return figures["passed"]
 
@@ -385,10 +433,27 @@ def _search(fp32_path, qdq_path, judge, plain, budget):
   """([kept node entries], figures of the search for model.json) for the Q/DQ model at `qdq_path`."""
   import onnx  # pylint: disable=g-import-not-at-top
   gated = GatedModel(onnx.load(fp32_path), onnx.load(qdq_path))
-  # Ranking must leave time to act on it: the bisection over the ranked nodes gets at least 40%.
-  ranked, measured = _sensitivity(gated, judge, budget.share(0.6))
+  ranked = _sensitivity(gated, judge)
   # At least one node stays INT8: a model with none quantized is FP32 with extra nodes, not an INT8 variant.
   k, steps = _exclusion_search(gated, judge, [entry["node"] for entry in ranked][:-1], budget, plain)
+  exhausted = budget.left() <= 0
   kept = [dict(entry, op_type=gated.op_types[entry["node"]], rank=rank + 1) for rank, entry in enumerate(ranked[:k])]
-  return kept, {"steps": steps, "nodes_measured": measured, "nodes_quantizable": len(gated.nodes),
-                "budget_exhausted": budget.left() <= 0}
+  _agreement_deltas(gated, judge, kept, budget)
+  return kept, {"steps": steps, "nodes_quantizable": len(gated.nodes), "budget_exhausted": exhausted}
+
+
+def _agreement_deltas(gated, judge, kept, budget):
+  """Sets each kept node's "agreement_delta": what quantizing it again would change in the hold-out top-1
+  agreement of the chosen model (negative: it costs that much); None past the budget or without a classifier."""
+  names = [name for name, ref in judge.reference.items() if agreement.is_classifier_like(ref)]
+  kept_nodes = [entry["node"] for entry in kept]
+
+  def top1(outputs):
+    return min(float(np.mean(np.argmax(outputs[n], 1) == np.argmax(judge.reference[n], 1))) for n in names)
+
+  base = top1(gated.run(judge.holdout, judge.dtypes, kept_nodes)) if names and kept and budget.left() > 0 else None
+  for entry in kept:
+    entry["agreement_delta"] = None
+    if base is not None and budget.left() > 0:
+      others = [node for node in kept_nodes if node != entry["node"]]
+      entry["agreement_delta"] = round(top1(gated.run(judge.holdout, judge.dtypes, others)) - base, 6)
