@@ -174,6 +174,7 @@ class GatedModel:
     fp32_constants = onnx_quantize._constants(fp32_model)  # pylint: disable=protected-access
     present = {init.name for init in qdq_model.graph.initializer}
     present |= {out for node in qdq_model.graph.node for out in node.output}
+    present |= {value.name for value in qdq_model.graph.input}
     graph = qdq_model.graph  # changed in place: callers load a copy for this
     self.nodes, self.op_types = [], {}
     inputs = []  # (consumer, input index, FP32 tensor, the quantized node owning it or None)
