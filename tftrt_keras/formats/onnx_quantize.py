@@ -17,6 +17,9 @@ deprecated and 11 removed the implicit INT8 calibrators):
 After quantizing, every Q/DQ zero point is read back and must be 0.
 """
 
+import contextlib
+import io
+
 from tftrt_keras.quiet_console import logger_at_error
 
 QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -139,7 +142,8 @@ def quantize_int8(fp32_path, output_path, samples, input_dtypes, calibration="mi
   # ORT's quantizer warns on the root logger to run `quant_pre_process` first. Measured here on MobileNetV2 it
   # did not help this Q/DQ scheme (top-1 agreement 0.377 with it, 0.380 without; tf2onnx already folds
   # BatchNorm into Conv), so it is not run and its advice is noise in a worker log.
-  with logger_at_error():
+  # ORT's histogram calibrators also print() their progress ("Finding optimal threshold ..."): not for a log.
+  with logger_at_error(), contextlib.redirect_stdout(io.StringIO()):
     ort_quant.quantize_static(
         str(fp32_path), str(output_path), reader,
         quant_format=ort_quant.QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=True,
