@@ -181,3 +181,17 @@ def test_a_regressor_is_judged_by_relative_error_and_fixed(tmp_path):
   assert before["max_relative_error"] > options.verify_tolerance_int8 >= after["max_relative_error"]
   assert [entry["node"] for entry in fallback["kept"]] == ["dense2"] and fallback["reached_gate"]
   assert fallback["kept"][0]["agreement_delta"] is None  # no classifier output to count agreement on
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("budget", [-1, True, "5", 1e4])
+def test_a_bad_search_budget_is_rejected_naming_the_argument(budget):
+  with pytest.raises(ValueError, match=r"`format_options\['onnx'\].int8_search_budget`"):
+    ConversionOptions(format_options={"onnx": {"int8_search_budget": budget}})
+
+
+@pytest.mark.unit
+def test_auto_calibration_and_the_budget_are_the_defaults():
+  options = onnx_format.OnnxOptions()
+  assert options.int8_calibration == "auto" and options.int8_search_budget == 5.0
+  assert onnx_format.OnnxOptions(int8_calibration="AUTO", int8_search_budget=0).int8_calibration == "auto"
