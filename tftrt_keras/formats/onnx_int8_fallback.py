@@ -14,14 +14,22 @@ Plain post-training INT8 falls off a cliff on depthwise/SE networks (MobileNet, 
      Gemm goes through `Where(gate, dequantized, fp32)`, with one boolean graph input per node, so any set of
      nodes can be run quantized or FP32 by one ONNX Runtime session without rebuilding or recalibrating (exact:
      `Where` selects, and the Q/DQ pairs are dedicated per node, so a node's gate is `nodes_to_exclude`).
-  4. Sensitivity: each node alone quantized, its output error on (a slice of) the hold-out; then the most
-     sensitive nodes are kept FP32, fewest first: doubling, then bisection, until the gate holds (Polygraphy's
-     `debug precision` bisects the same way, by hand) or the budget (`int8_search_budget` times the plain build's
-     seconds) runs out; then the best set found.
+  4. Sensitivity, in one run of a probe model: every quantized node cloned onto its dequantized inputs, fed
+     FP32 activations, gives its local relative error (quantizing one node at a time would cost a run per
+     node, 50-80 on MobileNet/EfficientNet, more than the budget). Then the most sensitive nodes are kept FP32,
+     fewest first: 1, 2, 4, ... then bisection (Polygraphy's `debug precision` bisects the same way, by hand),
+     each step judged on the whole hold-out by the gated model (stopping as soon as it cannot pass), until the
+     gate holds or the budget (`int8_search_budget` times the plain build's seconds, a build counted as at
+     least MIN_BUILD_SECONDS) runs out; then the best set found.
   5. The final model is built by `quantize_static` with those nodes excluded, from the cached calibration
      ranges, and judged on the hold-out once more: the figures written are the real model's.
 
 Everything stays as TensorRT parses it: symmetric, zero point 0, no INT32 bias, FP32 where excluded.
+
+The gated model computes the Q/DQ arithmetic exactly as written (what TensorRT implements); ONNX Runtime's
+CPU graph optimizations run a Q/DQ model with other kernels whose results differ by up to a few percent of an
+output on these networks, so the before/after figures are the real models' in a default session (as
+verification runs them), and a search step's verdict can differ from the final model's.
 """
 
 import os
