@@ -416,9 +416,12 @@ def _build_with_holdout(fp32_path, output_path, calibrate, holdout, dtypes, opti
     budget = _Budget(record["budget_seconds"] - (clock() - search_started) - plain_seconds, clock)
     kept, search = _search(fp32_path, path, judge, figures, budget)
     why = "kept FP32 by the INT8 fallback: its quantization costs the most on the calibration-side hold-out"
-    result = onnx_quantize.quantize_int8(fp32_path, output_path, calibrate, dtypes, calibration=method,
-                                         percentile=onnx_options.percentile, calibration_cache=cache,
-                                         keep_fp32={entry["node"]: why for entry in kept})
+    if not kept:  # nothing beat the plain model: it is the best found, already built
+      shutil.copyfile(path, output_path)
+    else:
+      result = onnx_quantize.quantize_int8(fp32_path, output_path, calibrate, dtypes, calibration=method,
+                                           percentile=onnx_options.percentile, calibration_cache=cache,
+                                           keep_fp32={entry["node"]: why for entry in kept})
     after = judge.figures(_run(_session(output_path), holdout, dtypes))
     record.update(searched=True, kept=kept, after=after, reached_gate=after["passed"], **search,
                   search_seconds=round(clock() - search_started, 3))
