@@ -22,7 +22,7 @@ FLOORS = (
     ("options", ("options",)),
     ("formats", ("formats",)),
     ("storage and samples", ("artifacts", "samples")),
-    ("names", ("precisions", "quiet_console")),
+    ("names and rules", ("precisions", "quiet_console", "agreement")),
     ("ground", ("errors",)),
 )
 FLOOR_OF = {room: level for level, (_, rooms) in enumerate(FLOORS) for room in rooms}

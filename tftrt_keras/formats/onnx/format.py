@@ -29,8 +29,14 @@ machine, and `OnnxRuntimeRunner` runs each variant for verification.
                       "block_list": {op: why} of every op type that would be kept, "fp16_nodes": count}
     int8              (INT8 only) {"settings": {...quantize_static settings...}, "calibration_samples": n,
                       "quantized_ops": {op: count}, "ops_total": {op: count}, "qdq_nodes": {op: count},
-                      "kept_fp32": {node: why} (MatMul/Gemm with a weight dimension below 16),
-                      "zero_points": "all 0"}
+                      "kept_fp32": {node: why} (MatMul/Gemm with a weight dimension below 16, and the
+                      nodes the fallback kept), "zero_points": "all 0",
+                      "fallback": see `onnx_int8_fallback`: "searched" (bool), "why", "calibration_requested",
+                      "calibration_chosen", "calibration_why", "methods" {method: hold-out figures},
+                      "holdout_samples", "before"/"after" (hold-out figures: "passed", "margin", "outputs"),
+                      "kept" [{"node", "op_type", "rank", "relative_error_alone", "agreement_delta_alone"}],
+                      "steps", "plain_build_seconds", "holdout_check_seconds", "search_seconds",
+                      "budget_seconds", "budget_exhausted", "reached_gate"}
 """
 
 import dataclasses
@@ -60,17 +66,23 @@ class OnnxOptions:
 
   Attributes:
     opset: ONNX opset tf2onnx targets (13-18; default 17, see `DEFAULT_OPSET`).
-    int8_calibration: "minmax" (default: range of the calibration samples) or "percentile" (clip each
-      activation range at `percentile`, for activations with rare outliers). Entropy is not offered: through
-      ONNX Runtime's `quantize_static` it equals MinMax, or with 2048 bins wrecks MobileNetV2.
+    int8_calibration: "auto" (default: MinMax, and Percentile too when MinMax misses the gate on the
+      calibration-side hold-out; the better one is kept, see `onnx_int8_fallback`), "minmax" (range of the
+      calibration samples) or "percentile" (clip each activation range at `percentile`, for activations with
+      rare outliers). Entropy is not offered: through ONNX Runtime's `quantize_static` it equals MinMax, or
+      with 2048 bins wrecks MobileNetV2.
     percentile: the percentile kept by "percentile" calibration, in (0, 100] (default 99.999).
+    int8_search_budget: when plain INT8 misses the gate on the calibration-side hold-out, the search for the
+      layers to keep FP32 (and the calibration method choice) may take this many times the plain INT8 build's
+      seconds (default 5; 0: no search, the plain model goes to verification as it is).
     fp16_keep_fp32_ops: more ONNX op types to keep in FP32 in `onnx_fp16`, beyond those listed in
       `tftrt_keras.formats.onnx.fp16` (e.g. ("Sigmoid",)).
   """
 
   opset: int = DEFAULT_OPSET
-  int8_calibration: str = "minmax"
+  int8_calibration: str = "auto"
   percentile: float = 99.999
+  int8_search_budget: float = 5.0
   fp16_keep_fp32_ops: tuple = ()
 
   def __post_init__(self):
@@ -79,16 +91,21 @@ class OnnxOptions:
       raise invalid_argument(f"{_ARGUMENT}.opset", self.opset, f"an integer from {MIN_OPSET} to {MAX_OPSET}",
                              hint="tf2onnx 1.17 writes opsets up to 18; per-channel INT8 needs 13.")
     from tftrt_keras.formats.onnx.quantize import CALIBRATION_METHODS  # pylint: disable=g-import-not-at-top
+    methods = ("auto",) + CALIBRATION_METHODS
     method = self.int8_calibration.lower() if isinstance(self.int8_calibration, str) else None
-    if method not in CALIBRATION_METHODS:
+    if method not in methods:
       hint = ("Entropy is not offered: through ONNX Runtime's quantize_static it equals MinMax, or with 2048 "
               "bins destroys accuracy." if method == "entropy" else None)
       raise invalid_argument(f"{_ARGUMENT}.int8_calibration", self.int8_calibration,
-                             f"one of {CALIBRATION_METHODS}", hint=hint)
+                             f"one of {methods}", hint=hint)
     object.__setattr__(self, "int8_calibration", method)
     if (isinstance(self.percentile, bool) or not isinstance(self.percentile, numbers.Real)
         or not 0 < self.percentile <= 100):
       raise invalid_argument(f"{_ARGUMENT}.percentile", self.percentile, "a number in (0, 100], e.g. 99.999")
+    budget = self.int8_search_budget
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Real) or not 0 <= budget <= 1000:
+      raise invalid_argument(f"{_ARGUMENT}.int8_search_budget", budget,
+                             "a number from 0 to 1000: times the plain INT8 build's seconds (default 5; 0: no search)")
     ops = self.fp16_keep_fp32_ops
     if isinstance(ops, str) or not isinstance(ops, (list, tuple)) or not all(isinstance(o, str) and o for o in ops):
       raise invalid_argument(f"{_ARGUMENT}.fp16_keep_fp32_ops", ops, "a tuple of ONNX op type names, e.g. ('Exp',)")
@@ -210,6 +227,10 @@ class OnnxFormat(Format):
       entry.update(quantized_ops=details["quantized_ops"], int8_kept_fp32=details["kept_fp32"],
                    calibration=details["settings"]["calibration"],
                    calibration_samples=details["calibration_samples"])
+      fallback = details["fallback"]
+      entry["int8_fallback"] = {"searched": fallback["searched"], "kept": len(fallback.get("kept", ())),
+                                "holdout_before": fallback.get("before", {}).get("outputs"),
+                                "holdout_after": fallback.get("after", {}).get("outputs")}
     return entry
 
   def _build_fp32(self, job, signature, options, model_path):
@@ -242,9 +263,9 @@ class OnnxFormat(Format):
       raise VariantFailed(f"the calibration samples hold {sorted(samples)}, the signature takes {sorted(names)}")
     dtypes = {t["name"]: t["dtype"] for t in job.signature["inputs"]}
     source_path = os.path.join(source_dir, MODEL_FILE)
+    from tftrt_keras.formats.onnx import int8_fallback as onnx_int8_fallback  # pylint: disable=g-import-not-at-top
     try:
-      result = onnx_quantize.quantize_int8(source_path, model_path, samples, dtypes,
-                                           calibration=options.int8_calibration, percentile=options.percentile)
+      result = onnx_int8_fallback.build_int8(source_path, model_path, samples, dtypes, job.options, options)
     except onnx_quantize.QuantizationError as err:
       raise VariantFailed(str(err)) from err
     result["ops_total"] = onnx_quantize.total_op_counts(onnx.load(source_path))

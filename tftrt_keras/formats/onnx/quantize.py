@@ -17,6 +17,9 @@ deprecated and 11 removed the implicit INT8 calibrators):
 After quantizing, every Q/DQ zero point is read back and must be 0.
 """
 
+import contextlib
+import io
+
 from tftrt_keras.quiet_console import logger_at_error
 
 QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -102,7 +105,7 @@ class _SamplesReader:
 
 
 def quantize_int8(fp32_path, output_path, samples, input_dtypes, calibration="minmax", percentile=99.999,
-                  batch_size=32):
+                  batch_size=32, keep_fp32=None, calibration_cache=None):
   """Writes the INT8 Q/DQ model of the FP32 ONNX model at `fp32_path` to `output_path`.
 
   Args:
@@ -113,6 +116,9 @@ def quantize_int8(fp32_path, output_path, samples, input_dtypes, calibration="mi
     calibration: "minmax" or "percentile".
     percentile: the percentile kept for "percentile" calibration (e.g. 99.999).
     batch_size: samples per calibration run.
+    keep_fp32: {node name: why} of more quantizable nodes to leave unquantized (the INT8 fallback's choice).
+    calibration_cache: a JSON file for ONNX Runtime's calibration ranges: written by the first call, read by the
+      next ones with the same samples and method (which then skip calibration), where ONNX Runtime has it (1.32).
 
   Returns:
     {"quantized_ops": {op type: count}, "qdq_nodes": {op type: count}, "settings": ...,
@@ -130,17 +136,20 @@ def quantize_int8(fp32_path, output_path, samples, input_dtypes, calibration="mi
   if len(kept_fp32) == sum(total_op_counts(fp32_model).values()):
     # Nothing else to quantize (a tiny model): an INT8 variant was asked for, so the small layers are it.
     kept_fp32 = {}
+  kept_fp32.update(keep_fp32 or {})
+  cache = {"calibration_cache_path": str(calibration_cache)} if calibration_cache and _has_cache_option() else {}
   reader = _SamplesReader(samples, input_dtypes, batch_size, equal_batches=calibration != "minmax")
   # ORT's quantizer warns on the root logger to run `quant_pre_process` first. Measured here on MobileNetV2 it
   # did not help this Q/DQ scheme (top-1 agreement 0.377 with it, 0.380 without; tf2onnx already folds
   # BatchNorm into Conv), so it is not run and its advice is noise in a worker log.
-  with logger_at_error():
+  # ORT's histogram calibrators also print() their progress ("Finding optimal threshold ..."): not for a log.
+  with logger_at_error(), contextlib.redirect_stdout(io.StringIO()):
     ort_quant.quantize_static(
         str(fp32_path), str(output_path), reader,
         quant_format=ort_quant.QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=True,
         reduce_range=False, activation_type=ort_quant.QuantType.QInt8, weight_type=ort_quant.QuantType.QInt8,
         calibrate_method=method, nodes_to_exclude=sorted(kept_fp32),
-        extra_options=_extra_options(calibration, percentile))
+        extra_options=_extra_options(calibration, percentile), **cache)
   model = onnx.load(str(output_path))
   nonzero = nonzero_zero_points(model)
   if nonzero:
@@ -152,6 +161,13 @@ def quantize_int8(fp32_path, output_path, samples, input_dtypes, calibration="mi
                             "(or none with a constant weight), so INT8 would be FP32 with extra nodes")
   return {"quantized_ops": quantized, "qdq_nodes": qdq_node_counts(model), "kept_fp32": kept_fp32,
           "settings": quantization_settings(calibration, percentile), "calibration_samples": reader.samples_used}
+
+
+def _has_cache_option():
+  """Whether this ONNX Runtime's quantize_static can reuse calibration ranges from a file (1.32 can; 1.20 not)."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  from onnxruntime import quantization as ort_quant  # pylint: disable=g-import-not-at-top
+  return "calibration_cache_path" in inspect.signature(ort_quant.quantize_static).parameters
 
 
 def _constants(model):

@@ -1,0 +1,471 @@
+"""INT8 that earns its gate: choose the calibration method, and keep the layers that cost most in FP32.
+
+Plain post-training INT8 falls off a cliff on depthwise/SE networks (MobileNet, EfficientNet: top-1 agreement
+0.6-0.94 where ResNet50 keeps 0.99). `build_int8` runs in the export worker, never in `fit`:
+
+  1. The calibration samples are split: a part calibrates, a calibration-side hold-out judges (the
+     verification samples are kept apart by the worker and never reach a format's build).
+  2. Each calibration method in play (the user's `int8_calibration`, or for "auto" MinMax, then Percentile only
+     when MinMax misses) is built once by ONNX Runtime's `quantize_static`, on the calibration part, and judged on
+     the hold-out by the verdict rule verification uses (`tftrt_keras.agreement`: top-1 agreement on its 95%
+     Wilson lower bound for classifiers, relative error against `verify_tolerance_int8` otherwise). A method
+     that clears the gate ends it there: no search, so models that pass pay only the hold-out check.
+  3. Otherwise one "gated" model is made from the best Q/DQ model: every quantized input of every Conv/MatMul/
+     Gemm goes through `Where(gate, dequantized, fp32)`, with one boolean graph input per node, so any set of
+     nodes can be run quantized or FP32 by one ONNX Runtime session without rebuilding or recalibrating (exact:
+     `Where` selects, and the Q/DQ pairs are dedicated per node, so a node's gate is `nodes_to_exclude`).
+  4. Sensitivity, in one run of a probe model: every quantized node cloned onto its dequantized inputs, fed
+     FP32 activations, gives its local relative error (quantizing one node at a time would cost a run per
+     node, 50-80 on MobileNet/EfficientNet, more than the budget). Then the most sensitive nodes are kept FP32,
+     fewest first: 1, 2, 4, ... then bisection (Polygraphy's `debug precision` bisects the same way, by hand),
+     each step judged on the whole hold-out by the gated model (stopping as soon as it cannot pass), until the
+     gate holds or the budget (`int8_search_budget` times the plain build's seconds, a build counted as at
+     least MIN_BUILD_SECONDS) runs out; then the best set found.
+  5. The final model is built by `quantize_static` with those nodes excluded, from the cached calibration
+     ranges, and judged on the hold-out once more: the figures written are the real model's.
+
+Everything stays as TensorRT parses it: symmetric, zero point 0, no INT32 bias, FP32 where excluded.
+
+The gated model computes the Q/DQ arithmetic exactly as written (what TensorRT implements); ONNX Runtime's
+CPU graph optimizations run a Q/DQ model with other kernels whose results differ by up to a few percent of an
+output on these networks, so the before/after figures are the real models' in a default session (as
+verification runs them), and a search step's verdict can differ from the final model's.
+"""
+
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+from tftrt_keras import agreement
+from tftrt_keras.formats.onnx import quantize as onnx_quantize
+
+# Half of the calibration samples judge, at most this many; with fewer than MIN_HOLDOUT to judge on, a Wilson
+# bound near 0.97 cannot be reached (100 of 100 agreeing gives 0.974), so there is no check and no search.
+MAX_HOLDOUT = 500
+MIN_HOLDOUT = 100
+AUTO = "auto"
+# Sensitivity is an output error, continuous: a slice of the hold-out ranks the nodes as well as all of it,
+# at a fraction of the cost. The gate itself is always judged on the whole hold-out.
+SENSITIVITY_SAMPLES = 64
+BATCH = 64
+# The budget counts a plain build as at least this long: on a tiny model ONNX Runtime's fixed costs (a session,
+# a graph copy) are most of the search, and 5x a 0.05 s build would not pay for ranking three nodes.
+MIN_BUILD_SECONDS = 0.5
+_GATE_PREFIX = "tftrt_int8_gate__"
+
+
+def split_calibration(samples, seed=0):
+  """(calibration part, hold-out) of {input name: array}: half held out at random, at most MAX_HOLDOUT; the
+  hold-out is None when fewer than 2 * MIN_HOLDOUT samples are given (then all of them calibrate)."""
+  total = len(next(iter(samples.values())))
+  held = min(MAX_HOLDOUT, total // 2)
+  if held < MIN_HOLDOUT:
+    return samples, None
+  order = np.random.default_rng(seed).permutation(total)
+  hold, calibrate = np.sort(order[:held]), np.sort(order[held:])
+  return ({k: np.asarray(v)[calibrate] for k, v in samples.items()},
+          {k: np.asarray(v)[hold] for k, v in samples.items()})
+
+
+def _session(model_or_path):
+  import onnxruntime  # pylint: disable=g-import-not-at-top
+  options = onnxruntime.SessionOptions()
+  options.log_severity_level = 3
+  source = model_or_path if isinstance(model_or_path, str) else model_or_path.SerializeToString()
+  return onnxruntime.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _feeds(samples, dtypes, start, stop):
+  return {k: np.asarray(v[start:stop]).astype(dtypes.get(k, v.dtype)) for k, v in samples.items()}
+
+
+def _run(session, samples, dtypes, extra_feeds=None):
+  """{output name: array} of `session` over all `samples`, BATCH at a time, `extra_feeds` (gates) beside."""
+  names = [o.name for o in session.get_outputs()]
+  parts = [session.run(names, dict(_feeds(samples, dtypes, start, start + BATCH), **(extra_feeds or {})))
+           for start in range(0, len(next(iter(samples.values()))), BATCH)]
+  return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
+
+
+class HoldoutJudge:
+  """The verdict rule of verification (`agreement.judge` at INT8), applied on the calibration-side hold-out
+  against the FP32 ONNX model's outputs."""
+
+  def __init__(self, fp32_path, holdout, dtypes, options):
+    self.holdout, self.dtypes = holdout, dtypes
+    self.samples = len(next(iter(holdout.values())))
+    self.thresholds = agreement.thresholds_for("INT8", options)
+    self.reference = _run(_session(fp32_path), holdout, dtypes)
+
+  def figures(self, outputs):
+    """{"passed", "margin", "outputs": per-output figures}; margin >= 0 exactly when passed, larger is better:
+    the agreement bound above the threshold, or the error below the tolerance as a fraction of it."""
+    per_output = {name: agreement.compare_output(ref, outputs[name]) for name, ref in self.reference.items()}
+    passed, reason = agreement.judge("INT8", per_output, self.thresholds)
+    return {"passed": passed, "reason": reason, "margin": round(self._margin(per_output), 6),
+            "outputs": {name: _short(f) for name, f in per_output.items()}}
+
+  def evaluate(self, run_batch):
+    """Figures of a candidate whose outputs `run_batch(samples)` gives for a slice of the hold-out, batch by
+    batch; stops as soon as the candidate cannot pass whatever the rest gives (too many disagreements for the
+    bound, or an error past the tolerance), and then judges it as if the rest matched the reference exactly:
+    a failing verdict, with an optimistic margin (`stopped_early_at` says after how many samples)."""
+    parts = []
+    for start in range(0, self.samples, BATCH):
+      parts.append(run_batch({k: v[start:start + BATCH] for k, v in self.holdout.items()}))
+      done = min(start + BATCH, self.samples)
+      outputs = {name: np.concatenate([np.asarray(p[name]) for p in parts] + [ref[done:]])
+                 for name, ref in self.reference.items()}
+      if done < self.samples and self._hopeless(outputs, done):
+        return dict(self.figures(outputs), stopped_early_at=done)
+    return self.figures(outputs)
+
+  def _hopeless(self, outputs, done):
+    for name, ref in self.reference.items():
+      if self._hopeless_output(ref, outputs[name][:done], ref[:done]):
+        return True
+    return False
+
+  def _hopeless_output(self, full_reference, candidate, reference):
+    n = len(full_reference)
+    if np.issubdtype(full_reference.dtype, np.floating) and not agreement.is_classifier_like(full_reference):
+      finite = np.abs(full_reference[np.isfinite(full_reference)])
+      scale = float(finite.max()) if finite.size else 0.0
+      error = np.nan_to_num(np.abs(candidate.astype(np.float64) - reference), nan=np.inf)
+      return bool(error.size) and float(error.max()) > self.thresholds["max_relative_error"] * scale
+    if agreement.is_classifier_like(full_reference):
+      disagreeing = int(np.sum(np.argmax(candidate, 1) != np.argmax(reference, 1)))
+    else:
+      same = (candidate == reference).reshape(len(reference), -1)
+      disagreeing = int(np.sum(~same.all(axis=1)))
+    return agreement.agreement_lower_bound(n - disagreeing, n) < self.thresholds["min_agreement"]
+
+  def _margin(self, per_output):
+    margins = []
+    for figures in per_output.values():
+      if "shape_mismatch" in figures:
+        margins.append(-1.0)
+      elif "agreement" in figures:
+        margins.append(figures["agreement_lower_bound"] - self.thresholds["min_agreement"])
+      elif "top1_agreement" in figures:
+        margins.append(figures["top1_agreement_lower_bound"] - self.thresholds["min_agreement"])
+      else:
+        tolerance = self.thresholds["max_relative_error"]
+        margins.append((tolerance - min(figures["max_relative_error"], 1e6)) / tolerance)
+    return min(margins)
+
+
+def _short(figures):
+  keys = ("top1_agreement", "top1_agreement_lower_bound", "agreement", "agreement_lower_bound",
+          "max_relative_error", "shape_mismatch")
+  return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in figures.items() if k in keys}
+
+
+# --- the gated model -------------------------------------------------------------------------------------------
+
+class GatedModel:
+  """The Q/DQ model with a boolean gate on every dequantized input: on = quantized as in the Q/DQ model, off =
+  the FP32 tensor. `run(fp32_nodes=...)` sets the gates as `nodes_to_exclude` would leave the model, so one
+  session serves every subset of nodes (exact: `Where` selects, and Q/DQ pairs are dedicated per consumer).
+
+  ONNX Runtime also hands the dequantized tensor to the other consumers of a tensor it quantizes (a residual
+  Add beside the Conv it feeds): such an input is quantized while any quantized node consuming that tensor is.
+  """
+
+  def __init__(self, fp32_model, qdq_model):
+    from onnx import TensorProto, helper, numpy_helper  # pylint: disable=g-import-not-at-top
+    fp32_nodes = {node.name: node for node in fp32_model.graph.node if node.name}
+    producers = {out: node for node in qdq_model.graph.node for out in node.output}
+    fp32_constants = onnx_quantize._constants(fp32_model)  # pylint: disable=protected-access
+    present = {init.name for init in qdq_model.graph.initializer}
+    present |= {out for node in qdq_model.graph.node for out in node.output}
+    present |= {value.name for value in qdq_model.graph.input}
+    graph = qdq_model.graph  # changed in place: callers load a copy for this
+    self.nodes, self.op_types = [], {}
+    inputs = []  # (consumer, input index, FP32 tensor, the quantized node owning it or None)
+    owners = {}  # FP32 tensor -> quantized nodes whose inputs quantize it
+    for node in graph.node:
+      dequantized = [j for j, name in enumerate(node.input)
+                     if name in producers and producers[name].op_type == "DequantizeLinear"]
+      quantized = node.op_type in onnx_quantize.QUANTIZED_OP_TYPES and node.name in fp32_nodes and dequantized
+      if quantized:
+        self.nodes.append(node.name)
+        self.op_types[node.name] = node.op_type
+      for j in dequantized:
+        original = _quantized_source(producers, node.input[j])
+        if quantized:
+          original = original or fp32_nodes[node.name].input[j]
+          owners.setdefault(original, set()).add(node.name)
+        if original is not None:
+          inputs.append((node, j, original, node.name if quantized else None))
+    self._gates = {}  # gate input name -> the nodes any of which, quantized, turns it on
+    self._quantized_inputs = {}  # quantized node -> {input index: its dequantized tensor}
+    where_before = {}
+    for node, j, original, owner in inputs:
+      nodes = {owner} if owner else owners.get(original, set())
+      if not nodes:
+        continue  # quantized whatever the search keeps: no quantized node of ours owns this tensor
+      if original not in present:
+        # A weight: the Q/DQ model holds only its INT8 copy; the gate's FP32 side needs the original.
+        graph.initializer.append(numpy_helper.from_array(fp32_constants[original], original))
+        present.add(original)
+      gate = f"{_GATE_PREFIX}{len(self._gates)}"
+      self._gates[gate] = frozenset(nodes)
+      graph.input.append(helper.make_tensor_value_info(gate, TensorProto.BOOL, []))
+      selected = f"{gate}__selected"
+      if owner:
+        self._quantized_inputs.setdefault(owner, {})[j] = node.input[j]
+      where_before.setdefault(id(node), []).append(
+          helper.make_node("Where", [gate, node.input[j], original], [selected], name=f"{gate}__where"))
+      node.input[j] = selected
+    ordered = []
+    for node in graph.node:  # each Where right before its consumer: the graph stays topologically sorted
+      ordered.extend(where_before.get(id(node), []))
+      ordered.append(node)
+    del graph.node[:]
+    graph.node.extend(ordered)
+    self._model = qdq_model
+    self.session = _session(qdq_model)
+
+  def gates(self, fp32_nodes=()):
+    """The gate feeds for every node quantized but `fp32_nodes`."""
+    keep = set(fp32_nodes)
+    return {gate: np.array(bool(nodes - keep)) for gate, nodes in self._gates.items()}
+
+  def run(self, samples, dtypes, fp32_nodes=()):
+    """Outputs with every node quantized but `fp32_nodes`."""
+    return _run(self.session, samples, dtypes, self.gates(fp32_nodes))
+
+  def run_batch(self, fp32_nodes, dtypes):
+    """A `HoldoutJudge.evaluate` callable: outputs of a slice of samples with `fp32_nodes` FP32."""
+    gates = self.gates(fp32_nodes)
+    return lambda samples: _run(self.session, samples, dtypes, gates)
+
+  def local_errors(self, samples, dtypes):
+    """{node: ||node(quantized inputs) - node(FP32 inputs)|| / ||node(FP32 inputs)||} over `samples`, every
+    node's inputs taken from the FP32 model: one run of a probe model (each quantized node cloned onto its
+    dequantized inputs) ranks them all, where quantizing one node at a time would cost a run per node."""
+    import onnx  # pylint: disable=g-import-not-at-top
+    from onnx import TensorProto, helper  # pylint: disable=g-import-not-at-top
+    probe = onnx.ModelProto()
+    probe.CopyFrom(self._model)
+    graph = probe.graph
+    del graph.output[:]
+    by_name = {node.name: node for node in graph.node}
+    sums = {}
+    for i, name in enumerate(self.nodes):
+      node = by_name[name]
+      clone = onnx.NodeProto()
+      clone.CopyFrom(node)
+      prefix = clone.name = f"{_GATE_PREFIX}probe{i}"
+      for j, dequantized in self._quantized_inputs.get(name, {}).items():
+        clone.input[j] = dequantized
+      del clone.output[:]
+      clone.output.append(f"{prefix}__out")
+      graph.node.extend([
+          clone, helper.make_node("Sub", [clone.output[0], node.output[0]], [f"{prefix}__diff"]),
+          helper.make_node("ReduceSumSquare", [f"{prefix}__diff"], [f"{prefix}__err"], keepdims=0),
+          helper.make_node("ReduceSumSquare", [node.output[0]], [f"{prefix}__ref"], keepdims=0)])
+      for suffix in ("__err", "__ref"):
+        graph.output.append(helper.make_tensor_value_info(prefix + suffix, TensorProto.FLOAT, []))
+      sums[name] = (prefix + "__err", prefix + "__ref")
+    session = _session(probe)
+    names = [out for pair in sums.values() for out in pair]
+    totals = dict.fromkeys(names, 0.0)
+    off = self.gates(self.nodes)  # all gates off: every node sees FP32 inputs, its clone their quantized copies
+    for start in range(0, len(next(iter(samples.values()))), BATCH):
+      for out, value in zip(names, session.run(names, dict(_feeds(samples, dtypes, start, start + BATCH), **off))):
+        totals[out] += float(value)
+    return {name: float(np.sqrt(totals[err] / max(totals[ref], 1e-30))) for name, (err, ref) in sums.items()}
+
+
+def _quantized_source(producers, dequantized):
+  """The FP32 tensor a DequantizeLinear output stands for when it comes from a QuantizeLinear (an activation);
+  None for a weight (its DequantizeLinear reads an INT8 initializer)."""
+  quantize = producers.get(producers[dequantized].input[0])
+  return quantize.input[0] if quantize is not None and quantize.op_type == "QuantizeLinear" else None
+
+
+# --- the search --------------------------------------------------------------------------------------------------
+
+class _Budget:
+  def __init__(self, seconds, clock):
+    self.seconds, self._clock, self._start = seconds, clock, clock()
+
+  def elapsed(self):
+    return self._clock() - self._start
+
+  def left(self):
+    return self.seconds - self.elapsed()
+
+
+
+def _sensitivity(gated, judge):
+  """[{"node", "local_relative_error"}], most sensitive first (see `GatedModel.local_errors`)."""
+  errors = gated.local_errors({k: v[:SENSITIVITY_SAMPLES] for k, v in judge.holdout.items()}, judge.dtypes)
+  return [{"node": node, "local_relative_error": round(error, 6)}
+          for node, error in sorted(errors.items(), key=lambda item: -item[1])]
+
+
+def _exclusion_search(gated, judge, nodes, budget, plain):
+  """Fewest of `nodes` (most sensitive first) to keep FP32 so that the gate holds: 1, 2, 4, ... kept until it
+  holds, then bisection between the last miss and the first hold. Returns (how many, every step tried); when
+  nothing tried holds, how many gave the best margin (fewer on a tie)."""
+  steps, tried = [], {0: plain}  # 0 kept: the plain model, which missed; it is the best when nothing beats it
+
+  def passes(k):
+    figures = judge.evaluate(gated.run_batch(nodes[:k], judge.dtypes))
+    tried[k] = figures
+    steps.append({"kept": k, "margin": figures["margin"], "passed": figures["passed"],
+                  "samples_judged": figures.get("stopped_early_at", judge.samples),
+                  "seconds": round(budget.elapsed(), 3)})
+    return figures["passed"]
+
+  low, high, k = 0, None, 1
+  while high is None and k <= len(nodes) and budget.left() > 0:
+    if passes(k):
+      high = k
+    elif k == len(nodes):
+      break
+    else:
+      low, k = k, min(2 * k, len(nodes))
+  while high is not None and high - low > 1 and budget.left() > 0:
+    middle = (low + high) // 2
+    if passes(middle):
+      high = middle
+    else:
+      low = middle
+  if high is not None:
+    return high, steps
+  return max(tried, key=lambda key: (tried[key]["margin"], -key)), steps
+
+
+def _methods(requested):
+  return ["minmax", "percentile"] if requested == AUTO else [requested]
+
+
+def build_int8(fp32_path, output_path, samples, dtypes, options, onnx_options, clock=time.monotonic):
+  """Writes the INT8 Q/DQ model to `output_path` and returns `quantize_int8`'s details plus a "fallback"
+  record for `model.json` (see this module's docstring).
+
+  Args:
+    fp32_path: the `onnx_fp32` model file.
+    output_path: where the INT8 model goes.
+    samples: {input name: array} calibration samples (never verification samples).
+    dtypes: {input name: numpy dtype}.
+    options: the export's `ConversionOptions` (its INT8 tolerance and agreement threshold are the gate).
+    onnx_options: `OnnxOptions` (`int8_calibration`, `percentile`, `int8_search_budget`).
+    clock: seconds as a float.
+  """
+  calibrate, holdout = split_calibration(samples)
+  requested = onnx_options.int8_calibration
+  if holdout is None:
+    method = "minmax" if requested == AUTO else requested
+    result = onnx_quantize.quantize_int8(fp32_path, output_path, calibrate, dtypes, calibration=method,
+                                         percentile=onnx_options.percentile)
+    total = len(next(iter(samples.values())))
+    result["fallback"] = {"searched": False, "calibration_requested": requested, "calibration_chosen": method,
+                          "why": f"only {total} calibration samples: judging INT8 on a calibration-side hold-out "
+                                 f"needs at least {2 * MIN_HOLDOUT} (half held out)"}
+    return result
+  with tempfile.TemporaryDirectory(prefix="tftrt_int8_") as scratch:
+    return _build_with_holdout(fp32_path, output_path, calibrate, holdout, dtypes, options, onnx_options,
+                               scratch, clock)
+
+
+def _build_with_holdout(fp32_path, output_path, calibrate, holdout, dtypes, options, onnx_options, scratch,
+                        clock):
+  requested = onnx_options.int8_calibration
+  record = {"calibration_requested": requested, "holdout_samples": len(next(iter(holdout.values()))),
+            "methods": {}}
+  started = clock()
+  judge = HoldoutJudge(fp32_path, holdout, dtypes, options)
+  check_seconds = clock() - started
+  built, plain_seconds, search_started = {}, None, None
+  for method in _methods(requested):
+    start = clock()
+    path = os.path.join(scratch, f"{method}.onnx")
+    cache = os.path.join(scratch, f"{method}.calibration.json")
+    result = onnx_quantize.quantize_int8(fp32_path, path, calibrate, dtypes, calibration=method,
+                                         percentile=onnx_options.percentile, calibration_cache=cache)
+    build_seconds = clock() - start
+    start = clock()
+    figures = judge.figures(_run(_session(path), holdout, dtypes))
+    if plain_seconds is None:
+      plain_seconds, check_seconds, search_started = build_seconds, check_seconds + clock() - start, clock()
+    record["methods"][method] = {"build_seconds": round(build_seconds, 3), **figures}
+    built[method] = (path, cache, result, figures)
+    if figures["passed"]:
+      break
+  method = max(built, key=lambda m: built[m][3]["margin"])
+  path, cache, result, figures = built[method]
+  record.update(calibration_chosen=method, calibration_why=_calibration_why(requested, built, figures),
+                calibration_samples=result["calibration_samples"], before=figures,
+                plain_build_seconds=round(plain_seconds, 3), holdout_check_seconds=round(check_seconds, 3),
+                budget_seconds=round(onnx_options.int8_search_budget * max(plain_seconds, MIN_BUILD_SECONDS), 3))
+  if figures["passed"] or not onnx_options.int8_search_budget:
+    shutil.copyfile(path, output_path)
+    why = ("plain INT8 clears the gate on the calibration-side hold-out" if figures["passed"]
+           else "int8_search_budget is 0: no search; verification decides")
+    record.update(searched=False, why=why, kept=[], after=figures, search_seconds=round(clock() - search_started, 3))
+  else:
+    # What is left of the budget after the method choice, less one more build: the final one.
+    budget = _Budget(record["budget_seconds"] - (clock() - search_started) - plain_seconds, clock)
+    kept, search = _search(fp32_path, path, judge, figures, budget)
+    why = "kept FP32 by the INT8 fallback: its quantization costs the most on the calibration-side hold-out"
+    if not kept:  # nothing beat the plain model: it is the best found, already built
+      shutil.copyfile(path, output_path)
+    else:
+      result = onnx_quantize.quantize_int8(fp32_path, output_path, calibrate, dtypes, calibration=method,
+                                           percentile=onnx_options.percentile, calibration_cache=cache,
+                                           keep_fp32={entry["node"]: why for entry in kept})
+    after = judge.figures(_run(_session(output_path), holdout, dtypes))
+    record.update(searched=True, kept=kept, after=after, reached_gate=after["passed"], **search,
+                  search_seconds=round(clock() - search_started, 3))
+    if not after["passed"]:
+      record["why"] = (f"the gate was not reached{' within the budget' if search['budget_exhausted'] else ''}: "
+                       f"the best found keeps {len(kept)} node(s) FP32 (margin {after['margin']}); "
+                       "verification decides")
+  result["fallback"] = record
+  return result
+
+
+def _calibration_why(requested, built, figures):
+  if requested != AUTO:
+    return "int8_calibration set explicitly"
+  if len(built) == 1:
+    return "MinMax cleared the gate on the hold-out: no other method tried"
+  return f"the best hold-out margin ({figures['margin']}) of {sorted(built)}"
+
+
+def _search(fp32_path, qdq_path, judge, plain, budget):
+  """([kept node entries], figures of the search for model.json) for the Q/DQ model at `qdq_path`."""
+  import onnx  # pylint: disable=g-import-not-at-top
+  gated = GatedModel(onnx.load(fp32_path), onnx.load(qdq_path))
+  ranked = _sensitivity(gated, judge)
+  # At least one node stays INT8: a model with none quantized is FP32 with extra nodes, not an INT8 variant.
+  k, steps = _exclusion_search(gated, judge, [entry["node"] for entry in ranked][:-1], budget, plain)
+  exhausted = budget.left() <= 0
+  kept = [dict(entry, op_type=gated.op_types[entry["node"]], rank=rank + 1) for rank, entry in enumerate(ranked[:k])]
+  _agreement_deltas(gated, judge, kept, budget)
+  return kept, {"steps": steps, "nodes_quantizable": len(gated.nodes), "budget_exhausted": exhausted}
+
+
+def _agreement_deltas(gated, judge, kept, budget):
+  """Sets each kept node's "agreement_delta": what quantizing it again would change in the hold-out top-1
+  agreement of the chosen model (negative: it costs that much); None past the budget or without a classifier."""
+  names = [name for name, ref in judge.reference.items() if agreement.is_classifier_like(ref)]
+  kept_nodes = [entry["node"] for entry in kept]
+
+  def top1(outputs):
+    return min(float(np.mean(np.argmax(outputs[n], 1) == np.argmax(judge.reference[n], 1))) for n in names)
+
+  base = top1(gated.run(judge.holdout, judge.dtypes, kept_nodes)) if names and kept and budget.left() > 0 else None
+  for entry in kept:
+    entry["agreement_delta"] = None
+    if base is not None and budget.left() > 0:
+      others = [node for node in kept_nodes if node != entry["node"]]
+      entry["agreement_delta"] = round(top1(gated.run(judge.holdout, judge.dtypes, others)) - base, 6)
