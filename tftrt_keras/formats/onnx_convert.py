@@ -67,6 +67,7 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
   wanted = {t["name"] for t in signature["outputs"]}
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tf2onnx import optimizer, tf_loader, tfonnx  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.onnx_tf_ops import CUSTOM_OP_HANDLERS  # pylint: disable=g-import-not-at-top
 
   # tf2onnx logs every node at INFO; its errors (an unsupported op is logged there first) still show.
   with logger_at_error("tf2onnx"):
@@ -84,7 +85,8 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
       tf.import_graph_def(graph_def, name="")
       try:
         graph = tfonnx.process_tf_graph(tf_graph, opset=opset, input_names=inputs, output_names=outputs,
-                                        tensors_to_rename=renames, initialized_tables=tables)
+                                        tensors_to_rename=renames, initialized_tables=tables,
+                                        custom_op_handlers=CUSTOM_OP_HANDLERS)
       except Exception as err:  # pylint: disable=broad-except
         raise ConversionError(f"tf2onnx failed converting the graph: {type(err).__name__}: {err}") from err
       graph = optimizer.optimize_graph(graph, catch_errors=True)
