@@ -48,10 +48,11 @@ class Architecture:
   learning_rate: float = 1e-3
 
 
-def _application(name, **kwargs):
+def _application(name):
   def build(keras):
-    return getattr(keras.applications, name)(weights=None, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
-                                             classes=CLASSES, **kwargs)
+    # A named input: the signature (and every variant's graph input) is `image`, not `keras_tensor_177`.
+    image = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="image")
+    return getattr(keras.applications, name)(weights=None, input_tensor=image, classes=CLASSES)
   return build
 
 
