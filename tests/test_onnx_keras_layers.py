@@ -190,3 +190,26 @@ def test_every_case_is_named_once():
   cases = _cases()
   assert len(cases) == len(set(cases))
   assert any(case == "activation:gelu" for _, case in cases), "gelu, the op this sweep exists for, is missing"
+
+
+@needs_onnx
+def test_grouped_convolution_keras_compiles_with_xla_converts(tmp_path):
+  """Keras 3 runs Conv2D(groups > 1) (ConvNeXt's depthwise convolutions) as a jit_compile tf.function, which
+  grappler does not inline: without `inline_xla_functions` tf2onnx meets a StatefulPartitionedCall."""
+  import onnxruntime  # pylint: disable=g-import-not-at-top
+  from tests import onnx_models  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats import onnx_convert  # pylint: disable=g-import-not-at-top
+  keras = onnx_models.primary_keras()
+  if not keras.__version__.startswith("3"):
+    pytest.skip(f"Keras {keras.__version__} runs grouped convolutions without XLA")
+  inputs = keras.Input((8, 8, 4), name="x")
+  model = keras.Model(inputs, keras.layers.Conv2D(6, 3, groups=2, padding="same")(inputs))
+  saved_model = onnx_models.save_keras_model(model, tmp_path / "native")
+  job = onnx_models.build_job(saved_model, tmp_path)
+  converted = onnx_convert.convert_saved_model(saved_model, "serving_default", job.signature,
+                                               onnx_format.DEFAULT_OPSET)
+  (conv,) = [n for n in converted.graph.node if n.op_type == "Conv"]
+  assert [a.i for a in conv.attribute if a.name == "group"] == [2]
+  x = np.random.default_rng(2).normal(size=(2, 8, 8, 4)).astype("float32")
+  session = onnxruntime.InferenceSession(converted.SerializeToString(), providers=["CPUExecutionProvider"])
+  np.testing.assert_allclose(session.run(None, {"x": x})[0], np.asarray(model(x)), rtol=1e-4, atol=1e-5)

@@ -67,7 +67,7 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
   wanted = {t["name"] for t in signature["outputs"]}
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tf2onnx import optimizer, tf_loader, tfonnx  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.formats.onnx_tf_ops import CUSTOM_OP_HANDLERS  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.onnx_tf_ops import CUSTOM_OP_HANDLERS, inline_xla_functions  # pylint: disable=g-import-not-at-top
 
   # tf2onnx logs every node at INFO; its errors (an unsupported op is logged there first) still show.
   with logger_at_error("tf2onnx"):
@@ -79,6 +79,11 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
     except Exception as err:  # pylint: disable=broad-except
       raise ConversionError(f"tf2onnx could not load and freeze signature {signature_key!r}: "
                             f"{type(err).__name__}: {err}") from err
+    try:
+      graph_def, _ = inline_xla_functions(graph_def, inputs, outputs)
+    except Exception as err:  # pylint: disable=broad-except
+      raise ConversionError(f"grappler could not inline the XLA-compiled functions of signature {signature_key!r} "
+                            f"(Keras 3's grouped convolutions): {type(err).__name__}: {err}") from err
     # Only the outputs the variant carries (see `convertible_signature`); tf2onnx names them after the signature.
     outputs = [o for o in outputs if renames.get(o, o) in wanted]
     with tf.Graph().as_default() as tf_graph:

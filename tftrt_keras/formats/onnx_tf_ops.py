@@ -1,4 +1,8 @@
-"""TensorFlow ops Keras 3 emits that tf2onnx 1.17 has no handler for, written as ONNX ops it can emit.
+"""What Keras 3 puts in a TensorFlow graph that tf2onnx 1.17 cannot take as it is, made convertible.
+
+1. Ops tf2onnx has no handler for, written as ONNX ops it can emit (`CUSTOM_OP_HANDLERS`).
+2. Functions grappler will not inline (`inline_xla_functions`).
+
 
 Passed to tf2onnx as `custom_op_handlers` (its per-conversion extension point: {TF op: (handler, [])}, the
 handler called as handler(ctx, node, name, args) on tf2onnx's graph), so nothing is registered globally and
@@ -84,3 +88,36 @@ def _bucketize(ctx, node, name, args):
 # tf2onnx's custom_op_handlers: {TF op type: (handler, args)}; empty args keep the node's type for the handler.
 CUSTOM_OP_HANDLERS = {"Erfc": (_erfc, []), "Expm1": (_expm1, []), "Log1p": (_log1p, []),
                       "Bucketize": (_bucketize, [])}
+
+
+# --- functions that must be XLA-compiled -------------------------------------------------------------------------
+
+# Keras 3's TensorFlow backend runs a grouped convolution (Conv2D with groups > 1: ConvNeXt's depthwise
+# convolutions) as a `tf.function(jit_compile=True)`, because TensorFlow's CPU kernel lacks groups. Its call
+# node and FunctionDef carry these attributes, grappler's function optimizer does not inline such functions,
+# and tf2onnx then finds a `StatefulPartitionedCall` it has no handler for. Inlined, the Conv2D inside is an
+# ordinary grouped ONNX Conv (tf2onnx derives `group` from the channel counts).
+_NOT_INLINED = ("_XlaMustCompile", "_noinline")
+
+
+def inline_xla_functions(graph_def, input_names, output_names):
+  """`graph_def` (frozen by tf2onnx's loader) with its must-compile functions inlined; unchanged without any.
+
+  Returns (graph_def, number of functions inlined)."""
+  compiled = {f.signature.name for f in graph_def.library.function
+              if "_XlaMustCompile" in f.attr and f.attr["_XlaMustCompile"].b}
+  if not compiled:
+    return graph_def, 0
+  for function in graph_def.library.function:
+    if function.signature.name in compiled:
+      for key in _NOT_INLINED:
+        function.attr.pop(key, None)
+  for node in graph_def.node:
+    if "f" in node.attr and node.attr["f"].func.name in compiled:
+      for key in _NOT_INLINED:
+        node.attr.pop(key, None)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tf2onnx import tf_loader  # pylint: disable=g-import-not-at-top
+  # tf2onnx's own grappler pass (constant folding, function inlining), as its loader ran it; it needs a graph.
+  with tf.Graph().as_default():
+    return tf_loader.tf_optimize(list(input_names), list(output_names), graph_def), len(compiled)
