@@ -13,7 +13,13 @@ KEPT_FP32_WHY = {
     "ReduceSumSquare": "squares then sums: overflows FP16 for activations above ~256 over long axes",
     "ReduceMean": "accumulates over long axes; layer/instance norms lose precision in FP16 (TensorRT warns too)",
     "LayerNormalization": "mean and variance over long axes lose precision in FP16 (TensorRT warns too)",
+    # tf2onnx's global_pool_optimizer writes ReduceMean over the trailing axes as GlobalAveragePool: Keras 3's
+    # LayerNormalization/RMSNormalization means and squeeze-excite pooling arrive as this op, not ReduceMean.
+    "GlobalAveragePool": "the same mean as ReduceMean (tf2onnx rewrites layer-norm and pooling means to it)",
 }
+# Ops holding subgraphs: onnxconverter-common does not convert a kept node's body, but casts only its explicit
+# inputs, so the body's reads of outer FP16 tensors no longer type-check (ONNX Runtime refuses the model).
+NOT_KEEPABLE = frozenset({"Loop", "Scan", "If"})
 # Why onnxconverter-common's own block list (`float16.DEFAULT_OP_BLOCK_LIST`) keeps its ops in FP32, by group.
 _DEFAULT_LIST_WHY = {
     ("NonMaxSuppression", "TopK", "RoiAlign", "Resize", "Upsample", "Range", "CumSum", "Min", "Max"):
