@@ -116,3 +116,31 @@ def test_int8_of_sequence_models_quantizes_matmuls_and_leaves_token_inputs_and_r
 def test_exact_gelu_of_the_transformer_block_is_written_with_erf(zoo):
   ops = {n.op_type for n in _graph(zoo["TransformerBlock"], "FP32").graph.node}
   assert "Erf" in ops and "Erfc" not in ops, ops
+
+
+def test_transformer_block_through_trtexport_builds_every_onnx_variant_quietly(tmp_path, capfd):
+  """The worker route a user takes: fit with TrtExport; every ONNX variant built and verified (none `failed`),
+  and nothing from tf2onnx, onnxconverter-common or ONNX Runtime on the trainer's console (worker.log has it)."""
+  if _MISSING:
+    pytest.skip(_MISSING)
+  import tftrt_keras  # pylint: disable=g-import-not-at-top
+  from tests import keras_models  # pylint: disable=g-import-not-at-top
+  keras = keras_models.keras_for(keras_models.flavors()[0])
+  keras.utils.set_random_seed(0)
+  name = "TransformerBlock"
+  architecture, _ = zoo_models.ARCHITECTURES[name]
+  model = zoo_models.build(keras, name)
+  (train_images, y_train), (val_images, y_val) = zoo_models.digits_split()
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=("onnx",), precisions=("FP32", "FP16", "INT8"),
+                                   blocking=True, verbose=1)
+  model.fit(zoo_models.inputs_for(architecture, train_images), y_train, epochs=1, batch_size=32, verbose=0,
+            validation_data=(zoo_models.inputs_for(architecture, val_images), y_val), callbacks=[callback])
+  with open(callback.manifest_paths[-1], encoding="utf-8") as f:
+    artifacts = json.load(f)["artifacts"]
+  statuses = {k: artifacts[k]["status"] for k in ("onnx_fp32", "onnx_fp16", "onnx_int8")}
+  assert "failed" not in statuses.values(), {k: artifacts[k].get("reason") for k in statuses}
+  assert statuses["onnx_fp32"] == "ok", artifacts["onnx_fp32"]
+  printed = capfd.readouterr()
+  noisy = [line for line in (printed.out + printed.err).splitlines()
+           if any(word in line for word in ("tf2onnx", "onnxruntime", "onnxconverter", "Traceback"))]
+  assert noisy == []
