@@ -317,6 +317,7 @@ def test_an_onnx_that_needs_a_newer_ml_dtypes_says_to_pin_onnx():
     ({"int8_calibration": "entropy"}, "format_options['onnx'].int8_calibration"),
     ({"percentile": 0}, "format_options['onnx'].percentile"),
     ({"fp16_keep_fp32_ops": "Exp"}, "format_options['onnx'].fp16_keep_fp32_ops"),
+    ({"fp16_keep_fp32_ops": ("Loop",)}, "format_options['onnx'].fp16_keep_fp32_ops"),
     ({"bins": 2048}, "format_options['onnx']"),
 ])
 def test_bad_options_are_rejected_naming_the_argument(given, named):

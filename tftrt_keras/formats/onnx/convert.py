@@ -67,6 +67,7 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
   wanted = {t["name"] for t in signature["outputs"]}
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tf2onnx import optimizer, tf_loader, tfonnx  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.onnx.tf_ops import CUSTOM_OP_HANDLERS, inline_xla_functions  # pylint: disable=g-import-not-at-top
 
   # tf2onnx logs every node at INFO; its errors (an unsupported op is logged there first) still show.
   with logger_at_error("tf2onnx"):
@@ -78,16 +79,22 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
     except Exception as err:  # pylint: disable=broad-except
       raise ConversionError(f"tf2onnx could not load and freeze signature {signature_key!r}: "
                             f"{type(err).__name__}: {err}") from err
+    try:
+      graph_def, _ = inline_xla_functions(graph_def, inputs, outputs)
+    except Exception as err:  # pylint: disable=broad-except
+      raise ConversionError(f"grappler could not inline the XLA-compiled functions of signature {signature_key!r} "
+                            f"(Keras 3's grouped convolutions): {type(err).__name__}: {err}") from err
     # Only the outputs the variant carries (see `convertible_signature`); tf2onnx names them after the signature.
     outputs = [o for o in outputs if renames.get(o, o) in wanted]
     with tf.Graph().as_default() as tf_graph:
       tf.import_graph_def(graph_def, name="")
       try:
         graph = tfonnx.process_tf_graph(tf_graph, opset=opset, input_names=inputs, output_names=outputs,
-                                        tensors_to_rename=renames, initialized_tables=tables)
+                                        tensors_to_rename=renames, initialized_tables=tables,
+                                        custom_op_handlers=CUSTOM_OP_HANDLERS)
       except Exception as err:  # pylint: disable=broad-except
         raise ConversionError(f"tf2onnx failed converting the graph: {type(err).__name__}: {err}") from err
-      graph = optimizer.optimize_graph(graph, catch_errors=True)
+      graph = _optimize(graph, optimizer)
       model = graph.make_model(f"{signature_key} of {saved_model_dir}")
 
   unknown = unsupported_ops(model)
@@ -102,6 +109,49 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
   except Exception as err:  # pylint: disable=broad-except
     raise ConversionError(f"tf2onnx produced an invalid ONNX model: {type(err).__name__}: {err}") from err
   return model
+
+
+# tf2onnx optimizers that rewrite only nodes of these types (tf2onnx 1.17's optimizer sources) and whose types
+# no other optimizer creates: skipped when the graph has none. Every pass of every optimizer copies all weights
+# back into protobuf (`Graph.update_proto`, 0.3 s on ResNet50's 94 MB) and tf2onnx runs its 12 optimizers
+# until nothing changes (3 rounds on the zoo's CNNs), so each one skipped saves ~1 s there.
+_OPTIMIZER_NEEDS = {
+    "remove_redundant_upsample": {"Upsample"}, "const_dequantize_optimizer": {"DequantizeLinear"},
+    "q_dq_optimizer": {"QuantizeLinear", "DequantizeLinear"}, "loop_optimizer": {"Loop"},
+    "einsum_optimizer": {"Einsum"},
+}
+
+
+def _optimize(graph, optimizer):
+  """tf2onnx's graph optimizers, with the inapplicable ones left out and without a copy per optimizer.
+
+  `optimize_graph(catch_errors=True)` deep-copies the whole graph, weights included, before each of its ~36
+  optimizer passes so that a failing optimizer can be skipped (18 of ResNet50's 38 s of conversion). Here
+  one copy is kept, the passes run in place, and only if one raises are they rerun tf2onnx's careful way on
+  the copy: the same result as before whenever every optimizer succeeds, and the same fallback when not.
+  """
+  import copy  # pylint: disable=g-import-not-at-top
+  present = _tf2onnx_op_types(graph)
+  chosen = None
+  if hasattr(optimizer, "_get_optimizers"):  # tf2onnx's own ordered list; absent, its default is used
+    chosen = type(optimizer._get_optimizers())(  # pylint: disable=protected-access
+        (name, factory) for name, factory in optimizer._get_optimizers().items()  # pylint: disable=protected-access
+        if name not in _OPTIMIZER_NEEDS or _OPTIMIZER_NEEDS[name] & present)
+  backup = copy.deepcopy(graph)
+  try:
+    return optimizer.optimize_graph(graph, catch_errors=False, optimizers=chosen)
+  except Exception:  # pylint: disable=broad-except
+    return optimizer.optimize_graph(backup, catch_errors=True, optimizers=chosen)
+
+
+def _tf2onnx_op_types(graph):
+  """Op types of a tf2onnx `Graph` and of the graphs in its nodes' bodies."""
+  types = set()
+  for node in graph.get_nodes():
+    types.add(node.type)
+    for body in node.get_body_graphs().values() if node.get_body_graphs() else ():
+      types |= _tf2onnx_op_types(body)
+  return types
 
 
 def unsupported_ops(model):

@@ -109,6 +109,13 @@ class OnnxOptions:
     ops = self.fp16_keep_fp32_ops
     if isinstance(ops, str) or not isinstance(ops, (list, tuple)) or not all(isinstance(o, str) and o for o in ops):
       raise invalid_argument(f"{_ARGUMENT}.fp16_keep_fp32_ops", ops, "a tuple of ONNX op type names, e.g. ('Exp',)")
+    from tftrt_keras.formats.onnx.fp16 import NOT_KEEPABLE  # pylint: disable=g-import-not-at-top
+    if NOT_KEEPABLE & set(ops):
+      raise invalid_argument(f"{_ARGUMENT}.fp16_keep_fp32_ops", ops, f"op types without subgraphs (not "
+                             f"{', '.join(sorted(NOT_KEEPABLE & set(ops)))})",
+                             hint="onnxconverter-common cannot keep a node with a subgraph in FP32 (its body's reads "
+                                  "of outer tensors stay FP16); name the ops inside the body instead, e.g. "
+                                  "('MatMul', 'Sigmoid', 'Tanh').")
     object.__setattr__(self, "fp16_keep_fp32_ops", tuple(ops))
 
 
@@ -244,7 +251,7 @@ class OnnxFormat(Format):
 
   def _build_fp16(self, options, source_dir, model_path):
     import onnx  # pylint: disable=g-import-not-at-top
-    from tftrt_keras.formats import onnx_fp16  # pylint: disable=g-import-not-at-top
+    from tftrt_keras.formats.onnx import fp16 as onnx_fp16  # pylint: disable=g-import-not-at-top
     source = onnx.load(os.path.join(source_dir, MODEL_FILE))
     model, kept = onnx_fp16.convert_to_fp16(source, options.fp16_keep_fp32_ops)
     before, after = onnx_fp16.graph_io_dtypes(source), onnx_fp16.graph_io_dtypes(model)

@@ -13,7 +13,13 @@ KEPT_FP32_WHY = {
     "ReduceSumSquare": "squares then sums: overflows FP16 for activations above ~256 over long axes",
     "ReduceMean": "accumulates over long axes; layer/instance norms lose precision in FP16 (TensorRT warns too)",
     "LayerNormalization": "mean and variance over long axes lose precision in FP16 (TensorRT warns too)",
+    # tf2onnx's global_pool_optimizer writes ReduceMean over the trailing axes as GlobalAveragePool: Keras 3's
+    # LayerNormalization/RMSNormalization means and squeeze-excite pooling arrive as this op, not ReduceMean.
+    "GlobalAveragePool": "the same mean as ReduceMean (tf2onnx rewrites layer-norm and pooling means to it)",
 }
+# Ops holding subgraphs: onnxconverter-common does not convert a kept node's body, but casts only its explicit
+# inputs, so the body's reads of outer FP16 tensors no longer type-check (ONNX Runtime refuses the model).
+NOT_KEEPABLE = frozenset({"Loop", "Scan", "If"})
 # Why onnxconverter-common's own block list (`float16.DEFAULT_OP_BLOCK_LIST`) keeps its ops in FP32, by group.
 _DEFAULT_LIST_WHY = {
     ("NonMaxSuppression", "TopK", "RoiAlign", "Resize", "Upsample", "Range", "CumSum", "Min", "Max"):
@@ -49,18 +55,25 @@ def convert_to_fp16(model, extra_ops=()):
   import copy  # pylint: disable=g-import-not-at-top
   import warnings  # pylint: disable=g-import-not-at-top
   from onnxconverter_common import float16  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.onnx import fp16_graph as passes  # pylint: disable=g-import-not-at-top
   why = block_list(extra_ops)
+  prepared = _outputs_behind_identity(copy.deepcopy(model))
+  integer_nodes = passes.integer_cast_blocks(prepared)
+  passes.unshare_initializers(prepared, set(why), integer_nodes)
   with warnings.catch_warnings():
     # One warning per weight below FP16's smallest normal value (flushed to 1e-7): hundreds, and harmless.
     warnings.filterwarnings("ignore", message="the float32 number", category=UserWarning)
-    converted = float16.convert_float_to_float16(_outputs_behind_identity(copy.deepcopy(model)),
-                                                 keep_io_types=True, op_block_list=list(why),
-                                                 max_finite_val=FP16_MAX)
+    converted = float16.convert_float_to_float16(prepared, keep_io_types=True, op_block_list=list(why),
+                                                 node_block_list=sorted(integer_nodes), max_finite_val=FP16_MAX)
+  passes.collapse_round_trips(converted)
   counts = {}
-  for node in model.graph.node:
-    if node.op_type in why:
-      counts[node.op_type] = counts.get(node.op_type, 0) + 1
+  for graph in passes.graphs(model.graph):
+    for node in graph.node:
+      if node.op_type in why:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
   kept = {op: {"nodes": n, "why": why[op]} for op, n in sorted(counts.items())}
+  if integer_nodes:
+    kept["integer casts"] = {"nodes": len(integer_nodes), "why": passes.INTEGER_CASTS_WHY}
   return converted, kept
 
 

@@ -1,0 +1,147 @@
+"""Graph passes around onnxconverter-common's FP16 conversion, for what its block lists alone get wrong.
+
+onnxconverter-common 1.16 (`float16.convert_float_to_float16`) retypes every float32 value_info to float16
+and keeps the nodes in `op_block_list`/`node_block_list` in FP32 behind Cast nodes. Three things break on
+models tf2onnx writes from Keras layers, each found on the zoo (tests/zoo_models.py):
+
+  * tf2onnx compares int tensors in float: `Cast(int -> float) -> Less` for Keras 3's Embedding (negative
+    index check) and for the counters of every TensorFlow while loop (GRU, SimpleRNN as ONNX Loop). The
+    converter retypes the Cast's output to float16 but leaves its `to=FLOAT`, and ONNX Runtime refuses the
+    model ("Type (tensor(float16)) of output arg ... does not match expected type (tensor(float))"). Such
+    casts and the comparisons they feed stay FP32 (`integer_cast_blocks`): FP16 holds integers exactly only
+    up to 2048, and a loop counter or token id must not round.
+  * An initializer read by a kept-FP32 node and by an FP16 node stays float32 for both (the converter keeps
+    every input of a blocked node), so the FP16 consumer gets a float32 tensor: `unshare_initializers` gives
+    the kept nodes their own copy first.
+  * Between two kept-FP32 nodes the converter inserts Cast(to FP16) -> Cast(to FP32), rounding the value
+    on the way; it removes such pairs only in the main graph and only when the first Cast has one consumer.
+    `collapse_round_trips` removes them everywhere, so what is kept FP32 really stays FP32.
+"""
+
+# Comparisons tf2onnx writes on int tensors cast to float; their outputs are bool, so keeping them in FP32
+# costs nothing downstream.
+COMPARISONS = frozenset({"Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal"})
+INTEGER_CASTS_WHY = ("int/bool tensors cast to float and the comparisons they feed (Embedding index checks, "
+                     "while-loop counters) stay FP32: FP16 holds integers exactly only up to 2048")
+
+
+def graphs(graph):
+  """`graph` and every subgraph (Loop/Scan bodies, If branches) inside it, depth first."""
+  yield graph
+  for node in graph.node:
+    for attribute in node.attribute:
+      if attribute.g.node:
+        yield from graphs(attribute.g)
+      for subgraph in attribute.graphs:
+        yield from graphs(subgraph)
+
+
+def _dtypes(model):
+  """{tensor name: ONNX elem type} over every graph, from shape inference (names are unique in tf2onnx's
+  graphs, so one map serves outer scopes and bodies alike)."""
+  import onnx  # pylint: disable=g-import-not-at-top
+  inferred = onnx.shape_inference.infer_shapes(model)
+  types = {}
+  for graph in graphs(inferred.graph):
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+      types[value.name] = value.type.tensor_type.elem_type
+    for tensor in graph.initializer:
+      types[tensor.name] = tensor.data_type
+    for node in graph.node:
+      if node.op_type == "Constant":
+        for attribute in node.attribute:
+          if attribute.name == "value":
+            types[node.output[0]] = attribute.t.data_type
+  return types
+
+
+def integer_cast_blocks(model):
+  """Names of the nodes to keep FP32 because they carry integer values as float: every Cast to float of a
+  non-float tensor, and every comparison fed by one."""
+  import onnx  # pylint: disable=g-import-not-at-top
+  floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+  types = _dtypes(model)
+  casts = {}
+  for graph in graphs(model.graph):
+    for node in graph.node:
+      to = next((a.i for a in node.attribute if a.name == "to"), None)
+      if node.op_type == "Cast" and to == onnx.TensorProto.FLOAT and types.get(node.input[0]) not in floats:
+        casts[node.output[0]] = node.name
+  blocked = set(casts.values())
+  for graph in graphs(model.graph):
+    for node in graph.node:
+      if node.op_type in COMPARISONS and any(name in casts for name in node.input):
+        blocked.add(node.name)
+  return blocked
+
+
+def unshare_initializers(model, blocked_ops, blocked_nodes):
+  """Gives kept-FP32 nodes their own copy of a float32 initializer that FP16 nodes read too (in place)."""
+  import onnx  # pylint: disable=g-import-not-at-top
+
+  def is_blocked(node):
+    return node.op_type in blocked_ops or node.name in blocked_nodes
+  for graph in graphs(model.graph):
+    initializers = {t.name: t for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    readers = {}
+    for node in graph.node:
+      for name in node.input:
+        if name in initializers:
+          readers.setdefault(name, set()).add(is_blocked(node))
+    for name in [n for n, kinds in readers.items() if kinds == {True, False}]:
+      copy = graph.initializer.add()
+      copy.CopyFrom(initializers[name])
+      copy.name = f"{name}__fp32"
+      for node in graph.node:
+        if is_blocked(node):
+          node.input[:] = [copy.name if i == name else i for i in node.input]
+
+
+def collapse_round_trips(model):
+  """Rewires Cast(to FP32) of Cast(to FP16) of a float32 tensor to that tensor, in every graph (in place);
+  the Casts left without consumers are removed."""
+  import onnx  # pylint: disable=g-import-not-at-top
+  types = _dtypes(model)
+
+  def cast_to(node):
+    return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+  renames = {}
+  for graph in graphs(model.graph):
+    to_fp16 = {n.output[0]: n.input[0] for n in graph.node if cast_to(n) == onnx.TensorProto.FLOAT16}
+    for node in graph.node:
+      if cast_to(node) == onnx.TensorProto.FLOAT and node.input[0] in to_fp16:
+        source = to_fp16[node.input[0]]
+        if types.get(source) == onnx.TensorProto.FLOAT:
+          renames[node.output[0]] = source
+  if not renames:
+    return 0
+  for graph in graphs(model.graph):
+    outputs = {v.name for v in graph.output}
+    for node in graph.node:
+      node.input[:] = [renames.get(name, name) for name in node.input]
+      if cast_to(node) == onnx.TensorProto.FLOAT and node.output[0] in renames and node.output[0] in outputs:
+        node.input[0] = renames[node.output[0]]  # a graph output keeps its name: the Cast reads FP32 now
+  _remove_dead_casts(model)
+  return len(renames)
+
+
+def _remove_dead_casts(model):
+  """Drops Cast nodes whose output nothing reads (not a node in any graph, nor a graph output)."""
+  while True:
+    read = set()
+    for graph in graphs(model.graph):
+      read.update(v.name for v in graph.output)
+      for node in graph.node:
+        read.update(node.input)
+    removed = 0
+    for graph in graphs(model.graph):
+      dead = [n for n in graph.node if n.op_type == "Cast" and n.output[0] not in read]
+      for node in dead:
+        graph.node.remove(node)
+      removed += len(dead)
+      names = {n.output[0] for n in dead}
+      kept = [v for v in graph.value_info if v.name not in names]
+      del graph.value_info[:]
+      graph.value_info.extend(kept)
+    if not removed:
+      return

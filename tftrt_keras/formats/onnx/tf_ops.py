@@ -1,0 +1,123 @@
+"""What Keras 3 puts in a TensorFlow graph that tf2onnx 1.17 cannot take as it is, made convertible.
+
+1. Ops tf2onnx has no handler for, written as ONNX ops it can emit (`CUSTOM_OP_HANDLERS`).
+2. Functions grappler will not inline (`inline_xla_functions`).
+
+
+Passed to tf2onnx as `custom_op_handlers` (its per-conversion extension point: {TF op: (handler, [])}, the
+handler called as handler(ctx, node, name, args) on tf2onnx's graph), so nothing is registered globally and
+a later tf2onnx that gains its own handler is simply overridden by an identical rewrite for our conversions.
+
+Found by running every `keras.activations` function and normalization layer through the conversion
+(tests/test_onnx_keras_layers.py):
+
+    Erfc   exact GELU (Keras 3's default `gelu`: tf.nn.gelu(approximate=False) is 0.5 * x * erfc(-x / sqrt 2)),
+           hence ConvNeXt and most transformer blocks. erfc(x) = 1 - erf(x); ONNX has Erf since opset 9.
+    Expm1  `celu` (alpha * expm1(x / alpha) for x < 0). expm1(x) = exp(x) - 1.
+    Log1p  `keras.ops.log1p` (used by custom layers and losses). log1p(x) = log(1 + x).
+    Bucketize  `keras.layers.Discretization` (bin_boundaries): the bucket of x is the number of boundaries
+           <= x, i.e. ReduceSum(Cast(x[..., None] >= boundaries)) over the new axis (opset 13's ReduceSum).
+
+The rewrites lose relative precision where the result is near 0 (erfc of large x, expm1 and log1p of tiny x),
+but only in absolute terms below FP32's epsilon of the other operand, which is what the layers above add or
+multiply it into; the layer sweep checks each against TensorFlow.
+"""
+
+
+def _one_like(ctx, node):
+  """A scalar 1 constant of the dtype of `node`'s first input (float16/32/64 graphs all occur)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from tf2onnx import utils  # pylint: disable=g-import-not-at-top
+  dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+  return ctx.make_const(utils.make_name(f"{node.name}/one"), np.array(1, dtype=dtype)).output[0]
+
+
+def _unary(ctx, node, op_type):
+  """A new ONNX `op_type` node on `node`'s input, typed and shaped like `node`'s output (elementwise)."""
+  return ctx.make_node(op_type, [node.input[0]], op_name_scope=node.name, shapes=[ctx.get_shape(node.output[0])],
+                       dtypes=[ctx.get_dtype(node.output[0])]).output[0]
+
+
+def _erfc(ctx, node, name, args):
+  """Erfc(x) -> Sub(1, Erf(x))."""
+  del name, args
+  erf = _unary(ctx, node, "Erf")
+  ctx.replace_inputs(node, [_one_like(ctx, node), erf])
+  node.type = "Sub"
+
+
+def _expm1(ctx, node, name, args):
+  """Expm1(x) -> Sub(Exp(x), 1)."""
+  del name, args
+  exp = _unary(ctx, node, "Exp")
+  ctx.replace_inputs(node, [exp, _one_like(ctx, node)])
+  node.type = "Sub"
+
+
+def _log1p(ctx, node, name, args):
+  """Log1p(x) -> Log(Add(1, x))."""
+  del name, args
+  plus_one = ctx.make_node("Add", [_one_like(ctx, node), node.input[0]], op_name_scope=node.name,
+                           shapes=[ctx.get_shape(node.output[0])], dtypes=[ctx.get_dtype(node.output[0])])
+  ctx.replace_inputs(node, [plus_one.output[0]])
+  node.type = "Log"
+
+
+def _bucketize(ctx, node, name, args):
+  """Bucketize(x; boundaries) -> ReduceSum(Cast<int32>(GreaterOrEqual(Unsqueeze(x, -1), boundaries)), -1)."""
+  del name, args
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from onnx import TensorProto  # pylint: disable=g-import-not-at-top
+  from tf2onnx import utils  # pylint: disable=g-import-not-at-top
+  x = node.input[0]
+  # TensorFlow compares in float (boundaries are a float list attribute); only float64 keeps its own width.
+  float_type = TensorProto.DOUBLE if ctx.get_dtype(x) == TensorProto.DOUBLE else TensorProto.FLOAT
+  if ctx.get_dtype(x) != float_type:
+    x = ctx.make_node("Cast", [x], attr={"to": float_type}, op_name_scope=node.name).output[0]
+  boundaries = np.array(node.get_attr_value("boundaries"), dtype=utils.map_onnx_to_numpy_type(float_type))
+  bounds = ctx.make_const(utils.make_name(f"{node.name}/boundaries"), boundaries).output[0]
+  last = ctx.make_const(utils.make_name(f"{node.name}/last_axis"), np.array([-1], dtype=np.int64)).output[0]
+  expanded = ctx.make_node("Unsqueeze", [x, last], op_name_scope=node.name).output[0]
+  at_or_above = ctx.make_node("GreaterOrEqual", [expanded, bounds], op_name_scope=node.name).output[0]
+  counted = ctx.make_node("Cast", [at_or_above], attr={"to": TensorProto.INT32}, op_name_scope=node.name).output[0]
+  ctx.replace_inputs(node, [counted, last])
+  node.type = "ReduceSum"
+  node.set_attr("keepdims", 0)
+
+
+# tf2onnx's custom_op_handlers: {TF op type: (handler, args)}; empty args keep the node's type for the handler.
+CUSTOM_OP_HANDLERS = {"Erfc": (_erfc, []), "Expm1": (_expm1, []), "Log1p": (_log1p, []),
+                      "Bucketize": (_bucketize, [])}
+
+
+# --- functions that must be XLA-compiled -------------------------------------------------------------------------
+
+# Keras 3's TensorFlow backend runs a grouped convolution (Conv2D with groups > 1: ConvNeXt's depthwise
+# convolutions) as a `tf.function(jit_compile=True)`, because TensorFlow's CPU kernel lacks groups. Its call
+# node and FunctionDef carry these attributes, grappler's function optimizer does not inline such functions,
+# and tf2onnx then finds a `StatefulPartitionedCall` it has no handler for. Inlined, the Conv2D inside is an
+# ordinary grouped ONNX Conv (tf2onnx derives `group` from the channel counts).
+_NOT_INLINED = ("_XlaMustCompile", "_noinline")
+
+
+def inline_xla_functions(graph_def, input_names, output_names):
+  """`graph_def` (frozen by tf2onnx's loader) with its must-compile functions inlined; unchanged without any.
+
+  Returns (graph_def, number of functions inlined)."""
+  compiled = {f.signature.name for f in graph_def.library.function
+              if "_XlaMustCompile" in f.attr and f.attr["_XlaMustCompile"].b}
+  if not compiled:
+    return graph_def, 0
+  for function in graph_def.library.function:
+    if function.signature.name in compiled:
+      for key in _NOT_INLINED:
+        function.attr.pop(key, None)
+  for node in graph_def.node:
+    if "f" in node.attr and node.attr["f"].func.name in compiled:
+      for key in _NOT_INLINED:
+        node.attr.pop(key, None)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tf2onnx import tf_loader  # pylint: disable=g-import-not-at-top
+  # tf2onnx's own grappler pass (constant folding, function inlining), as its loader ran it; it needs a graph.
+  with tf.Graph().as_default():
+    return tf_loader.tf_optimize(list(input_names), list(output_names), graph_def), len(compiled)
