@@ -16,7 +16,14 @@ import pytest
 from tests import zoo_models
 from tftrt_keras.formats.onnx import format as onnx_format
 
-pytestmark = pytest.mark.tf
+from importlib import metadata
+
+# One TF line is enough for the zoo (the conversion code is the same on every line) and it costs about a
+# minute per line: it runs on current TensorFlow, where users bring these architectures today.
+_TENSORFLOW = metadata.version("tensorflow")
+pytestmark = [pytest.mark.tf, pytest.mark.skipif(
+    tuple(int(p) for p in _TENSORFLOW.split(".")[:2]) < (2, 21),
+    reason=f"the zoo runs on the TF 2.21 line only (this is TensorFlow {_TENSORFLOW})")]
 
 _MISSING = onnx_format.import_failure_reason(onnx_format._import_failures())  # pylint: disable=protected-access
 FORMAT = onnx_format.FORMAT
