@@ -199,9 +199,10 @@ def test_grouped_convolution_keras_compiles_with_xla_converts(tmp_path):
   import onnxruntime  # pylint: disable=g-import-not-at-top
   from tests import onnx_models  # pylint: disable=g-import-not-at-top
   from tftrt_keras.formats.onnx import convert as onnx_convert  # pylint: disable=g-import-not-at-top
+  if keras_models.flavors()[0] != "keras3":
+    # tf.keras 2.15 has no `__version__`: ask which flavour this line runs, not the module.
+    pytest.skip(f"Keras 2 ({keras_models.flavors()[0]}) runs grouped convolutions without XLA")
   keras = onnx_models.primary_keras()
-  if not keras.__version__.startswith("3"):
-    pytest.skip(f"Keras {keras.__version__} runs grouped convolutions without XLA")
   inputs = keras.Input((8, 8, 4), name="x")
   model = keras.Model(inputs, keras.layers.Conv2D(6, 3, groups=2, padding="same")(inputs))
   saved_model = onnx_models.save_keras_model(model, tmp_path / "native")
