@@ -1,0 +1,104 @@
+"""The public API is exactly this list: internal modules move freely (issue 18), these names do not.
+
+A user's code reaches the library through these names and nothing else; a move that breaks one of them breaks
+that code, so the list is pinned here name by name, each checked to be the object it claims to be.
+"""
+
+import importlib
+import inspect
+import os
+
+import pytest
+
+import tftrt_keras
+
+pytestmark = pytest.mark.unit
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# `tftrt_keras.<name>`: the facade's names, each a class or function of the kind stated.
+FACADE = {
+    "TrtExport": "class",
+    "TrtExporter": "class",
+    "export_saved_model": "function",
+    "check_tensorrt": "function",
+    "TensorRTStatus": "class",
+    "ConversionOptions": "class",
+    "TensorRTUnavailableError": "class",
+    "ExportRootBusy": "class",
+    "read_manifest": "function",
+}
+# Names documented at a module path of their own (README: absl flags, per-format options).
+MODULE_NAMES = {
+    "tftrt_keras.flags": ("define_export_flags",),
+    "tftrt_keras.formats.onnx": ("OnnxOptions",),
+    "tftrt_keras.formats.tensorrt": ("TensorRTOptions",),
+}
+
+
+def test_the_facade_lists_exactly_the_public_names():
+  assert sorted(tftrt_keras.__all__) == sorted(list(FACADE) + ["__version__"])
+  assert sorted(dir(tftrt_keras)) == sorted(tftrt_keras.__all__)
+
+
+def _has_estimator():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  return importlib.util.find_spec("tensorflow_estimator") is not None
+
+
+@pytest.mark.parametrize("name, kind", sorted(FACADE.items()))
+def test_each_facade_name_is_what_it_claims(name, kind):
+  if name == "TrtExporter" and not _has_estimator():
+    # Where TensorFlow has no Estimator the name stays public and says why it cannot be used.
+    with pytest.raises(ImportError, match="Estimator is supported with TensorFlow 2.15 only"):
+      getattr(tftrt_keras, name)
+    return
+  value = getattr(tftrt_keras, name)
+  assert (inspect.isclass(value) if kind == "class" else inspect.isfunction(value)), (name, value)
+  assert value.__module__.startswith("tftrt_keras."), value.__module__
+
+
+def test_an_unknown_name_says_so():
+  with pytest.raises(AttributeError, match="has no attribute 'TrtExports'"):
+    getattr(tftrt_keras, "TrtExports")
+
+
+@pytest.mark.parametrize("module, names", sorted(MODULE_NAMES.items()))
+def test_documented_module_paths_hold_their_names(module, names):
+  loaded = importlib.import_module(module)
+  for name in names:
+    assert callable(getattr(loaded, name)), (module, name)
+
+
+def test_the_exporters_take_the_documented_arguments():
+  """The arguments the README shows in its examples, by name."""
+  callback = inspect.signature(tftrt_keras.TrtExport).parameters
+  for argument in ("export_dir", "precisions", "formats", "monitor", "mode", "save_best_only", "save_freq",
+                   "initial_value_threshold", "exports_to_keep", "calibration_batches", "verification_samples",
+                   "calibration_data", "conversion_policy", "timeout_seconds", "format_options",
+                   "triton_repository"):
+    assert argument in callback, argument
+  if _has_estimator():
+    exporter = inspect.signature(tftrt_keras.TrtExporter).parameters
+    for argument in ("name", "serving_input_receiver_fn", "precisions", "policy", "signature_key",
+                     "triton_repository"):
+      assert argument in exporter, argument
+  offline = inspect.signature(tftrt_keras.export_saved_model).parameters
+  for argument in ("saved_model_dir", "output_dir", "calibration_data", "options"):
+    assert argument in offline, argument
+
+
+def test_the_console_script_points_at_the_command_line_exporter():
+  setup = open(os.path.join(ROOT, "setup.py"), encoding="utf-8").read()
+  assert '"tftrt-export=export.tftrt_export:run"' in setup
+  from export import tftrt_export  # pylint: disable=g-import-not-at-top
+  assert callable(tftrt_export.run)
+
+
+
+def test_the_preflight_is_a_runnable_module():
+  """`python -m tftrt_keras.preflight` (its output and exit codes: tests/test_preflight.py)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.find_spec("tftrt_keras.preflight")
+  assert spec is not None
+  assert 'if __name__ == "__main__":' in open(spec.origin, encoding="utf-8").read()
