@@ -17,6 +17,7 @@ import pytest
 
 from tftrt_keras.options import ConversionOptions
 from tftrt_keras.formats.tensorrt import format as trt_format
+from tftrt_keras.formats.tensorrt import variant
 
 pytestmark = [pytest.mark.trt, pytest.mark.tf]
 
@@ -94,7 +95,7 @@ def test_engine_is_ok_with_honest_metadata(mlp_export, precision, gpu_with_tenso
   metadata = json.loads(open(os.path.join(path, "model.json")).read())
   onnx_dir = _artifact_dir(base, manifest, f"onnx_{precision.lower()}")
   assert metadata["source"] == {"artifact": f"onnx_{precision.lower()}", "file": "model.onnx",
-                                "sha256": trt_format.file_sha256(os.path.join(onnx_dir, "model.onnx"))}
+                                "sha256": variant.file_sha256(os.path.join(onnx_dir, "model.onnx"))}
   assert metadata["compute_capability"] == gpu_with_tensorrt.gpus[0].compute_capability
   assert metadata["tensorrt_version"] == gpu_with_tensorrt.tensorrt_version
   assert metadata["profiles"] == {"features": {"min": [1, FEATURES], "opt": [MAX_BATCH, FEATURES],
@@ -132,7 +133,7 @@ def test_every_batch_size_from_one_plan_agrees_with_onnx_runtime(mlp_export, pre
   path = _artifact_dir(base, manifest, f"trt_{precision.lower()}")
   onnx_dir = _artifact_dir(base, manifest, f"onnx_{precision.lower()}")
   plan_path = os.path.join(path, "model.plan")
-  before = trt_format.file_sha256(plan_path)
+  before = variant.file_sha256(plan_path)
   tolerance, min_agreement = AGREEMENT[precision]
   agree = []
   with open_plan_runner(plan_path, signature, cuda_binding) as runner:
@@ -146,7 +147,7 @@ def test_every_batch_size_from_one_plan_agrees_with_onnx_runtime(mlp_export, pre
       agree.extend(got.argmax(1) == want.argmax(1))
     assert runner.executor.engine is engine  # one engine served every size: nothing was rebuilt
   assert np.mean(agree) >= min_agreement, precision  # over all 136 samples
-  assert trt_format.file_sha256(plan_path) == before
+  assert variant.file_sha256(plan_path) == before
 
 
 def test_int8_engine_layers_run_in_int8(mlp_export):  # pylint: disable=redefined-outer-name
@@ -154,7 +155,7 @@ def test_int8_engine_layers_run_in_int8(mlp_export):  # pylint: disable=redefine
   base, _, manifest = mlp_export
   with open(os.path.join(_artifact_dir(base, manifest, "trt_int8"), "model.plan"), "rb") as f:
     engine = LoadedEngine(f.read())
-  layers = trt_format.layer_precisions(engine.layer_information())
+  layers = variant.layer_precisions(engine.layer_information())
   engine.close()
   assert layers.get("int8", 0) >= 1, layers  # the 16x64 MatMul; the 64x10 head stays FP32 (onnx_quantize)
   assert manifest["artifacts"]["trt_int8"]["layers_by_precision"] == layers
