@@ -343,6 +343,9 @@ def engine_validity(plan, edition=TENSORRT_RTX):
     if not hasattr(runtime, "get_engine_validity"):
       return None
     validity, bits = runtime.get_engine_validity(plan)
-    members = getattr(trt, "EngineInvalidityDiagnostics").__members__
-    diagnostics = [n for n, member in members.items() if int(bits) & int(member)]
+    members = getattr(getattr(trt, "EngineInvalidityDiagnostics", None), "__members__", None)
+    if members is None:
+      diagnostics = [f"diagnostics bits {int(bits)}"] if int(bits) else []
+    else:
+      diagnostics = [n for n, member in members.items() if int(bits) & int(member)]
     return validity.name, diagnostics, list(log.lines)
