@@ -335,40 +335,33 @@ def test_named_targets_are_what_the_plan_says_it_runs_on(conv_dir, tmp_path):
       rtx.FORMAT.open_runner(str(tmp_path / "out"), job)
 
 
-def _source_described_as(conv_dir, directory, io):
-  """The conv model's model.onnx under a model.json that describes it as `io`."""
-  directory.mkdir()
-  (directory / "model.onnx").write_bytes(open(os.path.join(conv_dir, "model.onnx"), "rb").read())
-  (directory / "model.json").write_text(json.dumps(io))
-  return str(directory)
+_OUTPUTS = [{"name": "y", "dtype": "float32", "shape": [None, 4, 8, 8]}]
 
 
 @pytest.mark.unit
 @needs_rtx
-def test_profile_and_signature_errors_fail_the_variant(conv_dir, tmp_path):
-  outputs = _io(conv_dir)["outputs"]
-  dynamic = {"inputs": [{"name": "x", "dtype": "float32", "shape": [None, 3, None, None]}], "outputs": outputs}
-  (tmp_path / "a").mkdir()
-  with pytest.raises(VariantFailed, match=r"^no optimization profile: input `x` dimension 2 is dynamic in the model "
-                                          r"and the export captured no samples"):
-    rtx.FORMAT.build(_job(tmp_path, dynamic), "FP32", _source_described_as(conv_dir, tmp_path / "dynamic", dynamic),
-                     str(tmp_path / "a"))
-  # The model.json names another input than the network the parser read from model.onnx: TensorRT refuses the
-  # profile made for it.
-  renamed = {"inputs": [{"name": "image", "dtype": "float32", "shape": [None, 3, 8, 8]}], "outputs": outputs}
-  (tmp_path / "b").mkdir()
-  with pytest.raises(VariantFailed, match=r"^TensorRT-RTX built no engine: .*Dynamic input tensor x is missing "
-                                          r"dimensions in profile 0"):
-    rtx.FORMAT.build(_job(tmp_path, renamed), "FP32", _source_described_as(conv_dir, tmp_path / "renamed", renamed),
-                     str(tmp_path / "b"))
-  # It describes the input in another dtype: the build checks refuse the plan TensorRT built.
-  retyped = {"inputs": [{"name": "x", "dtype": "float16", "shape": [None, 3, 8, 8]}], "outputs": outputs}
-  with pytest.raises(VariantFailed) as raised:
-    rtx.FORMAT.build(_job(tmp_path, retyped), "FP32", _source_described_as(conv_dir, tmp_path / "retyped", retyped),
-                     str(tmp_path / "b"))
-  assert str(raised.value) == ("the parsed network's inputs (x (float32)) are not the signature's (x (float16)); "
-                               "they differ in ['x']")
-  assert os.listdir(tmp_path / "b") == []  # nothing written for a plan that failed its checks
+@pytest.mark.parametrize("inputs, message", [
+    # No profile can be made: a dynamic image side and no samples to size it.
+    ([{"name": "x", "dtype": "float32", "shape": [None, 3, None, None]}],
+     r"no optimization profile: input `x` dimension 2 is dynamic in the model and the export captured no samples"),
+    # model.json names another input than the network the parser read: TensorRT refuses the profile made for it.
+    ([{"name": "image", "dtype": "float32", "shape": [None, 3, 8, 8]}],
+     r"TensorRT-RTX built no engine: .*Dynamic input tensor x is missing dimensions in profile 0"),
+    # model.json gives the input another dtype: the build checks refuse the plan TensorRT built.
+    ([{"name": "x", "dtype": "float16", "shape": [None, 3, 8, 8]}],
+     re.escape("the parsed network's inputs (x (float32)) are not the signature's (x (float16)); they differ in "
+               "['x']")),
+], ids=["no-profile", "renamed-input", "retyped-input"])
+def test_profile_and_signature_errors_fail_the_variant(conv_dir, tmp_path, inputs, message):
+  io = {"inputs": inputs, "outputs": _OUTPUTS}
+  source = tmp_path / "source"
+  source.mkdir()
+  (source / "model.onnx").write_bytes(open(os.path.join(conv_dir, "model.onnx"), "rb").read())
+  (source / "model.json").write_text(json.dumps(io))
+  (tmp_path / "out").mkdir()
+  with pytest.raises(VariantFailed, match=f"^{message}"):
+    rtx.FORMAT.build(_job(tmp_path, io), "FP32", str(source), str(tmp_path / "out"))
+  assert os.listdir(tmp_path / "out") == []  # nothing written for a variant that failed
 
 
 # --- whole exports -------------------------------------------------------------------------------------------------
