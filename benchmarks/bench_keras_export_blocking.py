@@ -2,6 +2,7 @@
 the same model at the same moments.
 
   python benchmarks/bench_keras_export_blocking.py [--epochs=11] [--keras=default] [--wait_for_worker]
+      [--formats=auto]
 
 One `fit` of a small CNN carries every arm; at each epoch end a driver callback runs the arms' `on_epoch_end`
 one after another in rotating order (so load drift and the just-started worker process hit every arm alike)
@@ -37,6 +38,8 @@ FLAGS = flags.FLAGS
 
 def define_flags():
   flags.DEFINE_integer("epochs", 11, "Epochs = exports per arm (the first is reported apart).")
+  flags.DEFINE_string("formats", "auto", "TrtExport's formats (e.g. onnx,trt to leave trt_rtx out): the "
+                      "conversions run in the worker, so `fit` should not see the difference.")
   flags.DEFINE_integer("validation_batches", 16, "Validation batches per pass (capture keeps 8 of them).")
   flags.DEFINE_integer("batch_size", 16, "Training and validation batch size.")
   flags.DEFINE_integer("train_batches", 8, "Training batches per epoch.")
@@ -88,7 +91,7 @@ def main(argv):
 
   with tempfile.TemporaryDirectory() as workdir:
     trt = tftrt_keras.TrtExport(os.path.join(workdir, "trt"), precisions=("FP16",), calibration_batches=8,
-                                blocking=False, verbose=0)
+                                blocking=False, verbose=0, formats=FLAGS.formats)
     arms = {"TrtExport": trt}
     if not keras3:
       arms["ckpt SavedModel"] = keras.callbacks.ModelCheckpoint(os.path.join(workdir, "sm", "ckpt-{epoch:02d}"))

@@ -10,7 +10,9 @@ calibration, others held out for verification: 45% of the digits are validation 
 judge on 500 samples beside the calibration batches), and the deployment variants:
   - ONNX FP32, FP16 and INT8 (explicit Q/DQ) models, produced and verified with ONNX Runtime on any machine;
   - TF-TRT FP32/FP16/INT8 SavedModels (TensorFlow 2.15-2.17) and TensorRT engines, built where TensorRT and an
-    NVIDIA GPU are available, otherwise recorded as skipped with the reason.
+    NVIDIA GPU are available, otherwise recorded as skipped with the reason;
+  - TensorRT-RTX engines (trt_rtx_fp32/fp16/int8), built on any machine by TensorRT-RTX's builder; they run on
+    RTX-class GPUs (compute capability 8.6, 8.9, 12.0), and where none is present no check compares them.
 The servable ONNX (and TensorRT) variants are published into a Triton model repository next to the export
 (--export_triton_repository, default runs/train_keras/triton; pass an empty value to skip it).
 

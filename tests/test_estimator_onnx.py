@@ -1,6 +1,8 @@
-"""`TrtExporter(formats=("onnx",))` in a real train_and_evaluate (TF 2.15): the ONNX variants of an Estimator.
+"""`TrtExporter(formats=("onnx", "trt_rtx"))` in a real train_and_evaluate (TF 2.15): the ONNX variants of an
+Estimator, and the TensorRT-RTX engines built from them.
 
-Real tf2onnx, onnxconverter-common and ONNX Runtime in the export worker; nothing is a test double here.
+Real tf2onnx, onnxconverter-common, ONNX Runtime and TensorRT-RTX's builder in the export worker; nothing is a
+test double here.
 """
 
 import json
@@ -15,6 +17,7 @@ from tests.test_estimator_exporter import (assert_spread_over_the_pass, custom_e
 
 HAS_ESTIMATOR = hasattr(tf, "estimator")
 ONNX_VARIANTS = ("onnx_fp32", "onnx_fp16", "onnx_int8")
+RTX_VARIANTS = ("trt_rtx_fp32", "trt_rtx_fp16", "trt_rtx_int8")
 
 
 def _onnx_missing():
@@ -31,13 +34,20 @@ pytestmark = [
 ]
 
 
+def _rtx_installed():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  return importlib.util.find_spec("tensorrt_rtx") is not None
+
+
 @pytest.fixture(scope="module")
 def onnx_export(tmp_path_factory):
-  """A custom-model_fn Estimator (softmax regression on the digits) trained with an ONNX-only exporter."""
+  """A custom-model_fn Estimator (softmax regression on the digits) trained with an ONNX and TensorRT-RTX exporter
+  (TensorRT-RTX only where it is installed: the ONNX tests do not depend on it)."""
   from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
   model_dir = tmp_path_factory.mktemp("onnx_model")
   estimator = custom_estimator(model_dir, save_every=30)
-  exporter = TrtExporter("onnx", raw_receiver_fn(), formats=("onnx",), policy="latest", calibration_batches=8,
+  formats = ("onnx", "trt_rtx") if _rtx_installed() else ("onnx",)
+  exporter = TrtExporter("onnx", raw_receiver_fn(), formats=formats, policy="latest", calibration_batches=8,
                          verification_samples=200)
   train_input_fn, eval_input_fn = input_fns()
   tf.estimator.train_and_evaluate(
@@ -57,7 +67,8 @@ def test_estimator_export_has_the_three_onnx_variants_verified(onnx_export):
   export on the held-out evaluation samples; INT8 was calibrated on the evaluation's calibration sample."""
   root, manifest = onnx_export
   artifacts = manifest["artifacts"]
-  assert set(artifacts) == {"native", "frozen", "calibration", *ONNX_VARIANTS}, sorted(artifacts)
+  rtx_variants = RTX_VARIANTS if _rtx_installed() else ()
+  assert set(artifacts) == {"native", "frozen", "calibration", *ONNX_VARIANTS, *rtx_variants}, sorted(artifacts)
   assert manifest["signature_key"] == "serving_default"
   for name in ONNX_VARIANTS:
     entry = artifacts[name]
@@ -91,3 +102,23 @@ def test_onnx_variants_answer_like_the_normal_export_on_evaluation_rows(onnx_exp
   native = tf.saved_model.load(os.path.join(root, version)).signatures["serving_default"](x=tf.constant(x))
   np.testing.assert_allclose(outputs["probabilities"], native["probabilities"].numpy(), atol=1e-5)
   np.testing.assert_array_equal(outputs["classes"], native["classes"].numpy())
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+@pytest.mark.skipif(not _rtx_installed(), reason="TensorRT-RTX is not installed: pip install 'tftrt_keras[trt_rtx]'")
+def test_estimator_export_has_trt_rtx_engines_of_its_numeric_outputs(onnx_export):
+  """Each built from the ONNX variant of its precision by TensorRT-RTX's builder, with that variant's inputs and
+  outputs."""
+  root, manifest = onnx_export
+  version = str(manifest["version"])
+  for name in RTX_VARIANTS:
+    entry = manifest["artifacts"][name]
+    assert entry["status"] in ("ok", "unverified") and entry["built_from"] == "onnx_" + name.rsplit("_", 1)[1], entry
+    with open(os.path.join(root, name, version, "model.json")) as f:
+      metadata = json.load(f)
+    assert os.path.getsize(os.path.join(root, name, version, "model.plan")) == metadata["engine_bytes"] > 0
+    with open(os.path.join(root, entry["built_from"], version, "model.json")) as f:
+      source = json.load(f)
+    assert [i["name"] for i in metadata["inputs"]] == ["x"]
+    assert sorted(o["name"] for o in metadata["outputs"]) == sorted(o["name"] for o in source["outputs"])

@@ -34,11 +34,14 @@ def _assert_artifacts_as_a_user_expects(manifest, stdout):
   assert artifacts["frozen"]["status"] == "ok" or (artifacts["frozen"]["status"] == "skipped"
                                                    and artifacts["frozen"]["reason"]), artifacts["frozen"]
   from tftrt_keras.preflight import check_tensorrt  # pylint: disable=g-import-not-at-top
-  for name in [n for n in artifacts if n.startswith(("tftrt_", "trt_"))]:
+  for name in [n for n in artifacts if n.startswith(("tftrt_", "trt_")) and not n.startswith("trt_rtx_")]:
     if check_tensorrt().usable:
       assert artifacts[name]["status"] == "ok", artifacts[name]
     else:
       assert artifacts[name]["status"] == "skipped" and "TensorRT" in artifacts[name]["reason"], artifacts[name]
+  # TensorRT-RTX builds on any machine (tests/test_trt_rtx_format.py covers what its statuses say).
+  for name in [n for n in artifacts if n.startswith("trt_rtx_")]:
+    assert artifacts[name]["status"] in ("ok", "unverified") and artifacts[name]["engine_bytes"] > 0, artifacts[name]
   # The table at the end of training gives each artifact of this export its status, printed once.
   assert stdout.count("tftrt_keras exports:") == 1
   table = stdout[stdout.index("tftrt_keras exports:"):stdout.index("Latest export, in")]

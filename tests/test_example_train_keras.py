@@ -48,16 +48,40 @@ def test_trains_and_ends_with_verified_onnx_variants_and_a_triton_repository(tmp
     assert artifacts[name]["verification"]["passed"] is True
   from tftrt_keras.preflight import check_tensorrt  # pylint: disable=g-import-not-at-top
   tensorrt_here = check_tensorrt().usable
-  for name in [n for n in artifacts if n.startswith(("tftrt_", "trt_"))]:
+  for name in [n for n in artifacts if n.startswith(("tftrt_", "trt_")) and not n.startswith("trt_rtx_")]:
     if tensorrt_here:
       assert statuses[name] == "ok", artifacts[name]
     else:
       # Skipped with the reason, printed once below the table.
       assert statuses[name] == "skipped" and artifacts[name]["reason"]
       assert " ".join(out.split()).count(" ".join(artifacts[name]["reason"].split())) == 1
+  _assert_trt_rtx_engines(manifest, export_dir, out)
   # The Triton repository beside the export (runs/train_keras/triton, relative to the working directory).
   triton = tmp_path / "runs" / "train_keras" / "triton"
   assert os.path.realpath(manifest["serving"]["triton"]["repository"]) == os.path.realpath(triton)
   assert (triton / "digits_onnx_fp32" / "config.pbtxt").is_file()
   assert os.path.isfile(export_dir / "2" / "saved_model.pb")
   assert os.path.isfile(export_dir / "frozen" / "2" / "frozen_graph.pb")
+
+
+def _assert_trt_rtx_engines(manifest, export_dir, out):
+  """The main job's CNN through all three TensorRT-RTX variants, built by the real builder on every machine (INT8
+  from its Q/DQ onnx_int8, biases left FP32). Without a GPU that can run them nothing compared their outputs:
+  `unverified` with the compute capabilities that can run them (this needs the `unverified` recording of branch
+  `verdict`); on such a GPU, verified like every variant."""
+  from tftrt_keras.formats.tensorrt import build, rtx  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tensorrt.format import probe  # pylint: disable=g-import-not-at-top
+  status = probe(edition=build.TENSORRT_RTX)
+  runnable = [g for g in status.gpus if g.compute_capability in rtx.PORTABLE_TARGETS]
+  for name in ("trt_rtx_fp32", "trt_rtx_fp16", "trt_rtx_int8"):
+    entry = manifest["artifacts"][name]
+    assert entry["built_from"] == "onnx_" + name.rsplit("_", 1)[1], entry
+    assert os.path.getsize(export_dir / name / "2" / "model.plan") == entry["engine_bytes"] > 100_000
+    assert name in out  # a row of the table at the end of training
+    if runnable:
+      assert entry["status"] == "ok" and entry["verification"]["passed"], entry
+    else:
+      assert entry["status"] == "unverified", entry
+      assert "compute capability 8.6, 8.9, 12.0" in entry["reason"], entry
+    assert manifest["serving"]["triton"]["left_out"][name] == ("Triton's tensorrt_plan backend cannot load "
+                                                               "TensorRT-RTX plans")

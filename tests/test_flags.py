@@ -88,7 +88,7 @@ def test_unknown_precision_is_said_plainly():
     (["--export_calibration_batches=-2"], "--export_calibration_batches=-2", "non-negative integer"),
     (["--export_timeout_seconds=-5"], "--export_timeout_seconds=-5", "0 to wait without limit"),
     (["--export_formats=onnx,tensorflowjs"], "--export_formats=onnx,tensorflowjs",
-     "expected auto or a subset of tftrt,onnx,trt (unknown: tensorflowjs)"),
+     "expected auto or a subset of tftrt,onnx,trt,trt_rtx (unknown: tensorflowjs)"),
     (["--export_format_options={not json"], "--export_format_options={not json", "expected a JSON object"),
     (["--export_format_options=[1, 2]"], "--export_format_options=[1, 2]", "expected a JSON object"),
     (['--export_format_options={"coreml": {}}'], "--export_format_options=", "Unknown format: 'coreml'"),

@@ -14,6 +14,8 @@ def test_every_variant_is_built_after_its_source_and_sources_are_added():
   assert formats.variant_names(("tftrt", "onnx", "trt"), ("FP32", "FP16", "INT8")) == (
       "tftrt_fp32", "tftrt_fp16", "tftrt_int8", "onnx_fp32", "onnx_fp16", "onnx_int8",
       "trt_fp32", "trt_fp16", "trt_int8")
+  assert formats.variant_names(("trt_rtx",), ("FP16",)) == ("onnx_fp32", "onnx_fp16", "trt_rtx_fp16")
+  assert formats.split_variant("trt_rtx_int8") == ("trt_rtx", "INT8")
   for name in formats.variant_names(formats.FORMATS, ("FP32", "FP16", "INT8")):
     format_name, precision = formats.split_variant(name)
     source = formats.load_format(format_name).source_of(precision)
@@ -32,7 +34,8 @@ def test_auto_selects_tftrt_only_where_tensorflow_has_it():
   from tftrt_keras.formats.tftrt import format as tftrt  # pylint: disable=g-import-not-at-top
   resolved = formats.resolve_formats("auto")
   assert ("tftrt" in resolved) == tftrt.tensorflow_has_tftrt()
-  assert resolved[-2:] == ("onnx", "trt")
+  assert resolved[-3:] == ("onnx", "trt", "trt_rtx")  # the engine formats always: skipped with a reason where they
+  # cannot build
   assert tftrt.tensorflow_has_tftrt("2.15.1") and tftrt.tensorflow_has_tftrt("2.17.0")
   assert not tftrt.tensorflow_has_tftrt("2.18.0") and not tftrt.tensorflow_has_tftrt("2.21.0")
 

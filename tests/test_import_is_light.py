@@ -13,8 +13,8 @@ import pytest
 
 pytestmark = pytest.mark.unit
 
-HEAVY = ("tensorflow.python.compiler.tensorrt", "tensorflow.compiler.tf2tensorrt", "tensorrt", "onnx", "onnxruntime",
-         "tf2onnx", "onnxconverter_common", "cuda", "pycuda")
+HEAVY = ("tensorflow.python.compiler.tensorrt", "tensorflow.compiler.tf2tensorrt", "tensorrt", "tensorrt_rtx", "onnx",
+         "onnxruntime", "tf2onnx", "onnxconverter_common", "cuda", "pycuda")
 
 _PROBE = """
 import json, sys
@@ -52,6 +52,6 @@ def test_every_format_and_the_variant_list_load_nothing_heavy():
   loaded = _modules_after("from tftrt_keras import formats\nfrom tftrt_keras.options import artifact_names\n"
                           "from tftrt_keras.options import ConversionOptions\n"
                           "[formats.load_format(f) for f in formats.FORMATS]\n"
-                          "assert len(artifact_names(ConversionOptions(formats=formats.FORMATS))) == 12\n"
+                          "assert len(artifact_names(ConversionOptions(formats=formats.FORMATS))) == 15\n"
                           "from tftrt_keras.serving import triton")
   assert loaded == {"trt": [], "tensorflow": False}

@@ -320,6 +320,39 @@ def test_preflight_lists_which_formats_run_here_and_exits_by_tensorrt():
   start = lines.index('Formats on this machine (what `formats="auto"` builds):')
   for name, line in zip(expected, lines[start + 1:]):
     reason = formats.load_format(name).unavailable_reason(ConversionOptions())
-    assert line == f"  {name:<6} {'yes' if reason is None else 'no: ' + reason}"
+    assert line == f"  {name:<8} {'yes' if reason is None else 'no: ' + reason}"
   tensorrt_route = preflight.check_tensorrt().usable or expected.get("trt", "") is None
   assert done.returncode == (0 if tensorrt_route else 1), done.stderr[-2000:]
+  assert preflight.engine_builders_text() in done.stdout
+
+
+@pytest.mark.unit
+def test_preflight_says_which_tensorrt_builders_are_here_and_what_can_run_engines():
+  """TensorRT and TensorRT-RTX, each installed (version, what it builds here) or not (what to install); and the
+  GPUs that could run engines, or why there are none. Spelled out for this project's machines: no `tensorrt`,
+  TensorRT-RTX 1.7 installed, no driver."""
+  from tftrt_keras.formats.tensorrt import build  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tensorrt.format import probe  # pylint: disable=g-import-not-at-top
+  lines = preflight.engine_builders_text().splitlines()
+  assert [line[:24] for line in lines] == ["TensorRT builder:       ", "TensorRT-RTX builder:   ",
+                                           "Engines can run here:   "]
+  tensorrt, tensorrt_rtx = probe(edition=build.TENSORRT), probe(edition=build.TENSORRT_RTX)
+  if tensorrt.tensorrt_version is None:
+    assert lines[0].endswith(f"not installed ({tensorrt.tensorrt_error}); {build.TENSORRT_INSTALL}")
+  else:
+    assert lines[0][24:].startswith(tensorrt.tensorrt_version + " (")
+  if tensorrt_rtx.tensorrt_version is None:
+    assert lines[1].endswith(f"not installed ({tensorrt_rtx.tensorrt_error}); {build.TENSORRT_RTX_INSTALL}")
+  else:
+    assert lines[1][24:] == (f"{tensorrt_rtx.tensorrt_version} (builds engines here, GPU or not, for compute capability "
+                             "8.6, 8.9, 12.0 by default, 7.5, 8.0, 12.1 on request; running them needs an NVIDIA GPU "
+                             "of a targeted compute capability and its driver)")
+  if tensorrt_rtx.gpus:
+    assert lines[2][24:] == "; ".join(f"GPU {g.index}: {g.name}, compute capability {g.compute_capability}"
+                                      for g in tensorrt_rtx.gpus)
+  elif not os.path.exists("/proc/driver/nvidia") and tensorrt_rtx.cuda_python_version:
+    assert lines[2][24:] == ("no: CUDA finds no GPU here (cudaGetDeviceCount failed: cudaErrorInsufficientDriver: CUDA "
+                             "driver version is insufficient for CUDA runtime version (no NVIDIA driver is loaded: "
+                             "this machine has no usable GPU))")
+  else:
+    assert lines[2].startswith("Engines can run here:   no: ")

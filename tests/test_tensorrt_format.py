@@ -20,10 +20,11 @@ import pytest
 from tftrt_keras.options import ConversionOptions
 from tftrt_keras.formats.tensorrt import cuda_devices, profile as tensorrt_profile
 from tftrt_keras.formats.tensorrt import format as trt_format
+from tftrt_keras.formats.tensorrt import variant
 from tftrt_keras.formats.base import BuildJob, VariantUnavailable
 from tftrt_keras.formats.tensorrt.binding import (BindingError, EngineBinding, EngineRunner, TensorSpec, match_outputs,
                                                 output_array)
-from tftrt_keras.formats.tensorrt.build import TENSORRT_INSTALL, BuiltEngine
+from tftrt_keras.formats.tensorrt.build import TENSORRT_INSTALL
 from tftrt_keras.formats.tensorrt.cache import CacheKey, TimingCacheStore
 from tftrt_keras.formats.tensorrt.profile import ProfileError, batch_range, engine_profile, in_profile
 
@@ -100,10 +101,10 @@ def test_in_profile():
 
 @pytest.mark.unit
 def test_needs_samples_only_for_dynamic_non_batch_dimensions():
-  assert not trt_format.needs_samples([{"name": "x", "shape": [None, 16]}])
-  assert trt_format.needs_samples([{"name": "x", "shape": [None, None]}])
-  assert trt_format.needs_samples([{"name": "x", "shape": None}])
-  assert trt_format.needs_samples([{"name": "x", "shape": [None, "seq"]}])  # a symbolic ONNX dimension
+  assert not variant.needs_samples([{"name": "x", "shape": [None, 16]}])
+  assert variant.needs_samples([{"name": "x", "shape": [None, None]}])
+  assert variant.needs_samples([{"name": "x", "shape": None}])
+  assert variant.needs_samples([{"name": "x", "shape": [None, "seq"]}])  # a symbolic ONNX dimension
 
 
 # --- the timing cache ----------------------------------------------------------------------------------------
@@ -374,36 +375,43 @@ _INSPECTOR = {  # the engine inspector's JSON at DETAILED verbosity (fields as T
 
 @pytest.mark.unit
 def test_layer_precisions_from_the_engine_inspector():
-  assert trt_format.layer_precisions(_INSPECTOR) == {"fp16": 1, "fp32": 2, "int8": 1}
-  assert trt_format.layer_precisions({"Layers": ["conv", "relu"]}) == {"unknown": 2}  # built without DETAILED
-  assert trt_format.layer_precisions(None) == {}
+  assert variant.layer_precisions(_INSPECTOR) == {"fp16": 1, "fp32": 2, "int8": 1}
+  assert variant.layer_precisions({"Layers": ["conv", "relu"]}) == {"unknown": 2}  # built without DETAILED
+  assert variant.layer_precisions(None) == {}
 
 
 @pytest.mark.unit
-def test_engine_metadata():
-  built = BuiltEngine(plan=b"\x01" * 1234, tensorrt_version="10.3.0", strongly_typed=True, builder_flags=[],
-                      inputs=[TensorSpec("features", "float32", (None, FEATURES))],
-                      outputs=[TensorSpec("probabilities", "float32", (None, CLASSES))],
-                      timing_cache=b"tc", timing_cache_status=None, warnings=["w"], seconds=12.3456)
-  profile = {"features": {"min": [1, FEATURES], "opt": [32, FEATURES], "max": [64, FEATURES]}}
+def test_engine_metadata(tmp_path):
+  """`model.json` of a `trt` plan, from a real `BuiltEngine` (TensorRT-RTX's builder answers here; TensorRT's
+  returns the same record on a GPU machine)."""
+  pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed: pip install 'tftrt_keras[trt_rtx]'")
+  pytest.importorskip("onnx", reason="onnx is not installed: pip install 'tftrt_keras[onnx]'")
+  from tests import engine_models  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tensorrt import build  # pylint: disable=g-import-not-at-top
+  onnx_dir = engine_models.conv_relu(tmp_path / "onnx_int8")
+  profile = engine_models.conv_relu_profile()
+  built = build.build_engine(os.path.join(onnx_dir, "model.onnx"), build.BuildSettings("INT8", 1 << 30), profile,
+                             build.TENSORRT_RTX)
+  checks = {"plan": "passed: ..."}
   metadata = trt_format.engine_metadata(
       precision="INT8", source_artifact="onnx_int8", source_sha256="ab" * 32, built=built, gpu=_gpu(),
       profile=profile, builder_options={"workspace_bytes": 1 << 30, "builder_optimization_level": None, "device": 0},
-      timing_cache="reused: x.cache (2 bytes)", layers={"int8": 3}, created=1700000000.0)
+      timing_cache="reused: x.cache (2 bytes)", layers={"int8": 3}, checks=checks, created=1700000000.0)
   assert metadata == {
-      "format": "trt", "file": "model.plan", "precision": "INT8", "tensorrt_version": "10.3.0",
+      "format": "trt", "file": "model.plan", "precision": "INT8", "tensorrt_version": built.tensorrt_version,
       "gpu_name": "NVIDIA A10G", "compute_capability": "8.6",
       "gpu": {"index": 0, "name": "NVIDIA A10G", "compute_capability": "8.6", "memory_mb": 22731},
       "profiles": profile,
       "builder": {"workspace_bytes": 1 << 30, "builder_optimization_level": None, "device": 0, "strongly_typed": True,
                   "builder_flags": [], "timing_cache": "reused: x.cache (2 bytes)"},
       "source": {"artifact": "onnx_int8", "file": "model.onnx", "sha256": "ab" * 32},
-      "build_seconds": 12.346, "engine_bytes": 1234,
-      "engine_sha256": hashlib.sha256(b"\x01" * 1234).hexdigest(),
+      "build_seconds": round(built.seconds, 3), "engine_bytes": len(built.plan),
+      "engine_sha256": hashlib.sha256(built.plan).hexdigest(),
+      "checks": checks,
       "layers_by_precision": {"int8": 3},
-      "inputs": [{"name": "features", "dtype": "float32", "shape": [None, FEATURES]}],
-      "outputs": [{"name": "probabilities", "dtype": "float32", "shape": [None, CLASSES]}],
-      "builder_warnings": 1, "created": 1700000000.0,
+      "inputs": [{"name": "x", "dtype": "float32", "shape": [None, 3, 8, 8]}],
+      "outputs": [{"name": "y", "dtype": "float32", "shape": [None, 4, 8, 8]}],
+      "builder_warnings": built.warnings, "created": 1700000000.0,
   }
   json.dumps(metadata)
 
@@ -412,11 +420,11 @@ def test_engine_metadata():
 def test_model_io_prefers_the_onnx_model_json(tmp_path):
   signature = {"inputs": [{"name": "features", "dtype": "float32", "shape": [None, FEATURES]}],
                "outputs": [{"name": "probabilities", "dtype": "float32", "shape": [None, CLASSES]}]}
-  assert trt_format.model_io(str(tmp_path), signature) == signature
+  assert variant.model_io(str(tmp_path), signature) == signature
   described = {"inputs": [{"name": "features", "dtype": "float16", "shape": [None, FEATURES]}],
                "outputs": [{"name": "probabilities", "dtype": "float16", "shape": [None, CLASSES]}]}
   (tmp_path / "model.json").write_text(json.dumps(dict(described, opset=17)))
-  assert trt_format.model_io(str(tmp_path), signature) == described
+  assert variant.model_io(str(tmp_path), signature) == described
 
 
 # --- binding feeds to an engine (pure) -----------------------------------------------------------------------
@@ -534,7 +542,7 @@ def onnx_model(tmp_path_factory):
 
 def _ort_runner(onnx_dir, batch_sizes, max_batch_size):
   from tests.onnxruntime_engine_for_tests import OnnxRuntimeEngineForTests  # pylint: disable=g-import-not-at-top
-  io = trt_format.model_io(str(onnx_dir), _SIGNATURE)
+  io = variant.model_io(str(onnx_dir), _SIGNATURE)
   profile = engine_profile(io["inputs"], batch_sizes, max_batch_size)
   return EngineRunner(OnnxRuntimeEngineForTests(str(onnx_dir / "model.onnx"), profile), _SIGNATURE)
 
@@ -604,7 +612,7 @@ def test_build_on_this_machine(onnx_model, tmp_path):
   assert sorted(os.listdir(out)) == ["model.json", "model.plan"]
   metadata = json.loads((out / "model.json").read_text())
   assert metadata["profiles"]["features"] == {"min": [1, FEATURES], "opt": [8, FEATURES], "max": [16, FEATURES]}
-  assert metadata["source"]["sha256"] == trt_format.file_sha256(str(onnx_dir / "model.onnx"))
+  assert metadata["source"]["sha256"] == variant.file_sha256(str(onnx_dir / "model.onnx"))
   assert metadata["engine_bytes"] == os.path.getsize(out / "model.plan") == details["engine_bytes"]
   assert [i["name"] for i in metadata["inputs"]] == ["features", "scale"]
   assert details["timing_cache"].startswith("new: ")

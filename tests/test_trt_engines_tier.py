@@ -4,8 +4,10 @@ Builds `trt_fp32`, `trt_fp16` and `trt_int8` from the ONNX variants through the 
 MLP, and a MobileNetV2 under `slow`), then checks that each engine loads with TensorRT's own runtime, serves
 every batch size from 1 to the max from the one plan, that the INT8 engine's layers really run INT8 (engine
 inspector), that outputs agree with the ONNX variants run in ONNX Runtime, and that the timing cache is reused
-by the next export and a foreign one ignored. Runs unchanged in an NVIDIA container
-(`scripts/run_gpu_tests.sh`); elsewhere every test skips with the preflight's reason (the `trt` format's probe).
+by the next export and a foreign one ignored; and that TensorRT-RTX engines (`trt_rtx_*`) run and agree on a GPU
+of a compute capability they target. Runs unchanged in an NVIDIA container (`scripts/run_gpu_tests.sh`);
+elsewhere every test skips with the preflight's reason (the `trt` format's probe) or the GPUs a TensorRT-RTX plan
+needs. What needs only a builder runs everywhere, against TensorRT-RTX (`tests/test_trt_rtx_format.py`).
 """
 
 import hashlib
@@ -17,6 +19,7 @@ import pytest
 
 from tftrt_keras.options import ConversionOptions
 from tftrt_keras.formats.tensorrt import format as trt_format
+from tftrt_keras.formats.tensorrt import variant
 
 pytestmark = [pytest.mark.trt, pytest.mark.tf]
 
@@ -94,7 +97,7 @@ def test_engine_is_ok_with_honest_metadata(mlp_export, precision, gpu_with_tenso
   metadata = json.loads(open(os.path.join(path, "model.json")).read())
   onnx_dir = _artifact_dir(base, manifest, f"onnx_{precision.lower()}")
   assert metadata["source"] == {"artifact": f"onnx_{precision.lower()}", "file": "model.onnx",
-                                "sha256": trt_format.file_sha256(os.path.join(onnx_dir, "model.onnx"))}
+                                "sha256": variant.file_sha256(os.path.join(onnx_dir, "model.onnx"))}
   assert metadata["compute_capability"] == gpu_with_tensorrt.gpus[0].compute_capability
   assert metadata["tensorrt_version"] == gpu_with_tensorrt.tensorrt_version
   assert metadata["profiles"] == {"features": {"min": [1, FEATURES], "opt": [MAX_BATCH, FEATURES],
@@ -132,7 +135,7 @@ def test_every_batch_size_from_one_plan_agrees_with_onnx_runtime(mlp_export, pre
   path = _artifact_dir(base, manifest, f"trt_{precision.lower()}")
   onnx_dir = _artifact_dir(base, manifest, f"onnx_{precision.lower()}")
   plan_path = os.path.join(path, "model.plan")
-  before = trt_format.file_sha256(plan_path)
+  before = variant.file_sha256(plan_path)
   tolerance, min_agreement = AGREEMENT[precision]
   agree = []
   with open_plan_runner(plan_path, signature, cuda_binding) as runner:
@@ -146,7 +149,7 @@ def test_every_batch_size_from_one_plan_agrees_with_onnx_runtime(mlp_export, pre
       agree.extend(got.argmax(1) == want.argmax(1))
     assert runner.executor.engine is engine  # one engine served every size: nothing was rebuilt
   assert np.mean(agree) >= min_agreement, precision  # over all 136 samples
-  assert trt_format.file_sha256(plan_path) == before
+  assert variant.file_sha256(plan_path) == before
 
 
 def test_int8_engine_layers_run_in_int8(mlp_export):  # pylint: disable=redefined-outer-name
@@ -154,7 +157,7 @@ def test_int8_engine_layers_run_in_int8(mlp_export):  # pylint: disable=redefine
   base, _, manifest = mlp_export
   with open(os.path.join(_artifact_dir(base, manifest, "trt_int8"), "model.plan"), "rb") as f:
     engine = LoadedEngine(f.read())
-  layers = trt_format.layer_precisions(engine.layer_information())
+  layers = variant.layer_precisions(engine.layer_information())
   engine.close()
   assert layers.get("int8", 0) >= 1, layers  # the 16x64 MatMul; the 64x10 head stays FP32 (onnx_quantize)
   assert manifest["artifacts"]["trt_int8"]["layers_by_precision"] == layers
@@ -204,3 +207,55 @@ def test_mobilenet_v2_engines(gpu_with_tensorrt, tmp_path):  # pylint: disable=u
     want = list(_onnx_outputs(onnx_dir, feeds).values())[0].astype("float32")
     assert np.mean(got.argmax(1) == want.argmax(1)) >= AGREEMENT[precision][1] - 0.1, precision
   assert manifest["artifacts"]["trt_int8"]["layers_by_precision"].get("int8", 0) > 10
+
+
+# --- TensorRT-RTX engines on a GPU that can run them ------------------------------------------------------------
+# Building them needs no GPU and is tested on every machine (tests/test_trt_rtx_format.py); running them is here.
+
+@pytest.fixture(scope="module")
+def rtx_gpu():
+  from tftrt_keras.formats.tensorrt import rtx  # pylint: disable=g-import-not-at-top
+  status = trt_format.probe(edition="tensorrt_rtx")
+  if not status.tensorrt_version:
+    pytest.skip(f"TensorRT-RTX is not installed ({status.tensorrt_error})")
+  runnable = [g for g in status.gpus if g.compute_capability in rtx.PORTABLE_TARGETS]
+  if not runnable:
+    pytest.skip(rtx.cannot_run_text(list(rtx.PORTABLE_TARGETS), status, " (TensorRT-RTX's portable default)"))
+  return runnable[0]
+
+
+@pytest.fixture(scope="module")
+def rtx_export(rtx_gpu, tmp_path_factory):  # pylint: disable=unused-argument,redefined-outer-name
+  base = tmp_path_factory.mktemp("trt_rtx_engines")
+  signature = _mlp_saved_model(str(base / "model"))
+  manifest = _export(str(base / "model"), str(base / "exports"), {"features": _samples(512, seed=1)},
+                     formats=("onnx", "trt_rtx"))
+  return base, signature, manifest
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_trt_rtx_engine_is_verified_and_serves_every_batch(rtx_export, rtx_gpu, precision):  # pylint: disable=redefined-outer-name
+  """`ok` (deserialized, layers counted, verified against the normal export) and, through the cuda-python runner,
+  every batch size agrees with the ONNX variant in ONNX Runtime."""
+  from tftrt_keras.formats.tensorrt.cuda_runner import open_plan_runner  # pylint: disable=g-import-not-at-top
+  base, signature, manifest = rtx_export
+  name = f"trt_rtx_{precision.lower()}"
+  path = _artifact_dir(base, manifest, name)
+  metadata = json.loads(open(os.path.join(path, "model.json")).read())
+  assert metadata["checks"]["deserialize"] == (f"passed: the engine deserializes on {rtx_gpu.name} (compute "
+                                               f"capability {rtx_gpu.compute_capability})")
+  assert manifest["artifacts"][name]["verification"]["passed"] is True
+  if precision == "INT8":
+    assert metadata["layers_by_precision"].get("int8", 0) >= 1, metadata["layers_by_precision"]
+  onnx_dir = _artifact_dir(base, manifest, f"onnx_{precision.lower()}")
+  tolerance, min_agreement = AGREEMENT[precision]
+  agree = []
+  with open_plan_runner(os.path.join(path, "model.plan"), signature, device=rtx_gpu.index,
+                        edition="tensorrt_rtx") as runner:
+    for batch in range(1, MAX_BATCH + 1):
+      feeds = {"features": _samples(batch, seed=200 + batch)}
+      got = runner.run(feeds)["probabilities"]
+      want = _onnx_outputs(onnx_dir, feeds)["probabilities"].astype("float32")
+      assert np.abs(got - want).max() / np.abs(want).max() <= tolerance, (precision, batch)
+      agree.extend(got.argmax(1) == want.argmax(1))
+  assert np.mean(agree) >= min_agreement, precision

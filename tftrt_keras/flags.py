@@ -172,7 +172,8 @@ def define_export_flags(flag_values=flags.FLAGS, *, export_dir=True, training=Tr
           "(empty: the frozen graph and samples only).", fv, list_serializer)
   _define(_CheckedParser(_formats, "string", f"{AUTO} or a subset of {','.join(FORMATS)}"), "export_formats", AUTO,
           f"Deployment formats, {AUTO} or a subset of {','.join(FORMATS)}: tftrt (TF-TRT SavedModels, TensorFlow "
-          "2.15-2.17), onnx (ONNX FP32/FP16/INT8 Q/DQ), trt (TensorRT engines from the ONNX variants). auto: "
+          "2.15-2.17), onnx (ONNX FP32/FP16/INT8 Q/DQ), trt (TensorRT engines from the ONNX variants), trt_rtx "
+          "(TensorRT-RTX engines from the ONNX variants, built on any machine). auto: "
           "those this TensorFlow has, the rest recorded as skipped with the reason.", fv)
   _define(_CheckedParser(_format_options, "string", "a JSON object"), "export_format_options", None,
           "Per-format options as a JSON object, e.g. '{\"onnx\": {\"opset\": 17}}' (each format documents its "

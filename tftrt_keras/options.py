@@ -43,9 +43,10 @@ class ConversionOptions:
 
   Attributes:
     precisions: subset of ("FP32", "FP16", "INT8"); one variant per format each.
-    formats: "auto" or a subset of ("tftrt", "onnx", "trt") (see `tftrt_keras.formats`). "auto": `tftrt` where
-      the installed TensorFlow has TF-TRT, `onnx` always, `trt` always (skipped with the reason where TensorRT
-      or a GPU is missing). A variant's source is built too (`onnx_fp32` for `onnx_int8`).
+    formats: "auto" or a subset of ("tftrt", "onnx", "trt", "trt_rtx") (see `tftrt_keras.formats`). "auto":
+      `tftrt` where the installed TensorFlow has TF-TRT, `onnx` always, `trt` and `trt_rtx` always (skipped with
+      the reason where TensorRT or a GPU is missing, or TensorRT-RTX is not installed). A variant's source is
+      built too (`onnx_fp32` for `onnx_int8`).
     format_options: {format name: dict of that format's options} (each format validates its own).
     max_batch_size: largest batch the engines must serve. TF2 has no static batch size: it becomes the
       upper end of the dynamic-shape profile the engines are prebuilt for. None: the largest captured batch.

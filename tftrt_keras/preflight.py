@@ -5,7 +5,8 @@ in this process; `check_tensorrt_as_worker()` asks the same in a child started a
 `require_tensorrt_or_raise()` is what `require_tensorrt=True` calls before any training time is spent.
 
 Run `python -m tftrt_keras.preflight` to print the report (exit status 0 when TF-TRT can convert here, 1 when
-it cannot), or `python -m tftrt_keras.preflight --json` for the machine-readable answer the export worker would
+it cannot; the report also says which TensorRT builders are installed, TensorRT and TensorRT-RTX, and what GPU
+here could run engines: `engine_builders_text`), or `python -m tftrt_keras.preflight --json` for the machine-readable answer the export worker would
 get: that command makes TensorRT findable exactly as the worker does (it re-executes itself with the worker's
 library path) before it asks, which is how `require_tensorrt=True` asks the worker's question from a trainer.
 """
@@ -20,8 +21,8 @@ from tftrt_keras.formats.tftrt.status import TensorRTStatus, check_tensorrt
 from tftrt_keras.pipeline.worker_setup import (DEVICE_DONE, LIBRARY_PATH_DONE, ensure_tensorrt_findable,
                                                select_conversion_device)
 
-__all__ = ["TensorRTStatus", "check_tensorrt", "check_tensorrt_as_worker", "formats_here", "main",
-           "require_tensorrt_or_raise"]
+__all__ = ["TensorRTStatus", "check_tensorrt", "check_tensorrt_as_worker", "engine_builders_text", "formats_here",
+           "main", "require_tensorrt_or_raise"]
 
 
 def _package_parent():
@@ -110,11 +111,38 @@ def main(argv=None):
     return 0 if status.usable else 1
   rows = formats_here()
   print(status, flush=True)
+  print(engine_builders_text(), flush=True)
   print("Formats on this machine (what `formats=\"auto\"` builds):")
   for name, reason in rows.items():
-    print(f"  {name:<6} {'yes' if reason is None else 'no: ' + reason}")
+    print(f"  {name:<8} {'yes' if reason is None else 'no: ' + reason}")
   # 0 when some TensorRT route (TF-TRT or native engines) works here.
   return 0 if status.usable or rows.get("trt", "") is None else 1
+
+
+def engine_builders_text():
+  """Which TensorRT builders are installed (TensorRT, TensorRT-RTX: versions, what they build here) and what can run
+  engines here (GPUs and their compute capabilities), as printed by `python -m tftrt_keras.preflight`."""
+  from tftrt_keras.formats.tensorrt import build, rtx  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tensorrt.format import probe  # pylint: disable=g-import-not-at-top
+  tensorrt, tensorrt_rtx = probe(edition=build.TENSORRT), probe(edition=build.TENSORRT_RTX)
+  if not tensorrt.tensorrt_version:
+    trt_line = f"not installed ({tensorrt.tensorrt_error}); {build.TENSORRT_INSTALL}"
+  elif tensorrt.gpus:
+    trt_line = f"{tensorrt.tensorrt_version} (builds and runs engines on this machine's GPU)"
+  else:
+    trt_line = f"{tensorrt.tensorrt_version} (builds engines only on a GPU, and there is none here)"
+  if not tensorrt_rtx.tensorrt_version:
+    rtx_line = f"not installed ({tensorrt_rtx.tensorrt_error}); {build.TENSORRT_RTX_INSTALL}"
+  else:
+    others = [rtx.capability_number(n) for n in rtx.COMPUTE_CAPABILITIES]
+    others = [c for c in others if c not in rtx.PORTABLE_TARGETS]
+    rtx_line = (f"{tensorrt_rtx.tensorrt_version} (builds engines here, GPU or not, for compute capability "
+                f"{', '.join(rtx.PORTABLE_TARGETS)} by default, {', '.join(others)} on request; running them needs "
+                "an NVIDIA GPU of a targeted compute capability and its driver)")
+  runnable = ("no: " + rtx.gpus_here(tensorrt_rtx)) if not tensorrt_rtx.gpus else "; ".join(
+      f"GPU {g.index}: {g.name}, compute capability {g.compute_capability}" for g in tensorrt_rtx.gpus)
+  return "\n".join([f"TensorRT builder:       {trt_line}", f"TensorRT-RTX builder:   {rtx_line}",
+                    f"Engines can run here:   {runnable}"])
 
 
 def formats_here(options=None):

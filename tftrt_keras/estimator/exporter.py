@@ -142,7 +142,7 @@ class TrtExporter(_exporter_lib.Exporter):
     signature_key: the normal export's signature every variant is built from. None: `serving_default` when
       the export has it, else `predict`, else its only signature. A key the export lacks raises ValueError
       (listing the available ones) at the first export.
-    formats: "auto" or a subset of ("tftrt", "onnx", "trt"); see `ConversionOptions`.
+    formats: "auto" or a subset of ("tftrt", "onnx", "trt", "trt_rtx"); see `ConversionOptions`.
     verification_samples: evaluation samples held out for verification, apart from the calibration batches
       and spread over the whole evaluation (fewer when the evaluation has fewer).
     max_batch_size, max_workspace_size_bytes, minimum_segment_size, maximum_cached_engines, require_tensorrt,

@@ -3,6 +3,10 @@
     tftrt   TF-TRT SavedModels (TensorFlow 2.15-2.17 only)        native -> tftrt_{fp32,fp16,int8}
     onnx    ONNX models, FP16 by type, INT8 by explicit Q/DQ      native -> onnx_fp32 -> onnx_fp16, onnx_int8
     trt     TensorRT engines (plans) built from the ONNX variants onnx_<p> -> trt_<p>
+    trt_rtx TensorRT-RTX engines, built on any machine (GPU or not)  onnx_<p> -> trt_rtx_<p>
+
+`trt` and `trt_rtx` share one folder (`formats/tensorrt`): one builder and one runner serve both TensorRT
+editions, asking the module (`tensorrt`, `tensorrt_rtx`) what it offers.
 
 A format module is imported only when its variants are built or verified (never by `import tftrt_keras`).
 """
@@ -18,6 +22,7 @@ FORMAT_MODULES = {
     "tftrt": "tftrt_keras.formats.tftrt",
     "onnx": "tftrt_keras.formats.onnx",
     "trt": "tftrt_keras.formats.tensorrt",
+    "trt_rtx": "tftrt_keras.formats.tensorrt.rtx",
 }
 FORMATS = tuple(FORMAT_MODULES)
 AUTO = "auto"

@@ -65,9 +65,10 @@ class TrtExport(keras_flavor.callback_base()):
   Args:
     export_dir: export root. Each export gets a new version number, also across resumed runs.
     precisions: precisions to build in every format, a subset of ("FP32", "FP16", "INT8").
-    formats: "auto" (default) or a subset of ("tftrt", "onnx", "trt"). "auto": `tftrt` where the installed
-      TensorFlow has TF-TRT (2.15-2.17), `onnx` always, `trt` always (recorded as skipped with the reason where
-      TensorRT or a GPU is missing). A variant's source is built too (`onnx_fp32` for `onnx_int8`).
+    formats: "auto" (default) or a subset of ("tftrt", "onnx", "trt", "trt_rtx"). "auto": `tftrt` where the
+      installed TensorFlow has TF-TRT (2.15-2.17), `onnx` always, `trt` and `trt_rtx` always (recorded as skipped
+      with the reason where TensorRT or a GPU is missing, or TensorRT-RTX is not installed). A variant's source
+      is built too (`onnx_fp32` for `onnx_int8`).
     format_options: {format name: dict of that format's options}, e.g. `{"onnx": {...}}` (see
       `tftrt_keras.formats`); each format checks its own.
     monitor, mode, save_best_only, save_freq, initial_value_threshold: as in `keras.callbacks.ModelCheckpoint`.

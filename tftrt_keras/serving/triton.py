@@ -36,6 +36,8 @@ METADATA_FILE = "model.json"
 # The Triton platform of each variant format and the file Triton opens in a version directory.
 PLATFORMS = {"onnx": "onnxruntime_onnx", "trt": "tensorrt_plan"}
 MODEL_FILES = {"onnx": "model.onnx", "trt": "model.plan"}
+# Variant formats Triton cannot serve at all, with the reason recorded in `left_out` for each of their variants.
+NOT_SERVABLE = {"trt_rtx": "Triton's tensorrt_plan backend cannot load TensorRT-RTX plans"}
 # The newest export is the one served; older versions stay on disk (for a rollback by config) until retention.
 VERSION_POLICY = "latest { num_versions: 1 }"
 
@@ -363,6 +365,9 @@ def publish_export(run):
   try:
     for variant, entry in run.manifest["artifacts"].items():
       format_name = variant.rpartition("_")[0]
+      if format_name in NOT_SERVABLE:
+        record["left_out"][variant] = NOT_SERVABLE[format_name]
+        continue
       if format_name not in PLATFORMS:
         continue
       if entry.get("status") != "ok":

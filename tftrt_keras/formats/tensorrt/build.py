@@ -1,70 +1,59 @@
-"""The one module that talks to TensorRT: builds an engine from an ONNX file, and loads an engine to run it.
+"""The one module that talks to TensorRT, either edition: builds an engine from an ONNX file, and loads one to run it.
 
-Nothing else in the library imports `tensorrt`; everything around these calls (profiles, caches, metadata,
-binding feeds) is plain Python and runs under test on machines without TensorRT.
+Two editions share every line here: TensorRT (module `tensorrt`, format `trt`) and TensorRT-RTX (module
+`tensorrt_rtx`, format `trt_rtx`; version 1.x, strongly typed only, no EXPLICIT_BATCH, compute-capability targets,
+builds without a GPU). What to call is decided by what the module offers (`hasattr`), never by its version
+number: TensorRT-RTX 1.7 is "older" than TensorRT 8 by number and newer by API. Nothing else in the library
+imports either module; everything around these calls (profiles, caches, metadata, binding feeds) is plain
+Python and runs under test.
 
-Precision comes from the ONNX model itself: FP16 types, INT8 as Q/DQ pairs. Where TensorRT has strongly typed
-networks (9.1 and later; TensorRT 11 has nothing else) the network is created strongly typed and TensorRT
-follows the model's types exactly; on TensorRT 8.6 the builder flag matching the variant's precision allows
-those types instead (INT8 without a calibrator: the Q/DQ scales are in the model). Modelled on Polygraphy's
-`backend/trt/loader.py` (NetworkFromOnnxPath, EngineBytesFromNetwork with its timing cache) and `runner.py`.
+Precision comes from the ONNX model itself: FP16 types, INT8 as Q/DQ pairs. Where the module has strongly typed
+networks (TensorRT 9.1+, TensorRT-RTX) the network is created strongly typed and follows the model's types
+exactly; where it has not (TensorRT 8.6) the builder flag matching the variant's precision allows those types
+(INT8 without a calibrator: the Q/DQ scales are in the model). Modelled on Polygraphy's `backend/trt/loader.py`
+(NetworkFromOnnxPath, EngineBytesFromNetwork with its timing cache) and `runner.py`.
 """
 
 import dataclasses
 import json
+import re
 import time
-
-from absl import logging
+import warnings
 
 from tftrt_keras.formats.base import VariantFailed
 from tftrt_keras.formats.tensorrt.binding import TensorSpec
+from tftrt_keras.formats.tensorrt.log import ERROR_LINES_KEPT, close_log, open_log, process_logger, recording
 
+TENSORRT, TENSORRT_RTX = "tensorrt", "tensorrt_rtx"  # the editions, by module name
+EDITION_NAMES = {TENSORRT: "TensorRT", TENSORRT_RTX: "TensorRT-RTX"}
 TENSORRT_INSTALL = ("`pip install tensorrt` (NVIDIA's wheels: TensorRT 10 for CUDA 12/13; needs an NVIDIA GPU and "
                     "driver), or run in an NVIDIA container such as nvcr.io/nvidia/tensorrt")
-# A failed build's reason keeps TensorRT's last error lines, not its whole log.
-ERROR_LINES_KEPT = 12
+TENSORRT_RTX_INSTALL = ("`pip install 'tftrt_keras[trt_rtx]'` (tensorrt-rtx-cu13==1.7.1.116: builds engines on any "
+                        "machine, GPU or not)")
+# What TensorRT logs when it does not take a timing cache it was given (TensorRT-RTX 1.7 without a GPU: "Failed to
+# deserialize timing cache. Returning an empty timing cache." and "The timing cache will not be used!").
+_CACHE_REFUSED = re.compile(r"timing cache.*(not be used|fail|ignor|mismatch|invalid|corrupt)|"
+                            r"(fail|unable|cannot|could not).*timing cache", re.IGNORECASE)
 
 
-def import_tensorrt():
+def import_tensorrt(edition=TENSORRT):
+  """The module of `edition` (`TENSORRT` or `TENSORRT_RTX`); raises ImportError (or OSError) when it does not load."""
+  if edition == TENSORRT_RTX:
+    import tensorrt_rtx  # pylint: disable=g-import-not-at-top
+    return tensorrt_rtx
+  if edition != TENSORRT:
+    raise ValueError(f"unknown TensorRT edition {edition!r}; expected one of {sorted(EDITION_NAMES)}")
   import tensorrt  # pylint: disable=g-import-not-at-top
   return tensorrt
 
 
-def tensorrt_version():
-  """(version, None) when `tensorrt` imports, else (None, why not)."""
+def tensorrt_version(edition=TENSORRT):
+  """(version, None) when the edition's module imports, else (None, why not)."""
   try:
-    return import_tensorrt().__version__, None
+    return import_tensorrt(edition).__version__, None
   except Exception as err:  # pylint: disable=broad-except
-    # Not only ImportError: a wheel whose libnvinfer cannot load raises OSError.
+    # Not only ImportError: a wheel whose libraries cannot load raises OSError.
     return None, f"{type(err).__name__}: {err}"
-
-
-def _major(version):
-  return int(str(version).split(".")[0])
-
-
-def _collecting_logger(trt):
-  """An ILogger that keeps TensorRT's warnings and errors (for a failed build's reason) and logs them."""
-
-  class CollectingLogger(trt.ILogger):
-
-    def __init__(self):
-      trt.ILogger.__init__(self)
-      self.errors, self.warnings = [], []
-
-    def log(self, severity, msg):
-      if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
-        self.errors.append(msg)
-        logging.error("TensorRT: %s", msg)
-      elif severity == trt.ILogger.Severity.WARNING:
-        self.warnings.append(msg)
-        logging.warning("TensorRT: %s", msg)
-
-    def error_text(self):
-      lines = self.errors[-ERROR_LINES_KEPT:]
-      return " | ".join(lines) if lines else "TensorRT logged no error"
-
-  return CollectingLogger()
 
 
 def _numpy_dtype(trt, dtype):
@@ -88,33 +77,40 @@ class BuildSettings:
   """How to build one engine.
 
   Attributes:
-    precision: the variant's precision (FP32/FP16/INT8); it selects builder flags only where TensorRT has no
+    precision: the variant's precision (FP32/FP16/INT8); it selects builder flags only where the module has no
       strongly typed networks.
     workspace_bytes: the builder's workspace memory pool limit.
-    builder_optimization_level: 0-5 (TensorRT's default 3) or None for TensorRT's default.
+    builder_optimization_level: 0-5 or None for the builder's default (3).
     use_timing_cache: build with a timing cache (and return it).
-    timing_cache: bytes of a trusted earlier cache (see `tensorrt_cache`), or None to start empty.
+    timing_cache: bytes of a trusted earlier cache (see `cache`), or None to start empty.
+    compute_capabilities: names of `ComputeCapability` members to target ("SM86", "CURRENT"), or None to leave
+      the builder's default (TensorRT-RTX: its portable set). Only for a module that has compute-capability targets.
   """
   precision: str
   workspace_bytes: int
   builder_optimization_level: int = None
   use_timing_cache: bool = True
   timing_cache: bytes = None
+  compute_capabilities: tuple = None
 
 
 @dataclasses.dataclass
 class BuiltEngine:
-  """A serialized engine and how it was built."""
+  """A serialized engine and how it was built (what TensorRT itself reports back, where it can)."""
   plan: bytes
   tensorrt_version: str
   strongly_typed: bool
   builder_flags: list
-  inputs: list  # TensorSpec
+  inputs: list  # TensorSpec of the parsed network
   outputs: list
   timing_cache: bytes  # None without a timing cache
-  timing_cache_status: str  # None, or why the given cache was not used
+  timing_cache_status: str  # None: the given cache (if any) was taken; else what happened, in TensorRT's words
   warnings: list
   seconds: float
+  edition: str = TENSORRT
+  # Read back from the builder config: network flags, workspace, optimization level, compute capabilities.
+  builder: dict = None
+  profile: dict = None  # {input: {"min", "opt", "max"}} as TensorRT holds it after `set_shape`
 
 
 def _parser_errors(parser):
@@ -123,18 +119,77 @@ def _parser_errors(parser):
     error = parser.get_error(index)
     where = getattr(error, "node_name", lambda: "")() or ""
     op = getattr(error, "node_operator", lambda: "")() or ""
+    code = str(getattr(error, "code", lambda: "")()).rsplit(".", 1)[-1]
+    func = getattr(error, "func", lambda: "")() or ""
     prefix = f"node {where} ({op}): " if where or op else ""
-    errors.append(prefix + error.desc())
+    checker = f" ({func})" if func else ""
+    errors.append(prefix + (f"{code}{checker}: " if code else "") + " ".join(str(error.desc()).split()))
   return errors
 
 
-def build_engine(onnx_path, settings, profile):
-  """Builds a serialized engine from the ONNX model at `onnx_path`.
+def _network_flags(trt):
+  """(creation flags, their names) from what `trt` offers: EXPLICIT_BATCH where it exists (TensorRT 8.x needs it;
+  10 keeps it as a no-op; TensorRT-RTX has none), STRONGLY_TYPED where it exists."""
+  creation = trt.NetworkDefinitionCreationFlag
+  flags, names = 0, []
+  for name in ("EXPLICIT_BATCH", "STRONGLY_TYPED"):
+    if hasattr(creation, name):
+      flags |= 1 << int(getattr(creation, name))
+      names.append(name)
+  return flags, names
+
+
+def _set_compute_capabilities(trt, config, names, log):
+  if not hasattr(config, "set_compute_capability") or not hasattr(trt, "ComputeCapability"):
+    raise VariantFailed(f"compute capabilities {list(names)} were asked for, but {trt.__name__} {trt.__version__} has "
+                        "no compute-capability targets (IBuilderConfig.set_compute_capability)")
+  unknown = [n for n in names if not hasattr(trt.ComputeCapability, n)]
+  if unknown:
+    raise VariantFailed(f"{trt.__name__} {trt.__version__} has no compute capability {unknown}; it has "
+                        f"{sorted(trt.ComputeCapability.__members__)}")
+  config.num_compute_capabilities = len(names)
+  for index, name in enumerate(names):
+    if not config.set_compute_capability(getattr(trt.ComputeCapability, name), index):
+      raise VariantFailed(f"{trt.__name__} refused compute capability {name}: {log.error_text()}")
+
+
+def _compute_capabilities(config):
+  if not hasattr(config, "num_compute_capabilities"):
+    return None
+  return [config.get_compute_capability(i).name for i in range(config.num_compute_capabilities)]
+
+
+def _use_timing_cache(config, given, log):
+  """Attaches a timing cache to `config`; returns (cache, status): status None when TensorRT took `given` (or
+  nothing was given), else "ignored: ..." with TensorRT's own words."""
+  if not hasattr(config, "create_timing_cache"):
+    return None, "not used: this TensorRT has no timing cache"
+  mark = log.mark()
+  cache, status = None, None
+  if given:
+    try:
+      cache = config.create_timing_cache(given)
+    except Exception as err:  # pylint: disable=broad-except
+      status = f"ignored: TensorRT refused it ({type(err).__name__}: {err})"
+  if cache is None:
+    cache = config.create_timing_cache(b"")
+  if not config.set_timing_cache(cache, ignore_mismatch=False) and given and status is None:
+    status = f"ignored: TensorRT refused it ({log.error_text()})"
+  said = log.since(mark)
+  if given and status is None and any(_CACHE_REFUSED.search(line) for line in said):
+    # It returns an empty cache instead of failing: only its log says the given one was not used.
+    status = "ignored: TensorRT said: " + " | ".join(" ".join(line.split()) for line in said)
+  return cache, status
+
+
+def build_engine(onnx_path, settings, profile, edition=TENSORRT):
+  """Builds a serialized engine from the ONNX model at `onnx_path` with the builder of `edition`.
 
   Args:
     onnx_path: path of `model.onnx` (external weight files beside it are found by the parser).
     settings: `BuildSettings`.
-    profile: {input name: {"min", "opt", "max"}} (see `tensorrt_profile.engine_profile`).
+    profile: {input name: {"min", "opt", "max"}} (see `profile.engine_profile`).
+    edition: `TENSORRT` or `TENSORRT_RTX`.
 
   Returns:
     A `BuiltEngine`.
@@ -143,76 +198,75 @@ def build_engine(onnx_path, settings, profile):
     VariantFailed: TensorRT could not parse the model, accept the profile or options, or build an engine
       (unsupported layer, out of memory...); the message carries TensorRT's own error lines.
   """
-  trt = import_tensorrt()
-  logger = _collecting_logger(trt)
-  builder = trt.Builder(logger)
-  if not builder:
-    raise VariantFailed(f"TensorRT could not create a builder: {logger.error_text()}")
-  creation = trt.NetworkDefinitionCreationFlag
-  strongly_typed = hasattr(creation, "STRONGLY_TYPED")
-  flags = 0
-  if _major(trt.__version__) < 10:
-    flags |= 1 << int(creation.EXPLICIT_BATCH)  # 8.x default is implicit batch; 10 made it the only mode
-  if strongly_typed:
-    flags |= 1 << int(creation.STRONGLY_TYPED)
-  network = builder.create_network(flags)
-  parser = trt.OnnxParser(network, logger)
-  if not parser.parse_from_file(onnx_path):
-    raise VariantFailed("TensorRT could not parse the ONNX model: " + " | ".join(_parser_errors(parser)[-ERROR_LINES_KEPT:]
-                                                                                 or [logger.error_text()]))
-  inputs = [_spec(trt, t.name, t.dtype, t.shape) for t in (network.get_input(i) for i in range(network.num_inputs))]
-  outputs = [_spec(trt, t.name, t.dtype, t.shape) for t in (network.get_output(i) for i in range(network.num_outputs))]
+  trt = import_tensorrt(edition)
+  name = EDITION_NAMES[edition]
+  with recording(trt, name) as log, warnings.catch_warnings(record=True) as python_warnings:
+    # TensorRT-RTX says through Python's warnings too ("Timing cache operations are no-ops in TensorRT-RTX").
+    warnings.simplefilter("always", DeprecationWarning)
+    builder = trt.Builder(process_logger(trt))
+    if not builder:
+      raise VariantFailed(f"{name} could not create a builder: {log.error_text()}")
+    flags, flag_names = _network_flags(trt)
+    strongly_typed = "STRONGLY_TYPED" in flag_names
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, process_logger(trt))
+    if not parser.parse_from_file(onnx_path):
+      raise VariantFailed(f"{name} could not parse the ONNX model: "
+                          + " | ".join(_parser_errors(parser)[-ERROR_LINES_KEPT:] or [log.error_text()]))
+    inputs = [_spec(trt, t.name, t.dtype, t.shape) for t in (network.get_input(i) for i in range(network.num_inputs))]
+    outputs = [_spec(trt, t.name, t.dtype, t.shape)
+               for t in (network.get_output(i) for i in range(network.num_outputs))]
 
-  config = builder.create_builder_config()
-  config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings.workspace_bytes))
-  if settings.builder_optimization_level is not None:
-    if not hasattr(config, "builder_optimization_level"):
-      raise VariantFailed(f"builder_optimization_level needs TensorRT 8.6 or later; this is {trt.__version__}")
-    config.builder_optimization_level = int(settings.builder_optimization_level)
-  # DETAILED keeps per-layer precisions readable by the engine inspector (how an INT8 engine is checked).
-  config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-  builder_flags = []
-  if not strongly_typed:
-    flag = {"FP16": "FP16", "INT8": "INT8"}.get(settings.precision)
-    if flag:
-      config.set_flag(getattr(trt.BuilderFlag, flag))
-      builder_flags.append(flag)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings.workspace_bytes))
+    if settings.builder_optimization_level is not None:
+      if not hasattr(config, "builder_optimization_level"):
+        raise VariantFailed(f"builder_optimization_level needs TensorRT 8.6 or later; this is {trt.__version__}")
+      config.builder_optimization_level = int(settings.builder_optimization_level)
+    if settings.compute_capabilities:
+      _set_compute_capabilities(trt, config, settings.compute_capabilities, log)
+    # DETAILED keeps per-layer precisions readable by the engine inspector (how an INT8 engine is checked).
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    builder_flags = []
+    if not strongly_typed:
+      flag = {"FP16": "FP16", "INT8": "INT8"}.get(settings.precision)
+      if flag and hasattr(trt.BuilderFlag, flag):
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+        builder_flags.append(flag)
 
-  trt_profile = builder.create_optimization_profile()
-  for name, shapes in profile.items():
-    trt_profile.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])
-  if config.add_optimization_profile(trt_profile) < 0:
-    raise VariantFailed(f"TensorRT refused the optimization profile {profile}: {logger.error_text()}")
+    trt_profile = builder.create_optimization_profile()
+    for input_name, shapes in profile.items():
+      trt_profile.set_shape(input_name, shapes["min"], shapes["opt"], shapes["max"])
+    if config.add_optimization_profile(trt_profile) < 0:
+      raise VariantFailed(f"{name} refused the optimization profile {profile}: {log.error_text()}")
+    held = {n: dict(zip(("min", "opt", "max"), ([int(d) for d in dims] for dims in trt_profile.get_shape(n))))
+            for n in profile}
 
-  cache_status = None
-  if settings.use_timing_cache:
-    cache = None
-    if settings.timing_cache:
-      try:
-        cache = config.create_timing_cache(settings.timing_cache)
-      except Exception as err:  # pylint: disable=broad-except
-        cache_status = f"ignored: TensorRT refused it ({type(err).__name__}: {err})"
-      if cache is None and cache_status is None:
-        cache_status = f"ignored: TensorRT refused it ({logger.error_text()})"
-    if cache is None:
-      cache = config.create_timing_cache(b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    cache, cache_status = None, None
+    if settings.use_timing_cache:
+      cache, cache_status = _use_timing_cache(config, settings.timing_cache, log)
 
-  started = time.monotonic()
-  try:
-    plan = builder.build_serialized_network(network, config)
-  except Exception as err:  # pylint: disable=broad-except
-    raise VariantFailed(f"TensorRT failed building the engine ({type(err).__name__}: {err}): "
-                        f"{logger.error_text()}") from err
-  seconds = time.monotonic() - started
-  if plan is None:
-    raise VariantFailed(f"TensorRT built no engine: {logger.error_text()}")
-  timing_cache = None
-  if settings.use_timing_cache:
-    timing_cache = bytes(config.get_timing_cache().serialize())
+    started = time.monotonic()
+    try:
+      plan = builder.build_serialized_network(network, config)
+    except Exception as err:  # pylint: disable=broad-except
+      raise VariantFailed(f"{name} failed building the engine ({type(err).__name__}: {err}): "
+                          f"{log.error_text()}") from err
+    seconds = time.monotonic() - started
+    if plan is None or not plan.nbytes:
+      raise VariantFailed(f"{name} built no engine: {log.error_text()}")
+    timing_cache = None
+    if cache is not None:
+      timing_cache = bytes(config.get_timing_cache().serialize())
+    applied = {"network_flags": flag_names, "workspace_bytes": int(config.get_memory_pool_limit(
+        trt.MemoryPoolType.WORKSPACE)), "builder_optimization_level": getattr(config, "builder_optimization_level",
+                                                                              None),
+               "compute_capabilities": _compute_capabilities(config), "profiling_verbosity": "DETAILED"}
+    said = list(dict.fromkeys(list(log.warnings) + [f"{w.category.__name__}: {w.message}" for w in python_warnings]))
   return BuiltEngine(plan=bytes(plan), tensorrt_version=trt.__version__, strongly_typed=strongly_typed,
                      builder_flags=builder_flags, inputs=inputs, outputs=outputs, timing_cache=timing_cache,
-                     timing_cache_status=cache_status, warnings=list(logger.warnings), seconds=seconds)
+                     timing_cache_status=cache_status, warnings=said, seconds=seconds, edition=edition,
+                     builder=applied, profile=held)
 
 
 class LoadedEngine:
@@ -223,41 +277,49 @@ class LoadedEngine:
     profile: {input name: {"min", "opt", "max"}} of the engine's first optimization profile.
   """
 
-  def __init__(self, plan):
-    trt = self._trt = import_tensorrt()
-    self._logger = _collecting_logger(trt)
-    self._runtime = trt.Runtime(self._logger)
+  def __init__(self, plan, edition=TENSORRT):
+    trt = self._trt = import_tensorrt(edition)
+    self._log = open_log(trt, EDITION_NAMES[edition])
+    try:
+      self._load(trt, plan)
+    except BaseException:
+      self.close()
+      raise
+
+  def _load(self, trt, plan):
+    name = self._log.edition_name
+    self._runtime = trt.Runtime(process_logger(trt))
     self._engine = self._runtime.deserialize_cuda_engine(plan)
     if self._engine is None:
-      raise RuntimeError(f"TensorRT could not load the engine: {self._logger.error_text()}")
+      raise RuntimeError(f"{name} could not load the engine: {self._log.error_text()}")
     self._context = self._engine.create_execution_context()
     if self._context is None:
-      raise RuntimeError(f"TensorRT could not create an execution context: {self._logger.error_text()}")
+      raise RuntimeError(f"{name} could not create an execution context: {self._log.error_text()}")
     self.inputs, self.outputs, self.profile = [], [], {}
     for index in range(self._engine.num_io_tensors):
-      name = self._engine.get_tensor_name(index)
-      spec = _spec(trt, name, self._engine.get_tensor_dtype(name), self._engine.get_tensor_shape(name))
-      if self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+      tensor = self._engine.get_tensor_name(index)
+      spec = _spec(trt, tensor, self._engine.get_tensor_dtype(tensor), self._engine.get_tensor_shape(tensor))
+      if self._engine.get_tensor_mode(tensor) == trt.TensorIOMode.INPUT:
         self.inputs.append(spec)
-        low, opt, high = self._engine.get_tensor_profile_shape(name, 0)
-        self.profile[name] = {"min": list(low), "opt": list(opt), "max": list(high)}
+        low, opt, high = self._engine.get_tensor_profile_shape(tensor, 0)
+        self.profile[tensor] = {"min": list(low), "opt": list(opt), "max": list(high)}
       else:
         self.outputs.append(spec)
 
   def set_input_shape(self, name, shape):
     if not self._context.set_input_shape(name, tuple(int(d) for d in shape)):
-      raise RuntimeError(f"TensorRT refused shape {tuple(shape)} for input `{name}`: {self._logger.error_text()}")
+      raise RuntimeError(f"TensorRT refused shape {tuple(shape)} for input `{name}`: {self._log.error_text()}")
 
   def output_shape(self, name):
     return tuple(self._context.get_tensor_shape(name))
 
   def set_tensor_address(self, name, address):
     if not self._context.set_tensor_address(name, int(address)):
-      raise RuntimeError(f"TensorRT refused the address of `{name}`: {self._logger.error_text()}")
+      raise RuntimeError(f"TensorRT refused the address of `{name}`: {self._log.error_text()}")
 
   def execute_async(self, stream_handle):
     if not self._context.execute_async_v3(int(stream_handle)):
-      raise RuntimeError(f"TensorRT could not run the engine: {self._logger.error_text()}")
+      raise RuntimeError(f"TensorRT could not run the engine: {self._log.error_text()}")
 
   def layer_information(self):
     """The engine inspector's JSON ({"Layers": [...], "Bindings": [...]}): per-layer types and precisions."""
@@ -266,3 +328,24 @@ class LoadedEngine:
 
   def close(self):
     self._context = self._engine = self._runtime = None
+    if self._log is not None:
+      close_log(self._trt, self._log)
+      self._log = None
+
+
+def engine_validity(plan, edition=TENSORRT_RTX):
+  """(validity, diagnostics, what TensorRT said) from the plan's header, where the runtime can tell
+  (`IRuntime.get_engine_validity`, TensorRT-RTX 1.1+): ("VALID" | "SUBOPTIMAL" | "INVALID", ["UNSUPPORTED_CC", ...],
+  [lines]); None where the module cannot tell. It reads the current GPU: call it only where one is visible."""
+  trt = import_tensorrt(edition)
+  with recording(trt, EDITION_NAMES[edition]) as log:
+    runtime = trt.Runtime(process_logger(trt))
+    if not hasattr(runtime, "get_engine_validity"):
+      return None
+    validity, bits = runtime.get_engine_validity(plan)
+    members = getattr(getattr(trt, "EngineInvalidityDiagnostics", None), "__members__", None)
+    if members is None:
+      diagnostics = [f"diagnostics bits {int(bits)}"] if int(bits) else []
+    else:
+      diagnostics = [n for n, member in members.items() if int(bits) & int(member)]
+    return validity.name, diagnostics, list(log.lines)

@@ -172,8 +172,15 @@ class TensorRTExecutor:
     self.memory.close()
 
 
-def open_plan_runner(plan_path, signature=None, cuda_binding=CUDA_PYTHON, device=0):
-  """An `EngineRunner` on the TensorRT plan at `plan_path`, returning outputs under `signature`'s names.
+def open_plan_runner(plan_path, signature=None, cuda_binding=CUDA_PYTHON, device=0, edition=None):
+  """An `EngineRunner` on the plan at `plan_path`, returning outputs under `signature`'s names.
+
+  Args:
+    plan_path: a `model.plan`.
+    signature: the signature outputs are returned under, or None for the engine's own names.
+    cuda_binding: CUDA_PYTHON or PYCUDA (see `open_memory`).
+    device: the GPU to run on.
+    edition: `build.TENSORRT` (default) or `build.TENSORRT_RTX`: which runtime deserializes the plan.
 
   Raises:
     CudaUnavailable: no usable GPU or CUDA binding.
@@ -183,7 +190,7 @@ def open_plan_runner(plan_path, signature=None, cuda_binding=CUDA_PYTHON, device
   memory = open_memory(cuda_binding, device)
   try:
     with open(plan_path, "rb") as f:
-      engine = tensorrt_build.LoadedEngine(f.read())
+      engine = tensorrt_build.LoadedEngine(f.read(), edition or tensorrt_build.TENSORRT)
   except BaseException:
     memory.close()
     raise

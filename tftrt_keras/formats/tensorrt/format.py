@@ -2,7 +2,8 @@
 
     trt_int8/3/model.plan    the serialized engine, raw bytes: `trtexec --loadEngine`, Triton's tensorrt_plan
     trt_int8/3/model.json    TensorRT version, GPU and compute capability, optimization profile, builder
-                             options, SHA-256 of the source model.onnx, build time, engine size, inputs/outputs
+                             options, SHA-256 of the source model.onnx, build time, engine size, inputs/outputs,
+                             the checks it passed (see `variant`), TensorRT's warnings
 
 An engine runs only on the GPU model and TensorRT version that built it, so it is built in the export worker on
 the machine's GPU (`format_options={"trt": {"device": 1}}` picks another), with a profile from the captured
@@ -15,22 +16,16 @@ Example:
                               format_options={"trt": {"workspace_mb": 2048, "builder_optimization_level": 4}})
 """
 
-import collections
 import dataclasses
-import hashlib
-import json
-import numbers
 import os
-import time
 
 from absl import logging
 
 from tftrt_keras.errors import invalid_argument
-from tftrt_keras.formats.base import Format, VariantFailed, VariantUnavailable, artifact_name
+from tftrt_keras.formats.base import Format, VariantUnavailable, artifact_name
+from tftrt_keras.formats.tensorrt.variant import (PLAN_FILE, build_checks, check_integer_options, file_sha256,
+                                                  inspect_layers, plan_metadata, source_model, write_variant)
 
-PLAN_FILE = "model.plan"
-METADATA_FILE = "model.json"
-ONNX_FILE = "model.onnx"
 CUDA_BINDINGS = ("cuda-python", "pycuda")
 
 
@@ -60,13 +55,8 @@ class TensorRTOptions:
   cuda_binding: str = "cuda-python"
 
   def __post_init__(self):
-    for name, low, high in (("workspace_mb", 1, None), ("builder_optimization_level", 0, 5), ("device", 0, None)):
-      value = getattr(self, name)
-      if value is None:
-        continue
-      if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or (high and value > high):
-        expected = f"None or an integer from {low} to {high}" if high else f"None or an integer >= {low}"
-        raise invalid_argument(_argument(name), value, expected)
+    check_integer_options(self, _argument, (("workspace_mb", 1, None), ("builder_optimization_level", 0, 5),
+                                            ("device", 0, None)))
     if not isinstance(self.timing_cache, bool):
       raise invalid_argument(_argument("timing_cache"), self.timing_cache, "True or False")
     if self.cuda_binding not in CUDA_BINDINGS:
@@ -77,41 +67,41 @@ class TensorRTOptions:
 
 @dataclasses.dataclass(frozen=True)
 class TensorRTProbe:
-  """What this machine offers the `trt` format (printed by the preflight, recorded in the manifest)."""
+  """What this machine offers one TensorRT edition (printed by the preflight, recorded in the manifest)."""
 
-  tensorrt_version: str  # None: `tensorrt` does not import
+  tensorrt_version: str  # None: the edition's module does not import
   tensorrt_error: str
   cuda_python_version: str  # None: cuda-python is not installed
   cuda_error: str  # why GPUs could not be counted, or None
   gpus: tuple  # cuda_devices.Gpu
   pycuda: bool
+  edition: str = "tensorrt"  # the module asked: "tensorrt" or "tensorrt_rtx"
 
   @property
   def usable(self):
     return bool(self.tensorrt_version and self.gpus)
 
   def to_json(self):
-    return {"tensorrt": self.tensorrt_version, "tensorrt_error": self.tensorrt_error,
+    return {self.edition: self.tensorrt_version, f"{self.edition}_error": self.tensorrt_error,
             "cuda_python": self.cuda_python_version, "cuda_error": self.cuda_error,
             "gpu_count": len(self.gpus), "gpus": [gpu.to_json() for gpu in self.gpus], "pycuda": self.pycuda}
 
 
-_PROBE = None
+_PROBES = {}  # edition -> TensorRTProbe
 
 
-def probe(refresh=False):
-  """The `TensorRTProbe` of this process (imports `tensorrt` and cuda-python if present; asked once)."""
-  global _PROBE
-  if _PROBE is None or refresh:
+def probe(refresh=False, edition="tensorrt"):
+  """The `TensorRTProbe` of this process for `edition` (imports its module and cuda-python if present; asked once)."""
+  if edition not in _PROBES or refresh:
     from tftrt_keras.formats.tensorrt import build as tensorrt_build, cuda_devices, cuda_runner  # pylint: disable=g-import-not-at-top
-    version, error = tensorrt_build.tensorrt_version()
+    version, error = tensorrt_build.tensorrt_version(edition)
     try:
       gpus, cuda_error = tuple(cuda_devices.list_gpus()), None
     except cuda_devices.CudaUnavailable as err:
       gpus, cuda_error = (), str(err)
-    _PROBE = TensorRTProbe(version, error, cuda_devices.cuda_python_version(), cuda_error, gpus,
-                           cuda_runner.pycuda_importable())
-  return _PROBE
+    _PROBES[edition] = TensorRTProbe(version, error, cuda_devices.cuda_python_version(), cuda_error, gpus,
+                                     cuda_runner.pycuda_importable(), edition)
+  return _PROBES[edition]
 
 
 def unavailable_text(status, device=None):
@@ -141,99 +131,22 @@ def unavailable_text(status, device=None):
 
 # --- what was built ------------------------------------------------------------------------------------------
 
-def _precision_word(datatype):
-  text = datatype.lower()
-  for word, names in (("int8", ("int8",)), ("fp8", ("fp8",)), ("bf16", ("bf16", "bfloat")),
-                      ("fp16", ("fp16", "half")), ("fp32", ("fp32", "float")), ("int32", ("int32",)),
-                      ("int64", ("int64",)), ("bool", ("bool",))):
-    if any(name in text for name in names):
-      return word
-  return "other"
-
-
-def layer_precisions(information):
-  """{precision: layer count} of an engine, from the engine inspector's JSON (`LoadedEngine.layer_information`).
-
-  A layer counts under the datatype of its first input (`"Format/Datatype": "Row major linear Int8 format"`):
-  an INT8 convolution reads INT8, the Quantize layer before it reads float. Reformat layers only copy and are
-  not counted. Engines built without DETAILED profiling verbosity list layer names only: "unknown".
-  """
-  counts = collections.Counter()
-  for layer in (information or {}).get("Layers", []):
-    if not isinstance(layer, dict):
-      counts["unknown"] += 1
-      continue
-    if layer.get("LayerType") == "Reformat":
-      continue
-    inputs = layer.get("Inputs") or []
-    datatype = inputs[0].get("Format/Datatype", "") if inputs and isinstance(inputs[0], dict) else ""
-    counts[_precision_word(str(datatype)) if datatype else "other"] += 1
-  return dict(sorted(counts.items()))
-
-
-def file_sha256(path):
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def engine_metadata(*, precision, source_artifact, source_sha256, built, gpu, profile, builder_options,
-                    timing_cache, layers, created=None):
-  """The content of `model.json` beside `model.plan` (everything a server or a user needs to trust the plan).
+                    timing_cache, layers, checks, created=None):
+  """The content of `model.json` beside a `trt` plan (everything a server or a user needs to trust the plan).
 
   Args:
-    precision: FP32/FP16/INT8.
-    source_artifact: the ONNX variant it was built from (`onnx_int8`).
-    source_sha256: SHA-256 of that variant's model.onnx.
-    built: the `tensorrt_build.BuiltEngine`.
+    precision, source_artifact, source_sha256, built, profile, checks, created: see `variant.plan_metadata`.
     gpu: the `cuda_devices.Gpu` it was built on.
-    profile: {input name: {"min", "opt", "max"}}.
     builder_options: dict of the builder settings used.
     timing_cache: what happened to the timing cache (a sentence).
-    layers: `layer_precisions` of the engine.
-    created: seconds since the epoch (injectable); now by default.
+    layers: `variant.layer_precisions` of the engine.
   """
-  return {
-      "format": "trt",
-      "file": PLAN_FILE,
-      "precision": precision,
-      "tensorrt_version": built.tensorrt_version,
-      "gpu_name": gpu.name,
-      "compute_capability": gpu.compute_capability,
-      "gpu": gpu.to_json(),
-      "profiles": profile,
-      "builder": dict(builder_options, strongly_typed=built.strongly_typed, builder_flags=list(built.builder_flags),
-                      timing_cache=timing_cache),
-      "source": {"artifact": source_artifact, "file": ONNX_FILE, "sha256": source_sha256},
-      "build_seconds": round(built.seconds, 3),
-      "engine_bytes": len(built.plan),
-      "engine_sha256": hashlib.sha256(built.plan).hexdigest(),
-      "layers_by_precision": layers,
-      "inputs": [spec.to_json() for spec in built.inputs],
-      "outputs": [spec.to_json() for spec in built.outputs],
-      "builder_warnings": len(built.warnings),
-      "created": round(time.time() if created is None else created, 3),
-  }
-
-
-def model_io(source_dir, signature):
-  """{"inputs": [...], "outputs": [...]} of the ONNX variant in `source_dir` (its model.json), else the
-  signature's (the ONNX inputs are named after the signature's)."""
-  path = os.path.join(source_dir, METADATA_FILE)
-  if os.path.isfile(path):
-    with open(path) as f:
-      described = json.load(f)
-    if described.get("inputs"):
-      return {"inputs": described["inputs"], "outputs": described.get("outputs") or []}
-  return {"inputs": list((signature or {}).get("inputs", [])), "outputs": list((signature or {}).get("outputs", []))}
-
-
-def needs_samples(inputs):
-  """Whether the profile needs the captured samples: an input of unknown rank or a dynamic non-batch dimension."""
-  from tftrt_keras.formats.tensorrt.profile import is_static  # pylint: disable=g-import-not-at-top
-  return any(spec.get("shape") is None or not all(is_static(d) for d in spec["shape"][1:]) for spec in inputs)
+  return plan_metadata(format_name="trt", precision=precision, source_artifact=source_artifact,
+                       source_sha256=source_sha256, built=built, profile=profile,
+                       builder=dict(builder_options, timing_cache=timing_cache), checks=checks, created=created,
+                       gpu_name=gpu.name, compute_capability=gpu.compute_capability, gpu=gpu.to_json(),
+                       layers_by_precision=layers)
 
 
 # --- the format ----------------------------------------------------------------------------------------------
@@ -259,7 +172,6 @@ class TensorRTFormat(Format):
   def build(self, job, precision, source_dir, output_dir):
     from tftrt_keras.formats.tensorrt import build as tensorrt_build, cuda_devices  # pylint: disable=g-import-not-at-top
     from tftrt_keras.formats.tensorrt.cache import CacheKey, TimingCacheStore  # pylint: disable=g-import-not-at-top
-    from tftrt_keras.formats.tensorrt.profile import ProfileError, engine_profile  # pylint: disable=g-import-not-at-top
     options = job.format_options(self.name)
     status = probe()
     device = options.device or 0
@@ -267,15 +179,7 @@ class TensorRTFormat(Format):
     if reason:
       raise VariantUnavailable(reason)
     source = self.source_of(precision)
-    onnx_path = os.path.join(source_dir, ONNX_FILE)
-    if not os.path.isfile(onnx_path):
-      raise VariantFailed(f"{source} has no {ONNX_FILE} to build from")
-    io = model_io(source_dir, job.signature)
-    samples = job.calibration_samples() if needs_samples(io["inputs"]) else None
-    try:
-      profile = engine_profile(io["inputs"], job.calibration_batch_sizes, job.options.max_batch_size, samples)
-    except ProfileError as err:
-      raise VariantFailed(f"no optimization profile: {err}") from err
+    onnx_path, io, profile = source_model(job, source, source_dir)
 
     gpu = status.gpus[device]
     key = CacheKey(gpu.name, gpu.compute_capability, status.tensorrt_version)
@@ -289,21 +193,14 @@ class TensorRTFormat(Format):
       cuda_devices.set_device(device)
     except cuda_devices.CudaUnavailable as err:
       raise VariantUnavailable(str(err)) from err
-    built = tensorrt_build.build_engine(onnx_path, settings, profile)
-
+    built = tensorrt_build.build_engine(onnx_path, settings, profile, tensorrt_build.TENSORRT)
+    checks = build_checks(built, io, profile, source, job.max_batch_size)
     # Loading it back proves the plan deserializes here; the inspector says what its layers really run in.
-    try:
-      engine = tensorrt_build.LoadedEngine(built.plan)
-      layers = layer_precisions(engine.layer_information())
-      engine.close()
-    except RuntimeError as err:
-      raise VariantFailed(str(err)) from err
-    if precision == "INT8" and not layers.get("int8"):
-      raise VariantFailed(f"the INT8 engine runs no layer in INT8 (layers by input precision: {layers}); "
-                          f"{source} should carry Q/DQ pairs TensorRT can fuse")
+    layers = inspect_layers(built.plan, tensorrt_build.TENSORRT, precision, source)
+    checks["deserialize"] = f"passed: the engine deserializes on {gpu.name} (compute capability {gpu.compute_capability})"
+    if precision == "INT8":
+      checks["int8_layers"] = f"passed: {layers['int8']} layer(s) run in INT8 (engine inspector)"
 
-    with open(os.path.join(output_dir, PLAN_FILE), "wb") as f:
-      f.write(built.plan)
     timing_cache = "off"
     if options.timing_cache:
       timing_cache = built.timing_cache_status or loaded.status
@@ -314,10 +211,8 @@ class TensorRTFormat(Format):
                        "profiling_verbosity": "DETAILED"}
     metadata = engine_metadata(precision=precision, source_artifact=source, source_sha256=file_sha256(onnx_path),
                                built=built, gpu=gpu, profile=profile, builder_options=builder_options,
-                               timing_cache=timing_cache, layers=layers)
-    with open(os.path.join(output_dir, METADATA_FILE), "w") as f:
-      json.dump(metadata, f, indent=2)
-      f.write("\n")
+                               timing_cache=timing_cache, layers=layers, checks=checks)
+    write_variant(output_dir, built.plan, metadata)
     logging.info("tftrt_keras: built %s engine (%d bytes) in %.1f s on %s", precision, len(built.plan),
                  built.seconds, gpu.name)
     return {"file": PLAN_FILE, "engine_bytes": len(built.plan), "tensorrt_version": built.tensorrt_version,

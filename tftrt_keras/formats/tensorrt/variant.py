@@ -1,0 +1,232 @@
+"""What both engine formats (`trt` with TensorRT, `trt_rtx` with TensorRT-RTX) do around the builder call.
+
+Each builds one variant directory from the ONNX variant of its precision:
+
+    <format>_<precision>/<version>/model.plan   the serialized engine, raw bytes (no header of ours)
+                                  /model.json   versions, targets, profile, builder settings, source SHA-256,
+                                                build time, checks, TensorRT's warnings, inputs/outputs
+
+Here: the source model and its profile (`source_model`), the build checks every plan passes before it is
+written (`build_checks`: a non-empty plan for the network parsed from that exact file, the signature's inputs
+and outputs, a profile covering batch 1..max), the engine inspector's layer count where the engine can be loaded
+(`inspect_layers`), the shared part of `model.json` (`plan_metadata`), and writing both files. No TensorRT
+import: the builder and the runtime are `build`'s.
+"""
+
+import collections
+import hashlib
+import json
+import numbers
+import os
+import time
+
+from tftrt_keras.errors import invalid_argument
+from tftrt_keras.formats.base import VariantFailed
+
+PLAN_FILE = "model.plan"
+METADATA_FILE = "model.json"
+ONNX_FILE = "model.onnx"
+
+
+def check_integer_options(options, argument, bounds):
+  """Raises `invalid_argument` for the first of `bounds` ((field, low, high or None)) whose value on the
+  options dataclass `options` is neither None nor an integer in range; `argument(field)` names it."""
+  for name, low, high in bounds:
+    value = getattr(options, name)
+    if value is None:
+      continue
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or (high and value > high):
+      expected = f"None or an integer from {low} to {high}" if high else f"None or an integer >= {low}"
+      raise invalid_argument(argument(name), value, expected)
+
+
+def file_sha256(path):
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def model_io(source_dir, signature):
+  """{"inputs": [...], "outputs": [...]} of the ONNX variant in `source_dir` (its model.json), else the
+  signature's (the ONNX inputs are named after the signature's)."""
+  path = os.path.join(source_dir, METADATA_FILE)
+  if os.path.isfile(path):
+    with open(path) as f:
+      described = json.load(f)
+    if described.get("inputs"):
+      return {"inputs": described["inputs"], "outputs": described.get("outputs") or []}
+  return {"inputs": list((signature or {}).get("inputs", [])), "outputs": list((signature or {}).get("outputs", []))}
+
+
+def needs_samples(inputs):
+  """Whether the profile needs the captured samples: an input of unknown rank or a dynamic non-batch dimension."""
+  from tftrt_keras.formats.tensorrt.profile import is_static  # pylint: disable=g-import-not-at-top
+  return any(spec.get("shape") is None or not all(is_static(d) for d in spec["shape"][1:]) for spec in inputs)
+
+
+def source_model(job, source, source_dir):
+  """(path of the source's model.onnx, its inputs/outputs, the optimization profile) for one build.
+
+  Raises:
+    VariantFailed: the source has no model.onnx, or no profile can be made from what the export captured.
+  """
+  from tftrt_keras.formats.tensorrt.profile import ProfileError, engine_profile  # pylint: disable=g-import-not-at-top
+  onnx_path = os.path.join(source_dir, ONNX_FILE)
+  if not os.path.isfile(onnx_path):
+    raise VariantFailed(f"{source} has no {ONNX_FILE} to build from")
+  io = model_io(source_dir, job.signature)
+  samples = job.calibration_samples() if needs_samples(io["inputs"]) else None
+  try:
+    profile = engine_profile(io["inputs"], job.calibration_batch_sizes, job.options.max_batch_size, samples)
+  except ProfileError as err:
+    raise VariantFailed(f"no optimization profile: {err}") from err
+  return onnx_path, io, profile
+
+
+def _describe(specs):
+  return ", ".join(f"{s.name} ({s.dtype})" for s in specs)
+
+
+def build_checks(built, io, profile, source, max_batch_size):
+  """The checks a plan passes where nothing can load it: {check: "passed: ..."}.
+
+  Args:
+    built: the `build.BuiltEngine`.
+    io: the source model's {"inputs", "outputs"} (`model_io`), in the signature's names and dtypes.
+    profile: the profile asked for; TensorRT's own read-back (`built.profile`) is checked where there is one.
+    source: the source artifact's name (for the sentences).
+    max_batch_size: the largest batch the engine must serve (`BuildJob.max_batch_size`).
+
+  Raises:
+    VariantFailed: a check failed; the message says which and what was found.
+  """
+  from tftrt_keras.formats.tensorrt.binding import BindingError, match_outputs  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tensorrt.profile import is_static  # pylint: disable=g-import-not-at-top
+  checks = {}
+  if not built.plan:
+    raise VariantFailed("the builder returned an empty plan")
+  checks["plan"] = (f"passed: the builder returned a {len(built.plan)}-byte plan for the network parsed from "
+                    f"{source}/{ONNX_FILE}")
+  wanted = {spec["name"]: spec.get("dtype") for spec in io["inputs"]}
+  got = {spec.name: spec.dtype for spec in built.inputs}
+  wrong = sorted(n for n in set(wanted) | set(got) if n not in got or n not in wanted or
+                 (wanted[n] and got[n] != wanted[n]))
+  if wrong:
+    raise VariantFailed(f"the parsed network's inputs ({_describe(built.inputs)}) are not the signature's "
+                        f"({', '.join(f'{n} ({d})' for n, d in wanted.items())}); they differ in {wrong}")
+  checks["inputs"] = f"passed: the parsed network's inputs are the signature's: {_describe(built.inputs)}"
+  try:
+    match_outputs(built.outputs, io["outputs"] or None)
+  except BindingError as err:
+    raise VariantFailed(f"the parsed network's outputs do not match: {err}") from err
+  checks["outputs"] = f"passed: the parsed network's outputs are the signature's: {_describe(built.outputs)}"
+  held = built.profile or profile
+  short = []
+  for spec in io["inputs"]:
+    shape = spec.get("shape")
+    if shape is not None and shape and is_static(shape[0]):
+      continue  # a fixed batch dimension: the engine serves exactly that batch
+    shapes = held.get(spec["name"])
+    if not shapes or shapes["min"][0] != 1 or shapes["max"][0] != max_batch_size:
+      short.append(f"{spec['name']}: {shapes}")
+  if short:
+    raise VariantFailed(f"the optimization profile does not cover batch 1..{max_batch_size}: {'; '.join(short)}")
+  checks["profile"] = (f"passed: every input's profile covers batch 1..{max_batch_size}"
+                       + (" (read back from TensorRT)" if built.profile else ""))
+  return checks
+
+
+def _precision_word(datatype):
+  text = datatype.lower()
+  for word, names in (("int8", ("int8",)), ("fp8", ("fp8",)), ("bf16", ("bf16", "bfloat")),
+                      ("fp16", ("fp16", "half")), ("fp32", ("fp32", "float")), ("int32", ("int32",)),
+                      ("int64", ("int64",)), ("bool", ("bool",))):
+    if any(name in text for name in names):
+      return word
+  return "other"
+
+
+def layer_precisions(information):
+  """{precision: layer count} of an engine, from the engine inspector's JSON (`LoadedEngine.layer_information`).
+
+  A layer counts under the datatype of its first input (`"Format/Datatype": "Row major linear Int8 format"`):
+  an INT8 convolution reads INT8, the Quantize layer before it reads float. Reformat layers only copy and are
+  not counted. Engines built without DETAILED profiling verbosity list layer names only: "unknown".
+  """
+  counts = collections.Counter()
+  for layer in (information or {}).get("Layers", []):
+    if not isinstance(layer, dict):
+      counts["unknown"] += 1
+      continue
+    if layer.get("LayerType") == "Reformat":
+      continue
+    inputs = layer.get("Inputs") or []
+    datatype = inputs[0].get("Format/Datatype", "") if inputs and isinstance(inputs[0], dict) else ""
+    counts[_precision_word(str(datatype)) if datatype else "other"] += 1
+  return dict(sorted(counts.items()))
+
+
+def inspect_layers(plan, edition, precision, source):
+  """Loads `plan` (here: a GPU that can run it is present) and counts its layers by precision.
+
+  Raises:
+    VariantFailed: the plan does not deserialize, or an INT8 engine runs no layer in INT8.
+  """
+  from tftrt_keras.formats.tensorrt.build import LoadedEngine  # pylint: disable=g-import-not-at-top
+  try:
+    engine = LoadedEngine(plan, edition)
+    layers = layer_precisions(engine.layer_information())
+    engine.close()
+  except RuntimeError as err:
+    raise VariantFailed(str(err)) from err
+  if precision == "INT8" and not layers.get("int8"):
+    raise VariantFailed(f"the INT8 engine runs no layer in INT8 (layers by input precision: {layers}); "
+                        f"{source} should carry Q/DQ pairs TensorRT can fuse")
+  return layers
+
+
+def plan_metadata(*, format_name, precision, source_artifact, source_sha256, built, profile, builder, checks,
+                  created=None, **extra):
+  """The part of `model.json` both engine formats write; `extra` adds the format's own keys.
+
+  Args:
+    format_name: "trt" or "trt_rtx".
+    precision: FP32/FP16/INT8.
+    source_artifact: the ONNX variant it was built from (`onnx_int8`).
+    source_sha256: SHA-256 of that variant's model.onnx.
+    built: the `build.BuiltEngine`.
+    profile: {input name: {"min", "opt", "max"}}.
+    builder: the builder settings used (dict).
+    checks: what was checked (`build_checks`, plus loading where it ran).
+    created: seconds since the epoch (injectable); now by default.
+  """
+  metadata = {
+      "format": format_name,
+      "file": PLAN_FILE,
+      "precision": precision,
+      "tensorrt_version": built.tensorrt_version,
+      "profiles": profile,
+      "builder": dict(builder, strongly_typed=built.strongly_typed, builder_flags=list(built.builder_flags)),
+      "source": {"artifact": source_artifact, "file": ONNX_FILE, "sha256": source_sha256},
+      "build_seconds": round(built.seconds, 3),
+      "engine_bytes": len(built.plan),
+      "engine_sha256": hashlib.sha256(built.plan).hexdigest(),
+      "checks": checks,
+      "inputs": [spec.to_json() for spec in built.inputs],
+      "outputs": [spec.to_json() for spec in built.outputs],
+      "builder_warnings": list(built.warnings),
+      "created": round(time.time() if created is None else created, 3),
+  }
+  metadata.update(extra)
+  return metadata
+
+
+def write_variant(output_dir, plan, metadata):
+  """Writes `model.plan` and `model.json` into the (empty, temporary) variant directory."""
+  with open(os.path.join(output_dir, PLAN_FILE), "wb") as f:
+    f.write(plan)
+  with open(os.path.join(output_dir, METADATA_FILE), "w") as f:
+    json.dump(metadata, f, indent=2)
+    f.write("\n")
