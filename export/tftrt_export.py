@@ -24,10 +24,12 @@ Export flags (shared with the training scripts, see `tftrt_keras.flags`): --expo
 --export_verification_samples, --export_exports_to_keep, --export_triton_repository (publish the servable
 ONNX and TensorRT variants into a Triton model repository) and --export_triton_model_name.
 
-Prints the artifact table, how the samples were split, the verification table and the manifest's path.
-Exit codes: 0 when the normal export and every attempted artifact are usable (variants skipped because their
-format cannot run here included); 1 when an artifact failed or was rejected by verification; 2 on bad
-arguments (nothing is written then), including --export_require_tensorrt when TF-TRT cannot run here.
+Prints the artifact table, how the samples were split, which artifacts are unverified, the verification table
+and the manifest's path.
+Exit codes: 0 when the normal export and every attempted artifact are usable: `ok`, or `unverified` (built and
+build-checked, but no comparison vouches for it: the output lists them and the table says why), variants skipped
+because their format cannot run here included; 1 when an artifact failed or was rejected by verification; 2 on
+bad arguments (nothing is written then), including --export_require_tensorrt when TF-TRT cannot run here.
 """
 
 import json

@@ -77,14 +77,16 @@ def _tensorrt_status():
 
 
 def assert_tftrt_outcome(entry):
-  """A TF-TRT variant's manifest entry is what this machine allows: `ok` where TF-TRT runs (preflight usable on a
-  TF line that has TF-TRT), else `skipped` with the reason the preflight (or the TF line) gives."""
+  """A TF-TRT variant's manifest entry is what this machine allows: built where TF-TRT runs (preflight usable on a
+  TF line that has TF-TRT): `ok`, or `unverified` with the reason (the callback tests capture few samples, too few
+  for an FP16 or INT8 agreement to clear its bound); else `skipped` with the reason the preflight (or the TF line)
+  gives."""
   from tftrt_keras.formats.tftrt.format import tensorflow_has_tftrt  # pylint: disable=g-import-not-at-top
   status = _tensorrt_status()
   if not tensorflow_has_tftrt():
     reason = entry.get("reason") or ""
     assert entry["status"] == "skipped" and "TF-TRT" in reason and f"TensorFlow {tf.__version__}" in reason, entry
   elif status.usable:
-    assert entry["status"] == "ok", entry
+    assert entry["status"] in ("ok", "unverified") and (entry["status"] == "ok" or entry.get("reason")), entry
   else:
     assert entry["status"] == "skipped" and status.reason in entry["reason"], (entry, status.reason)

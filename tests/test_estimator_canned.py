@@ -122,7 +122,8 @@ def _only_manifest(exporter):
     ("raw", None, "predict"), ("parsing", None, "serving_default"), ("parsing_predict", "predict", "predict")])
 def test_export_uses_the_signature_a_user_means(trained, exporter_name, requested, expected_key):
   """Raw receiver: only `predict` exists and is used; parsing receiver: `serving_default`, or `predict` when
-  signature_key says so. The manifest says which; the frozen graph of that signature is `ok`; calibration and
+  signature_key says so. The manifest says which; the frozen graph of that signature is compared with the normal
+  export (and `ok` where the outputs vary over the samples); calibration and
   verification samples are stored in its input form, come from the evaluation only, and never share a row."""
   kind, _, exporters = trained
   exporter, root = exporters[exporter_name]
@@ -139,8 +140,16 @@ def test_export_uses_the_signature_a_user_means(trained, exporter_name, requeste
 
   artifacts = manifest["artifacts"]
   assert artifacts["native"]["status"] == "ok"
-  assert artifacts["frozen"]["status"] == "ok", artifacts["frozen"]
-  assert artifacts["frozen"]["signature"]["signature_key"] == expected_key
+  frozen = artifacts["frozen"]
+  if kind == "DNNRegressor":
+    assert frozen["status"] == "ok", frozen
+  else:
+    # The evaluation rows carry their row number (>= 100) in x[:, 3]: the briefly trained classifier puts every one
+    # in the same class with probability ~1, so verification cannot vouch for the frozen graph by them, and says so
+    # (it still answered like the normal export: see below).
+    assert frozen["status"] == "unverified", frozen
+    assert frozen["reason"].startswith("the model's outputs do not vary enough over the held-out samples to judge")
+  assert frozen["signature"]["signature_key"] == expected_key
   calibration = artifacts["calibration"]
   assert calibration["status"] == "ok", calibration
   assert calibration["samples"] == CALIBRATION_BATCHES * EVAL_BATCH
@@ -164,7 +173,10 @@ def test_export_uses_the_signature_a_user_means(trained, exporter_name, requeste
 
   # Verification ran on that signature: the frozen graph answered like the normal export.
   assert manifest["verification"]["samples"] == calibration["verification_samples"]
-  assert artifacts["frozen"]["verification"]["passed"], (kind, artifacts["frozen"]["verification"])
+  outputs = frozen["verification"]["outputs"]
+  assert outputs and frozen["verification"]["verdict"] == frozen["status"], (kind, frozen["verification"])
+  for name, figures in outputs.items():
+    assert figures.get("max_relative_error", 0.0) <= 1e-5 and figures.get("agreement", 1.0) == 1.0, (name, figures)
 
 
 @pytest.mark.tf

@@ -126,6 +126,69 @@ def test_fp16_keeps_fp32_inputs_and_outputs_and_agrees(digits):
     assert np.abs(outputs[name] - value).max() <= 1e-2 * np.abs(value).max()
 
 
+def _broken_copy(directory, destination, edit):
+  """A copy of the variant in `directory` whose model.onnx `edit(model)` has changed in place."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  import onnx  # pylint: disable=g-import-not-at-top
+  shutil.copytree(directory, destination)
+  model = onnx.load(os.path.join(destination, "model.onnx"))
+  edit(model)
+  onnx.save(model, os.path.join(destination, "model.onnx"))
+  return str(destination)
+
+
+def _scale_weights_of(op_type, index, factor):
+  """Multiplies the weight initializer of the `index`-th node of `op_type` by `factor` (as a wrong cast would)."""
+  def edit(model):
+    from onnx import numpy_helper  # pylint: disable=g-import-not-at-top
+    node = [n for n in model.graph.node if n.op_type == op_type][index]
+    weights = next(i for i in model.graph.initializer if i.name == node.input[1])
+    array = numpy_helper.to_array(weights)
+    weights.CopyFrom(numpy_helper.from_array((array * factor).astype(array.dtype), weights.name))
+  return edit
+
+
+def _drop_node(op_type, index):
+  """Removes the `index`-th node of `op_type`; its consumers read its input instead (a lost layer)."""
+  def edit(model):
+    node = [n for n in model.graph.node if n.op_type == op_type][index]
+    for consumer in model.graph.node:
+      for i, name in enumerate(consumer.input):
+        if name == node.output[0]:
+          consumer.input[i] = node.input[0]
+    model.graph.node.remove(node)
+  return edit
+
+
+@needs_onnx
+def test_the_fp16_verdict_passes_real_fp16_and_rejects_a_broken_fp16_model(digits, tmp_path):
+  """The product's FP16 model of the digits CNN passes the FP16 classifier rule (top-1 agreement on its bound and
+  the error bound `verify_tolerance_fp16_classifier`), judged in ONNX Runtime on the 240 held-out samples; the
+  same model with its second Conv's weights 20% off keeps every decision (top-1 agreement alone would pass it)
+  and is rejected by the error bound; with a Relu dropped it is rejected by both."""
+  from tftrt_keras import agreement  # pylint: disable=g-import-not-at-top
+  options = ConversionOptions()
+  thresholds = agreement.thresholds_for("FP16", options)
+  fine = digits["built"]["FP16"][0]
+
+  def verdict(directory):
+    with FORMAT.open_runner(directory, digits["job"]) as runner:
+      outputs = runner.run(digits["held_out"])
+    figures = {name: agreement.compare_output(value, outputs[name]) for name, value in digits["native"].items()}
+    return figures["probabilities"], agreement.judge("FP16", figures, thresholds)
+
+  figures, result = verdict(fine)
+  assert result == ("ok", None), figures
+  assert figures["max_relative_error"] < options.verify_tolerance_fp16_classifier / 10
+  off_by_a_fifth = _broken_copy(fine, tmp_path / "scaled", _scale_weights_of("Conv", 1, 0.8))
+  figures, (status, reason) = verdict(off_by_a_fifth)
+  assert figures["top1_agreement_lower_bound"] >= options.verify_min_agreement  # the decisions are all kept
+  assert figures["max_relative_error"] > 2 * options.verify_tolerance_fp16_classifier
+  assert status == "rejected" and "(FP16 classifier tolerance" in reason and "top-1" not in reason
+  figures, (status, reason) = verdict(_broken_copy(fine, tmp_path / "dropped", _drop_node("Relu", 2)))
+  assert status == "rejected" and "top-1 agreement" in reason and "(FP16 classifier tolerance" in reason
+
+
 @needs_onnx
 def test_int8_is_symmetric_qdq_on_conv_and_matmul_and_agrees_on_held_out_samples(digits):
   from tftrt_keras.formats.onnx import quantize as onnx_quantize  # pylint: disable=g-import-not-at-top

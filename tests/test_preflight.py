@@ -252,7 +252,8 @@ def test_require_tensorrt_asks_a_worker_like_child_and_gets_the_workers_answer(t
   from tftrt_keras.pipeline.worker import ExportJob  # pylint: disable=g-import-not-at-top
   entry = ExportJob(request).wait(timeout=300)["artifacts"]["tftrt_fp32"]
   if child.usable:
-    assert entry["status"] in ("ok", "rejected") and entry["engines_serialized"] >= 1, entry
+    # Built (its engines counted); verify=False: never compared, so unverified, saying so.
+    assert entry["status"] == "unverified" and entry["engines_serialized"] >= 1, entry
   else:
     assert entry == {"status": "skipped", "path": None, "reason": child.reason}
     with pytest.raises(TensorRTUnavailableError) as info:

@@ -16,8 +16,10 @@ def _latency(p50, first):
 
 
 def _manifest():
-  thresholds_fp16 = {"max_relative_error": 0.01, "min_agreement": 0.98, "classifier_judged_by": "max_relative_error"}
-  thresholds_int8 = dict(thresholds_fp16, max_relative_error=0.1, classifier_judged_by="top1_agreement")
+  thresholds_fp16 = {"max_relative_error": 0.01, "min_agreement": 0.98, "classifier_judged_by": "max_relative_error",
+                     "agreement_judged_by": "observed"}
+  thresholds_int8 = dict(thresholds_fp16, max_relative_error=0.1, classifier_judged_by="top1_agreement",
+                         agreement_judged_by="bounds")
   return {
       "version": 7, "signature_key": "serving_default",
       "verification": {"samples": 16, "batch_sizes": [1, 8], "warmup_runs": 1, "timed_runs": 5,
@@ -42,6 +44,58 @@ def _manifest():
                              "latency": _latency(0.25, 1200.0)}},
       },
   }
+
+
+TOO_FEW = ("output `probabilities`: too few verification samples to tell: top-1 agreement 1 on 16 samples, 95% bounds "
+           "[0.8554, 1] around the gate 0.97 (raise verification_samples or give more validation data)")
+NO_GPU = "no GPU of compute capability 8.6 here: the engine was built, nothing here can run it"
+
+
+def _manifest_with_unverified():
+  """`_manifest()` plus an FP16 ONNX variant judged on too few samples and an engine nothing here can run."""
+  manifest = _manifest()
+  thresholds = {"max_relative_error": 0.01, "min_agreement": 0.97, "agreement_judged_by": "bounds",
+                "classifier_judged_by": "top1_agreement_and_max_relative_error", "classifier_max_relative_error": 0.05}
+  manifest["artifacts"]["onnx_fp16"] = {
+      "status": "unverified", "path": "../../onnx_fp16/7", "reason": TOO_FEW, "verification": {
+          "samples": 16, "precision": "FP16", "thresholds": thresholds, "verdict": "unverified", "passed": False,
+          "reason": TOO_FEW, "latency": _latency(1.0, 50.0),
+          "outputs": {"probabilities": {"max_abs_error": 0.002, "max_relative_error": 0.004, "top1_agreement": 1.0,
+                                        "samples": 16, "top1_agreement_lower_bound": 0.855355,
+                                        "top1_agreement_upper_bound": 1.0}}}}
+  manifest["artifacts"]["trt_fp16"] = {"status": "unverified", "path": "../../trt_fp16/7", "reason": NO_GPU,
+                                       "verification": {"runner_unavailable": NO_GPU}}
+  manifest["verification"].update(servable=["native", "tftrt_fp16", "onnx_fp16", "trt_fp16"],
+                                  unverified=["onnx_fp16", "trt_fp16"])
+  return manifest
+
+
+@pytest.mark.unit
+def test_unverified_artifacts_are_shown_as_such_with_their_reasons_and_figures(tmp_path):
+  text = report.verification_table(_manifest_with_unverified())
+  rows = _table_rows(text)
+  assert rows["onnx_fp16"][1:5] == ["unverified", "0.002", "0.004", "1"]
+  assert rows["trt_fp16"][1:5] == ["unverified", "not", "run", "not"]  # nothing ran: no figures, no latency
+  assert f"onnx_fp16: unverified: {TOO_FEW}" in text.splitlines()
+  assert f"trt_fp16: unverified: {NO_GPU}" in text.splitlines()
+  report.write_report(_manifest_with_unverified(), str(tmp_path))
+  lines = (tmp_path / "report.md").read_text().splitlines()
+  notes = lines[lines.index("## Rejected or unverified") + 2:]
+  assert notes[:3] == ["- tftrt_int8: rejected: verification failed: output `logits`: top-1 agreement 0.75 < 0.98 "
+                       "(INT8 threshold)", f"- onnx_fp16: unverified: {TOO_FEW}", f"- trt_fp16: unverified: {NO_GPU}"]
+  assert ("| onnx_fp16 | probabilities | 16 | 0.002 | 0.004 | 1 | - | [0.8554, 1] | top-1 >= 0.97 (95% bounds), "
+          "rel err <= 0.05 |") in lines
+
+
+@pytest.mark.unit
+def test_report_says_once_when_the_normal_exports_outputs_do_not_vary(tmp_path):
+  manifest = _manifest()
+  manifest["verification"]["outputs_not_varying"] = {"logits": "top-1 class 0 for 24 of 24 samples"}
+  markdown = report.render_markdown(manifest, latency_plot=None)
+  assert markdown.count("do not vary") == 1
+  assert ("The normal export's outputs do not vary enough over these 16 samples to judge any artifact by them (an "
+          "artifact returning about the same constant would pass): `logits`: top-1 class 0 for 24 of 24 samples."
+          in markdown.splitlines())
 
 
 def _table_rows(text):
@@ -90,8 +144,8 @@ def test_write_report_writes_markdown_and_a_readable_latency_chart(tmp_path):
   assert markdown.startswith("# Export 7: verification")
   assert "| tftrt_int8 | rejected | 1.5 | 0.3 | 0.75 |" in markdown
   assert "- frozen: skipped (holds a lookup table)" in markdown
-  assert "| tftrt_int8 | logits | 1.5 | 0.3 | 0.75 | - | top-1 >= 0.98 |" in markdown
-  assert "| tftrt_fp16 | ids | - | - | - | 1 | agreement >= 0.98 |" in markdown
+  assert "| tftrt_int8 | logits | 16 | 1.5 | 0.3 | 0.75 | - | - | top-1 >= 0.98 (95% bounds) |" in markdown
+  assert "| tftrt_fp16 | ids | 16 | - | - | - | 1 | - | agreement >= 0.98 |" in markdown
   assert "![latency](latency.png)" in markdown
   width, height = _png_size((tmp_path / "latency.png").read_bytes())
   assert 400 <= width <= 3000 and 300 <= height <= 2000

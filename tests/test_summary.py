@@ -106,3 +106,47 @@ def test_describe_export_without_the_listing_keeps_only_the_notes(tmp_path):
       "Export version 4:", "  Calibration: of 10 captured samples, 8 calibrate and 2 verify.",
       "  Not verified: verification turned off (ConversionOptions.verify=False).", f"Manifest: {path}"]
 
+
+
+NOT_VARYING = ("the model's outputs do not vary enough over the held-out samples to judge (output `probabilities`: "
+               "top-1 class 0 for 24 of 24 samples)")
+
+
+def _unverified_manifest(version):
+  manifest = _manifest(version)
+  manifest["artifacts"].update({
+      "frozen": {"status": "unverified", "path": f"../../frozen/{version}", "reason": NOT_VARYING},
+      "onnx_fp32": {"status": "unverified", "path": f"../../onnx_fp32/{version}", "reason": NOT_VARYING},
+      "onnx_fp16": {"status": "ok", "path": f"../../onnx_fp16/{version}"}})
+  manifest["verification"] = {"samples": 24, "servable": ["native", "frozen", "onnx_fp32", "onnx_fp16"],
+                              "rejected": ["onnx_int8"], "unverified": ["frozen", "onnx_fp32"],
+                              "outputs_not_varying": {"probabilities": "top-1 class 0 for 24 of 24 samples"}}
+  return manifest
+
+
+def test_unverified_is_a_status_of_its_own_with_its_reason_written_once():
+  text = summary.summary_table([_unverified_manifest(5)], root="/exports", width=100)
+  rows = _rows(text)
+  assert rows[("5", "frozen")][:4] == ["5", "frozen", "unverified", "frozen/5"]
+  assert rows[("5", "onnx_fp32")][2:] == ["unverified", "onnx_fp32/5", rows[("5", "frozen")][4]]
+  assert text.count("do not vary enough") == 1  # one reference for both, the reason once below the table
+  assert " ".join(text.split("\n\n", 1)[1].split()).count(NOT_VARYING) == 1
+
+
+def test_export_notes_name_the_unverified_artifacts_and_the_outputs_that_do_not_vary():
+  lines = summary.export_notes(_unverified_manifest(5), width=400)
+  assert lines == [
+      "Verification judged on 24 held-out samples; servable: native, frozen, onnx_fp32, onnx_fp16; rejected: "
+      "onnx_int8.",
+      "Warning: the normal export's output `probabilities` does not vary over these samples (top-1 class 0 for 24 "
+      "of 24 samples): no variant can be judged on it.",
+      "Unverified (usable, but no comparison vouches for them; the reasons are above): frozen, onnx_fp32."]
+
+
+def test_describe_export_lists_unverified_artifacts_in_their_own_column(tmp_path):
+  path = _write(tmp_path, _unverified_manifest(6))
+  lines = summary.describe_export(str(path), width=400).splitlines()
+  assert lines[1:4] == [f"  native       ok         {tmp_path / '6'}", f"  calibration  ok         "
+                        f"{tmp_path / 'calibration' / '6'}", "  tftrt_fp16   skipped    -"]
+  assert f"  frozen       unverified {tmp_path / 'frozen' / '6'}" in lines
+  assert f"  frozen, onnx_fp32: {NOT_VARYING}" in lines

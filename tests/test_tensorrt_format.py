@@ -620,7 +620,7 @@ def test_build_on_this_machine(onnx_model, tmp_path):
 
 @pytest.mark.tf
 def test_manifest_records_trt_variants(onnx_model, tmp_path):
-  """Through the whole offline export: here every trt_* is `skipped` with the reason; on a GPU each is `ok`."""
+  """Through the whole offline export: here every trt_* is `skipped` with the reason; on a GPU each is built."""
   from tftrt_keras.offline.export import export_saved_model  # pylint: disable=g-import-not-at-top
   base, _, _ = onnx_model
   manifest = export_saved_model(
@@ -635,11 +635,13 @@ def test_manifest_records_trt_variants(onnx_model, tmp_path):
     assert {name: (e["status"], e["reason"]) for name, e in entries.items()} == {
         name: ("skipped", reason) for name in entries}
     return
+  # On a GPU every ONNX source builds (usable, `ok` or `unverified`), so every engine is built from it; judged on
+  # the 10 held-out samples, FP32 by its error (`ok`), FP16 and INT8 also by top-1 agreement on its bounds, which
+  # 10 samples cannot lift over 0.97: `unverified` (INT8 may even be rejected).
+  accepted = {"trt_fp32": ("ok",), "trt_fp16": ("unverified",), "trt_int8": ("unverified", "rejected")}
   for name, entry in entries.items():
-    source = manifest["artifacts"][entry["built_from"]]
-    if source["status"] != "ok":
-      assert entry["status"] == "skipped" and entry["reason"] == f"built from {entry['built_from']}, which is " \
-                                                                   f"{source['status']}"
-      continue
-    assert entry["status"] == "ok", entry
+    assert entry["built_from"] == "onnx_" + name[len("trt_"):], entry
+    assert entry["status"] in accepted[name], entry
+    if entry["status"] == "unverified":
+      assert "too few verification samples to tell" in entry["reason"], entry
     assert entry["engine_bytes"] > 0 and entry["compute_capability"] == status.gpus[0].compute_capability

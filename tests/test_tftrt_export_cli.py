@@ -84,6 +84,25 @@ def test_fp16_int8_export_with_calibration_data(model):
   assert os.path.isfile(out / "1" / "saved_model.pb")
 
 
+def test_unverified_variants_exit_0_and_the_output_says_which_and_why(model):
+  """12 samples, 3 held out: the FP16 classifier is built and build-checked but cannot show its top-1 agreement
+  on 3 samples. Usable: exit 0; the artifact table says `unverified` with the reason, and a line names it."""
+  out = model / "unverified"
+  result = _run(f"--saved_model_dir={model / 'model'}", f"--output_dir={out}", "--export_precisions=FP32,FP16",
+                "--export_formats=onnx", f"--calibration_data={model / 'x.npz'}")
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  with open(out / "manifests" / "1" / "manifest.json") as f:
+    manifest = json.load(f)
+  fp16 = manifest["artifacts"]["onnx_fp16"]
+  assert fp16["status"] == "unverified" and "too few verification samples to tell" in fp16["reason"], fp16
+  assert manifest["artifacts"]["onnx_fp32"]["status"] == "ok"
+  rows = {line.split()[1]: line.split() for line in _sections(result.stdout)[0].splitlines()[2:]}
+  assert rows["onnx_fp16"][2:4] == ["unverified", "onnx_fp16/1"]
+  text = " ".join(result.stdout.split())
+  assert " ".join(fp16["reason"].split()) in text  # the reason in full (below the table: it is long)
+  assert "Unverified (usable, but no comparison vouches for them; the reasons are above): onnx_fp16." in text
+
+
 def test_unknown_precision_exits_2_with_a_plain_message(model, tmp_path):
   result = _run(f"--saved_model_dir={model / 'model'}", f"--output_dir={tmp_path / 'out'}",
                 "--export_precisions=FP16,FP8")

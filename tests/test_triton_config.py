@@ -225,7 +225,7 @@ def published(tmp_path_factory):
   """Two real exports (versions 1 and 2) of a real classifier SavedModel through the export pipeline, in this
   process: `prepare_export`, then `run_export` freezes, builds onnx_fp32/fp16/int8 with the ONNX format,
   verifies them on 300 held-out samples and calls `publish_export`. FP16 is held to a tolerance no FP16 model
-  meets, so verification really rejects it."""
+  meets (its classifier tolerance: the output is probabilities), so verification really rejects it."""
   from tftrt_keras.pipeline import prepare  # pylint: disable=g-import-not-at-top
   from tftrt_keras.pipeline import run as export_run  # pylint: disable=g-import-not-at-top
   from tftrt_keras.options import ConversionOptions  # pylint: disable=g-import-not-at-top
@@ -233,7 +233,7 @@ def published(tmp_path_factory):
   base = tmp_path_factory.mktemp("triton_publish")
   root, repository = base / "my_classifier", base / "repository"
   options = ConversionOptions(formats=("onnx",), max_batch_size=8, triton_repository=str(repository),
-                              verify_tolerance_fp16=1e-9)
+                              verify_tolerance_fp16_classifier=1e-9)
   manifests = {}
   for version in (1, 2):
     request = prepare.prepare_export(str(root), version, {"kind": "test"}, options,
@@ -299,9 +299,44 @@ def test_export_retention_removes_the_triton_versions_too(published):
 
 
 @pytest.mark.tf
-def test_an_ok_variant_with_a_fixed_batch_dimension_is_left_out_with_the_reason(tmp_path):
-  """A real export of the classifier traced for batches of exactly 4: its ONNX FP32 variant is built and verified,
-  and the repository does not get a model Triton would batch wrongly."""
+def test_unverified_variants_are_published_with_their_status_and_retained_like_the_others(tmp_path):
+  """Two real exports judged on 16 held-out samples: onnx_fp32 is verified by its error (`ok`), the FP16
+  classifier cannot show its top-1 agreement on so few (`unverified`). Both are usable: both are published, the
+  record says which is which; retention then drops version 1 of both, unverified or not."""
+  from tftrt_keras.artifacts.layout import ExportLayout  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.options import ConversionOptions  # pylint: disable=g-import-not-at-top
+  from tests import saved_models  # pylint: disable=g-import-not-at-top
+  root, repository = tmp_path / "few", tmp_path / "repository"
+  options = ConversionOptions(formats=("onnx",), precisions=("FP32", "FP16"), max_batch_size=8,
+                              triton_repository=str(repository), verify_timed_runs=2, verify_warmup_runs=0)
+  manifests = {}
+  for version in (1, 2):
+    request = prepare.prepare_export(str(root), version, {"kind": "test"}, options, write_native=_classifier_saved_model,
+                                      batches=[saved_models.samples(8, seed=s) for s in range(8)])
+    manifests[version] = export_run.run_export(request)
+  for version, manifest in manifests.items():
+    assert manifest["artifacts"]["onnx_fp32"]["status"] == "ok", manifest["artifacts"]["onnx_fp32"]
+    fp16 = manifest["artifacts"]["onnx_fp16"]
+    assert fp16["status"] == "unverified" and "too few verification samples to tell" in fp16["reason"], fp16
+    record = manifest["serving"]["triton"]
+    assert record["left_out"] == {}
+    assert {name: (model["variant"], model["status"], model["version"]) for name, model in record["models"].items()} == {
+        "few_onnx_fp32": ("onnx_fp32", "ok", version), "few_onnx_fp16": ("onnx_fp16", "unverified", version)}
+    assert (repository / "few_onnx_fp16" / str(version) / "model.onnx").read_bytes() == (
+        root / "onnx_fp16" / str(version) / "model.onnx").read_bytes()
+  ExportLayout(str(root)).retain(1)
+  assert sorted(os.listdir(root / "onnx_fp16")) == ["2"]  # retention reads a manifest with unverified entries
+  assert sorted(triton.retain_for_export(str(root), options)) == [
+      str(repository / name / "1") for name in ("few_onnx_fp16", "few_onnx_fp32")]
+  for name in ("few_onnx_fp16", "few_onnx_fp32"):
+    assert sorted(n for n in os.listdir(repository / name) if n.isdigit()) == ["2"]
+
+
+@pytest.mark.tf
+def test_a_usable_variant_with_a_fixed_batch_dimension_is_left_out_with_the_reason(tmp_path):
+  """A real export of the classifier traced for batches of exactly 4: its ONNX FP32 variant is built (verification
+  cannot time it at batch 1: `unverified`, usable), and the repository does not get a model Triton would batch
+  wrongly."""
   from tftrt_keras.pipeline import run as pipeline  # pylint: disable=g-import-not-at-top
   from tftrt_keras.options import ConversionOptions  # pylint: disable=g-import-not-at-top
   from tests import saved_models  # pylint: disable=g-import-not-at-top
@@ -312,7 +347,8 @@ def test_an_ok_variant_with_a_fixed_batch_dimension_is_left_out_with_the_reason(
                                     write_native=lambda d: _classifier_saved_model(d, batch=4),
                                     batches=[saved_models.samples(4, seed=s) for s in range(8)])
   manifest = export_run.run_export(request)
-  assert manifest["artifacts"]["onnx_fp32"]["status"] == "ok", manifest["artifacts"]["onnx_fp32"]
+  entry = manifest["artifacts"]["onnx_fp32"]
+  assert entry["status"] == "unverified" and entry["reason"].startswith("verification could not run: "), entry
   with open(tmp_path / "fixed" / "onnx_fp32" / "1" / "model.json") as f:
     assert json.load(f)["inputs"][0]["shape"] == [4, 4]
   record = manifest["serving"]["triton"]

@@ -197,7 +197,7 @@ def test_each_manifest_lists_its_exports_models_in_its_triton_record(export):
     assert record["left_out"] == {}
     assert record["models"] == {
         _model(v): {"variant": v, "version": version, "path": str(repository / _model(v) / str(version)),
-                    "platform": "onnxruntime_onnx", "max_batch_size": MAX_BATCH}
+                    "status": "ok", "platform": "onnxruntime_onnx", "max_batch_size": MAX_BATCH}
         for v in _ok_onnx_variants(manifest)}
 
 

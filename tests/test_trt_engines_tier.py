@@ -76,8 +76,10 @@ def mlp_export(gpu_with_tensorrt, tmp_path_factory):  # pylint: disable=unused-a
 
 
 def _artifact_dir(base, manifest, name):
+  """The directory of a built, usable variant (`ok`, or `unverified`: on the 64 held-out samples here an FP16 or
+  INT8 top-1 agreement cannot clear its 0.97 bound, see test_engine_is_ok_with_honest_metadata)."""
   entry = manifest["artifacts"][name]
-  assert entry["status"] == "ok", (name, entry)
+  assert entry["status"] in ("ok", "unverified"), (name, entry)
   return os.path.normpath(os.path.join(base / "exports" / "manifests" / str(manifest["version"]), entry["path"]))
 
 
@@ -110,6 +112,12 @@ def test_engine_is_ok_with_honest_metadata(mlp_export, precision, gpu_with_tenso
   entry = manifest["artifacts"][name]
   assert entry["built_from"] == f"onnx_{precision.lower()}" and entry["engine_bytes"] == len(plan)
   assert "error" not in entry.get("verification", {}), entry["verification"]
+  # Compared on the GPU: FP32 by its error; FP16 and INT8 also by top-1 agreement on its bounds, which 64 agreeing
+  # samples put at 0.959, under the 0.97 gate: too few to tell, and said so.
+  if precision == "FP32":
+    assert entry["status"] == "ok", entry
+  else:
+    assert entry["status"] == "unverified" and "too few verification samples to tell" in entry["reason"], entry
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
@@ -197,7 +205,9 @@ def test_mobilenet_v2_engines(gpu_with_tensorrt, tmp_path):  # pylint: disable=u
   for precision in PRECISIONS:
     name = f"trt_{precision.lower()}"
     entry = manifest["artifacts"][name]
-    assert entry["status"] == "ok", (name, entry)
+    # Built and usable; an untrained MobileNetV2 gives every input nearly the same scores, which verification
+    # may say it cannot judge by (`unverified`).
+    assert entry["status"] in ("ok", "unverified"), (name, entry)
     path = os.path.normpath(os.path.join(tmp_path / "exports" / "manifests" / str(manifest["version"]), entry["path"]))
     onnx_entry = manifest["artifacts"][f"onnx_{precision.lower()}"]
     onnx_dir = os.path.normpath(os.path.join(tmp_path / "exports" / "manifests" / str(manifest["version"]),

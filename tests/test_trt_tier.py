@@ -71,9 +71,13 @@ def test_variant_is_built_loads_and_matches_native(trt_export, precision):
   base, module, manifest = trt_export
   name = "tftrt_" + precision.lower()
   entry = manifest["artifacts"][name]
-  # Verification may reject an INT8 variant of a random network; it is still built, and checked below.
-  accepted = ("ok", "rejected") if precision == "INT8" else ("ok",)
+  # 16 held-out samples: FP32 is judged by its error (`ok`); FP16 and INT8 by top-1 agreement on its bounds too,
+  # which 16 samples cannot lift over 0.97 (`unverified`, saying so), and INT8 of a random network may even be
+  # rejected. Either way it was built, and it is checked below.
+  accepted = {"FP32": ("ok",), "FP16": ("unverified",), "INT8": ("unverified", "rejected")}[precision]
   assert entry["status"] in accepted, entry
+  if entry["status"] == "unverified":
+    assert "too few verification samples to tell" in entry["reason"], entry
   # Counted, not assumed: the converter placed engines, and engines were serialized for the whole profile.
   assert entry["conversion"]["trt_engine_ops"] >= 1 and entry["conversion"]["ops_converted"] >= 5, entry
   assert entry["engines_serialized"] >= 1 and "warnings" not in entry, entry

@@ -4,14 +4,51 @@ Verification (tftrt_keras.verify.verification) judges every artifact with these 
 the INT8 fallback search (tftrt_keras.formats.onnx.int8_fallback) judges its candidates with the same rule on a
 calibration-side hold-out, so that what the search calls passing is what verification will call passing. This
 module imports nothing of tftrt_keras: formats may use it without importing verification (which imports them).
+
+A verdict is one of three (the words are the manifest's statuses):
+  `ok`          every output compared within its thresholds, on outputs that vary enough to tell;
+  `rejected`    a figure is outside its thresholds (for an agreement: even its upper confidence bound is below
+                the gate), so the artifact is not the model;
+  `unverified`  nothing failed, but the comparison cannot vouch for the artifact: an agreement whose confidence
+                interval straddles the gate (too few samples to tell), or outputs of the normal export that do
+                not vary over the samples (then any artifact returning about the same constant would pass).
 """
 
+import collections
 import math
+import warnings
 
 import numpy as np
 
-# One-sided 95%: the agreement is at least the bound with 95% confidence.
+# The manifest's statuses (tftrt_keras.artifacts.manifest), spelled here because this module imports nothing of
+# tftrt_keras; tests/test_verification.py checks that they stay equal.
+OK, REJECTED, UNVERIFIED = "ok", "rejected", "unverified"
+
+# One-sided 95%: the agreement is at least the lower bound (at most the upper one) with 95% confidence.
 _CONFIDENCE_Z = 1.6448536269514722
+
+# When the normal export's outputs cannot tell a good artifact from a bad one:
+# - the same top-1 class for at least ONE_CLASS_SHARE of the samples, once there are ONE_CLASS_MIN_SAMPLES of
+#   them. Then top-1 agreement is high for any artifact leaning to that class, whatever it does to the others.
+#   Ten balanced classes never look like that; an untrained or unsettled network (BatchNorm statistics still at
+#   their initial values) does: it gives every input the same scores. Below 20 samples one class is too likely
+#   by chance for a genuine but imbalanced classifier (90/10: 0.9^20 = 12%, 0.9^5 = 59%), and an agreement
+#   on so few cannot clear its bound anyway.
+# - a spread across samples (the largest per-column standard deviation) below MIN_RELATIVE_SPREAD of the
+#   output's scale (max |reference|). That is FP32's tolerance: an artifact returning one constant vector for
+#   every input would pass an FP32 check, and any looser one, on such an output.
+ONE_CLASS_MIN_SAMPLES = 20
+ONE_CLASS_SHARE = 0.99
+MIN_RELATIVE_SPREAD = 1e-3
+NOT_VARYING = "the model's outputs do not vary enough over the held-out samples to judge"
+
+
+class Verdict(collections.namedtuple("Verdict", ["status", "reason"])):
+  """(status, reason): status `ok`, `rejected` or `unverified`; reason None for `ok`, else the figures."""
+
+  @property
+  def passed(self):
+    return self.status == OK
 
 
 def is_classifier_like(reference):
@@ -19,16 +56,33 @@ def is_classifier_like(reference):
   return reference.ndim == 2 and reference.shape[1] > 1 and np.issubdtype(reference.dtype, np.floating)
 
 
+def _wilson(agreeing, total, z, sign):
+  p = agreeing / total
+  denominator = 1 + z * z / total
+  centre = p + z * z / (2 * total)
+  margin = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+  return (centre + sign * margin) / denominator
+
+
 def agreement_lower_bound(agreeing, total, z=_CONFIDENCE_Z):
   """The Wilson score lower bound of a proportion: `agreeing` of `total` samples agree, so the true agreement
   is at least this with the confidence `z` stands for (one-sided 95% by default). 0.0 for no samples."""
   if total <= 0:
     return 0.0
-  p = agreeing / total
-  denominator = 1 + z * z / total
-  centre = p + z * z / (2 * total)
-  margin = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
-  return max(0.0, (centre - margin) / denominator)
+  return max(0.0, _wilson(agreeing, total, z, -1))
+
+
+def agreement_upper_bound(agreeing, total, z=_CONFIDENCE_Z):
+  """The Wilson score upper bound: the true agreement is at most this with the confidence `z` stands for
+  (one-sided 95% by default). 1.0 for no samples (nothing shows it is lower)."""
+  if total <= 0:
+    return 1.0
+  return min(1.0, _wilson(agreeing, total, z, +1))
+
+
+def _bounds(agreeing, total):
+  return {"lower_bound": round(agreement_lower_bound(agreeing, total), 6),
+          "upper_bound": round(agreement_upper_bound(agreeing, total), 6)}
 
 
 def compare_output(reference, candidate):
@@ -41,8 +95,9 @@ def compare_output(reference, candidate):
   Returns:
     A dict. Float outputs: `max_abs_error`, `max_relative_error` (max abs error / max |reference|; the error
     relative to the output's scale, stable where single reference values are near zero) and, when
-    classifier-like, `top1_agreement` (fraction of samples with the same arg-max). Other dtypes: `agreement`
-    (fraction of samples whose values are all equal). A shape mismatch gives `shape_mismatch` instead.
+    classifier-like, `top1_agreement` (fraction of samples with the same arg-max) with its one-sided 95% Wilson
+    bounds. Other dtypes: `agreement` (fraction of samples whose values are all equal) with its bounds. A shape
+    mismatch gives `shape_mismatch` instead.
   """
   reference, candidate = np.asarray(reference), np.asarray(candidate)
   if reference.shape != candidate.shape:
@@ -50,16 +105,16 @@ def compare_output(reference, candidate):
   if not np.issubdtype(reference.dtype, np.floating):
     same = reference == candidate
     per_sample = same.reshape(len(same), -1).all(axis=1) if same.ndim else np.array([bool(same)])
+    bounds = _bounds(int(per_sample.sum()), int(per_sample.size))
     return {"agreement": float(per_sample.mean()) if per_sample.size else 1.0, "samples": int(per_sample.size),
-            "agreement_lower_bound": round(agreement_lower_bound(int(per_sample.sum()), int(per_sample.size)), 6)}
+            "agreement_lower_bound": bounds["lower_bound"], "agreement_upper_bound": bounds["upper_bound"]}
   ref, cand = reference.astype(np.float64), candidate.astype(np.float64)
   diff = np.abs(ref - cand)
   both_nan = np.isnan(ref) & np.isnan(cand)
   # NaN where the normal export has a number (or the reverse) is as wrong as an error can be.
   diff = np.where(both_nan, 0.0, np.where(np.isnan(diff), np.inf, diff))
   max_abs = float(diff.max()) if diff.size else 0.0
-  finite_ref = np.abs(ref[np.isfinite(ref)])
-  scale = float(finite_ref.max()) if finite_ref.size else 0.0
+  scale = _scale(ref)
   if scale > 0:
     relative = max_abs / scale
   else:
@@ -67,11 +122,81 @@ def compare_output(reference, candidate):
   figures = {"max_abs_error": max_abs, "max_relative_error": relative, "scale": scale}
   if is_classifier_like(reference):
     agree = np.argmax(ref, axis=1) == np.argmax(cand, axis=1)
+    bounds = _bounds(int(agree.sum()), int(agree.size))
     figures["top1_agreement"] = float(np.mean(agree))
     figures["samples"] = int(agree.size)
-    figures["top1_agreement_lower_bound"] = round(agreement_lower_bound(int(agree.sum()), int(agree.size)), 6)
+    figures["top1_agreement_lower_bound"] = bounds["lower_bound"]
+    figures["top1_agreement_upper_bound"] = bounds["upper_bound"]
   return figures
 
+
+def _scale(values):
+  finite = np.abs(values[np.isfinite(values)])
+  return float(finite.max()) if finite.size else 0.0
+
+
+# --- does the reference vary? ------------------------------------------------------------------------------------
+
+def output_variation(reference):
+  """How much one output of the normal export varies over the samples; None for non-float outputs (their
+  exact agreement is judged as it is).
+
+  Returns:
+    {"samples", "scale" (max |reference|), "relative_spread" (the largest per-column standard deviation across
+    samples over the scale; None with fewer than 2 samples)} and, for classifier-like outputs, "top1_class" (the
+    most frequent arg-max), "top1_count" (how many samples have it) and "top1_share".
+  """
+  ref = np.asarray(reference)
+  if not np.issubdtype(ref.dtype, np.floating) or ref.ndim == 0 or not len(ref):
+    return None
+  total = len(ref)
+  flat = ref.reshape(total, -1).astype(np.float64)
+  scale = _scale(flat)
+  spread = None
+  if total >= 2:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", RuntimeWarning)  # a column with no finite value: no spread to see there
+      deviations = np.nanstd(np.where(np.isfinite(flat), flat, np.nan), axis=0)
+    largest = float(np.nanmax(deviations)) if np.isfinite(deviations).any() else 0.0
+    spread = largest / scale if scale > 0 else 0.0
+  figures = {"samples": int(total), "scale": scale, "relative_spread": spread}
+  if is_classifier_like(ref):
+    counts = np.bincount(np.argmax(ref, axis=1), minlength=ref.shape[1])
+    top = int(np.argmax(counts))
+    figures.update(top1_class=top, top1_count=int(counts[top]), top1_share=float(counts[top]) / total)
+  return figures
+
+
+def does_not_vary(variation):
+  """None when an output with these `output_variation` figures varies enough to judge artifacts by; else the
+  figures that say it does not, as words ("top-1 class 0 for 24 of 24 samples, ...")."""
+  if not variation:
+    return None
+  found = []
+  total = variation["samples"]
+  if total >= ONE_CLASS_MIN_SAMPLES and variation.get("top1_share", 0.0) >= ONE_CLASS_SHARE:
+    found.append(f"top-1 class {variation['top1_class']} for {variation['top1_count']} of {total} samples")
+  spread = variation.get("relative_spread")
+  if spread is not None and spread < MIN_RELATIVE_SPREAD:
+    if variation["scale"] == 0:
+      found.append(f"0 for all {total} samples")
+    else:
+      found.append(f"spread across samples {spread:.2g} of its largest value {variation['scale']:.3g} "
+                   f"(< {MIN_RELATIVE_SPREAD:g})")
+  return ", ".join(found) or None
+
+
+def outputs_not_varying(reference):
+  """{output name: words} for the outputs of `reference` ({name: array}) that do not vary enough to judge by."""
+  found = {}
+  for name in sorted(reference):
+    words = does_not_vary(output_variation(reference[name]))
+    if words:
+      found[name] = words
+  return found
+
+
+# --- thresholds and the verdict ----------------------------------------------------------------------------------
 
 def thresholds_for(precision, options):
   """The thresholds an artifact of `precision` is judged by (stored in the manifest beside the figures)."""
@@ -80,53 +205,100 @@ def thresholds_for(precision, options):
       "FP16": options.verify_tolerance_fp16, "INT8": options.verify_tolerance_int8,
   }.get(precision, options.verify_tolerance_fp32)
   thresholds = {"max_relative_error": tolerance, "min_agreement": options.verify_min_agreement}
-  # INT8 moves logits a lot while keeping the decision; judge what the user serves: the top-1 class.
-  thresholds["classifier_judged_by"] = "top1_agreement" if precision == "INT8" else "max_relative_error"
-  # INT8 is expected to change some answers, so its agreement is a statistical claim and is judged on the
-  # lower confidence bound; at any other precision an exact output must simply agree (the observed figure).
-  thresholds["agreement_judged_by"] = "lower_bound" if precision == "INT8" else "observed"
+  if precision == "INT8":
+    # INT8 moves logits a lot while keeping the decision; judge what the user serves: the top-1 class.
+    thresholds["classifier_judged_by"] = "top1_agreement"
+  elif precision == "FP16":
+    # FP16 keeps the decision too, but its error grows with depth: on deep depthwise/SE networks probabilities
+    # move by more than `verify_tolerance_fp16` while top-1 agreement stays at 0.997-1.0 (benchmarks/README.md,
+    # bench_fp16_tolerance). Judge the decision, and bound the error at what FP16 arithmetic gives there, so
+    # that a broken conversion (an overflowing softmax, a lost layer) is still caught by the error.
+    thresholds["classifier_judged_by"] = "top1_agreement_and_max_relative_error"
+    thresholds["classifier_max_relative_error"] = options.verify_tolerance_fp16_classifier
+  else:
+    thresholds["classifier_judged_by"] = "max_relative_error"
+  # INT8 and FP16 are expected to change some answers, so their agreements are statistical claims, judged on the
+  # confidence bounds; at any other precision an exact output must simply agree (the observed figure).
+  thresholds["agreement_judged_by"] = "bounds" if precision in ("INT8", "FP16") else "observed"
   return thresholds
 
 
-def judge(precision, outputs, thresholds):
-  """Returns (passed, reason) for one artifact's per-output figures; reason names the output and figure."""
-  failures = []
+def judge(precision, outputs, thresholds, not_varying=None):
+  """The verdict on one artifact from its per-output figures.
+
+  Args:
+    precision: "frozen", "FP32", "FP16", "INT8" (names the threshold in the reason).
+    outputs: {output name: `compare_output` figures}.
+    thresholds: `thresholds_for(precision, options)`.
+    not_varying: {output name: words} of the outputs that do not vary enough to judge by (`outputs_not_varying`
+      of the reference): such an output can show that an artifact is wrong, never that it is right.
+
+  Returns:
+    A `Verdict`: `rejected` when a figure is outside its thresholds (the reason names every one, "verification
+    failed: output `x`: ..."), else `unverified` when an output cannot tell (too few samples for an agreement,
+    or an output that does not vary; the reason says which), else `ok` with reason None.
+  """
+  rejected, unverified, steady = [], [], []
   label = {"frozen": "frozen graph", None: "default"}.get(precision, precision)
   for name in sorted(outputs):
-    figures = outputs[name]
-    if "shape_mismatch" in figures:
-      failures.append(f"output `{name}` has shape {figures['shape_mismatch']}")
-    elif "agreement" in figures:
-      failure = _agreement_failure(figures, "agreement", "values agree on", thresholds, label)
-      if failure:
-        failures.append(f"output `{name}`: {failure}")
-    elif "top1_agreement" in figures and thresholds["classifier_judged_by"] == "top1_agreement":
-      failure = _agreement_failure(figures, "top1_agreement", "top-1 agreement", thresholds, label)
-      if failure:
-        failures.append(f"output `{name}`: {failure}")
-    elif not figures["max_relative_error"] <= thresholds["max_relative_error"]:
-      failures.append(f"output `{name}`: max relative error {figures['max_relative_error']:.4g} "
-                      f"> {thresholds['max_relative_error']:g} ({label} tolerance; max abs error "
-                      f"{figures['max_abs_error']:.4g})")
-  if not failures:
-    return True, None
-  return False, "verification failed: " + "; ".join(failures)
+    status, text = _judge_output(outputs[name], thresholds, label)
+    if status == REJECTED:
+      rejected.append(f"output `{name}`: {text}")
+    elif (not_varying or {}).get(name):
+      steady.append(f"output `{name}`: {not_varying[name]}")
+    elif status == UNVERIFIED:
+      unverified.append(f"output `{name}`: {text}")
+  if rejected:
+    return Verdict(REJECTED, "verification failed: " + "; ".join(rejected))
+  if steady or unverified:
+    return Verdict(UNVERIFIED, "; ".join(([f"{NOT_VARYING} ({'; '.join(steady)})"] if steady else []) + unverified))
+  return Verdict(OK, None)
 
 
-def _agreement_failure(figures, key, words, thresholds, label):
-  """None when the agreement's lower confidence bound reaches the threshold; else what failed, with the figures
-  (and, when the observed agreement would pass, that the samples were too few to tell)."""
-  observed, bound = figures[key], figures.get(key + "_lower_bound", figures[key])
-  threshold = thresholds["min_agreement"]
-  samples = figures.get("samples")
-  if thresholds.get("agreement_judged_by", "lower_bound") == "observed":
-    if observed >= threshold:
-      return None
-    return f"{words} {observed:.4g} on {samples} samples < {threshold:g} ({label} threshold)"
-  if bound >= threshold:
-    return None
-  text = (f"{words} {observed:.4g} on {samples} samples, 95% lower bound {bound:.4g} < {threshold:g} "
-          f"({label} threshold)")
-  if observed >= threshold:
-    text += "; too few verification samples to tell (raise verification_samples or give more validation data)"
-  return text
+def _judge_output(figures, thresholds, label):
+  """(status, words) of one output: (OK, None), (REJECTED, what failed) or (UNVERIFIED, why it cannot tell)."""
+  if "shape_mismatch" in figures:
+    return REJECTED, f"has shape {figures['shape_mismatch']}"
+  if "agreement" in figures:
+    return _agreement_verdict(figures, "agreement", "values agree on", thresholds, label)
+  judged_by = thresholds["classifier_judged_by"]
+  if "top1_agreement" not in figures or judged_by == "max_relative_error":
+    return _error_verdict(figures, thresholds["max_relative_error"], f"{label} tolerance")
+  checks = [_agreement_verdict(figures, "top1_agreement", "top-1 agreement", thresholds, label)]
+  if judged_by == "top1_agreement_and_max_relative_error":
+    checks.append(_error_verdict(figures, thresholds["classifier_max_relative_error"],
+                                 f"{label} classifier tolerance"))
+  for status in (REJECTED, UNVERIFIED):
+    texts = [text for found, text in checks if found == status]
+    if texts:
+      return status, ", ".join(texts)
+  return OK, None
+
+
+def _error_verdict(figures, tolerance, words):
+  if figures["max_relative_error"] <= tolerance:
+    return OK, None
+  return REJECTED, (f"max relative error {figures['max_relative_error']:.4g} > {tolerance:g} ({words}; max abs "
+                    f"error {figures['max_abs_error']:.4g})")
+
+
+def _agreement_verdict(figures, key, words, thresholds, label):
+  """Three-way on the confidence bounds: `ok` when the lower bound reaches the gate, `rejected` when even the
+  upper bound is below it, `unverified` in between (the samples are too few to tell). Judged on the observed
+  figure alone (pass or reject) where the thresholds say so."""
+  observed, samples = figures[key], figures.get("samples")
+  gate = thresholds["min_agreement"]
+  if thresholds.get("agreement_judged_by", "bounds") == "observed":
+    if observed >= gate:
+      return OK, None
+    return REJECTED, f"{words} {observed:.4g} on {samples} samples < {gate:g} ({label} threshold)"
+  lower = figures.get(key + "_lower_bound", observed)
+  upper = figures.get(key + "_upper_bound", observed)
+  if lower >= gate:
+    return OK, None
+  if upper < gate:
+    return REJECTED, (f"{words} {observed:.4g} on {samples} samples, 95% upper bound {upper:.4g} < {gate:g} "
+                      f"({label} threshold)")
+  return UNVERIFIED, (f"too few verification samples to tell: {words} {observed:.4g} on {samples} samples, 95% "
+                      f"bounds [{lower:.4g}, {upper:.4g}] around the gate {gate:g} (raise verification_samples or "
+                      "give more validation data)")

@@ -13,6 +13,10 @@ DEFAULT_WORKSPACE_BYTES = 1 << 30
 # A TensorRT build that hangs must not hold `fit()` at its end forever; an hour covers large models on slow GPUs.
 DEFAULT_TIMEOUT_SECONDS = 3600.0
 CONVERSION_POLICIES = ("latest", "every")
+# FP16's error on a classifier's outputs, relative to their largest value: twice the worst of five briefly trained
+# keras.applications CNNs (0.038, EfficientNetB0), under every conversion broken on purpose there (0.09-1.0);
+# benchmarks/README.md, "bench_fp16_tolerance.py".
+DEFAULT_FP16_CLASSIFIER_TOLERANCE = 8e-2
 
 
 def _check_positive_int(name, value, *, allow_none):
@@ -77,16 +81,23 @@ class ConversionOptions:
       directory name.
     verify: run every produced artifact on the held-out verification samples, compare it with the normal
       export and time it (see `tftrt_keras.verify.verification`); an artifact outside its thresholds is `rejected`.
+      False: every variant is recorded `unverified` ("verification turned off (verify=False)").
     verify_tolerance_frozen, verify_tolerance_fp32, verify_tolerance_fp16, verify_tolerance_int8: the largest
       allowed error of a float output, relative to the output's scale: max |artifact - normal| / max |normal|.
       FP32 allows 1e-3 rather than 1e-5 because TensorRT and TensorFlow both use TF32 matmuls on Ampere and
-      newer GPUs, and their kernels round differently; the frozen graph runs in TensorFlow itself. INT8 uses
-      its tolerance only for outputs that are not classifier-like (see `verify_min_agreement`).
+      newer GPUs, and their kernels round differently; the frozen graph runs in TensorFlow itself. FP16 and
+      INT8 use theirs only for outputs that are not classifier-like (see `verify_min_agreement`).
+    verify_tolerance_fp16_classifier: the largest allowed relative error of a classifier-like output under FP16,
+      where the top-1 agreement is judged too: what FP16 arithmetic gives on deep depthwise/SE networks
+      (measured by benchmarks/bench_fp16_tolerance.py, see its README), with margin, yet far below what a
+      broken conversion gives (an overflowing softmax, a lost layer).
     verify_min_agreement: smallest fraction of samples on which an artifact must agree with the normal export:
-      on the top-1 class of classifier-like outputs (rank-2 float, more than one column) under INT8, and on
-      the exact value of integer, boolean and string outputs under every precision. Judged on the one-sided
-      95% lower confidence bound (Wilson) of the observed agreement, so a verdict on few samples cannot pass
-      by chance: 100 agreeing samples bound it at 0.973, 500 at 0.995.
+      on the top-1 class of classifier-like outputs (rank-2 float, more than one column) under INT8 and FP16,
+      and on the exact value of integer, boolean and string outputs under every precision. Under INT8 and FP16
+      (which are expected to change a few answers) judged on the one-sided 95% Wilson bounds of the observed
+      agreement: `ok` when the lower bound reaches it, `rejected` when the upper bound is below it, `unverified`
+      (too few samples to tell) in between. 100 agreeing samples bound it at 0.973, 500 at 0.995. Elsewhere
+      the observed agreement must reach it.
     verification_samples: held-out samples verification aims for (never used for calibration); fewer when the
       validation pass or the calibration data has fewer.
     verify_warmup_runs: untimed calls before latency is measured (after the timed first call).
@@ -112,6 +123,7 @@ class ConversionOptions:
   verify_tolerance_frozen: float = 1e-5
   verify_tolerance_fp32: float = 1e-3
   verify_tolerance_fp16: float = 1e-2
+  verify_tolerance_fp16_classifier: float = DEFAULT_FP16_CLASSIFIER_TOLERANCE
   verify_tolerance_int8: float = 1e-1
   verify_min_agreement: float = 0.97
   verification_samples: int = 500
@@ -149,7 +161,7 @@ class ConversionOptions:
     if not isinstance(self.verify, bool):
       raise invalid_argument("verify", self.verify, "True or False")
     for name in ("verify_tolerance_frozen", "verify_tolerance_fp32", "verify_tolerance_fp16",
-                 "verify_tolerance_int8"):
+                 "verify_tolerance_fp16_classifier", "verify_tolerance_int8"):
       _check_fraction(name, getattr(self, name), "a non-negative number (error relative to the output's scale)",
                       upper=None)
     _check_fraction("verify_min_agreement", self.verify_min_agreement, "a fraction between 0 and 1", upper=1)

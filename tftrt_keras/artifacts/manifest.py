@@ -1,9 +1,19 @@
 """`manifest.json`: what one export produced, skipped or failed, and why.
 
-Statuses: `ok` (built, build checks passed, outputs verified against the normal export), `unverified` (built and
-build-checked, but no comparison could run: the reason says why), `skipped` (not attempted: the machine cannot run it, or it was superseded), `failed` (attempted
-and broke; `reason` says how), `rejected` (produced but outside the verification thresholds), and
-`pending` only while a worker is still running (a finished manifest never holds `pending`).
+Statuses of an artifact:
+  `ok`          built, build checks passed, and its outputs compared with the normal export's on held-out
+                samples within its thresholds (the normal export itself and the calibration samples are `ok`
+                when written: the normal export is the reference, not a variant);
+  `unverified`  built and build checks passed, but no comparison vouches for it, and `reason` says why: no
+                device here can run it, verification was off (`verify=False`), there were no held-out samples,
+                too few to tell, or the normal export's outputs do not vary over them. Usable: served, kept,
+                and `tftrt-export` exits 0 for it, saying so. A build records every variant (and the frozen
+                graph) `unverified` ("not verified yet") until verification decides, so a crash in between
+                never leaves `ok` on something no comparison ran on;
+  `rejected`    built, but a verification figure is outside its thresholds (`reason` has the figure);
+  `skipped`     not attempted: the machine cannot build it, or it was superseded;
+  `failed`      attempted and broke (`reason` says how);
+  `pending`     only while a worker is still running (a finished manifest never holds `pending`).
 """
 
 import datetime
@@ -16,6 +26,8 @@ OK, UNVERIFIED, SKIPPED, FAILED, REJECTED, PENDING = "ok", "unverified", "skippe
 FINAL_STATUSES = (OK, UNVERIFIED, SKIPPED, FAILED, REJECTED)
 # Statuses of an artifact a user can deploy: `unverified` is usable, and says that no comparison ran on it.
 USABLE_STATUSES = (OK, UNVERIFIED)
+# The reason a built artifact carries until verification gives its verdict.
+NOT_VERIFIED_YET = "built and build-checked; not verified yet"
 
 
 def utc_now_iso(clock=None):

@@ -100,7 +100,8 @@ class TrtExport(keras_flavor.callback_base()):
     verbose: 0 silent; 1 one line per export and the summary table at the end of `fit`.
     seed: seeds the batch sampling (identical on every worker of a distributed run).
     verify: check each variant against the normal export on the held-out samples; a variant outside the
-      thresholds is marked `rejected` (see `ConversionOptions` for the thresholds).
+      thresholds is marked `rejected`, one the comparison cannot vouch for `unverified` with the reason (see
+      `ConversionOptions` for the thresholds). False: every variant is `unverified`.
     backend: `module:attribute` of the TF-TRT conversion backend (advanced).
   """
 

@@ -11,7 +11,8 @@ from absl import logging
 
 from tftrt_keras import formats as formats_lib
 from tftrt_keras.artifacts.layout import CALIBRATION_FILE, ExportLayout
-from tftrt_keras.artifacts.manifest import FAILED, OK, PENDING, SKIPPED, read_manifest, set_artifact, write_manifest
+from tftrt_keras.artifacts.manifest import (FAILED, NOT_VERIFIED_YET, PENDING, SKIPPED, UNVERIFIED, USABLE_STATUSES,
+                                            read_manifest, set_artifact, write_manifest)
 from tftrt_keras.formats.base import NATIVE, BuildJob, VariantFailed, VariantUnavailable
 from tftrt_keras.formats.frozen import FreezeRefused, freeze_signature
 from tftrt_keras.samples import calibration_data
@@ -42,9 +43,9 @@ class ExportRun:
     self.save()
 
   def artifact_dir(self, name):
-    """Absolute directory of an `ok` artifact, else None."""
+    """Absolute directory of a built, usable artifact (`ok` or `unverified`), else None."""
     entry = self.manifest["artifacts"].get(name, {})
-    if entry.get("status") != OK or not entry.get("path"):
+    if entry.get("status") not in USABLE_STATUSES or not entry.get("path"):
       return None
     return self.layout.resolve(self.request.version, entry["path"])
 
@@ -84,9 +85,10 @@ def _environment(options, variant_formats):
 def run_export(request):
   """Freezes, builds and verifies one prepared export; returns the closed manifest.
 
-  Every artifact ends `ok`, `skipped`, `failed` or `rejected` with a reason; an exception inside one step is
-  recorded and the next step still runs. Only a dead process leaves `pending` behind, and the parent (or the
-  next run) closes that as failed.
+  Every artifact ends `ok`, `unverified`, `skipped`, `failed` or `rejected`, each but `ok` with a reason; an
+  exception inside one step is recorded and the next step still runs. A built artifact is `unverified` until
+  verification gives its verdict. Only a dead process leaves `pending` behind, and the parent (or the next run)
+  closes that as failed.
   """
   run = ExportRun(request)
   variants = [n for n in run.manifest["artifacts"] if formats_lib.is_variant(n)]
@@ -97,7 +99,7 @@ def run_export(request):
 
   try:
     path, io = run.build_into_temp("frozen", lambda d: freeze_signature(run.job.native_dir, request.signature_key, d))
-    run.record("frozen", OK, path, inputs=[i["tensor"] for i in io["inputs"]],
+    run.record("frozen", UNVERIFIED, path, reason=NOT_VERIFIED_YET, inputs=[i["tensor"] for i in io["inputs"]],
                outputs=[o["tensor"] for o in io["outputs"]], signature=io)
   except FreezeRefused as err:
     run.record("frozen", SKIPPED, reason=str(err))
@@ -108,13 +110,8 @@ def run_export(request):
 
   _build_variants(run, variants)
 
-  if request.has_verification:
-    from tftrt_keras.verify import verification  # pylint: disable=g-import-not-at-top
-    verification.verify_export(run)
-  else:
-    run.manifest["verification"] = {"skipped": "no held-out samples: the export has fewer than two captured "
-                                               "samples, or no calibration data at all"}
-    run.save()
+  from tftrt_keras.verify import verification  # pylint: disable=g-import-not-at-top
+  verification.verify_export(run)  # also when it cannot run: it records why the artifacts stay unverified
 
   if request.options.triton_repository:
     _publish_triton(run)
@@ -128,7 +125,7 @@ def run_export(request):
 
 
 def _publish_triton(run):
-  """Adds this export's servable ONNX and TensorRT variants to the Triton repository; never raises."""
+  """Adds this export's usable ONNX and TensorRT variants to the Triton repository; never raises."""
   try:
     from tftrt_keras.serving import triton  # pylint: disable=g-import-not-at-top
     triton.publish_export(run)
@@ -187,7 +184,7 @@ def _build_variants(run, variants):
       inherited = run.manifest["artifacts"].get(source, {}).get("outputs_left_out")
       if inherited:
         details["outputs_left_out"] = dict(inherited, **details.get("outputs_left_out", {}))
-      run.record(name, OK, path, built_from=source, seconds=round(time.monotonic() - started, 3), **details)
+      run.record(name, UNVERIFIED, path, reason=NOT_VERIFIED_YET, built_from=source, seconds=round(time.monotonic() - started, 3), **details)
     except VariantUnavailable as err:
       run.record(name, SKIPPED, reason=str(err))
     except VariantFailed as err:

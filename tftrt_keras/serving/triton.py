@@ -9,8 +9,9 @@
         config.pbtxt
         3/model.plan
 
-`publish_export(run)` is called by the export worker after verification (see `pipeline.run_export`); only `ok`
-variants are published. A variant whose signature Triton cannot express (unknown rank, a fixed batch dimension,
+`publish_export(run)` is called by the export worker after verification (see `pipeline.run_export`); usable
+variants are published (`ok`, and `unverified`: built and build-checked, not compared; the manifest's record of
+each model says which). A variant whose signature Triton cannot express (unknown rank, a fixed batch dimension,
 strings into a TensorRT plan, ...) is left out with the reason in `manifest["serving"]["triton"]`, never written
 half-right. `retain_triton` applies the export's retention to the repository.
 
@@ -29,6 +30,8 @@ import os
 import re
 import shutil
 import uuid
+
+from tftrt_keras.artifacts.manifest import USABLE_STATUSES
 
 CONFIG_FILE = "config.pbtxt"
 MARKER = ".tftrt_keras"
@@ -341,11 +344,12 @@ def _read_metadata(variant_dir):
 
 
 def publish_export(run):
-  """Publishes every `ok` ONNX and TensorRT variant of one export into `options.triton_repository`.
+  """Publishes every usable (`ok` or `unverified`) ONNX and TensorRT variant of one export into
+  `options.triton_repository`.
 
-  Records in `run.manifest["serving"]["triton"]`: the repository, {model name: {variant, version, path,
+  Records in `run.manifest["serving"]["triton"]`: the repository, {model name: {variant, version, path, status,
   platform, max_batch_size}} under "models", and {variant: reason} under "left_out" for every ONNX/TensorRT
-  variant not published (not `ok`, or not servable as it is). A variant that fails is recorded; this raises
+  variant not published (rejected, failed, skipped, or not servable as it is). A variant that fails is recorded; this raises
   only when the repository itself cannot be written.
 
   Args:
@@ -370,7 +374,7 @@ def publish_export(run):
         continue
       if format_name not in PLATFORMS:
         continue
-      if entry.get("status") != "ok":
+      if entry.get("status") not in USABLE_STATUSES:
         reason = entry.get("reason")
         record["left_out"][variant] = f"the variant is {entry.get('status')}" + (f": {reason}" if reason else "")
         continue
@@ -389,7 +393,7 @@ def publish_export(run):
         path = publish_model(repository, config, variant_dir, version, export_root=run.layout.root,
                              variant=variant, staging_dir=staging,
                              comment=f"Written by tftrt_keras from {variant} of export {version} in {run.layout.root}.")
-        record["models"][name] = {"variant": variant, "version": version, "path": path,
+        record["models"][name] = {"variant": variant, "version": version, "path": path, "status": entry["status"],
                                   "platform": config["platform"], "max_batch_size": config["max_batch_size"]}
       except Unservable as err:
         record["left_out"][variant] = str(err)

@@ -4,6 +4,8 @@
 
 import os
 
+from tftrt_keras.artifacts.manifest import REJECTED, UNVERIFIED
+
 REPORT_FILE = "report.md"
 LATENCY_PLOT_FILE = "latency.png"
 MATPLOTLIB_INSTALL_COMMAND = "pip install 'tftrt_keras[report]'"
@@ -60,6 +62,8 @@ def verification_rows(manifest):
       errors = ["reference", "reference", "reference"]
     elif "error" in verification:
       errors = ["error", "error", "error"]
+    elif "runner_unavailable" in verification:
+      errors = ["not run", "not run", "not run"]
     else:
       errors = [_number(v) for v in _worst(entry)]
     row = [name, entry["status"]] + errors
@@ -76,8 +80,8 @@ def verification_table(manifest, notes=True):
 
   Args:
     manifest: a closed manifest (dict).
-    notes: add one line per rejected or unverifiable artifact below the table (False when its reason is
-      printed elsewhere, as in `tftrt-export`'s artifact table).
+    notes: add one line per rejected or unverified artifact below the table, with its reason (False when the
+      reasons are printed elsewhere, as in `tftrt-export`'s artifact table).
   """
   rows = verification_rows(manifest)
   if not rows:
@@ -95,14 +99,12 @@ def verification_table(manifest, notes=True):
 
 
 def _notes(manifest):
-  """One line per rejected or unverifiable artifact: why."""
+  """One line per rejected or unverified artifact that verification ran (or tried to run): its status and why."""
   notes = []
   for name in verified_artifacts(manifest):
-    verification = manifest["artifacts"][name]["verification"]
-    if "error" in verification:
-      notes.append(f"{name}: could not be verified: {verification['error']}")
-    elif verification.get("passed") is False:
-      notes.append(f"{name}: rejected: {verification['reason']}")
+    entry = manifest["artifacts"][name]
+    if entry["status"] in (REJECTED, UNVERIFIED):
+      notes.append(f"{name}: {entry['status']}: {entry.get('reason') or entry['verification'].get('error')}")
   error = (manifest.get("verification") or {}).get("error")
   if error:
     notes.append(f"verification stopped: {error}")
@@ -148,9 +150,14 @@ def render_markdown(manifest, latency_plot=LATENCY_PLOT_FILE, plot_missing_reaso
   rows = verification_rows(manifest)
   if rows:
     lines += _markdown_table(rows) + [""]
+  steady = summary.get("outputs_not_varying") or {}
+  if steady:
+    lines += [f"The normal export's outputs do not vary enough over these {summary.get('samples', 0)} samples to "
+              "judge any artifact by them (an artifact returning about the same constant would pass): "
+              + "; ".join(f"`{output}`: {words}" for output, words in sorted(steady.items())) + ".", ""]
   notes = _notes(manifest)
   if notes:
-    lines += ["## Not servable or not verified", ""] + [f"- {note}" for note in notes] + [""]
+    lines += ["## Rejected or unverified", ""] + [f"- {note}" for note in notes] + [""]
   not_run = [(n, e) for n, e in manifest["artifacts"].items() if "verification" not in e and n != "calibration"]
   if not_run:
     lines += ["## Not produced", ""]
@@ -159,10 +166,11 @@ def render_markdown(manifest, latency_plot=LATENCY_PLOT_FILE, plot_missing_reaso
   details = [n for n in verified_artifacts(manifest) if (manifest["artifacts"][n]["verification"].get("outputs"))]
   if details:
     lines += ["## Per output", ""]
-    lines += _markdown_table([["artifact", "output", "max abs err", "max rel err", "top-1", "agreement",
-                               "threshold"]] + [
-        [name, output, _number(f.get("max_abs_error")), _number(f.get("max_relative_error")),
-         _number(f.get("top1_agreement")), _number(f.get("agreement")),
+    lines += _markdown_table([["artifact", "output", "samples", "max abs err", "max rel err", "top-1", "agreement",
+                               "95% bounds", "threshold"]] + [
+        [name, output, str(manifest["artifacts"][name]["verification"].get("samples", "-")),
+         _number(f.get("max_abs_error")), _number(f.get("max_relative_error")),
+         _number(f.get("top1_agreement")), _number(f.get("agreement")), _bounds_text(f),
          _threshold_text(manifest["artifacts"][name]["verification"], f)]
         for name in details
         for output, f in sorted(manifest["artifacts"][name]["verification"]["outputs"].items())])
@@ -174,12 +182,25 @@ def render_markdown(manifest, latency_plot=LATENCY_PLOT_FILE, plot_missing_reaso
   return "\n".join(lines)
 
 
+def _bounds_text(figures):
+  """The one-sided 95% Wilson bounds of an agreement figure, "[lower, upper]"; "-" for error figures."""
+  for key in ("top1_agreement", "agreement"):
+    if key + "_lower_bound" in figures:
+      return f"[{_number(figures[key + '_lower_bound'])}, {_number(figures.get(key + '_upper_bound'))}]"
+  return "-"
+
+
 def _threshold_text(verification, figures):
   thresholds = verification["thresholds"]
+  on = " (95% bounds)" if thresholds.get("agreement_judged_by", "bounds") != "observed" else ""
   if "agreement" in figures:
-    return f"agreement >= {thresholds['min_agreement']:g}"
-  if "top1_agreement" in figures and thresholds["classifier_judged_by"] == "top1_agreement":
-    return f"top-1 >= {thresholds['min_agreement']:g}"
+    return f"agreement >= {thresholds['min_agreement']:g}{on}"
+  judged_by = thresholds["classifier_judged_by"]
+  if "top1_agreement" in figures and judged_by == "top1_agreement":
+    return f"top-1 >= {thresholds['min_agreement']:g}{on}"
+  if "top1_agreement" in figures and judged_by == "top1_agreement_and_max_relative_error":
+    return (f"top-1 >= {thresholds['min_agreement']:g}{on}, "
+            f"rel err <= {thresholds['classifier_max_relative_error']:g}")
   return f"rel err <= {thresholds['max_relative_error']:g}"
 
 
@@ -205,7 +226,8 @@ def plot_latency(manifest, path):
       values = [(_latency_at(manifest["artifacts"][n], size) or {}).get(key) or 0.0 for n in names]
       ax.bar(x + (i - 1) * 0.27, values, width=0.27, label=label, color=color)
     ax.set_xticks(x)
-    ax.set_xticklabels([n + ("\n(rejected)" if manifest["artifacts"][n]["status"] == "rejected" else "")
+    ax.set_xticklabels([n + (f"\n({manifest['artifacts'][n]['status']})"
+                             if manifest["artifacts"][n]["status"] in (REJECTED, UNVERIFIED) else "")
                         for n in names], fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("latency (ms, log scale)")

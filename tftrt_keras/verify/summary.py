@@ -8,6 +8,8 @@ once below the table, wrapped at word boundaries with its continuation lines ind
 import os
 import textwrap
 
+from tftrt_keras.artifacts.manifest import UNVERIFIED
+
 # A reason up to this long stands in the table; a longer one is referenced and written below it.
 INLINE_REASON_WIDTH = 48
 # Lines below the table (reasons, notes) wrap at this width.
@@ -61,7 +63,8 @@ def summary_table(manifests, root=None, inline_reason_width=INLINE_REASON_WIDTH,
 
 def export_notes(manifest, width=TEXT_WIDTH):
   """Lines about one export beyond its artifacts: how the captured samples were split between calibration and
-  verification, warnings about them, and what verification judged on ([] when there is nothing to say)."""
+  verification, warnings about them, what verification judged on, and which artifacts are usable but
+  `unverified` ([] when there is nothing to say)."""
   lines = []
   calibration = manifest.get("artifacts", {}).get("calibration") or {}
   if calibration.get("split"):
@@ -77,6 +80,13 @@ def export_notes(manifest, width=TEXT_WIDTH):
     parts = [f"servable: {', '.join(servable)}" if servable else None,
              f"rejected: {', '.join(rejected)}" if rejected else None]
     lines += wrap(judged + "".join(f"; {p}" for p in parts if p) + ".", width)
+    for output, words in sorted((verification.get("outputs_not_varying") or {}).items()):
+      lines += wrap(f"Warning: the normal export's output `{output}` does not vary over these samples ({words}): "
+                    "no variant can be judged on it.", width)
+  unverified = [name for name, entry in manifest.get("artifacts", {}).items() if entry.get("status") == UNVERIFIED]
+  if unverified:
+    lines += wrap(f"Unverified (usable, but no comparison vouches for them; the reasons are above): "
+                  f"{', '.join(unverified)}.", width)
   return lines
 
 
@@ -100,7 +110,7 @@ def describe_export(manifest_path, list_artifacts=True, width=TEXT_WIDTH):
     reasons = {}
     for name, entry in manifest["artifacts"].items():
       where = os.path.normpath(os.path.join(directory, entry["path"])) if entry.get("path") else "-"
-      lines.append(f"  {name:<12} {entry['status']:<8} {where}")
+      lines.append(f"  {name:<12} {entry['status']:<10} {where}")
       if entry.get("reason"):
         reasons.setdefault(" ".join(str(entry["reason"]).split()), []).append(name)
     for reason, names in reasons.items():

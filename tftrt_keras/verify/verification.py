@@ -1,18 +1,27 @@
 """Step 4 of an export: is each artifact still the model, and how fast is it?
 
 Runs in the export worker (never in the training process: loading a variant may load TensorRT). Every artifact
-that was produced -- the frozen graph, each `ok` variant of every format -- runs through its format's `Runner`
-on the held-out verification samples (captured apart from, and never used for, calibration) and is compared
-with the normal export, output by output: max absolute error, max error relative to the output's scale, and
-for classifier-like outputs the top-1 agreement. Agreement is judged on its one-sided 95% lower confidence
-bound (Wilson), so a verdict on few samples cannot pass by luck. An artifact outside its precision's thresholds
-(see `ConversionOptions.verify_*`) becomes `rejected`, with the figure that failed in its reason. Latency is
-timed for every runnable artifact and the normal export, at batch size 1 and at the largest verification batch:
-a timed first call (TF-TRT builds engines lazily there), warm-up calls, then median and p99.
+that was built -- the frozen graph, each usable variant of every format (recorded `unverified`, "not verified
+yet", by its build) -- runs through its format's `Runner` on the held-out verification samples (captured apart
+from, and never used for, calibration) and is compared with the normal export, output by output: max absolute
+error, max error relative to the output's scale, and for classifier-like outputs the top-1 agreement. The verdict
+(`tftrt_keras.agreement.judge`) becomes the artifact's status:
+
+  `ok`          compared, and within its precision's thresholds (see `ConversionOptions.verify_*`);
+  `rejected`    a figure outside them (the figure that failed is in the reason);
+  `unverified`  built and build-checked, but no comparison can vouch for it, and the reason says why:
+                verification is off (`verify=False`), there are no held-out samples, nothing here can run it
+                (its format's `open_runner` raised `RunnerUnavailable`), verifying it raised, an agreement's
+                95% bounds straddle the gate (too few samples to tell), or the normal export's outputs do not
+                vary over the samples (then any artifact returning about the same constant would pass).
+
+Latency is timed for every runnable artifact and the normal export, at batch size 1 and at the largest
+verification batch: a timed first call (TF-TRT builds engines lazily there), warm-up calls, then median and p99.
 
 Results go into the manifest (`artifacts[name]["verification"]`, plus a top-level `verification` summary),
 and `report.md` + `latency.png` beside it. Verification never fails an export: an exception while verifying
-one artifact is recorded in that artifact's `verification.error` and the next artifact is verified.
+one artifact is recorded in that artifact's `verification.error`, the artifact stays `unverified`, and the next
+artifact is verified.
 """
 
 import os
@@ -25,12 +34,17 @@ import numpy as np
 from tftrt_keras import formats as formats_lib
 # The verdict rule lives in `agreement` (pure numpy) so that formats can judge candidates by it too; these names
 # stay importable from here.
-from tftrt_keras.agreement import (agreement_lower_bound, compare_output, is_classifier_like, judge,  # noqa: F401
-                                   thresholds_for)
+from tftrt_keras.agreement import (agreement_lower_bound, agreement_upper_bound, compare_output,  # noqa: F401
+                                   does_not_vary, is_classifier_like, judge, output_variation, thresholds_for)
 from tftrt_keras.formats.savedmodel import SavedModelRunner
 from tftrt_keras.formats.frozen import FrozenGraphSession, run_frozen_graph
 from tftrt_keras.artifacts.layout import VERIFICATION_FILE
-from tftrt_keras.artifacts.manifest import OK, REJECTED
+from tftrt_keras.artifacts.manifest import NOT_VERIFIED_YET, OK, REJECTED, UNVERIFIED, USABLE_STATUSES
+from tftrt_keras.formats.base import RunnerUnavailable
+
+VERIFY_OFF = "verification turned off (verify=False)"
+NO_SAMPLES = ("no held-out samples: the export has fewer than two captured samples, or no calibration data at "
+              "all (give calibration_data, or capture validation batches)")
 
 # Artifacts that are not models: nothing to run.
 _NOT_RUNNABLE = frozenset({"native", "calibration"})
@@ -128,35 +142,68 @@ def _largest_batch(run, total):
 
 
 def _runnable_artifacts(run):
+  """(name, directory) of every built artifact that is a model: the frozen graph and the usable variants."""
   for name, entry in run.manifest["artifacts"].items():
-    if name in _NOT_RUNNABLE or entry.get("status") != OK or not entry.get("path"):
+    if name in _NOT_RUNNABLE or entry.get("status") not in USABLE_STATUSES or not entry.get("path"):
       continue
     yield name, run.layout.resolve(run.request.version, entry["path"])
 
 
-def _open_runner(name, path, run):
+def _open_runner(name, path, run, load_format):
   """The runner for one artifact: the frozen graph's own, or the runner of the variant's format."""
   if name == "frozen":
     return _FrozenGraphRunner(path)
   format_name, _ = formats_lib.split_variant(name)
-  return formats_lib.load_format(format_name).open_runner(path, run.job)
+  return load_format(format_name).open_runner(path, run.job)
 
 
-def verify_export(run, clock=time.monotonic):
-  """Verifies and times every produced artifact of `run` (a `pipeline.ExportRun`); never raises an Exception.
+def _set_status(entry, status, reason):
+  entry["status"] = status
+  if reason:
+    entry["reason"] = reason
+  else:
+    entry.pop("reason", None)
 
-  Updates `run.manifest` in place and saves it: `artifacts[name]["verification"]` for the normal export and
-  each runnable artifact, status `rejected` (with the failing figures in `reason`) for an artifact outside its
-  thresholds, a top-level `verification` summary, and writes `report.md` and `latency.png` into the
-  manifest's directory.
+
+def _leave_unverified(run, reason):
+  """Every built artifact that is a model stays `unverified`, with `reason`."""
+  for name, _ in list(_runnable_artifacts(run)):
+    _set_status(run.manifest["artifacts"][name], UNVERIFIED, reason)
+
+
+def _usable(run):
+  return [name for name, entry in run.manifest["artifacts"].items()
+          if name != "calibration" and entry.get("status") in USABLE_STATUSES]
+
+
+def _unverified(run):
+  return [name for name, entry in run.manifest["artifacts"].items() if entry.get("status") == UNVERIFIED]
+
+
+def verify_export(run, clock=time.monotonic, load_format=formats_lib.load_format):
+  """Verifies and times every built artifact of `run` (a `pipeline.ExportRun`); never raises an Exception.
+
+  Updates `run.manifest` in place and saves it: each built artifact's status becomes its verdict (`ok`,
+  `rejected` or `unverified`, with the reason for the last two), `artifacts[name]["verification"]` holds the
+  figures for the normal export and each runnable artifact, a top-level `verification` summary, and
+  `report.md` and `latency.png` are written into the manifest's directory. Without verification (`verify=False`,
+  no held-out samples) every built artifact stays `unverified` with that reason, and no report is written.
+
+  Args:
+    run: the export's `pipeline.ExportRun`.
+    clock: seconds as a float (injectable for tests).
+    load_format: format name -> `Format` whose runner verifies that format's variants (injectable: a test runs a
+      format that cannot run here without one on disk).
 
   Returns:
     The top-level summary dict stored in `run.manifest["verification"]`.
   """
   options = run.request.options
   started = clock()
-  if not options.verify:
-    summary = {"skipped": "verification turned off (ConversionOptions.verify=False)"}
+  skipped = VERIFY_OFF if not options.verify else (None if run.request.has_verification else NO_SAMPLES)
+  if skipped:
+    _leave_unverified(run, skipped)
+    summary = {"skipped": skipped, "servable": _usable(run), "unverified": _unverified(run)}
     run.manifest["verification"] = summary
     run.save()
     return summary
@@ -164,12 +211,15 @@ def verify_export(run, clock=time.monotonic):
              "timed_runs": options.verify_timed_runs, "servable": [], "rejected": [], "unverified": []}
   run.manifest["verification"] = summary
   try:
-    _verify_all(run, summary)
+    _verify_all(run, summary, load_format)
   except Exception as err:  # pylint: disable=broad-except
     logging.error("tftrt_keras: verification failed:\n%s", traceback.format_exc())
     summary["error"] = _error_text(err)
-  summary["servable"] = [name for name, entry in run.manifest["artifacts"].items()
-                         if name != "calibration" and entry.get("status") == OK]
+  for name, _ in list(_runnable_artifacts(run)):  # what verification never reached (it stopped before them)
+    entry = run.manifest["artifacts"][name]
+    if entry.get("reason") == NOT_VERIFIED_YET:
+      _set_status(entry, UNVERIFIED, f"verification could not run: {summary.get('error', 'it stopped early')}")
+  summary["servable"], summary["unverified"] = _usable(run), _unverified(run)
   _write_report(run, summary)
   # Measured after the report: drawing the chart (importing matplotlib) is part of what verification costs.
   summary["seconds"] = round(clock() - started, 3)
@@ -188,7 +238,7 @@ def _write_report(run, summary):
     summary["report_error"] = _error_text(err)
 
 
-def _verify_all(run, summary):
+def _verify_all(run, summary, load_format):
   request, options = run.request, run.request.options
   samples = run.samples(VERIFICATION_FILE)
   total = _num_samples(samples)
@@ -203,29 +253,38 @@ def _verify_all(run, summary):
     reference = _run_in_batches(native, samples, batch)
   finally:
     native.close()
+  # How much the reference varies decides whether any artifact can be judged on it: said once, here.
+  variation = {key: output_variation(value) for key, value in sorted(reference.items())}
+  native_entry["verification"]["output_variation"] = {key: value for key, value in variation.items() if value}
+  not_varying = {key: does_not_vary(value) for key, value in variation.items() if does_not_vary(value)}
+  if not_varying:
+    summary["outputs_not_varying"] = not_varying
   run.save()
 
   for name, path in list(_runnable_artifacts(run)):
     entry = run.manifest["artifacts"][name]
     try:
-      entry["verification"] = _verify_artifact(name, path, run, samples, reference, batch, batch_sizes)
+      entry["verification"] = _verify_artifact(name, path, run, samples, reference, batch, batch_sizes,
+                                               not_varying, load_format)
+    except RunnerUnavailable as err:
+      entry["verification"] = {"runner_unavailable": str(err)}
+      _set_status(entry, UNVERIFIED, str(err))
     except Exception as err:  # pylint: disable=broad-except
       logging.error("tftrt_keras: verifying %s failed:\n%s", name, traceback.format_exc())
       entry["verification"] = {"error": _error_text(err)}
-      summary["unverified"].append(name)
+      _set_status(entry, UNVERIFIED, f"verification could not run: {_error_text(err)}")
     else:
-      if not entry["verification"]["passed"]:
-        entry["status"] = REJECTED
-        entry["reason"] = entry["verification"]["reason"]
+      _set_status(entry, entry["verification"]["verdict"], entry["verification"]["reason"])
+      if entry["status"] == REJECTED:
         summary["rejected"].append(name)
     run.save()
 
 
-def _verify_artifact(name, path, run, samples, reference, batch, batch_sizes):
+def _verify_artifact(name, path, run, samples, reference, batch, batch_sizes, not_varying, load_format):
   request = run.request
   precision = precision_of(name)
   thresholds = thresholds_for(precision, request.options)
-  runner = _open_runner(name, path, run)
+  runner = _open_runner(name, path, run, load_format)
   try:
     # Latency first: the very first call is the one where TF-TRT builds engines it did not prebuild.
     latency = _latency(runner, samples, batch_sizes, request.options)
@@ -236,9 +295,10 @@ def _verify_artifact(name, path, run, samples, reference, batch, batch_sizes):
   left_out = set(run.manifest["artifacts"][name].get("outputs_left_out") or ())
   missing = sorted(set(reference) - set(outputs) - left_out)
   figures = {key: compare_output(reference[key], outputs[key]) for key in sorted(reference) if key in outputs}
-  passed, reason = judge(precision, figures, thresholds)
+  verdict, reason = judge(precision, figures, thresholds, not_varying)
   if missing:
-    passed = False
-    reason = (reason + "; " if reason else "verification failed: ") + f"outputs missing: {', '.join(missing)}"
+    missing_text = f"outputs missing: {', '.join(missing)}"
+    reason = (reason + "; " + missing_text if verdict == REJECTED else "verification failed: " + missing_text)
+    verdict = REJECTED
   return {"samples": _num_samples(samples), "precision": precision, "thresholds": thresholds, "outputs": figures,
-          "passed": passed, "reason": reason, "latency": latency}
+          "verdict": verdict, "passed": verdict == OK, "reason": reason, "latency": latency}

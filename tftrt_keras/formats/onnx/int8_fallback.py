@@ -101,11 +101,16 @@ class HoldoutJudge:
     self.reference = _run(_session(fp32_path), holdout, dtypes)
 
   def figures(self, outputs):
-    """{"passed", "margin", "outputs": per-output figures}; margin >= 0 exactly when passed, larger is better:
-    the agreement bound above the threshold, or the error below the tolerance as a fraction of it."""
+    """{"passed", "verdict", "margin", "outputs": per-output figures}; margin >= 0 exactly when passed, larger is
+    better: the agreement bound above the threshold, or the error below the tolerance as a fraction of it.
+
+    Passed means verification's `ok`: a verdict of `unverified` (the hold-out too small for the bounds to clear
+    the gate) is not a pass here, so the search goes on looking for a model whose lower bound does.
+    """
     per_output = {name: agreement.compare_output(ref, outputs[name]) for name, ref in self.reference.items()}
-    passed, reason = agreement.judge("INT8", per_output, self.thresholds)
-    return {"passed": passed, "reason": reason, "margin": round(self._margin(per_output), 6),
+    verdict, reason = agreement.judge("INT8", per_output, self.thresholds)
+    return {"passed": verdict == agreement.OK, "verdict": verdict, "reason": reason,
+            "margin": round(self._margin(per_output), 6),
             "outputs": {name: _short(f) for name, f in per_output.items()}}
 
   def evaluate(self, run_batch):
