@@ -224,6 +224,10 @@ def _modelopt_rows(manifest_dir, manifest, root):
     return {m: {"error": "ModelOpt's CLI takes one input here"} for m in MODELOPT}
   (name, samples), = calibration.items()
   scratch = os.path.join(root, "modelopt", str(manifest["version"]))
+  results_path = os.path.join(scratch, "results.json")
+  if os.path.exists(results_path):  # this export's files were quantized and judged already
+    with open(results_path, encoding="utf-8") as f:
+      return json.load(f)
   os.makedirs(scratch, exist_ok=True)
   with SavedModelRunner(os.path.join(manifest_dir, artifacts["native"]["path"]),
                         manifest.get("signature_key", "serving_default")) as runner:
@@ -245,6 +249,9 @@ def _modelopt_rows(manifest_dir, manifest, root):
     agreeing = int(np.sum(reference[key].argmax(1) == outputs[key].argmax(1)))
     rows[method] = {"agreement": agreeing / total, "bound": agreement.agreement_lower_bound(agreeing, total),
                     "samples": total, "seconds": seconds}
+  if all("agreement" in r for r in rows.values()):
+    with open(results_path, "w", encoding="utf-8") as f:
+      json.dump(rows, f)
   return rows
 
 
@@ -378,9 +385,9 @@ def table(rows):
             "INT8 top-1 (bound), n", "INT8: calibration; fallback; hold-out bound before -> after; kept FP32",
             "ModelOpt max (bound)", "ModelOpt entropy (bound)", "ours vs ModelOpt best"]
   header += [f"{f} fp32 / fp16 / int8: status, s, MB" for f in other]
-  header += ["worker s: build+verify (wall)", "SavedModel write s (trace)", "worker / write"]
+  header += ["worker s: freeze / variants / verify = total (wall)", "SavedModel write s (trace)", "worker / write"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  notes = []
+  notes = {}  # (artifact or format, status, reason) -> models; one line per distinct reason
   for r in rows:
     onnx = r["formats"].get("onnx", {})
     fp16 = (onnx.get("fp16") or {}).get("figures", {})
@@ -403,22 +410,20 @@ def table(rows):
     timings, facts = r["timings"], r["facts"]
     worker = timings.get("total_seconds")
     save = facts.get("save_seconds")
-    cells += [f"{_f(worker, '.1f')} ({_f(facts.get('worker_wall_seconds'), '.1f')})",
+    variants = sum(c.get("seconds") or 0 for cells_ in r["formats"].values() for c in cells_.values())
+    cells += [f"{_f(timings.get('freeze_seconds'), '.0f')} / {variants:.0f} / {_f(timings.get('verify_seconds'), '.0f')}"
+              f" = {_f(worker, '.0f')} ({_f(facts.get('worker_wall_seconds'), '.0f')})",
               f"{_f(save, '.2f')} ({_f(facts.get('trace_seconds'), '.2f')})",
               f"{worker / save:.0f}x" if worker and save else "-"]
     lines.append("| " + " | ".join(cells) + " |")
-    skipped_seen = set()
     for artifact, (status, reason) in r["reasons"].items():
-      fmt = artifact.rsplit("_", 1)[0]
-      if status == "skipped":
-        if fmt in skipped_seen:
-          continue
-        skipped_seen.add(fmt)
-      notes.append(f"- {r['model']} {artifact}: {status}: {reason}")
+      notes.setdefault((artifact.rsplit("_", 1)[0] if status == "skipped" else artifact, status, reason),
+                       []).append(r["model"])
     for method, entry in (r["modelopt"] or {}).items():
       if "error" in entry:
-        notes.append(f"- {r['model']} ModelOpt {method}: failed: {entry['error']}")
-  return "\n".join(lines), notes
+        notes.setdefault((f"ModelOpt {method}", "failed", entry["error"]), []).append(r["model"])
+  return "\n".join(lines), [f"- {what} {status} ({', '.join(dict.fromkeys(models))}): {reason}"
+                            for (what, status, reason), models in notes.items()]
 
 
 def _versus(ours, modelopt, gate):
