@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """The zoo through `TrtExport` (issue 19 point 4): every format, one table, ours beside NVIDIA ModelOpt.
 
-  cd /work/wt_zoo && nice -n 15 /work/main/.venv/tf2.21/bin/python benchmarks/bench_zoo.py \
+  nice -n 15 .venv/tf2.21/bin/python benchmarks/bench_zoo.py \
       [--models=MobileNetV2,TransformerBlock --work_dir=/tmp/bench_zoo --modelopt_python=/tmp/modelopt-venv/bin/python]
+
+(from the repository root; the ModelOpt environment as benchmarks/README.md says under bench_int8_quality.py).
 
 Each architecture of tests/zoo_models.py (keras.applications with weights=None at 32x32x3, a Transformer block
 with exact GELU, Embedding + Bidirectional(LSTM); scikit-learn's digits upsampled to 32x32x3 or read as 64
@@ -13,15 +15,16 @@ precisions=FP32,FP16,INT8)])` with the callback's defaults otherwise: one export
 (save_freq="epoch"), calibration and verification samples captured from that validation pass exactly as a
 user's run captures them, the conversion worker in the background and `fit` waiting for it at its end. A
 second run therefore skips training but makes a new export (with whatever formats the code has by then);
-`--reuse_export` only re-reads the newest export and reruns ModelOpt.
+`--reuse_export` only re-reads the newest export (ModelOpt's figures are kept per export version).
 
 The table reads the export's manifest: per format the status of each precision, seconds and file sizes of
 each variant, FP16 max relative error and top-1 agreement, INT8 top-1 agreement and its one-sided 95% Wilson
-lower bound (judged against `verify_min_agreement`, 0.97), what the INT8 fallback did (whether it searched,
-its hold-out bound before -> after, the layers it kept FP32), the worker's seconds (the manifest's
-`timings.total_seconds`: freeze, build, verify; and the wall time from the export's submission to the end of
-`fit`'s wait, worker start-up included) against the seconds the callback took to write the normal SavedModel
-(measured here around `SavedModelSnapshotter.save`: nothing records it). For the CNNs, ModelOpt's INT8
+lower bound (judged against `verify_min_agreement`, 0.97), what the INT8 fallback did (the calibration chosen,
+whether it searched, top-1 agreement and bound on its hold-out before -> after, the nodes it kept FP32 of those
+quantizable), the worker's seconds (the manifest's `timings`: freeze / the variants / verify = total; and the
+wall time from the export's submission to the end of `fit`'s wait, worker start-up included) against the
+seconds the callback took to write the normal SavedModel (measured here around `SavedModelSnapshotter.save`:
+nothing records it). For the CNNs, ModelOpt's INT8
 (`bench_int8_quality._modelopt`: its CLI, max and entropy calibration, FP32 high precision) quantizes the same
 `onnx_fp32/<version>/model.onnx` with the same `calibration.npz` the export wrote, and is judged as our
 verification judges `onnx_int8`: top-1 agreement with the normal export (the SavedModel in TensorFlow) on the
