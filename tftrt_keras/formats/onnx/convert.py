@@ -6,6 +6,8 @@ tf2onnx leaves an op it has no handler for in the graph under its TensorFlow nam
 result is checked against ONNX's own op schemas and any such op is named in a `ConversionError`.
 """
 
+import contextlib
+
 from tftrt_keras.quiet_console import logger_at_error
 
 # dtypes a signature may carry into ONNX: strings and resources do not survive as numeric ONNX tensors that
@@ -73,9 +75,10 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
   with logger_at_error("tf2onnx"):
     try:
       # large_model=False keeps tf2onnx off its >2 GB path, the one that calls np.product (gone in numpy 2).
-      graph_def, inputs, outputs, tables, renames = tf_loader.from_saved_model(
-          str(saved_model_dir), None, None, tag=["serve"], signatures=[signature_key], large_model=False,
-          return_initialized_tables=True, return_tensors_to_rename=True)
+      with _freezing_without_rewrap(tf_loader):
+        graph_def, inputs, outputs, tables, renames = tf_loader.from_saved_model(
+            str(saved_model_dir), None, None, tag=["serve"], signatures=[signature_key], large_model=False,
+            return_initialized_tables=True, return_tensors_to_rename=True)
     except Exception as err:  # pylint: disable=broad-except
       raise ConversionError(f"tf2onnx could not load and freeze signature {signature_key!r}: "
                             f"{type(err).__name__}: {err}") from err
@@ -112,9 +115,8 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
 
 
 # tf2onnx optimizers that rewrite only nodes of these types (tf2onnx 1.17's optimizer sources) and whose types
-# no other optimizer creates: skipped when the graph has none. Every pass of every optimizer copies all weights
-# back into protobuf (`Graph.update_proto`, 0.3 s on ResNet50's 94 MB) and tf2onnx runs its 12 optimizers
-# until nothing changes (3 rounds on the zoo's CNNs), so each one skipped saves ~1 s there.
+# no other optimizer creates: skipped when the graph has none. tf2onnx runs its 12 optimizers until nothing
+# changes (3 rounds on the zoo's CNNs), so each one skipped saves a pass over the graph.
 _OPTIMIZER_NEEDS = {
     "remove_redundant_upsample": {"Upsample"}, "const_dequantize_optimizer": {"DequantizeLinear"},
     "q_dq_optimizer": {"QuantizeLinear", "DequantizeLinear"}, "loop_optimizer": {"Loop"},
@@ -122,26 +124,104 @@ _OPTIMIZER_NEEDS = {
 }
 
 
+@contextlib.contextmanager
+def _freezing_without_rewrap(tf_loader):
+  """tf2onnx's loader freezes the signature with TF's `convert_variables_to_constants_v2`, which builds the
+  frozen GraphDef and then wraps it into a new ConcreteFunction (`wrap_function.function_from_graph_def`:
+  import, prune, and `lift_to_graph` copying every op in Python), only for tf2onnx to take the GraphDef back
+  out (`frozen_func.graph.as_graph_def(add_shapes=True)`). On ResNet50 the wrapping was 17 of the conversion's
+  ~50 s. Here the loader gets the same GraphDef imported into a plain graph, with shapes, and no wrapping;
+  its nodes the wrapping would have pruned (none reach the outputs) are removed by tf2onnx's own grappler pass
+  and output pruning after it. Where TensorFlow's private freezing functions are not found, nothing changes.
+  """
+  try:
+    from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-import-not-at-top
+    converter_data = convert_to_constants._FunctionConverterDataInEager  # pylint: disable=protected-access
+    replace = convert_to_constants._replace_variables_by_constants  # pylint: disable=protected-access
+  except (ImportError, AttributeError):
+    yield
+    return
+
+  def freeze(func, lower_control_flow=True, aggressive_inlining=False):
+    graph_def, _ = replace(converter_data=converter_data(
+        func=func, lower_control_flow=lower_control_flow, aggressive_inlining=aggressive_inlining))
+    return _FrozenFunction(graph_def)
+
+  original = tf_loader.convert_variables_to_constants_v2
+  tf_loader.convert_variables_to_constants_v2 = freeze
+  try:
+    yield
+  finally:
+    tf_loader.convert_variables_to_constants_v2 = original
+
+
+class _FrozenFunction:
+  """What tf2onnx's `from_function` reads of a frozen ConcreteFunction: `.graph.as_graph_def(add_shapes=...)`."""
+
+  def __init__(self, graph_def):
+    self.graph = self
+    self._graph_def = graph_def
+
+  def as_graph_def(self, add_shapes=False):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    with tf.Graph().as_default() as graph:
+      tf.import_graph_def(self._graph_def, name="")
+    return graph.as_graph_def(add_shapes=add_shapes)
+
+
 def _optimize(graph, optimizer):
-  """tf2onnx's graph optimizers, with the inapplicable ones left out and without a copy per optimizer.
+  """tf2onnx's graph optimizers, with the inapplicable ones left out, without a copy per optimizer, and
+  without writing the whole graph back to protobuf after every pass.
 
   `optimize_graph(catch_errors=True)` deep-copies the whole graph, weights included, before each of its ~36
   optimizer passes so that a failing optimizer can be skipped (18 of ResNet50's 38 s of conversion). Here
   one copy is kept, the passes run in place, and only if one raises are they rerun tf2onnx's careful way on
   the copy: the same result as before whenever every optimizer succeeds, and the same fallback when not.
+
+  Each pass also ends with `Graph.update_proto()`, which copies every node's attributes, every weight
+  included, into its NodeProto (0.45 s a pass on ResNet50's 94 MB, 10 s in all). No optimizer reads those
+  protos (they work on the nodes' Python state), and `make_graph` writes them once at the end, so for a
+  graph without subgraphs the passes skip it. A graph with Loop/Scan/If bodies keeps tf2onnx's own pass:
+  there `update_proto` also prunes and sorts each body between passes.
   """
   import copy  # pylint: disable=g-import-not-at-top
   present = _tf2onnx_op_types(graph)
-  chosen = None
-  if hasattr(optimizer, "_get_optimizers"):  # tf2onnx's own ordered list; absent, its default is used
-    chosen = type(optimizer._get_optimizers())(  # pylint: disable=protected-access
-        (name, factory) for name, factory in optimizer._get_optimizers().items()  # pylint: disable=protected-access
-        if name not in _OPTIMIZER_NEEDS or _OPTIMIZER_NEEDS[name] & present)
+  chosen = optimizer._get_optimizers() if hasattr(optimizer, "_get_optimizers") else None  # pylint: disable=protected-access
+  if chosen is not None:  # tf2onnx's own ordered list; absent, its default is used
+    chosen = type(chosen)((name, factory) for name, factory in chosen.items()
+                          if name not in _OPTIMIZER_NEEDS or _OPTIMIZER_NEEDS[name] & present)
+    if not _has_subgraphs(graph):
+      chosen = type(chosen)((name, _without_proto_writes(factory)) for name, factory in chosen.items())
   backup = copy.deepcopy(graph)
   try:
     return optimizer.optimize_graph(graph, catch_errors=False, optimizers=chosen)
   except Exception:  # pylint: disable=broad-except
     return optimizer.optimize_graph(backup, catch_errors=True, optimizers=chosen)
+
+
+def _has_subgraphs(graph):
+  return any(node.get_body_graphs() for node in graph.get_nodes())
+
+
+def _skip_proto_write(*args, **kwargs):
+  del args, kwargs
+
+
+def _without_proto_writes(factory):
+  """`factory` whose optimizer runs tf2onnx's own `optimize` with the graph's `update_proto` a no-op."""
+  def make():
+    instance = factory()
+    run = instance.optimize
+
+    def optimize(graph, iteration):
+      graph.update_proto = _skip_proto_write  # shadows the method on this graph object only
+      try:
+        return run(graph, iteration)
+      finally:
+        del graph.update_proto
+    instance.optimize = optimize
+    return instance
+  return make
 
 
 def _tf2onnx_op_types(graph):
