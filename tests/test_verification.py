@@ -200,6 +200,19 @@ def test_int8_is_judged_by_top1_while_fp16_classifiers_also_by_their_error_bound
 
 
 @pytest.mark.unit
+def test_the_frozen_graph_allows_constant_folding_not_a_wrong_graph():
+  """Grappler's folding reorders FP32 arithmetic: EfficientNetB0's frozen graph differs from its SavedModel by
+  3.0e-5 of the output's scale (benchmarks/bench_zoo.py), which must pass; an error a thousand times FP32's
+  rounding must not."""
+  thresholds = verification.thresholds_for("frozen", ConversionOptions())
+  folded = {"predictions": {"max_abs_error": 3.0e-5, "max_relative_error": 3.0e-5, "scale": 1.0}}
+  assert verification.judge("frozen", folded, thresholds) == ("ok", None)
+  wrong = {"predictions": {"max_abs_error": 2e-4, "max_relative_error": 2e-4, "scale": 1.0}}
+  verdict, reason = verification.judge("frozen", wrong, thresholds)
+  assert verdict == "rejected" and "> 0.0001 (frozen graph tolerance" in reason, reason
+
+
+@pytest.mark.unit
 def test_perfect_agreement_on_too_few_samples_is_unverified_not_a_pass():
   """64 agreeing samples bound the agreement only at 0.959: the verdict must say it cannot tell."""
   options = ConversionOptions()

@@ -84,8 +84,11 @@ class ConversionOptions:
       False: every variant is recorded `unverified` ("verification turned off (verify=False)").
     verify_tolerance_frozen, verify_tolerance_fp32, verify_tolerance_fp16, verify_tolerance_int8: the largest
       allowed error of a float output, relative to the output's scale: max |artifact - normal| / max |normal|.
-      FP32 allows 1e-3 rather than 1e-5 because TensorRT and TensorFlow both use TF32 matmuls on Ampere and
-      newer GPUs, and their kernels round differently; the frozen graph runs in TensorFlow itself. FP16 and
+      FP32 allows 1e-3 because TensorRT and TensorFlow both use TF32 matmuls on Ampere and newer GPUs, and their
+      kernels round differently. The frozen graph runs in TensorFlow itself, but grappler folds its constants
+      (BatchNormalization into the convolution before it, scales into weights), which reorders FP32 arithmetic:
+      measured 2e-6 to 9e-6 on ResNet50, MobileNetV2/V3, ConvNeXt and 3.0e-5 on EfficientNetB0
+      (benchmarks/bench_zoo.py), hence 1e-4, still ten times tighter than a converted FP32 variant. FP16 and
       INT8 use theirs only for outputs that are not classifier-like (see `verify_min_agreement`).
     verify_tolerance_fp16_classifier: the largest allowed relative error of a classifier-like output under FP16,
       where the top-1 agreement is judged too: what FP16 arithmetic gives on deep depthwise/SE networks
@@ -120,7 +123,7 @@ class ConversionOptions:
   triton_repository: str = None
   triton_model_name: str = None
   verify: bool = True
-  verify_tolerance_frozen: float = 1e-5
+  verify_tolerance_frozen: float = 1e-4
   verify_tolerance_fp32: float = 1e-3
   verify_tolerance_fp16: float = 1e-2
   verify_tolerance_fp16_classifier: float = DEFAULT_FP16_CLASSIFIER_TOLERANCE
