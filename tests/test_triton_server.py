@@ -71,8 +71,8 @@ class TritonPythonModel:
     return responses
 '''
 
-# The gRPC side (tritonclient lives in the Triton environment): every batch size, one too many, and a bounded
-# burst of concurrent requests. Prints JSON.
+# The gRPC side (tritonclient lives in the Triton environment): every batch size, one too many, and bursts of
+# concurrent requests (at most three, until the dynamic batcher has combined some). Prints JSON.
 _GRPC_CLIENT = r'''
 import json, sys, threading, time
 import numpy as np
@@ -98,24 +98,38 @@ try:
 except InferenceServerException as err:
   result["refused"] = err.message()
 
-done, errors, lock = [], [], threading.Lock()
-all_done = threading.Event()
-def callback(index, answer, error):
-  with lock:
-    if error is not None:
-      errors.append(str(error))
-    else:
-      done.append((index, {n: answer.as_numpy(n)[0].tolist() for n in output_names}))
-    if len(done) + len(errors) == burst:
-      all_done.set()
+def burst_once():
+  """Sends `burst` one-row requests without waiting; returns what came back and Triton's counters around it."""
+  requests = [request(x[i % len(x):i % len(x) + 1]) for i in range(burst)]  # built first: the sends go out fast
+  done, errors, lock = [], [], threading.Lock()
+  all_done = threading.Event()
+  def callback(index, answer, error):
+    with lock:
+      if error is not None:
+        errors.append(str(error))
+      else:
+        done.append((index, {n: answer.as_numpy(n)[0].tolist() for n in output_names}))
+      if len(done) + len(errors) == burst:
+        all_done.set()
+  counters = lambda: {k: int(v) for k, v in client.get_inference_statistics(model, as_json=True)  # noqa: E731
+                      ["model_stats"][0].items() if k in ("inference_count", "execution_count")}
+  before, started = counters(), time.monotonic()
+  for i, kwargs in enumerate(requests):
+    client.async_infer(model, **kwargs, client_timeout=60,
+                       callback=lambda result, error, i=i: callback(i, result, error))
+  all_done.wait(timeout=120)
+  seconds, after = round(time.monotonic() - started, 3), counters()
+  return {"answered": len(done), "errors": errors[:5], "seconds": seconds, "outputs": dict(done),
+          "inferences": after["inference_count"] - before["inference_count"],
+          "executions": after["execution_count"] - before["execution_count"]}
 
-started = time.monotonic()
-for i in range(burst):
-  client.async_infer(model, **request(x[i % len(x):i % len(x) + 1]), client_timeout=60,
-                     callback=lambda result, error, i=i: callback(i, result, error))
-all_done.wait(timeout=120)
-result["burst"] = {"answered": len(done), "errors": errors[:5], "seconds": round(time.monotonic() - started, 3),
-                   "outputs": dict(done)}
+# Whether queued requests meet in one execution depends on timing: on a busy machine the server can answer each
+# request before the next arrives. Up to three bursts; without dynamic batching none of them would ever combine.
+result["bursts"] = []
+for _ in range(3):
+  result["bursts"].append(burst_once())
+  if result["bursts"][-1]["executions"] < burst:
+    break
 client.close()
 print(json.dumps(result))
 '''
@@ -331,17 +345,19 @@ def test_grpc_batches_and_a_burst_of_concurrent_requests(server, export, tmp_pat
     served = {n: np.array(v, np.float32) for n, v in result["outputs"][str(size)].items()}
     _assert_served(variant, served, _reference_run(export, variant, x[:size]))
   assert f"batch-size must be <= {MAX_BATCH}" in result["refused"]
-  burst = result["burst"]
-  assert burst["errors"] == [] and burst["answered"] == CONCURRENT_REQUESTS, burst
+  bursts = result["bursts"]
   expected = _reference_run(export, variant, x)
-  for index, outputs in burst["outputs"].items():
-    row = int(index) % len(x)
-    _assert_served(variant, {n: np.array(v, np.float32) for n, v in outputs.items()},
-                   {n: e[row] for n, e in expected.items()})
+  for burst in bursts:
+    assert burst["errors"] == [] and burst["answered"] == CONCURRENT_REQUESTS, burst
+    assert burst["inferences"] == CONCURRENT_REQUESTS, burst["inferences"]
+    for index, outputs in burst["outputs"].items():
+      row = int(index) % len(x)
+      _assert_served(variant, {n: np.array(v, np.float32) for n, v in outputs.items()},
+                     {n: e[row] for n, e in expected.items()})
+    print(f"{variant}: {CONCURRENT_REQUESTS} concurrent requests in {burst['seconds']} s; {burst['inferences']} "
+          f"inferences in {burst['executions']} executions")
   stats = lambda s: s["model_stats"][0]  # noqa: E731
   inferences = stats(after)["inference_count"] - stats(before)["inference_count"]
-  executions = stats(after)["execution_count"] - stats(before)["execution_count"]
-  print(f"{variant}: {CONCURRENT_REQUESTS} concurrent requests in {burst['seconds']} s; {inferences} inferences "
-        f"in {executions} executions")
-  assert inferences == sum(range(1, MAX_BATCH + 1)) + CONCURRENT_REQUESTS
-  assert executions < MAX_BATCH + CONCURRENT_REQUESTS  # the dynamic batcher put requests together
+  assert inferences == sum(range(1, MAX_BATCH + 1)) + CONCURRENT_REQUESTS * len(bursts)
+  # the dynamic batcher put requests together
+  assert bursts[-1]["executions"] < CONCURRENT_REQUESTS, [(b["inferences"], b["executions"]) for b in bursts]
