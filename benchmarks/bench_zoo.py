@@ -316,6 +316,7 @@ def _row(name, facts, modelopt):
         cell["fallback"] = entry["int8_fallback"]
         cell["calibration"] = entry.get("calibration")
         cell["int8_kept_fp32"] = entry.get("int8_kept_fp32")
+        cell["calibration_samples"] = entry.get("calibration_samples")
         cell["nodes_quantizable"] = _model_json(manifest_dir, entry).get("int8", {}).get("fallback", {}).get(
             "nodes_quantizable")
       row["formats"][fmt][precision] = cell
@@ -362,6 +363,8 @@ def _fallback_cell(cell):
   text += f"; kept {fallback['kept']}" + (f"/{cell['nodes_quantizable']}" if cell.get("nodes_quantizable") else "")
   if len(kept) > fallback["kept"]:
     text += f" (+{len(kept) - fallback['kept']} small GEMM)"
+  if cell.get("calibration_samples"):
+    text += f"; shipped calibrated on {cell['calibration_samples']}"
   return text
 
 
