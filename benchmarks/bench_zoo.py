@@ -21,7 +21,7 @@ The table reads the export's manifest: per format the status of each precision, 
 each variant, FP16 max relative error and top-1 agreement, INT8 top-1 agreement and its one-sided 95% Wilson
 lower bound (judged against `verify_min_agreement`, 0.97), what the INT8 fallback did (the calibration chosen,
 whether it searched, top-1 agreement and bound on its hold-out before -> after, the nodes it kept FP32 of those
-quantizable), the worker's seconds (the manifest's `timings`: freeze / the variants / verify = total; and the
+quantizable, the samples the shipped model was calibrated on), the worker's seconds (the manifest's `timings`: freeze / the variants / verify = total; and the
 wall time from the export's submission to the end of `fit`'s wait, worker start-up included) against the
 seconds the callback took to write the normal SavedModel (measured here around `SavedModelSnapshotter.save`:
 nothing records it). For the CNNs, ModelOpt's INT8

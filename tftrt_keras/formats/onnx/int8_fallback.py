@@ -37,8 +37,8 @@ Plain post-training INT8 falls off a cliff on depthwise/SE networks (MobileNet, 
 
 The cost: a plain build and a hold-out check when the plain model clears the gate; otherwise the other method
 (for "auto"), the search and the judged model within `int8_search_budget` times the plain build (the budget is
-measured on the first, half-calibrated build); plus, always, the shipped build on all samples (0.8-1.7 times the
-first build on the zoo's CNNs: twice the samples to calibrate on, the same fixed costs).
+measured on the first, half-calibrated build); plus, always, the shipped build on all samples (0.6-2.2 times the
+first build on the zoo's CNNs: twice the samples to calibrate on, fewer nodes where many are kept).
 
 Everything stays as TensorRT parses it: symmetric, zero point 0, no INT32 bias, FP32 where excluded.
 
