@@ -21,15 +21,15 @@ The table reads the export's manifest: per format the status of each precision, 
 each variant, FP16 max relative error and top-1 agreement, INT8 top-1 agreement and its one-sided 95% Wilson
 lower bound (judged against `verify_min_agreement`, 0.97), what the INT8 fallback did (the calibration chosen,
 whether it searched, top-1 agreement and bound on its hold-out before -> after, the nodes it kept FP32 of those
-quantizable), the worker's seconds (the manifest's `timings`: freeze / the variants / verify = total; and the
-wall time from the export's submission to the end of `fit`'s wait, worker start-up included) against the
-seconds the callback took to write the normal SavedModel (measured here around `SavedModelSnapshotter.save`:
-nothing records it). For the CNNs, ModelOpt's INT8
+quantizable, the samples the shipped model was calibrated on), the worker's seconds (the manifest's `timings`:
+freeze / the variants / verify = total; and the wall time from the export's submission to the end of `fit`'s wait,
+worker start-up included) against the seconds the callback took to write the normal SavedModel (measured here
+around `SavedModelSnapshotter.save`: nothing records it). For the CNNs, ModelOpt's INT8
 (`bench_int8_quality._modelopt`: its CLI, max and entropy calibration, FP32 high precision) quantizes the same
 `onnx_fp32/<version>/model.onnx` with the same `calibration.npz` the export wrote, and is judged as our
-verification judges `onnx_int8`: top-1 agreement with the normal export (the SavedModel in TensorFlow) on the
-same `verification.npz`. Formats other than `onnx` (`trt`, `trt_rtx`, `tftrt`) get a column each, whatever
-statuses the manifest gives them.
+verification judges `onnx_int8`: top-1 agreement with the normal export (the SavedModel in TensorFlow) on the same
+`verification.npz`. Formats other than `onnx` (`trt`, `trt_rtx`, `tftrt`) get a column each, whatever statuses the
+manifest gives them.
 """
 
 import json
@@ -316,6 +316,7 @@ def _row(name, facts, modelopt):
         cell["fallback"] = entry["int8_fallback"]
         cell["calibration"] = entry.get("calibration")
         cell["int8_kept_fp32"] = entry.get("int8_kept_fp32")
+        cell["calibration_samples"] = entry.get("calibration_samples")
         cell["nodes_quantizable"] = _model_json(manifest_dir, entry).get("int8", {}).get("fallback", {}).get(
             "nodes_quantizable")
       row["formats"][fmt][precision] = cell
@@ -362,6 +363,8 @@ def _fallback_cell(cell):
   text += f"; kept {fallback['kept']}" + (f"/{cell['nodes_quantizable']}" if cell.get("nodes_quantizable") else "")
   if len(kept) > fallback["kept"]:
     text += f" (+{len(kept) - fallback['kept']} small GEMM)"
+  if cell.get("calibration_samples"):
+    text += f"; shipped calibrated on {cell['calibration_samples']}"
   return text
 
 

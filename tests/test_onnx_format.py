@@ -199,8 +199,9 @@ def test_int8_is_symmetric_qdq_on_conv_and_matmul_and_agrees_on_held_out_samples
   assert details["quantized_ops"] == {"Conv": 2, "MatMul": 1}
   assert list(details["int8_kept_fp32"].values()) == [
       "MatMul weight 64x10 has a dimension below 16: kept FP32, as NVIDIA ModelOpt keeps it"]
-  # Half of the 300 calibration samples calibrate, half judge plain INT8 (which clears the gate: no search).
-  assert details["calibration"] == "minmax" and details["calibration_samples"] == 150
+  # Half of the 300 calibration samples calibrate, half judge plain INT8 (which clears the gate: no search); the
+  # model shipped is then calibrated on all 300.
+  assert details["calibration"] == "minmax" and details["calibration_samples"] == 300
   assert details["int8_fallback"]["searched"] is False
   assert set(_io_dtypes(model).values()) == {"float32"}
   reference, held_out = digits["native"], digits["held_out"]
@@ -406,9 +407,10 @@ def test_export_saved_model_produces_the_onnx_variants(digits, tmp_path):
                                             calibration_data=samples,
                                             options=ConversionOptions(formats=("onnx",), verification_samples=120))
   artifacts = manifest["artifacts"]
-  # INT8 is judged on the lower bound of its agreement over the ~135 samples held out here: it may be rejected
-  # (with the figures) as well as pass; either way it was built and checked. FP32/FP16 must pass.
-  allowed = {"onnx_fp32": ("ok",), "onnx_fp16": ("ok",), "onnx_int8": ("ok", "rejected")}
+  # INT8 is judged on the bounds of its agreement over the ~135 samples held out here: it may pass, be rejected
+  # (with the figures), or stay unverified when the bounds straddle the gate; either way it was built and
+  # checked. FP32/FP16 must pass.
+  allowed = {"onnx_fp32": ("ok",), "onnx_fp16": ("ok",), "onnx_int8": ("ok", "rejected", "unverified")}
   for name, statuses in allowed.items():
     assert artifacts[name]["status"] in statuses, artifacts[name]
     directory = ExportLayout(str(tmp_path / "export")).path(name, manifest["version"])
@@ -417,6 +419,8 @@ def test_export_saved_model_produces_the_onnx_variants(digits, tmp_path):
     assert "error" not in figures and figures["passed"] == (artifacts[name]["status"] == "ok"), (name, figures)
   if artifacts["onnx_int8"]["status"] == "rejected":
     assert artifacts["onnx_int8"]["reason"].startswith("verification failed: output `probabilities`: top-1")
+  if artifacts["onnx_int8"]["status"] == "unverified":
+    assert "output `probabilities`: too few verification samples to tell" in artifacts["onnx_int8"]["reason"]
   assert artifacts["onnx_int8"]["quantized_ops"] == {"Conv": 2, "MatMul": 1}
   assert manifest["environment"]["formats"]["onnx"]["tf2onnx"] == "1.17.0"
 

@@ -40,12 +40,14 @@ def models(tmp_path_factory):
   return {"built": built, "root": root, "calibration": x_train[:CALIBRATION], "verification": x_val}
 
 
-def _int8(models, label, directory, **onnx_options):
-  """Builds `onnx_int8` of one model with `onnx_options`; returns (directory, manifest details, fallback)."""
+def _int8(models, label, directory, calibration=None, **onnx_options):
+  """Builds `onnx_int8` of one model with `onnx_options` (and `calibration` samples instead of the usual ones);
+  returns (directory, manifest details, fallback)."""
   from tests import onnx_models  # pylint: disable=g-import-not-at-top
   built = models["built"][label]
   options = ConversionOptions(formats=("onnx",), format_options={"onnx": onnx_options})
-  job = onnx_models.build_job(built["native"], directory, {"image": models["calibration"]}, options=options)
+  samples = models["calibration"] if calibration is None else calibration
+  job = onnx_models.build_job(built["native"], directory, {"image": samples}, options=options)
   out, details = onnx_models.build_variant(FORMAT, job, "INT8", directory, source_dir=built["fp32"])
   with open(os.path.join(out, "model.json"), encoding="utf-8") as f:
     return out, details, json.load(f)["int8"]["fallback"]
@@ -72,6 +74,23 @@ def twin_auto(models):
   return _int8(models, "twin", directory)
 
 
+BRIGHTER = 1.25
+
+
+@pytest.fixture(scope="module")
+def twin_minmax(models):
+  """The twin by MinMax, one calibration sample of the hold-out brightened by BRIGHTER (pixels otherwise <= 1):
+  the input's range then tells whether the hold-out took part in a calibration. Returns `_int8`'s triple and
+  the samples."""
+  from tftrt_keras.formats.onnx import int8_fallback as onnx_int8_fallback  # pylint: disable=g-import-not-at-top
+  samples = np.array(models["calibration"])
+  assert samples.max() == 1.0
+  _, held = onnx_int8_fallback.split_calibration({"index": np.arange(len(samples))})
+  samples[held["index"][0]] *= BRIGHTER
+  directory = models["root"] / "twin_minmax"
+  return _int8(models, "twin", directory, calibration=samples, int8_calibration="minmax") + (samples,)
+
+
 def test_a_model_that_passes_plain_int8_runs_no_search(models, tmp_path):
   _, details, fallback = _int8(models, "plain", tmp_path)
   assert fallback["searched"] is False and fallback["kept"] == []
@@ -81,6 +100,10 @@ def test_a_model_that_passes_plain_int8_runs_no_search(models, tmp_path):
   assert list(fallback["methods"]) == ["minmax"] and fallback["calibration_chosen"] == "minmax"
   assert "steps" not in fallback and fallback["search_seconds"] < 0.5
   assert details["int8_fallback"]["searched"] is False and details["quantized_ops"] == {"Conv": 2, "MatMul": 1}
+  # Judged on the halves, shipped calibrated on all the samples (MinMax uses every one).
+  assert fallback["calibration_samples"] == fallback["holdout_samples"] == CALIBRATION // 2
+  assert details["calibration_samples"] == fallback["final_calibration_samples"] == CALIBRATION
+  assert f"all {CALIBRATION} calibration samples" in fallback["final_calibration"]
 
 
 def test_the_layer_that_costs_the_gate_is_kept_fp32_and_the_gate_then_holds(models, twin_auto):
@@ -105,15 +128,55 @@ def test_the_layer_that_costs_the_gate_is_kept_fp32_and_the_gate_then_holds(mode
   assert fallback["search_seconds"] <= fallback["budget_seconds"] + fallback["plain_build_seconds"]
 
 
-def test_the_calibration_choice_is_recorded(models, twin_auto, tmp_path):
+def test_the_calibration_choice_is_recorded(models, twin_auto, twin_minmax):
   _, details, fallback = twin_auto
   assert set(fallback["methods"]) == {"minmax", "percentile"}  # MinMax missed, so Percentile was tried
   best = max(fallback["methods"], key=lambda m: fallback["methods"][m]["margin"])
   assert fallback["calibration_chosen"] == best == details["calibration"]
   assert fallback["calibration_requested"] == "auto" and best in fallback["calibration_why"]
-  _, details, fallback = _int8(models, "twin", tmp_path, int8_calibration="minmax")
+  _, details, fallback, _ = twin_minmax
   assert list(fallback["methods"]) == ["minmax"] and details["calibration"] == "minmax"
   assert fallback["calibration_why"] == "int8_calibration set explicitly" and fallback["reached_gate"]
+
+
+def _scales(path):
+  """{scale initializer name: array} of every QuantizeLinear/DequantizeLinear in the model at `path`."""
+  import onnx  # pylint: disable=g-import-not-at-top
+  from onnx import numpy_helper  # pylint: disable=g-import-not-at-top
+  model = onnx.load(str(path))
+  initializers = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+  return {n.input[1]: initializers[n.input[1]] for n in model.graph.node
+          if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
+
+
+def test_the_shipped_model_is_calibrated_on_every_calibration_sample(models, twin_minmax, tmp_path):
+  """Method and kept nodes come from the halves; the model written is what quantize_int8 makes of them on all
+  the samples, not the half-calibrated model the hold-out judged."""
+  from tftrt_keras.formats.onnx import int8_fallback as onnx_int8_fallback  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.onnx import quantize as onnx_quantize  # pylint: disable=g-import-not-at-top
+  directory, details, fallback, calibration = twin_minmax
+  method, kept = fallback["calibration_chosen"], {entry["node"]: "kept" for entry in fallback["kept"]}
+  assert kept and fallback["searched"] and method == "minmax"
+  fp32 = os.path.join(models["built"]["twin"]["fp32"], "model.onnx")
+  samples, dtypes = {"image": calibration}, {"image": "float32"}
+  everything = onnx_quantize.quantize_int8(fp32, tmp_path / "all.onnx", samples, dtypes, calibration=method,
+                                           keep_fp32=kept)
+  half, _ = onnx_int8_fallback.split_calibration(samples)
+  onnx_quantize.quantize_int8(fp32, tmp_path / "half.onnx", half, dtypes, calibration=method, keep_fp32=kept)
+  assert details["calibration_samples"] == fallback["final_calibration_samples"] == CALIBRATION
+  assert fallback["calibration_samples"] == CALIBRATION // 2
+  assert f"all {CALIBRATION} calibration samples" in fallback["final_calibration"]
+  shipped, expected, half_scales = (_scales(p) for p in (os.path.join(directory, "model.onnx"), tmp_path / "all.onnx",
+                                                         tmp_path / "half.onnx"))
+  assert sorted(shipped) == sorted(expected) == sorted(half_scales)
+  for name, scale in expected.items():
+    np.testing.assert_array_equal(shipped[name], scale, err_msg=name)
+  # The input's range is the brightened hold-out sample's (symmetric INT8: scale = max |x| / 127), which the
+  # half-calibrated model the hold-out judged never saw.
+  brightened = [name for name, scale in expected.items() if scale.size == 1
+                and np.isclose(scale, BRIGHTER / 127, rtol=1e-6) and np.isclose(half_scales[name], 1 / 127, rtol=1e-6)]
+  assert brightened, {name: (half_scales[name], scale) for name, scale in expected.items() if scale.size == 1}
+  assert fallback["final_build_seconds"] > 0
 
 
 def test_the_budget_stops_the_search(models, tmp_path):
@@ -140,6 +203,8 @@ def test_the_search_sees_only_calibration_samples(models, tmp_path):
     fallback = json.load(f)["int8"]["fallback"]
   # Every sample the search used (to calibrate or to judge) is one of the calibration samples.
   assert fallback["calibration_samples"] + fallback["holdout_samples"] == len(samples) - verified
+  # The shipped model is calibrated on all of them (Percentile drops a last batch shorter than 32).
+  assert len(samples) - verified - 32 < fallback["final_calibration_samples"] <= len(samples) - verified
   assert fallback["reached_gate"] is True
   # Verification judges on its own samples; what it says is its own verdict (ok here at a bound near 0.97).
   assert entry["verification"]["outputs"]["probabilities"]["top1_agreement"] >= 0.97

@@ -251,8 +251,49 @@ def test_measure_latency_times_first_call_apart_from_the_median():
   assert latency["p99_ms"] == pytest.approx(4.96)  # numpy's linear interpolation between 4 ms and 5 ms
 
 
+class _FakeClock:
+  """Seconds that move only when a call runs: each call takes `seconds`."""
+
+  def __init__(self, seconds):
+    self.now, self.seconds, self.calls = 0.0, seconds, 0
+
+  def __call__(self):
+    return self.now
+
+  def call(self):
+    self.calls += 1
+    self.now += self.seconds
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("seconds,budget,timed_runs,expected", [
+    (0.5, 1.0, 20, 5),      # past the budget after 2 timed calls: the 5 made whatever the budget
+    (0.3, 2.0, 20, 7),      # 7 calls of 0.3 s are the first past 2 s (2.1)
+    (0.001, 1.0, 20, 20),   # fast calls: the budget never bites
+    (0.5, 1.0, 3, 3),       # fewer asked than the floor: all of them
+    (0.5, None, 20, 20),    # no budget
+])
+def test_measure_latency_stops_past_its_budget_and_says_how_many_it_timed(seconds, budget, timed_runs, expected):
+  clock = _FakeClock(seconds)
+  latency = verification.measure_latency(clock.call, warmup_runs=3, timed_runs=timed_runs, clock=clock,
+                                         budget_seconds=budget)
+  assert latency["timed_runs"] == expected and clock.calls == 1 + 3 + expected
+  assert latency["p50_ms"] == latency["p99_ms"] == pytest.approx(seconds * 1000)
+
+
+@pytest.mark.unit
+def test_the_latency_budget_is_an_option_with_a_default():
+  assert ConversionOptions().verify_latency_budget_seconds == 1.0
+  assert ConversionOptions(verify_latency_budget_seconds=None).verify_latency_budget_seconds is None
+  options = ConversionOptions(verify_latency_budget_seconds=0.25)
+  assert ConversionOptions.from_json(options.to_json()).verify_latency_budget_seconds == 0.25
+
+
 @pytest.mark.unit
 @pytest.mark.parametrize("field,value", [("verify", "yes"), ("verify_tolerance_fp16", -0.1),
+                                         ("verify_latency_budget_seconds", 0),
+                                         ("verify_latency_budget_seconds", "1"),
+                                         ("verify_latency_budget_seconds", True),
                                          ("verify_tolerance_fp16_classifier", -0.1),
                                          ("verify_tolerance_fp16_classifier", "0.05"),
                                          ("verify_min_agreement", 1.5), ("verify_timed_runs", 0),
@@ -353,7 +394,9 @@ def test_small_perturbation_rejects_fp32_while_fp16_and_int8_keep_their_decision
   classifier) tolerances, within what FP16 arithmetic is allowed on a classifier's outputs."""
   from tests import saved_models  # pylint: disable=g-import-not-at-top
   monkeypatch.setenv("FAKE_TRT_PERTURB", "0.015")
-  options = ConversionOptions(backend=saved_models.FAKE_BACKEND, formats=("tftrt",), verify_timed_runs=3)
+  # A latency budget no call fits: every batch size of every artifact is timed MIN_TIMED_RUNS times, not 7.
+  options = ConversionOptions(backend=saved_models.FAKE_BACKEND, formats=("tftrt",), verify_timed_runs=7,
+                              verify_latency_budget_seconds=1e-9)
   # 600 samples: 150 held out, enough for the agreement bound to pass when every decision is kept.
   request = _prepare(tmp_path, options, samples=600)
   manifest = export_run.run_export(request)
@@ -378,6 +421,11 @@ def test_small_perturbation_rejects_fp32_while_fp16_and_int8_keep_their_decision
   assert artifacts["frozen"]["status"] == "ok"
   assert manifest["verification"]["servable"] == ["native", "frozen", "tftrt_fp16", "tftrt_int8"]
   assert manifest["verification"]["unverified"] == []
+  for name in ("native", "frozen", "tftrt_fp32", "tftrt_fp16", "tftrt_int8"):
+    assert [row["timed_runs"] for row in artifacts[name]["verification"]["latency"]] == [5, 5], name
+  assert manifest["verification"]["timed_runs"] == 7 and manifest["verification"]["min_timed_runs"] == 5
+  report = (tmp_path / "out" / "manifests" / "1" / "report.md").read_text()
+  assert "over 7 calls per batch size (fewer where the timed calls passed 1e-09 s: native b1 5," in report
 
 
 @pytest.mark.tf

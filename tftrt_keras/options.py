@@ -104,7 +104,12 @@ class ConversionOptions:
     verification_samples: held-out samples verification aims for (never used for calibration); fewer when the
       validation pass or the calibration data has fewer.
     verify_warmup_runs: untimed calls before latency is measured (after the timed first call).
-    verify_timed_runs: timed calls per batch size; median and p99 come from these.
+    verify_timed_runs: timed calls per batch size, at most; median and p99 come from these.
+    verify_latency_budget_seconds: once the timed calls of one artifact at one batch size have taken this many
+      seconds in all, timing stops as soon as 5 of them are in (`verification.MIN_TIMED_RUNS`; fewer only when
+      `verify_timed_runs` is lower): a big model's large batch costs seconds a call, and 20 of them per artifact
+      were most of verification. Each latency row's `timed_runs` in the manifest says how many were timed.
+      Default 1.0; None: always `verify_timed_runs`. What is compared and the verdicts do not depend on it.
   """
 
   precisions: tuple = PRECISIONS
@@ -132,6 +137,7 @@ class ConversionOptions:
   verification_samples: int = 500
   verify_warmup_runs: int = 3
   verify_timed_runs: int = 20
+  verify_latency_budget_seconds: float = 1.0
 
   def __post_init__(self):
     object.__setattr__(self, "precisions", normalize_precisions(self.precisions))
@@ -169,6 +175,7 @@ class ConversionOptions:
                       upper=None)
     _check_fraction("verify_min_agreement", self.verify_min_agreement, "a fraction between 0 and 1", upper=1)
     _check_positive_int("verify_timed_runs", self.verify_timed_runs, allow_none=False)
+    _check_positive_number("verify_latency_budget_seconds", self.verify_latency_budget_seconds, allow_none=True)
     if (isinstance(self.verify_warmup_runs, bool) or not isinstance(self.verify_warmup_runs, numbers.Integral)
         or self.verify_warmup_runs < 0):
       raise invalid_argument("verify_warmup_runs", self.verify_warmup_runs, "zero or a positive integer")

@@ -129,6 +129,17 @@ def _calibration_lines(manifest):
   return lines
 
 
+def _cut_text(manifest, summary):
+  """What the latency budget cut, e.g. " (fewer where the timed calls passed 1.0 s: onnx_int8 b32 5)"; or ""."""
+  expected = summary.get("timed_runs")
+  cut = [f"{name} b{row['batch_size']} {row['timed_runs']}" for name, entry in manifest["artifacts"].items()
+         for row in (entry.get("verification") or {}).get("latency") or ()
+         if expected and row.get("timed_runs", expected) < expected]
+  if not cut:
+    return ""
+  return f" (fewer where the timed calls passed {summary.get('latency_budget_seconds')} s: {', '.join(cut)})"
+
+
 def render_markdown(manifest, latency_plot=LATENCY_PLOT_FILE, plot_missing_reason=None):
   """`report.md`'s text: how the samples were split, the verification table, per-output figures and
   thresholds, what was not verified.
@@ -145,7 +156,7 @@ def render_markdown(manifest, latency_plot=LATENCY_PLOT_FILE, plot_missing_reaso
   lines.append(f"Compared with the normal export (signature `{manifest.get('signature_key', 'serving_default')}`) "
                f"on {summary.get('samples', 0)} held-out samples that INT8 calibration never saw. Latency: "
                f"first call timed alone, then {summary.get('warmup_runs')} warm-up calls, then median (p50) and "
-               f"p99 over {summary.get('timed_runs')} calls per batch size.")
+               f"p99 over {summary.get('timed_runs')} calls per batch size{_cut_text(manifest, summary)}.")
   lines.append("")
   rows = verification_rows(manifest)
   if rows:

@@ -27,16 +27,24 @@ machine, and `OnnxRuntimeRunner` runs each variant for verification.
     tools             {"tensorflow", "tf2onnx", "onnx", "onnxruntime", "onnxconverter-common": version}
     fp16              (FP16 only) {"kept_fp32": {op: {"nodes", "why"}} present in this model,
                       "block_list": {op: why} of every op type that would be kept, "fp16_nodes": count}
-    int8              (INT8 only) {"settings": {...quantize_static settings...}, "calibration_samples": n,
-                      "quantized_ops": {op: count}, "ops_total": {op: count}, "qdq_nodes": {op: count},
-                      "kept_fp32": {node: why} (MatMul/Gemm with a weight dimension below 16, and the
-                      nodes the fallback kept), "zero_points": "all 0",
+    int8              (INT8 only) {"settings": {...quantize_static settings...}, "calibration_samples": n
+                      (the samples the shipped model was calibrated on: all the calibration samples, less a
+                      last batch shorter than 32 for Percentile), "quantized_ops": {op: count},
+                      "ops_total": {op: count}, "qdq_nodes": {op: count}, "kept_fp32": {node: why} (MatMul/Gemm
+                      with a weight dimension below 16, and the nodes the fallback kept), "zero_points": "all 0",
                       "fallback": see `onnx_int8_fallback`: "searched" (bool), "why", "calibration_requested",
                       "calibration_chosen", "calibration_why", "methods" {method: hold-out figures},
-                      "holdout_samples", "before"/"after" (hold-out figures: "passed", "margin", "outputs"),
-                      "kept" [{"node", "op_type", "rank", "relative_error_alone", "agreement_delta_alone"}],
-                      "steps", "plain_build_seconds", "holdout_check_seconds", "search_seconds",
-                      "budget_seconds", "budget_exhausted", "reached_gate"}
+                      "calibration_samples" (the calibration part the judged models were calibrated on),
+                      "holdout_samples", "before"/"after" (hold-out figures of the models calibrated on the
+                      calibration part: "passed", "margin", "outputs"), "kept" [{"node", "op_type", "rank",
+                      "local_relative_error", "agreement_delta"}], "steps", "nodes_quantizable",
+                      "plain_build_seconds", "holdout_check_seconds", "search_seconds", "budget_seconds",
+                      "budget_exhausted", "reached_gate" ("after" passed), "final_calibration_samples" (= the
+                      shipped model's "calibration_samples"), "final_build_seconds", "final_calibration" (a
+                      sentence: the shipped model was recalibrated on all N samples with the method and nodes
+                      chosen on the halves, so "before"/"after" do not judge it; verification does)}. With
+                      fewer than 200 calibration samples there is no hold-out: "searched" false, "why",
+                      "calibration_requested", "calibration_chosen", "final_calibration_samples".
 """
 
 import dataclasses
@@ -74,7 +82,8 @@ class OnnxOptions:
     percentile: the percentile kept by "percentile" calibration, in (0, 100] (default 99.999).
     int8_search_budget: when plain INT8 misses the gate on the calibration-side hold-out, the search for the
       layers to keep FP32 (and the calibration method choice) may take this many times the plain INT8 build's
-      seconds (default 5; 0: no search, the plain model goes to verification as it is).
+      seconds (default 5; 0: no search, the best method's model goes to verification as it is). Whatever is
+      chosen, the model shipped is calibrated on all the calibration samples, a build not charged to the budget.
     fp16_keep_fp32_ops: more ONNX op types to keep in FP32 in `onnx_fp16`, beyond those listed in
       `tftrt_keras.formats.onnx.fp16` (e.g. ("Sigmoid",)).
   """
