@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """INT8 fallback (issue 19 point 2): plain INT8 against the kept-layer fallback, on the verification samples.
 
-  cd /tmp/wt_int8 && nice .venv/tf2.21/bin/python benchmarks/bench_int8_fallback.py \
+  nice .venv/tf2.21/bin/python benchmarks/bench_int8_fallback.py \
       [--models=MobileNetV2,ResNet50 --work_dir=/tmp/int8_bench --modelopt_python=/tmp/modelopt-venv/bin/python]
 
 Each `keras.applications` model (tests/int8_models.py: weights=None, 32x32x3 digits, BatchNorm momentum 0.9,
@@ -69,9 +69,9 @@ def _prepare(name):
 
 
 def _run(path, name, x):
-  from tftrt_keras.formats.onnx import int8_fallback as onnx_int8_fallback  # pylint: disable=g-import-not-at-top
-  session = onnx_int8_fallback._session(path)  # pylint: disable=protected-access
-  return onnx_int8_fallback._run(session, {name: x}, {name: "float32"})  # pylint: disable=protected-access
+  from tftrt_keras.formats.onnx import gated_model  # pylint: disable=g-import-not-at-top
+  session = gated_model.open_session(path)
+  return gated_model.run_session(session, {name: x}, {name: "float32"})
 
 
 def _agreement(reference, path, name, x):

@@ -40,12 +40,12 @@ def models(tmp_path_factory):
   return {"built": built, "root": root, "calibration": x_train[:CALIBRATION], "verification": x_val}
 
 
-def _int8(models, label, directory, calibration=None, **onnx_options):
-  """Builds `onnx_int8` of one model with `onnx_options` (and `calibration` samples instead of the usual ones);
-  returns (directory, manifest details, fallback)."""
+def _int8(models, label, directory, calibration=None, gate=0.97, **onnx_options):
+  """Builds `onnx_int8` of one model with `onnx_options` (and `calibration` samples instead of the usual ones,
+  `gate` as `verify_min_agreement`); returns (directory, manifest details, fallback)."""
   from tests import onnx_models  # pylint: disable=g-import-not-at-top
   built = models["built"][label]
-  options = ConversionOptions(formats=("onnx",), format_options={"onnx": onnx_options})
+  options = ConversionOptions(formats=("onnx",), format_options={"onnx": onnx_options}, verify_min_agreement=gate)
   samples = models["calibration"] if calibration is None else calibration
   job = onnx_models.build_job(built["native"], directory, {"image": samples}, options=options)
   out, details = onnx_models.build_variant(FORMAT, job, "INT8", directory, source_dir=built["fp32"])
@@ -185,6 +185,23 @@ def test_the_budget_stops_the_search(models, tmp_path):
   assert fallback["steps"] == [] and fallback["kept"] == [] and fallback["reached_gate"] is False
   assert "not reached within the budget" in fallback["why"] and "verification decides" in fallback["why"]
   assert _run(directory, models["verification"][:4]).shape == (4, 10)  # the best found is built all the same
+
+
+def test_when_no_step_holds_the_best_on_the_whole_holdout_is_kept(models, tmp_path):
+  """A gate no 300-sample hold-out can clear (a lower bound of 0.999): every step misses and stops early, with a
+  margin that counts the rest of the hold-out as agreeing. Each is judged again on the whole hold-out, and the
+  nodes kept are those of the best whole figure, not of the most optimistic slice."""
+  _, _, fallback = _int8(models, "twin", tmp_path, gate=0.999, int8_calibration="minmax")
+  assert fallback["searched"] is True and fallback["reached_gate"] is False and fallback["budget_exhausted"] is False
+  steps = fallback["steps"]
+  assert steps and not any(step["passed"] for step in steps)
+  whole = {0: fallback["before"]["margin"]}  # the plain model, judged on the whole hold-out
+  for step in steps:
+    assert step["samples_judged"] < fallback["holdout_samples"]
+    assert step["whole_holdout_margin"] <= step["margin"]  # the slice's margin was the optimistic one
+    whole[step["kept"]] = step["whole_holdout_margin"]
+  assert len(fallback["kept"]) == max(whole, key=lambda kept: (whole[kept], -kept))
+  assert len(set(whole.values())) > 1  # the whole figures tell the steps apart
 
 
 def test_the_search_sees_only_calibration_samples(models, tmp_path):

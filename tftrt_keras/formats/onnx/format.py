@@ -37,8 +37,9 @@ machine, and `OnnxRuntimeRunner` runs each variant for verification.
                       "calibration_samples" (the calibration part the judged models were calibrated on),
                       "holdout_samples", "before"/"after" (hold-out figures of the models calibrated on the
                       calibration part: "passed", "margin", "outputs"), "kept" [{"node", "op_type", "rank",
-                      "local_relative_error", "agreement_delta"}], "steps", "nodes_quantizable",
-                      "plain_build_seconds", "holdout_check_seconds", "search_seconds", "budget_seconds",
+                      "local_relative_error", "agreement_delta"}], "steps" [{"kept", "margin", "passed",
+                      "samples_judged", "seconds", "whole_holdout_margin" (a step stopped early, when none
+                      passed)}], "nodes_quantizable", "plain_build_seconds", "holdout_check_seconds", "search_seconds", "budget_seconds",
                       "budget_exhausted", "reached_gate" ("after" passed), "final_calibration_samples" (= the
                       shipped model's "calibration_samples"), "final_build_seconds", "final_calibration" (a
                       sentence: the shipped model was recalibrated on all N samples with the method and nodes
