@@ -476,3 +476,40 @@ def test_a_keras_model_in_fit_gets_trt_rtx_engines(primary_keras, tmp_path):
   with open(plan.parent / "model.json") as f:
     assert json.load(f)["inputs"][0]["name"] == model.inputs[0].name.split(":")[0]
 
+
+
+@pytest.mark.tf
+@needs_rtx
+@needs_onnx
+def test_int_tokens_of_any_length_get_onnx_variants_and_trt_rtx_engines(primary_keras, tmp_path):
+  """A sequence model as users write it: int32 tokens of a dynamic length, Embedding + Bidirectional(LSTM), in
+  `fit`. Every ONNX variant is built (the int input is never quantized), and TensorRT-RTX parses and builds the
+  recurrent network at each precision, its profile's sequence length taken from the captured samples."""
+  import onnx  # pylint: disable=g-import-not-at-top
+  import tftrt_keras  # pylint: disable=g-import-not-at-top
+  keras = primary_keras
+  tokens = keras.Input((None,), dtype="int32", name="tokens")
+  hidden = keras.layers.Bidirectional(keras.layers.LSTM(8))(keras.layers.Embedding(20, 8)(tokens))
+  model = keras.Model(tokens, keras.layers.Dense(3, activation="softmax")(hidden))
+  model.compile("adam", "sparse_categorical_crossentropy")
+  x = np.random.default_rng(0).integers(0, 20, size=(96, 12)).astype("int32")
+  y = x[:, 0] % 3
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=("onnx", "trt_rtx"), precisions=PRECISIONS,
+                                   calibration_batches=3, verification_samples=16, verbose=0)
+  model.fit(x, y, validation_data=(x[:48], y[:48]), epochs=1, batch_size=16, callbacks=[callback], verbose=0)
+  (path,) = callback.manifest_paths
+  with open(path) as f:
+    artifacts = json.load(f)["artifacts"]
+  for precision in (p.lower() for p in PRECISIONS):
+    source, name = artifacts[f"onnx_{precision}"], artifacts[f"trt_rtx_{precision}"]
+    assert source["status"] in ("ok", "unverified") and name["status"] in ("ok", "unverified"), (source, name)
+    assert name["built_from"] == f"onnx_{precision}"
+    metadata = json.loads((tmp_path / "e" / f"trt_rtx_{precision}" / "1" / "model.json").read_text())
+    (spec,) = metadata["inputs"]
+    assert spec["dtype"] == "int32" and spec["shape"] == [None, None], spec
+    profile = metadata["profiles"][spec["name"]]
+    assert profile["min"] == [1, 12] and profile["opt"][1] == profile["max"][1] == 12, profile
+  int8 = onnx.load(str(tmp_path / "e" / "onnx_int8" / "1" / "model.onnx"))
+  (graph_input,) = [i.name for i in int8.graph.input]
+  assert not [n.name for n in int8.graph.node if n.op_type == "QuantizeLinear" and graph_input in n.input]
+  assert any(n.op_type == "QuantizeLinear" for n in int8.graph.node)  # the MatMul/Gemm weights and inputs are INT8
