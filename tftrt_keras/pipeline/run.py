@@ -184,7 +184,8 @@ def _build_variants(run, variants):
       inherited = run.manifest["artifacts"].get(source, {}).get("outputs_left_out")
       if inherited:
         details["outputs_left_out"] = dict(inherited, **details.get("outputs_left_out", {}))
-      run.record(name, UNVERIFIED, path, reason=NOT_VERIFIED_YET, built_from=source, seconds=round(time.monotonic() - started, 3), **details)
+      run.record(name, UNVERIFIED, path, reason=NOT_VERIFIED_YET, built_from=source,
+                 seconds=round(time.monotonic() - started, 3), **details)
     except VariantUnavailable as err:
       run.record(name, SKIPPED, reason=str(err))
     except VariantFailed as err:
