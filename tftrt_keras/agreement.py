@@ -114,7 +114,7 @@ def compare_output(reference, candidate):
   # NaN where the normal export has a number (or the reverse) is as wrong as an error can be.
   diff = np.where(both_nan, 0.0, np.where(np.isnan(diff), np.inf, diff))
   max_abs = float(diff.max()) if diff.size else 0.0
-  scale = _scale(ref)
+  scale = output_scale(ref)
   if scale > 0:
     relative = max_abs / scale
   else:
@@ -130,7 +130,8 @@ def compare_output(reference, candidate):
   return figures
 
 
-def _scale(values):
+def output_scale(values):
+  """The scale errors are relative to: the largest finite |value| (0.0 when there is none)."""
   finite = np.abs(values[np.isfinite(values)])
   return float(finite.max()) if finite.size else 0.0
 
@@ -151,7 +152,7 @@ def output_variation(reference):
     return None
   total = len(ref)
   flat = ref.reshape(total, -1).astype(np.float64)
-  scale = _scale(flat)
+  scale = output_scale(flat)
   spread = None
   if total >= 2:
     with warnings.catch_warnings():
@@ -186,14 +187,16 @@ def does_not_vary(variation):
   return ", ".join(found) or None
 
 
+def not_varying_words(variations):
+  """{output name: words} for the outputs whose `output_variation` figures ({name: figures}) say they do not vary
+  enough to judge by."""
+  words = {name: does_not_vary(variations[name]) for name in sorted(variations)}
+  return {name: text for name, text in words.items() if text}
+
+
 def outputs_not_varying(reference):
   """{output name: words} for the outputs of `reference` ({name: array}) that do not vary enough to judge by."""
-  found = {}
-  for name in sorted(reference):
-    words = does_not_vary(output_variation(reference[name]))
-    if words:
-      found[name] = words
-  return found
+  return not_varying_words({name: output_variation(value) for name, value in reference.items()})
 
 
 # --- thresholds and the verdict ----------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from tftrt_keras import formats as formats_lib
 # The verdict rule lives in `agreement` (pure numpy) so that formats can judge candidates by it too; these names
 # stay importable from here.
 from tftrt_keras.agreement import (agreement_lower_bound, agreement_upper_bound, compare_output,  # noqa: F401
-                                   does_not_vary, is_classifier_like, judge, output_variation, thresholds_for)
+                                   is_classifier_like, judge, not_varying_words, output_variation, thresholds_for)
 from tftrt_keras.formats.savedmodel import SavedModelRunner
 from tftrt_keras.formats.frozen import FrozenGraphSession
 from tftrt_keras.artifacts.layout import VERIFICATION_FILE
@@ -264,7 +264,7 @@ def _verify_all(run, summary, load_format):
   # How much the reference varies decides whether any artifact can be judged on it: said once, here.
   variation = {key: output_variation(value) for key, value in sorted(reference.items())}
   native_entry["verification"]["output_variation"] = {key: value for key, value in variation.items() if value}
-  not_varying = {key: does_not_vary(value) for key, value in variation.items() if does_not_vary(value)}
+  not_varying = not_varying_words(variation)
   if not_varying:
     summary["outputs_not_varying"] = not_varying
   run.save()

@@ -138,8 +138,7 @@ class HoldoutJudge:
   def _hopeless_output(self, full_reference, candidate, reference):
     n = len(full_reference)
     if np.issubdtype(full_reference.dtype, np.floating) and not agreement.is_classifier_like(full_reference):
-      finite = np.abs(full_reference[np.isfinite(full_reference)])
-      scale = float(finite.max()) if finite.size else 0.0
+      scale = agreement.output_scale(full_reference)
       error = np.nan_to_num(np.abs(candidate.astype(np.float64) - reference), nan=np.inf)
       return bool(error.size) and float(error.max()) > self.thresholds["max_relative_error"] * scale
     if agreement.is_classifier_like(full_reference):
