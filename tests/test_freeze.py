@@ -77,16 +77,35 @@ def test_inputs_are_mapped_by_name_not_by_declaration_order(models, tmp_path):
   np.testing.assert_allclose(got["summed"], want["summed"])
 
 
-def test_lookup_table_is_refused_with_a_reason(tmp_path):
+def test_a_lookup_table_is_frozen_with_its_contents_and_filled_by_the_init_op(tmp_path):
   path = tmp_path / "lookup"
   saved_models.lookup_table(path)
   out = tmp_path / "frozen"
   out.mkdir()
-  with pytest.raises(FreezeRefused) as info:
-    freeze_signature(str(path), "serving_default", str(out))
-  message = str(info.value)
-  assert "lookup table" in message and "LookupTableFindV2" in message
-  assert "serve the SavedModel" in message
+  io = freeze_signature(str(path), "serving_default", str(out))
+  assert io["init_op"] == "tftrt_keras_init_tables"
+  got = run_frozen_graph(str(out), {"token": np.array([b"b", b"a", b"zebra"])})
+  np.testing.assert_array_equal(got["id"], [2, 1, 0])  # the default for an unknown token
+
+
+def test_a_table_the_signature_changes_is_refused_with_the_op(tmp_path):
+  class Counter(tf.Module):
+
+    def __init__(self):
+      super().__init__()
+      self.table = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, default_value=0)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="token")])
+    def serve(self, token):
+      self.table.insert(token, tf.ones_like(token, tf.int64))
+      return {"id": self.table.lookup(token)}
+
+  module = Counter()
+  tf.saved_model.save(module, str(tmp_path / "counter"), signatures={"serving_default": module.serve})
+  out = tmp_path / "frozen"
+  out.mkdir()
+  with pytest.raises(FreezeRefused, match=r"changes a table while serving \(LookupTableInsertV2\)"):
+    freeze_signature(str(tmp_path / "counter"), "serving_default", str(out))
   assert os.listdir(out) == []  # nothing half-written
 
 
