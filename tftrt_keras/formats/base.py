@@ -92,6 +92,8 @@ class BuildJob:
     calibration_batch_sizes: sizes of the captured calibration batches (empty without calibration data).
     load_calibration: zero-argument callable returning {input name: array} of every calibration sample, or
       None when the export has none.
+    split: None, or for a model whose string/lookup front TensorFlow runs: {"frozen_dir", "front_dir", "plan"}
+      (see `formats.split_graph`); then `signature` and the samples are the back's, from the cut tensors on.
   """
 
   root: str
@@ -102,6 +104,7 @@ class BuildJob:
   options: object
   calibration_batch_sizes: list
   load_calibration: object = None
+  split: dict = None
 
   def calibration_samples(self):
     return self.load_calibration() if self.load_calibration else None

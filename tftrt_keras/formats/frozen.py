@@ -157,6 +157,13 @@ class FrozenGraphSession:
     """{signature output key: numpy array} for `feeds`."""
     return self.prepared_call(feeds)()
 
+  def run_tensors(self, feeds, tensors):
+    """{tensor name: numpy array} of any tensors of the graph, for `feeds`."""
+    graph = self._session.graph
+    values = self._session.run([graph.get_tensor_by_name(t) for t in tensors],
+                               feed_dict={self._inputs[name]: value for name, value in feeds.items()})
+    return dict(zip(tensors, values))
+
   def close(self):
     self._session.close()
 

@@ -15,6 +15,7 @@ from tftrt_keras.artifacts.manifest import (FAILED, NOT_VERIFIED_YET, PENDING, S
                                             read_manifest, set_artifact, write_manifest)
 from tftrt_keras.formats.base import NATIVE, BuildJob, VariantFailed, VariantUnavailable
 from tftrt_keras.formats.frozen import FreezeRefused, freeze_signature
+from tftrt_keras.pipeline.split import plan_front, point_job_at_back
 from tftrt_keras.samples import calibration_data
 
 
@@ -101,6 +102,7 @@ def run_export(request):
     path, io = run.build_into_temp("frozen", lambda d: freeze_signature(run.job.native_dir, request.signature_key, d))
     run.record("frozen", UNVERIFIED, path, reason=NOT_VERIFIED_YET, inputs=[i["tensor"] for i in io["inputs"]],
                outputs=[o["tensor"] for o in io["outputs"]], signature=io)
+    plan_front(run, path)
   except FreezeRefused as err:
     run.record("frozen", SKIPPED, reason=str(err))
   except Exception as err:  # pylint: disable=broad-except
@@ -149,6 +151,7 @@ def _build_variants(run, variants):
     return
   try:
     run.job.signature = _signature_of(run.job.native_dir, run.request.signature_key)
+    point_job_at_back(run)
   except Exception as err:  # pylint: disable=broad-except
     for name in pending:
       run.record(name, FAILED, reason=f"the normal export's signature could not be read: {_error_text(err)}")
@@ -184,6 +187,8 @@ def _build_variants(run, variants):
       inherited = run.manifest["artifacts"].get(source, {}).get("outputs_left_out")
       if inherited:
         details["outputs_left_out"] = dict(inherited, **details.get("outputs_left_out", {}))
+      if run.manifest["artifacts"].get(source, {}).get("after_front"):  # built on a split model's back
+        details["after_front"] = run.manifest["artifacts"][source]["after_front"]
       run.record(name, UNVERIFIED, path, reason=NOT_VERIFIED_YET, built_from=source,
                  seconds=round(time.monotonic() - started, 3), **details)
     except VariantUnavailable as err:

@@ -41,6 +41,12 @@ PLATFORMS = {"onnx": "onnxruntime_onnx", "trt": "tensorrt_plan"}
 MODEL_FILES = {"onnx": "model.onnx", "trt": "model.plan"}
 # Variant formats Triton cannot serve at all, with the reason recorded in `left_out` for each of their variants.
 NOT_SERVABLE = {"trt_rtx": "Triton's tensorrt_plan backend cannot load TensorRT-RTX plans"}
+# A variant of a split model's back takes the cut tensors; its ensemble with the TF front needs Triton's
+# TensorFlow backend, which this library's Triton (Python backend only) lacks, so no ensemble is written unchecked.
+AFTER_FRONT = ("it takes the cut tensors of a TF front (see the manifest's `split`): serving it needs an ensemble "
+               "with the front on Triton's tensorflow_savedmodel backend, which the Triton server here (Python "
+               "backend only) cannot load, so none is written; serve the normal export or the frozen graph, or "
+               "the front (TF Serving) before this model")
 # The newest export is the one served; older versions stay on disk (for a rollback by config) until retention.
 VERSION_POLICY = "latest { num_versions: 1 }"
 
@@ -377,6 +383,9 @@ def publish_export(run):
       if entry.get("status") not in USABLE_STATUSES:
         reason = entry.get("reason")
         record["left_out"][variant] = f"the variant is {entry.get('status')}" + (f": {reason}" if reason else "")
+        continue
+      if entry.get("after_front"):
+        record["left_out"][variant] = AFTER_FRONT
         continue
       variant_dir = run.artifact_dir(variant)
       name = triton_model_name(prefix, variant)

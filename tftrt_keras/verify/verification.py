@@ -43,6 +43,7 @@ from tftrt_keras.formats.frozen import FrozenGraphSession
 from tftrt_keras.artifacts.layout import VERIFICATION_FILE
 from tftrt_keras.artifacts.manifest import NOT_VERIFIED_YET, OK, REJECTED, UNVERIFIED, USABLE_STATUSES
 from tftrt_keras.formats.base import RunnerUnavailable
+from tftrt_keras.verify.split_runner import after_front
 
 VERIFY_OFF = "verification turned off (verify=False)"
 NO_SAMPLES = ("no held-out samples: the export has fewer than two captured samples, or no calibration data at "
@@ -53,7 +54,7 @@ NO_SAMPLES = ("no held-out samples: the export has fewer than two captured sampl
 MIN_TIMED_RUNS = 5
 
 # Artifacts that are not models: nothing to run.
-_NOT_RUNNABLE = frozenset({"native", "calibration"})
+_NOT_RUNNABLE = frozenset({"native", "calibration", "front"})
 
 
 # --- comparing outputs ---------------------------------------------------------------------------------------
@@ -160,7 +161,8 @@ def _open_runner(name, path, run, load_format):
     # (the graph holds no state). A fresh import per batch cost 45 s of 108 s verifying a ResNet50 export.
     return FrozenGraphSession(path)
   format_name, _ = formats_lib.split_variant(name)
-  return load_format(format_name).open_runner(path, run.job)
+  runner = load_format(format_name).open_runner(path, run.job)
+  return after_front(runner, run.manifest["artifacts"][name], run)
 
 
 def _set_status(entry, status, reason):

@@ -67,9 +67,7 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
   if refused:
     raise ConversionError("the signature cannot be expressed as a numeric ONNX model: " + "; ".join(refused))
   wanted = {t["name"] for t in signature["outputs"]}
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tf2onnx import optimizer, tf_loader, tfonnx  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.formats.onnx.tf_ops import CUSTOM_OP_HANDLERS, inline_xla_functions  # pylint: disable=g-import-not-at-top
+  from tf2onnx import tf_loader  # pylint: disable=g-import-not-at-top
 
   # tf2onnx logs every node at INFO; its errors (an unsupported op is logged there first) still show.
   with logger_at_error("tf2onnx"):
@@ -82,13 +80,50 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
     except Exception as err:  # pylint: disable=broad-except
       raise ConversionError(f"tf2onnx could not load and freeze signature {signature_key!r}: "
                             f"{type(err).__name__}: {err}") from err
+    # Only the outputs the variant carries (see `convertible_signature`); tf2onnx names them after the signature.
+    outputs = [o for o in outputs if renames.get(o, o) in wanted]
+  return _to_onnx(graph_def, inputs, outputs, renames, tables, signature, opset,
+                  f"{signature_key} of {saved_model_dir}")
+
+
+def convert_graph_def(graph_def, inputs, outputs, renames, signature, opset, label):
+  """Converts a frozen GraphDef between named tensors (any tensors: the back of a split model) to ONNX.
+
+  Args:
+    graph_def: a frozen GraphDef whose `inputs` are placeholders.
+    inputs, outputs: tensor names (`name:0`).
+    renames: {tensor name: name in the ONNX graph}, for every input and output.
+    signature: {"inputs", "outputs"} the model must have, under the renamed names.
+    opset: the ONNX opset to target.
+    label: what the model is, for its doc string.
+
+  Raises:
+    ConversionError: as `convert_saved_model`.
+  """
+  refused = refused_tensors(signature)
+  if refused:
+    raise ConversionError("the graph cannot be expressed as a numeric ONNX model: " + "; ".join(refused))
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tf2onnx import tf_loader  # pylint: disable=g-import-not-at-top
+  with logger_at_error("tf2onnx"), tf.Graph().as_default():  # grappler exports a meta graph: not in eager mode
+    try:
+      graph_def = tf_loader.tf_optimize(inputs, outputs, graph_def)
+    except Exception as err:  # pylint: disable=broad-except
+      raise ConversionError(f"tf2onnx could not optimize the graph: {type(err).__name__}: {err}") from err
+  return _to_onnx(graph_def, inputs, outputs, renames, None, signature, opset, label)
+
+
+def _to_onnx(graph_def, inputs, outputs, renames, tables, signature, opset, label):
+  """The conversion proper, from a GraphDef tf2onnx's loader prepared; checks the result."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tf2onnx import optimizer, tfonnx  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.onnx.tf_ops import CUSTOM_OP_HANDLERS, inline_xla_functions  # pylint: disable=g-import-not-at-top
+  with logger_at_error("tf2onnx"):
     try:
       graph_def, _ = inline_xla_functions(graph_def, inputs, outputs)
     except Exception as err:  # pylint: disable=broad-except
-      raise ConversionError(f"grappler could not inline the XLA-compiled functions of signature {signature_key!r} "
+      raise ConversionError(f"grappler could not inline the XLA-compiled functions of {label} "
                             f"(Keras 3's grouped convolutions): {type(err).__name__}: {err}") from err
-    # Only the outputs the variant carries (see `convertible_signature`); tf2onnx names them after the signature.
-    outputs = [o for o in outputs if renames.get(o, o) in wanted]
     with tf.Graph().as_default() as tf_graph:
       tf.import_graph_def(graph_def, name="")
       try:
@@ -98,7 +133,7 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
       except Exception as err:  # pylint: disable=broad-except
         raise ConversionError(f"tf2onnx failed converting the graph: {type(err).__name__}: {err}") from err
       graph = _optimize(graph, optimizer)
-      model = graph.make_model(f"{signature_key} of {saved_model_dir}")
+      model = graph.make_model(label)
 
   unknown = unsupported_ops(model)
   if unknown:

@@ -223,6 +223,8 @@ class OnnxFormat(Format):
     }
     if left_out:
       metadata["outputs_left_out"] = left_out
+    if job.split:  # its inputs are the cut tensors a TF front computes (see `formats.split_graph`)
+      metadata["split"] = {"cut": [t["name"] for t in job.split["plan"]["cut"]], "front": job.split["front_dir"]}
     details = {}
     if precision == "FP32":
       self._build_fp32(job, signature, options, model_path)
@@ -238,6 +240,8 @@ class OnnxFormat(Format):
     entry = {"opset": metadata["opset"], "file_bytes": os.path.getsize(model_path), "nodes": len(model.graph.node)}
     if left_out:
       entry["outputs_left_out"] = left_out
+    if job.split:  # verification and serving run it behind the TF front
+      entry["after_front"] = "front"
     if precision == "FP16":
       entry.update(kept_fp32=sorted(details["kept_fp32"]), fp16_nodes=details["fp16_nodes"])
     elif precision == "INT8":
@@ -254,7 +258,10 @@ class OnnxFormat(Format):
     import onnx  # pylint: disable=g-import-not-at-top
     from tftrt_keras.formats.onnx import convert as onnx_convert  # pylint: disable=g-import-not-at-top
     try:
-      model = onnx_convert.convert_saved_model(job.native_dir, job.signature_key, signature, options.opset)
+      if job.split:
+        model = _convert_back(job.split, signature, options.opset)
+      else:
+        model = onnx_convert.convert_saved_model(job.native_dir, job.signature_key, signature, options.opset)
     except onnx_convert.ConversionError as err:
       raise VariantFailed(str(err)) from err
     onnx.save(model, model_path)
@@ -292,6 +299,17 @@ class OnnxFormat(Format):
   def open_runner(self, path, job):
     del job
     return OnnxRuntimeRunner(path)
+
+
+def _convert_back(split, signature, opset):
+  """The back of a split model (`BuildJob.split`): its frozen graph from the cut tensors to the numeric outputs."""
+  from tftrt_keras.formats import split_graph  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.onnx import convert as onnx_convert  # pylint: disable=g-import-not-at-top
+  graph_def, inputs, outputs, renames = split_graph.back_graph(split["frozen_dir"], split["plan"])
+  wanted = {t["name"] for t in signature["outputs"]}
+  outputs = [o for o in outputs if renames[o] in wanted]
+  return onnx_convert.convert_graph_def(graph_def, inputs, outputs, renames, signature, opset,
+                                        f"the numeric back of {split['frozen_dir']}, from its cut")
 
 
 def _check_loads_in_onnxruntime(model_path, precision):
