@@ -5,6 +5,7 @@
 import os
 
 from tftrt_keras.artifacts.manifest import REJECTED, UNVERIFIED
+from tftrt_keras.verify.summary import split_lines
 
 REPORT_FILE = "report.md"
 LATENCY_PLOT_FILE = "latency.png"
@@ -66,7 +67,7 @@ def verification_rows(manifest):
       errors = ["not run", "not run", "not run"]
     else:
       errors = [_number(v) for v in _worst(entry)]
-    row = [name, entry["status"]] + errors
+    row = [name + (" (TF front + ONNX)" if entry.get("after_front") else ""), entry["status"]] + errors
     for size in batch_sizes:
       latency = _latency_at(entry, size) or {}
       row += [_number(latency.get("p50_ms")), _number(latency.get("p99_ms")), _number(latency.get("first_call_ms"))]
@@ -166,6 +167,9 @@ def render_markdown(manifest, latency_plot=LATENCY_PLOT_FILE, plot_missing_reaso
     lines += [f"The normal export's outputs do not vary enough over these {summary.get('samples', 0)} samples to "
               "judge any artifact by them (an artifact returning about the same constant would pass): "
               + "; ".join(f"`{output}`: {words}" for output, words in sorted(steady.items())) + ".", ""]
+  split = split_lines(manifest, width=10 ** 6)
+  if split:
+    lines += split + [""]
   notes = _notes(manifest)
   if notes:
     lines += ["## Rejected or unverified", ""] + [f"- {note}" for note in notes] + [""]

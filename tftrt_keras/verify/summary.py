@@ -83,6 +83,7 @@ def export_notes(manifest, width=TEXT_WIDTH):
     for output, words in sorted((verification.get("outputs_not_varying") or {}).items()):
       lines += wrap(f"Warning: the normal export's output `{output}` does not vary over these samples ({words}): "
                     "no variant can be judged on it.", width)
+  lines += split_lines(manifest, width)
   unverified = [name for name, entry in manifest.get("artifacts", {}).items() if entry.get("status") == UNVERIFIED]
   if unverified:
     lines += wrap(f"Unverified (usable, but no comparison vouches for them; the reasons are above): "
@@ -118,3 +119,18 @@ def describe_export(manifest_path, list_artifacts=True, width=TEXT_WIDTH):
   lines += ["  " + line for line in export_notes(manifest, width - 2)]
   lines.append(f"Manifest: {manifest_path}")
   return "\n".join(lines)
+
+
+def split_lines(manifest, width=TEXT_WIDTH):
+  """Where a split model is cut and what runs where ([] for a model that is not split)."""
+  split = manifest.get("split") or {}
+  if split.get("refused") or split.get("error"):
+    return wrap(f"No TF front + ONNX split: {split.get('refused') or split.get('error')}.", width)
+  if not split.get("cut"):
+    return []
+  behind = [n for n, e in manifest.get("artifacts", {}).items() if e.get("after_front")]
+  ops = ", ".join(f"{op} x{count}" for op, count in sorted(split.get("runs_in_tf", {}).items()))
+  return wrap(f"Split: TF front + ONNX/TensorRT. TensorFlow runs the front ({split.get('front')}: {ops}) from "
+              f"{', '.join(split.get('front_inputs', []))}; the cut hands over "
+              f"{', '.join(t['name'] for t in split['cut'])}; {', '.join(behind) or 'no variant'} run the rest "
+              "behind it, verified end to end.", width)
