@@ -99,6 +99,15 @@ def test_an_output_computed_by_the_lookup_itself_is_refused_with_the_op():
     find_cut(nodes, types, ["color:0", "x:0"], ["lookup:0", "probs:0"])
 
 
+def test_a_lookup_followed_by_pass_throughs_only_is_refused():
+  nodes, types = lookup_then_dense()
+  nodes.append(Node("out", "Identity", ["lookup"]))
+  types["out:0"] = ("int64", (None,))
+  with pytest.raises(CutRefused, match=r"only pass-throughs follow the string/lookup part \(HashTableV2, "
+                                       r"LookupTableFindV2\) to out:0"):
+    find_cut(nodes, types, ["color:0"], ["out:0"])
+
+
 def test_sanitized_names_are_stable_unique_and_plain():
   taken = {"a"}
   assert sanitized_name("StatefulPartitionedCall/model/lookup/LookupTableFindV2:0", taken) == \

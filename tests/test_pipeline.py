@@ -134,15 +134,17 @@ def test_tftrt_variants_are_built_with_engines_or_skipped_with_the_preflight_rea
 
 
 @pytest.mark.tf
-def test_lookup_table_model_records_frozen_as_skipped_with_the_reason(tmp_path):
+def test_lookup_table_model_gets_a_frozen_graph_and_says_why_it_has_no_split(tmp_path):
   request = _prepare(tmp_path / "exports", _options(precisions=("FP32",)), model=saved_models.lookup_table)
   manifest = export_run.run_export(request)
   frozen = manifest["artifacts"]["frozen"]
-  assert frozen["status"] == "skipped" and frozen["path"] is None
-  assert "lookup table" in frozen["reason"]
+  # The table's contents are frozen into the graph; without samples nothing compared it.
+  assert frozen["status"] == "unverified" and frozen["path"] == "../../frozen/1", frozen
   assert manifest["artifacts"]["native"]["status"] == "ok"
   assert manifest["artifacts"]["calibration"]["status"] == "skipped"
-  assert not os.path.exists(tmp_path / "exports" / "frozen" / "1")
+  # Its only output is the lookup's own result: no numeric rest to hand to ONNX, and the manifest says so.
+  assert manifest["split"]["refused"].startswith("only pass-throughs follow the string/lookup part")
+  assert "front" not in manifest["artifacts"]
 
 
 @pytest.mark.tf

@@ -110,7 +110,7 @@ def find_cut(nodes, tensor_types, inputs, outputs, is_batch_major=lambda tensor:
     reserved: names cut tensors must not take (the signature's input names).
 
   Raises:
-    CutRefused: an output is computed inside the front itself, or nothing numeric is left for the back.
+    CutRefused: an output is computed inside the front itself, or only pass-throughs are left for the back.
   """
   by_name = {node.name: node for node in nodes}
   needed = _ancestors([node_of(t) for t in outputs], by_name)
@@ -157,6 +157,9 @@ def find_cut(nodes, tensor_types, inputs, outputs, is_batch_major=lambda tensor:
   taken = {node_of(t) for t in inputs} | set(reserved)
   tensors = tuple(CutTensor(t, sanitized_name(t, taken), dtype(t), tensor_types[t][1]) for t in crossing)
   back_nodes = needed - front
+  if all(by_name[n].op in _PLUMBING for n in back_nodes - constant):
+    raise CutRefused(f"only pass-throughs follow the string/lookup part ({', '.join(sorted(cut_ops(by_name, front)))}"
+                     f") to {', '.join(outputs)}: no numeric computation is left for ONNX to run")
   back_inputs = tuple(t for t in inputs if node_of(t) in {node_of(c) for n in back_nodes
                                                           for c in _data_inputs(by_name[n])})
   front_inputs = tuple(t for t in inputs if node_of(t) in front)
@@ -166,6 +169,10 @@ def find_cut(nodes, tensor_types, inputs, outputs, is_batch_major=lambda tensor:
     if op not in _PLUMBING:
       runs_in_tf[op] = runs_in_tf.get(op, 0) + 1
   return Cut(frozenset(front), tensors, front_inputs, back_inputs, runs_in_tf)
+
+
+def cut_ops(by_name, names):
+  return {by_name[n].op for n in names if by_name[n].op not in _PLUMBING}
 
 
 def _constant_nodes(needed, sources, consumers, produced):
