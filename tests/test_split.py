@@ -180,3 +180,62 @@ def test_keras_string_lookup_model_export_gets_a_split(tmp_path, primary_keras):
   assert artifacts["onnx_int8"]["status"] in ("ok", "unverified"), artifacts["onnx_int8"]
   if artifacts["onnx_int8"]["status"] == "unverified":
     assert "too few verification samples" in artifacts["onnx_int8"]["reason"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(tf, "estimator"), reason=f"TensorFlow {tf.__version__} has no tf.estimator")
+def test_estimator_vocabulary_column_gets_a_frozen_graph_and_a_split(tmp_path):
+  """DNNClassifier + categorical_column_with_vocabulary_list, raw receiver, TrtExporter: the frozen graph (was
+  "Failed to import metagraph") is ok, the cut is at the feature column's SparseToDense, the ONNX back is ok."""
+  from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
+  color = tf.feature_column.categorical_column_with_vocabulary_list("color", ["red", "green", "blue", "cyan"])
+  columns = [tf.feature_column.numeric_column("x", shape=[2]), tf.feature_column.indicator_column(color)]
+  config = tf.estimator.RunConfig(save_checkpoints_steps=40, tf_random_seed=0, log_step_count_steps=10000)
+  estimator = tf.estimator.DNNClassifier([8], columns, n_classes=3, model_dir=str(tmp_path / "model"), config=config)
+  receiver = tf.estimator.export.build_raw_serving_input_receiver_fn(
+      {"x": tf.zeros([1, 2], tf.float32), "color": tf.constant(["red"])})
+  exporter = TrtExporter("split", receiver, policy="latest", calibration_batches=40,
+                         conversion_options=options(formats=("onnx",), precisions=("FP32",)))
+
+  def data(n, seed):
+    features = color_samples(n, seed)
+    labels = (np.isin(features["color"], COLORS[:2]) + (features["x"][:, 0] > 0)).astype("int64")
+    return tf.data.Dataset.from_tensor_slices((features, labels)).batch(16)
+  tf.estimator.train_and_evaluate(
+      estimator, tf.estimator.TrainSpec(lambda: data(640, 0).repeat(), max_steps=40),
+      tf.estimator.EvalSpec(lambda: data(640, 1), steps=None, exporters=[exporter],
+                            hooks=[exporter.calibration_hook], start_delay_secs=0, throttle_secs=0))
+  (path,) = exporter.manifest_paths
+  with open(path) as f:
+    manifest = json.load(f)
+  artifacts = manifest["artifacts"]
+  assert artifacts["frozen"]["status"] == "ok", artifacts["frozen"]
+  assert [t["tensor"].rsplit("/", 1)[-1] for t in manifest["split"]["cut"]] == ["SparseToDense:0"]
+  assert manifest["split"]["front_inputs"] == ["color"] and manifest["split"]["back_inputs"] == ["x"]
+  assert {"LookupTableFindV2", "SparseToDense"} <= set(manifest["split"]["runs_in_tf"])
+  assert artifacts["onnx_fp32"]["status"] == "ok", artifacts["onnx_fp32"]
+  assert artifacts["onnx_fp32"]["outputs_left_out"] == {
+      name: "string output: ONNX variants carry numeric tensors only" for name in ("all_classes", "classes")}
+
+
+def test_one_hot_of_an_out_of_vocabulary_id_stays_all_off_in_onnx(tmp_path):
+  """TF's OneHot gives zeros for -1 (a feature column's unknown id); ONNX's would pick the last class."""
+  from tests import onnx_models  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.onnx.format import FORMAT  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.onnx.runner import OnnxRuntimeRunner  # pylint: disable=g-import-not-at-top
+
+  class OneHot(tf.Module):
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="ids")])
+    def serve(self, ids):
+      return {"encoded": tf.one_hot(ids, 3) * 2.0 + 1.0}
+
+  module = OneHot()
+  tf.saved_model.save(module, str(tmp_path / "native"), signatures={"serving_default": module.serve})
+  job = onnx_models.build_job(str(tmp_path / "native"), tmp_path)
+  directory, _ = onnx_models.build_variant(FORMAT, job, "FP32", tmp_path)
+  ids = np.array([0, 2, -1, 1], np.int64)
+  with OnnxRuntimeRunner(directory) as runner:
+    got = runner.run({"ids": ids})["encoded"]
+  np.testing.assert_array_equal(got, module.serve(tf.constant(ids))["encoded"].numpy())
+  np.testing.assert_array_equal(got[2], [1.0, 1.0, 1.0])

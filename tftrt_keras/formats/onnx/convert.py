@@ -117,7 +117,9 @@ def _to_onnx(graph_def, inputs, outputs, renames, tables, signature, opset, labe
   """The conversion proper, from a GraphDef tf2onnx's loader prepared; checks the result."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tf2onnx import optimizer, tfonnx  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.formats.onnx.tf_ops import CUSTOM_OP_HANDLERS, inline_xla_functions  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.onnx.tf_ops import (CUSTOM_OP_HANDLERS, inline_xla_functions,  # pylint: disable=g-import-not-at-top
+                                                out_of_range_one_hot)
+  graph_def = out_of_range_one_hot(graph_def)
   with logger_at_error("tf2onnx"):
     try:
       graph_def, _ = inline_xla_functions(graph_def, inputs, outputs)

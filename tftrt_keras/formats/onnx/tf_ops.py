@@ -121,3 +121,33 @@ def inline_xla_functions(graph_def, input_names, output_names):
   # tf2onnx's own grappler pass (constant folding, function inlining), as its loader ran it; it needs a graph.
   with tf.Graph().as_default():
     return tf_loader.tf_optimize(list(input_names), list(output_names), graph_def), len(compiled)
+
+
+def out_of_range_one_hot(graph_def):
+  """`graph_def` with each OneHot's negative indices moved to `depth`.
+
+  TensorFlow's OneHot gives all `off_value` for an index of -1 (an out-of-vocabulary id of a feature column or
+  StringLookup); ONNX's OneHot, which tf2onnx maps it to, counts a negative index from the end (-1 is the last
+  class). An index of `depth` is out of range for both, so the rewrite keeps TensorFlow's result and ONNX agrees.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  one_hots = [node for node in graph_def.node if node.op == "OneHot"]
+  if not one_hots:
+    return graph_def
+  result = tf.compat.v1.GraphDef()
+  result.CopyFrom(graph_def)
+  for node in [n for n in result.node if n.op == "OneHot"]:
+    index_type = node.attr["TI"].type
+    scope = f"{node.name}/tftrt_keras_out_of_range"
+    zero = result.node.add(name=f"{scope}/zero", op="Const")
+    zero.attr["dtype"].type = index_type
+    zero.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(0, dtype=tf.dtypes.as_dtype(index_type)))
+    negative = result.node.add(name=f"{scope}/negative", op="Less", input=[node.input[0], zero.name])
+    negative.attr["T"].type = index_type
+    depth = result.node.add(name=f"{scope}/depth", op="Cast", input=[node.input[1]])
+    depth.attr["SrcT"].type = tf.int32.as_datatype_enum
+    depth.attr["DstT"].type = index_type
+    moved = result.node.add(name=f"{scope}/indices", op="SelectV2", input=[negative.name, depth.name, node.input[0]])
+    moved.attr["T"].type = index_type
+    node.input[0] = moved.name
+  return result
