@@ -157,6 +157,7 @@ def test_a_back_of_another_model_behind_this_front_is_rejected(exported, tmp_pat
   assert verdicts == {"own": "ok", "other": "rejected"}
 
 
+@pytest.mark.slow
 def test_keras_string_lookup_model_export_gets_a_split(tmp_path, primary_keras):
   """A model Keras itself exported (`model.export`): StringLookup over a string input beside a numeric one."""
   from tftrt_keras.offline.export import export_saved_model  # pylint: disable=g-import-not-at-top
