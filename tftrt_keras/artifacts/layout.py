@@ -4,7 +4,8 @@
       3/                        `BestExporter` / `model.export` would write them
       tftrt_fp16/3/             each variant kind is a base path of its own (point TF Serving at it)
       tftrt_int8/3/
-      frozen/3/frozen_graph.pb  + frozen_graph.json (tensor names, dtypes, shapes)
+      frozen/3/frozen_graph.pb  + frozen_graph.json (tensor names, dtypes, shapes, the tables' init op)
+      front/3/                  a split model's TF front (SavedModel + split.json), before its ONNX/TensorRT back
       calibration/3/calibration.npz, verification.npz
       manifests/3/manifest.json (+ request.json, worker.log, report.md)
       .tftrt_keras              marks the root as ours; .tftrt_keras.lock is held by the writing process
