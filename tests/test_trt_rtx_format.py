@@ -267,7 +267,9 @@ def test_metadata_says_what_was_built_for_which_gpus_and_what_was_checked(built_
   assert metadata["builder"] == {
       "network_flags": ["STRONGLY_TYPED"], "workspace_bytes": 512 << 20, "builder_optimization_level": 3,
       "compute_capabilities": [], "profiling_verbosity": "DETAILED", "timing_cache": rtx.TIMING_CACHE,
-      "strongly_typed": True, "builder_flags": []}
+      "strongly_typed": True, "builder_flags": [], "tf32": False, "hardware_compatibility_level": None,
+      "version_compatible": False, "exclude_lean_runtime": False,
+      "plugins": ["MyelinWeightsTransformPlugin/1", "ROIAlign_TRT/2"]}
   assert 0 < metadata["build_seconds"] < 60 and isinstance(metadata["builder_warnings"], list)
   assert metadata["inputs"] == [{"name": "x", "dtype": "float32", "shape": [None, 3, 8, 8]}]
   checks = metadata["checks"]
