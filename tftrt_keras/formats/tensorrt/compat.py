@@ -15,7 +15,9 @@ import re
 HARDWARE_LEVELS = {"none": "NONE", "ampere_plus": "AMPERE_PLUS", "same_compute_capability": "SAME_COMPUTE_CAPABILITY"}
 # Major versions whose runtime takes a version-compatible plan of another major, as documented: TensorRT 10's
 # "Version Compatibility" (TensorRT 8 plans run on 9 and 10) and TensorRT 11.4's support matrix (10 on 11).
+# "No other combination across major versions is supported" (11.4), which says nothing of majors after it.
 CROSS_MAJOR = {8: (9, 10), 10: (11,)}
+LATEST_DOCUMENTED_MAJOR = 11
 _OPTION = "format_options['trt']"
 
 
@@ -108,13 +110,13 @@ def _version_refusal(metadata, compatibility, installed_version, notes):
     return (f"the plan is version-compatible from TensorRT {built_version} on, and this is the older TensorRT "
             f"{installed_version}: version compatibility runs plans on later TensorRT versions only")
   if installed[0] != built[0]:
-    allowed = CROSS_MAJOR.get(built[0])
-    if allowed is None or installed[0] > max(allowed):
+    allowed = CROSS_MAJOR.get(built[0], ())
+    if installed[0] > LATEST_DOCUMENTED_MAJOR:
       notes.append(f"whether TensorRT {installed[0]} runs version-compatible plans of TensorRT {built[0]} is "
                    f"unknown here (documented: {', '.join(f'{b} on {a}' for b, a in sorted(CROSS_MAJOR.items()))})")
     elif installed[0] not in allowed:
-      return (f"a version-compatible plan of TensorRT {built[0]} runs on TensorRT {', '.join(map(str, allowed))} "
-              f"(documented), not on TensorRT {installed_version}")
+      return (f"a version-compatible plan of TensorRT {built[0]} runs on TensorRT "
+              f"{', '.join(map(str, (built[0],) + allowed))} (documented), not on TensorRT {installed_version}")
   if compatibility.get("exclude_lean_runtime") and built != installed:
     return (f"the plan was built without its lean runtime ({_OPTION}.exclude_lean_runtime=True): on TensorRT "
             f"{installed_version} it needs the lean runtime library of TensorRT {built_version} loaded "

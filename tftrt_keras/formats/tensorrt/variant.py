@@ -190,7 +190,8 @@ def layer_precisions(information):
   """{precision: layer count} of an engine, from the engine inspector's JSON (`LoadedEngine.layer_information`).
 
   "int8" counts the layers that run INT8 arithmetic (`_is_int8_layer`); any other layer counts under the
-  datatype of its first input ("fp32", "fp16", "uint8", ...; "unknown" where the inspector wrote "N/A").
+  datatype of its first input ("fp32", "fp16", "uint8", ...; "unknown" where the inspector wrote "N/A"), or of its
+  first output where it only reads INT8 (a Dequantize).
   Reformat layers only copy and are not counted. Engines built without DETAILED profiling verbosity list layer
   names only: "unknown".
   """
@@ -205,6 +206,8 @@ def layer_precisions(information):
       counts["int8"] += 1
       continue
     words = _tensor_words((layer.get("Inputs") or [])[:1])
+    if words == ["int8"]:  # reads INT8 but computes nothing in it (a Dequantize): counted by what it writes
+      words = _tensor_words((layer.get("Outputs") or [])[:1]) or ["other"]
     counts[words[0] if words else "other"] += 1
   return dict(sorted(counts.items()))
 
