@@ -434,10 +434,13 @@ class LoadedEngine:
     """The engine inspector's JSON ({"Layers": [...], "Bindings" or "I/O Tensors": [...]}): per-layer types and
     precisions, with every dynamic input at its profile's `opt` shape: without an execution context whose shapes
     are set the inspector writes "N/A due to dynamic shapes" for the formats."""
-    for tensor, shapes in self.profile.items():
-      self.set_input_shape(tensor, shapes["opt"])
     inspector = self._engine.create_engine_inspector()
-    inspector.execution_context = self._context
+    try:
+      for tensor, shapes in self.profile.items():
+        self.set_input_shape(tensor, shapes["opt"])
+      inspector.execution_context = self._context
+    except RuntimeError:  # a shape the context refuses: the layer types are still worth reading
+      pass
     return json.loads(inspector.get_engine_information(self._trt.LayerInformationFormat.JSON))
 
   def close(self):
