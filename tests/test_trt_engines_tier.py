@@ -209,6 +209,42 @@ def test_timing_cache_reused_by_the_next_export_and_a_foreign_one_ignored(mlp_ex
 
 
 @trt_engines
+def test_portable_plan_runs_and_a_foreign_model_json_is_refused(gpu_with_tensorrt, tmp_path):  # pylint: disable=redefined-outer-name
+  """hardware_compatibility='ampere_plus' (on an Ampere or later GPU) and version_compatible=True reach TensorRT's
+  builder (read back into model.json), the plan loads with its lean runtime allowed, and a plan whose model.json
+  says another GPU or TensorRT is refused by the runner with the reason, before TensorRT sees it."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.base import BuildJob, RunnerUnavailable  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.offline.export import export_saved_model  # pylint: disable=g-import-not-at-top
+  ampere = int(gpu_with_tensorrt.gpus[0].compute_capability.split(".")[0]) >= 8  # ampere_plus builds there only
+  signature = _mlp_saved_model(str(tmp_path / "model"))
+  trt_options = {"hardware_compatibility": "ampere_plus" if ampere else "none", "version_compatible": True}
+  options = ConversionOptions(formats=("onnx", "trt"), precisions=("FP32",), max_batch_size=MAX_BATCH,
+                              verification_samples=VERIFICATION_SAMPLES, format_options={"trt": trt_options})
+  manifest = export_saved_model(str(tmp_path / "model"), str(tmp_path / "exports"),
+                                calibration_data={"features": _samples(128, seed=1)},
+                                calibration_batch_size=MAX_BATCH, options=options)
+  entry = manifest["artifacts"]["trt_fp32"]
+  assert entry["status"] == "ok", entry
+  path = os.path.normpath(os.path.join(tmp_path / "exports" / "manifests" / str(manifest["version"]), entry["path"]))
+  metadata = json.loads(open(os.path.join(path, "model.json")).read())
+  assert metadata["compatibility"]["hardware_compatibility_level"] == ("AMPERE_PLUS" if ampere else None)
+  assert metadata["compatibility"]["version_compatible"] is True and "VERSION_COMPATIBLE" in metadata["builder"][
+      "builder_flags"]
+  job = BuildJob(root=str(tmp_path), version=1, native_dir=str(tmp_path), signature_key="serving_default",
+                 signature=signature, options=options, calibration_batch_sizes=[MAX_BATCH])
+  with trt_format.FORMAT.open_runner(path, job) as runner:
+    assert runner.run({"features": _samples(3, seed=5)})["probabilities"].shape == (3, CLASSES)
+  foreign = tmp_path / "foreign"
+  shutil.copytree(path, foreign)
+  claims = dict(metadata, tensorrt_version="9.9.9.9",
+                compatibility=dict(metadata["compatibility"], version_compatible=False))
+  (foreign / "model.json").write_text(json.dumps(claims))
+  with pytest.raises(RunnerUnavailable, match="the plan was built with TensorRT 9.9.9.9 and this is TensorRT"):
+    trt_format.FORMAT.open_runner(str(foreign), job)
+
+
+@trt_engines
 @pytest.mark.slow
 def test_mobilenet_v2_engines(gpu_with_tensorrt, tmp_path):  # pylint: disable=unused-argument,redefined-outer-name
   """A real convolutional network: all three engines build, and agree with their ONNX variants."""
