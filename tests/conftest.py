@@ -26,6 +26,47 @@ def tensorrt_skip_reason():
   return None if status.usable else f"TF-TRT cannot run on this machine: {status.reason}"
 
 
+# --- --require-tier: a GPU run asked for a tier, so its skips are failures ---------------------------------------
+
+def pytest_addoption(parser):
+  parser.addoption("--require-tier", action="append", default=[], metavar="MARKER",
+                   help="a test carrying MARKER that skips fails instead, and a run in which no test carrying it "
+                        "ran fails (scripts/run_gpu_tests.sh: the tier it was asked to run must run)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # pylint: disable=unused-argument
+  outcome = yield
+  report = outcome.get_result()
+  required = [m for m in item.config.getoption("--require-tier") if item.get_closest_marker(m)]
+  if not required:
+    return
+  item.config.stash.setdefault(_RAN, set()).update(required)
+  if report.skipped and not hasattr(report, "wasxfail"):
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = (f"the {', '.join(required)} tier is required here (--require-tier), but this test skipped: "
+                       f"{reason}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+  required = session.config.getoption("--require-tier")
+  missing = sorted(set(required) - session.config.stash.get(_RAN, set()))
+  if missing and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+    session.config.stash[_MISSING] = missing
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+  missing = terminalreporter.config.stash.get(_MISSING, None)
+  if missing:
+    terminalreporter.write_line(f"FAILED: no test of the required tier(s) {missing} ran (--require-tier)", red=True)
+
+
+_RAN = pytest.StashKey()
+_MISSING = pytest.StashKey()
+
+
 @pytest.fixture(scope="session")
 def require_tensorrt_here():
   reason = tensorrt_skip_reason()

@@ -206,6 +206,13 @@ def test_options_defaults_and_round_trip():
   assert trt_options == trt_format.TensorRTOptions(workspace_mb=512, device=1)
   assert trt_options.timing_cache is True and trt_options.cuda_binding == "cuda-python"
   assert ConversionOptions.from_json(json.loads(json.dumps(options.to_json()))).options_for("trt") == trt_options
+  assert (trt_options.hardware_compatibility, trt_options.version_compatible, trt_options.exclude_lean_runtime) == (
+      "none", False, False)
+  portable = ConversionOptions(formats=("trt",), format_options={"trt": {
+      "hardware_compatibility": "ampere_plus", "version_compatible": True, "exclude_lean_runtime": True}})
+  assert ConversionOptions.from_json(json.loads(json.dumps(portable.to_json()))).options_for("trt") == (
+      trt_format.TensorRTOptions(hardware_compatibility="ampere_plus", version_compatible=True,
+                                 exclude_lean_runtime=True))
 
 
 @pytest.mark.unit
@@ -220,6 +227,13 @@ def test_options_defaults_and_round_trip():
     ({"timing_cache": "yes"}, "`format_options['trt'].timing_cache`. Received: format_options['trt'].timing_cache="
                               "'yes'. Expected True or False."),
     ({"cuda_binding": "cupy"}, "Expected one of ('cuda-python', 'pycuda')."),
+    ({"hardware_compatibility": "AMPERE_PLUS"}, "`format_options['trt'].hardware_compatibility`. Received: "
+                                                "format_options['trt'].hardware_compatibility='AMPERE_PLUS'. Expected "
+                                                "one of ('none', 'ampere_plus', 'same_compute_capability')."),
+    ({"version_compatible": 1}, "`format_options['trt'].version_compatible`. Received: "
+                                "format_options['trt'].version_compatible=1. Expected True or False."),
+    ({"exclude_lean_runtime": True}, "Expected False unless version_compatible=True. Only a version-compatible "
+                                     "plan carries a lean runtime to leave out."),
     ({"workspace": 1}, "Unknown: ['workspace']."),
 ])
 def test_bad_options_name_the_argument(values, message):
@@ -378,6 +392,29 @@ def test_layer_precisions_from_the_engine_inspector():
   assert variant.layer_precisions(_INSPECTOR) == {"fp16": 1, "fp32": 2, "int8": 1}
   assert variant.layer_precisions({"Layers": ["conv", "relu"]}) == {"unknown": 2}  # built without DETAILED
   assert variant.layer_precisions(None) == {}
+
+
+FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "trt_inspector_int8.json")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("engine", ["tensorrt_8_6", "tensorrt_10_myelin", "tensorrt_11_uint8_image",
+                                    "tensorrt_8_6_no_context"])
+def test_int8_layers_are_counted_by_what_they_compute(engine):
+  """Inspector JSON in TensorRT 8.6/10/11's documented layouts (tests/fixtures: written by hand, see its
+  `_source`): a Myelin layer fusing the Quantize into the GEMM reads Float and is INT8 (the first-input rule said
+  fp32 and failed a correct INT8 engine); "UInt8" is not "Int8"; a lone Quantize/Dequantize computes nothing in
+  INT8; "N/A due to dynamic shapes" is unknown, not another precision."""
+  with open(FIXTURE) as f:
+    case = json.load(f)["engines"][engine]
+  assert variant.layer_precisions(case["information"]) == case["expected"]
+
+
+@pytest.mark.unit
+def test_an_int8_engine_whose_int8_is_only_an_unfused_qdq_pair_is_refused():
+  with open(FIXTURE) as f:
+    image = json.load(f)["engines"]["tensorrt_11_uint8_image"]["information"]
+  assert "int8" not in variant.layer_precisions(image)
 
 
 @pytest.mark.unit

@@ -66,6 +66,7 @@ def _trt_engine_ops(function):
 
 
 @pytest.mark.trt
+@pytest.mark.tftrt
 @pytest.mark.parametrize("precision", ["FP32", "FP16", "INT8"])
 def test_variant_is_built_loads_and_matches_native(trt_export, precision):
   base, module, manifest = trt_export
@@ -106,6 +107,7 @@ def test_variant_is_built_loads_and_matches_native(trt_export, precision):
 
 
 @pytest.mark.trt
+@pytest.mark.tftrt
 def test_manifest_records_the_tensorrt_that_was_loaded(trt_export):
   _, _, manifest = trt_export
   environment = manifest["environment"]

@@ -5,7 +5,8 @@
         config.pbtxt                 inputs/outputs by the variant's names, batch dim as max_batch_size
         .tftrt_keras                 marks the model as ours (retention touches nothing else)
         3/model.onnx (+ model.json)  versions = export versions, files hard-linked (or copied) from the variant
-      <name>_trt_fp16/               platform tensorrt_plan, cc_model_filenames {"8.6": "model.plan"}
+      <name>_trt_fp16/               platform tensorrt_plan, cc_model_filenames {"8.6": "model.plan"}, and a
+                                     default file that does not exist (no other GPU loads the plan)
         config.pbtxt
         3/model.plan
 
@@ -137,7 +138,8 @@ def model_config(variant, metadata, *, model_name, max_batch_size=None, batch_si
     batch_sizes: the captured batch sizes; an ONNX model prefers the largest of them.
 
   Returns:
-    {"name", "platform", "max_batch_size", "inputs", "outputs", "preferred_batch_sizes", "cc_model_filenames"},
+    {"name", "platform", "max_batch_size", "inputs", "outputs", "preferred_batch_sizes", "cc_model_filenames",
+    "default_model_filename", "notes"},
     inputs/outputs as [(name, data type, dims, reshape or None)].
   """
   format_name = variant.rpartition("_")[0]
@@ -145,14 +147,22 @@ def model_config(variant, metadata, *, model_name, max_batch_size=None, batch_si
     raise Unservable(f"{variant} is not a format Triton serves here (only {sorted(PLATFORMS)})")
   inputs = _tensors(metadata, "inputs", format_name)
   outputs = _tensors(metadata, "outputs", format_name)
-  cc_model_filenames = {}
+  cc_model_filenames, default_model_filename, notes = {}, None, []
   if format_name == "trt":
     max_batch, preferred = _engine_batch_sizes(metadata, [i[0] for i in inputs])
     capability = metadata.get("compute_capability")
     if not capability or not re.fullmatch(r"\d+\.\d+", str(capability)):
       raise Unservable(f"the plan's compute capability is unknown ({capability!r}); Triton would load it on any "
                        "GPU and fail there")
-    cc_model_filenames[str(capability)] = MODEL_FILES["trt"]
+    compatibility = metadata.get("compatibility") or {}
+    if compatibility.get("hardware_compatibility") != "ampere_plus":  # an ampere_plus plan loads on any 8.0+
+      # Only GPUs of this compute capability open model.plan; on any other Triton's fallback, the default model
+      # file, names a file that is not there, so the model fails to load there instead of loading a foreign plan.
+      cc_model_filenames[str(capability)] = MODEL_FILES["trt"]
+      default_model_filename = f"no-plan-for-this-gpu-built-for-cc-{capability}.plan"
+    if compatibility.get("version_compatible"):
+      notes.append("a version-compatible plan: start tritonserver with --backend-config=tensorrt,"
+                   "version-compatible=true to load it with a later TensorRT")
   else:
     if not max_batch_size or max_batch_size < 1:
       raise Unservable(f"no max batch size for {variant} (got {max_batch_size!r})")
@@ -161,7 +171,8 @@ def model_config(variant, metadata, *, model_name, max_batch_size=None, batch_si
     preferred = [max(captured)] if captured else []
   return {"name": model_name, "platform": PLATFORMS[format_name], "max_batch_size": max_batch,
           "inputs": inputs, "outputs": outputs, "preferred_batch_sizes": preferred,
-          "cc_model_filenames": cc_model_filenames}
+          "cc_model_filenames": cc_model_filenames, "default_model_filename": default_model_filename,
+          "notes": notes}
 
 
 def _engine_batch_sizes(metadata, input_names):
@@ -201,7 +212,7 @@ def _tensor_text(entry):
 
 def config_text(config, comment=None):
   """`config.pbtxt` (protobuf text format of Triton's ModelConfig) for a `model_config` dict."""
-  lines = [f"# {line}" for line in (comment or "").splitlines()]
+  lines = [f"# {line}" for line in (comment or "").splitlines() + config.get("notes", [])]
   lines += [f"name: {_quote(config['name'])}", f"platform: {_quote(config['platform'])}",
             f"max_batch_size: {config['max_batch_size']}", f"version_policy: {{ {VERSION_POLICY} }}"]
   for key, entries in (("input", config["inputs"]), ("output", config["outputs"])):
@@ -218,6 +229,8 @@ def config_text(config, comment=None):
   lines.append("}")
   for capability, file_name in sorted(config["cc_model_filenames"].items()):
     lines.append(f"cc_model_filenames {{ key: {_quote(capability)} value: {_quote(file_name)} }}")
+  if config.get("default_model_filename"):
+    lines.append(f"default_model_filename: {_quote(config['default_model_filename'])}")
   return "\n".join(lines) + "\n"
 
 

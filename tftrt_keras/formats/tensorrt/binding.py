@@ -26,6 +26,21 @@ class TensorSpec:
             "shape": None if self.shape is None else [None if d is None else int(d) for d in self.shape]}
 
 
+def numpy_dtype(name):
+  """np.dtype of a dtype name, "bfloat16" and the float8/int4 names too (registered by ml_dtypes, which
+  TensorFlow and JAX install); raises TypeError for a name neither knows."""
+  try:
+    return np.dtype(name)
+  except TypeError:
+    import ml_dtypes  # pylint: disable=g-import-not-at-top,unused-import  (registers its dtypes with numpy)
+    return np.dtype(name)
+
+
+def _kind(dtype):
+  # ml_dtypes' floats (bfloat16, float8_*) have numpy kind "V": they are floats to a feed.
+  return "f" if dtype.kind == "V" and "float" in dtype.name else dtype.kind
+
+
 class BindingError(ValueError):
   """Feeds that do not fit the engine: a missing or unknown name, a dtype or a shape it cannot take."""
 
@@ -59,7 +74,9 @@ def match_outputs(engine_outputs, signature_outputs):
 def castable(source, target):
   """Whether values of dtype `source` may be given as `target`: a wider or narrower type of the same kind
   (float64/float32/float16; int64/int32), never across kinds (int to float would hide a wrong feed)."""
-  source, target = np.dtype(source), np.dtype(target)
+  source, target = numpy_dtype(source), numpy_dtype(target)
+  if "V" in (source.kind, target.kind):
+    return _kind(source) == _kind(target) == "f"
   return source.kind == target.kind and np.can_cast(source, target, casting="same_kind")
 
 
@@ -73,7 +90,7 @@ def output_array(spec, shape):
   if any(d < 0 for d in shape):
     raise BindingError(f"output `{spec.name}` has a data-dependent shape {shape}; this runner needs output shapes "
                        "that follow from the input shapes")
-  return np.empty(shape, dtype=spec.dtype)
+  return np.empty(shape, dtype=numpy_dtype(spec.dtype))
 
 
 class EngineBinding:
@@ -109,10 +126,10 @@ class EngineBinding:
     arrays = {}
     for spec in self.inputs:
       array = np.asarray(feeds[spec.name])
-      if array.dtype != np.dtype(spec.dtype):
+      if array.dtype != numpy_dtype(spec.dtype):
         if not castable(array.dtype, spec.dtype):
           raise BindingError(f"input `{spec.name}` is {array.dtype.name}; the engine takes {spec.dtype}")
-        array = array.astype(spec.dtype)
+        array = array.astype(numpy_dtype(spec.dtype))
       if spec.shape is not None:
         if len(array.shape) != len(spec.shape):
           raise BindingError(f"input `{spec.name}` has shape {array.shape}; the engine takes rank {len(spec.shape)} "
@@ -140,8 +157,8 @@ class EngineBinding:
     for engine_name, name in self._output_names.items():
       value = np.asarray(results[engine_name])
       dtype = self._output_dtypes.get(name)
-      if dtype and value.dtype != np.dtype(dtype) and castable(value.dtype, dtype):
-        value = value.astype(dtype)
+      if dtype and value.dtype != numpy_dtype(dtype) and castable(value.dtype, dtype):
+        value = value.astype(numpy_dtype(dtype))
       outputs[name] = value
     return outputs
 

@@ -56,12 +56,25 @@ def tensorrt_version(edition=TENSORRT):
     return None, f"{type(err).__name__}: {err}"
 
 
-def _numpy_dtype(trt, dtype):
+def hardware_levels(edition=TENSORRT):
+  """Names of the installed module's `HardwareCompatibilityLevel` members (empty where it has none)."""
+  levels = getattr(import_tensorrt(edition), "HardwareCompatibilityLevel", None)
+  return set(levels.__members__) if levels is not None else set()
+
+
+# TensorRT types numpy has no dtype for, by the names signatures, Triton and ml_dtypes use (not "bf16").
+_NON_NUMPY_DTYPES = {"BF16": "bfloat16", "FP8": "float8_e4m3fn", "INT4": "int4", "FP4": "float4_e2m1fn",
+                     "E8M0": "float8_e8m0fnu"}
+
+
+def numpy_dtype_name(trt, dtype):
+  """The dtype name of a TensorRT `DataType`: numpy's where it has one, else ml_dtypes' ("bfloat16")."""
   try:
     import numpy as np  # pylint: disable=g-import-not-at-top
     return np.dtype(trt.nptype(dtype)).name
   except (TypeError, KeyError):
-    return str(dtype).rsplit(".", 1)[-1].lower()  # bfloat16, fp8, int4: no numpy dtype
+    name = getattr(dtype, "name", None) or str(dtype).rsplit(".", 1)[-1]
+    return _NON_NUMPY_DTYPES.get(name, name.lower())
 
 
 def _spec(trt, name, dtype, dims):
@@ -69,7 +82,7 @@ def _spec(trt, name, dtype, dims):
     shape = tuple(None if d < 0 else int(d) for d in dims)
   except ValueError:  # Dims of unknown rank (nbDims == -1) cannot be iterated
     shape = None
-  return TensorSpec(name, _numpy_dtype(trt, dtype), shape)
+  return TensorSpec(name, numpy_dtype_name(trt, dtype), shape)
 
 
 @dataclasses.dataclass
@@ -85,6 +98,10 @@ class BuildSettings:
     timing_cache: bytes of a trusted earlier cache (see `cache`), or None to start empty.
     compute_capabilities: names of `ComputeCapability` members to target ("SM86", "CURRENT"), or None to leave
       the builder's default (TensorRT-RTX: its portable set). Only for a module that has compute-capability targets.
+    hardware_compatibility: a `HardwareCompatibilityLevel` member name ("AMPERE_PLUS", "SAME_COMPUTE_CAPABILITY",
+      "NONE"), or None to leave the builder's default.
+    version_compatible: build with BuilderFlag.VERSION_COMPATIBLE (runs on later TensorRT versions).
+    exclude_lean_runtime: with `version_compatible`, leave the lean runtime out of the plan (EXCLUDE_LEAN_RUNTIME).
   """
   precision: str
   workspace_bytes: int
@@ -92,6 +109,9 @@ class BuildSettings:
   use_timing_cache: bool = True
   timing_cache: bytes = None
   compute_capabilities: tuple = None
+  hardware_compatibility: str = None
+  version_compatible: bool = False
+  exclude_lean_runtime: bool = False
 
 
 @dataclasses.dataclass
@@ -161,7 +181,8 @@ def _compute_capabilities(config):
 
 def _use_timing_cache(config, given, log):
   """Attaches a timing cache to `config`; returns (cache, status): status None when TensorRT took `given` (or
-  nothing was given), else "ignored: ..." with TensorRT's own words."""
+  nothing was given), else "ignored: ..." / "not used: ..." with TensorRT's own words. cache is None when
+  TensorRT took none (then nothing is serialized after the build)."""
   if not hasattr(config, "create_timing_cache"):
     return None, "not used: this TensorRT has no timing cache"
   mark = log.mark()
@@ -171,15 +192,81 @@ def _use_timing_cache(config, given, log):
       cache = config.create_timing_cache(given)
     except Exception as err:  # pylint: disable=broad-except
       status = f"ignored: TensorRT refused it ({type(err).__name__}: {err})"
+    else:
+      if cache is None:  # it returns nothing for bytes it cannot read instead of raising
+        status = f"ignored: TensorRT could not read it ({log.error_text()})"
+  if cache is not None and not config.set_timing_cache(cache, ignore_mismatch=False):
+    status, cache = f"ignored: TensorRT refused it ({log.error_text()})", None
   if cache is None:
     cache = config.create_timing_cache(b"")
-  if not config.set_timing_cache(cache, ignore_mismatch=False) and given and status is None:
-    status = f"ignored: TensorRT refused it ({log.error_text()})"
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+      return None, f"not used: TensorRT took no timing cache ({log.error_text()})" + (f"; {status}" if status else "")
   said = log.since(mark)
   if given and status is None and any(_CACHE_REFUSED.search(line) for line in said):
     # It returns an empty cache instead of failing: only its log says the given one was not used.
     status = "ignored: TensorRT said: " + " | ".join(" ".join(line.split()) for line in said)
   return cache, status
+
+
+def serialized_timing_cache(config):
+  """The bytes of the timing cache `config` holds after a build, or None (it can hold none, as Polygraphy's
+  EngineBytesFromNetwork guards: `get_timing_cache()` returns None)."""
+  cache = config.get_timing_cache() if hasattr(config, "get_timing_cache") else None
+  if cache is None:
+    return None
+  data = cache.serialize()
+  return bytes(data) if data is not None and len(bytes(data)) else None
+
+
+_PLUGINS_INITIALIZED = set()  # module names whose plugin library was initialized in this process
+
+
+def init_plugins(trt):
+  """Registers TensorRT's own plugins once per process (ONNX ops such as RoiAlign are served by them) and returns
+  the registered creators, "name/version"; TensorRT-RTX registers its few plugins itself."""
+  if trt.__name__ not in _PLUGINS_INITIALIZED and hasattr(trt, "init_libnvinfer_plugins"):
+    trt.init_libnvinfer_plugins(process_logger(trt), "")
+    _PLUGINS_INITIALIZED.add(trt.__name__)
+  registry = trt.get_plugin_registry()
+  creators = getattr(registry, "all_creators", None)
+  if creators is None:  # TensorRT 8.6 names the list differently
+    creators = getattr(registry, "plugin_creator_list", [])
+  return sorted(f"{c.name}/{c.plugin_version}" for c in creators)
+
+
+def _set_hardware_compatibility(trt, config, name, log):
+  levels = getattr(trt, "HardwareCompatibilityLevel", None)
+  if levels is None or not hasattr(config, "hardware_compatibility_level"):
+    raise VariantFailed(f"hardware compatibility level {name} was asked for, but {trt.__name__} {trt.__version__} "
+                        "has no hardware compatibility levels (IBuilderConfig.hardware_compatibility_level)")
+  if not hasattr(levels, name):
+    raise VariantFailed(f"hardware compatibility level {name} is unknown to the installed {trt.__name__} "
+                        f"{trt.__version__}; it knows {sorted(levels.__members__)}")
+  mark = log.mark()
+  config.hardware_compatibility_level = getattr(levels, name)
+  held = _hardware_level(config)
+  if held != name:  # TensorRT-RTX takes the call and keeps NONE ("... is unsupported in TensorRT-RTX")
+    said = " | ".join(log.since(mark)) or log.error_text()
+    raise VariantFailed(f"{trt.__name__} {trt.__version__} did not take hardware compatibility level {name}: it "
+                        f"reads back {held} ({said})")
+
+
+def _set_flag(trt, config, name, why):
+  if not hasattr(trt.BuilderFlag, name):
+    raise VariantFailed(f"{why} needs BuilderFlag.{name}, which the installed {trt.__name__} {trt.__version__} "
+                        "does not have")
+  config.set_flag(getattr(trt.BuilderFlag, name))
+
+
+def _flag_is_set(trt, config, name):
+  return bool(config.get_flag(getattr(trt.BuilderFlag, name))) if hasattr(trt.BuilderFlag, name) else None
+
+
+def _hardware_level(config):
+  try:
+    return config.hardware_compatibility_level.name
+  except AttributeError:
+    return None
 
 
 def build_engine(onnx_path, settings, profile, edition=TENSORRT):
@@ -203,16 +290,21 @@ def build_engine(onnx_path, settings, profile, edition=TENSORRT):
   with recording(trt, name) as log, warnings.catch_warnings(record=True) as python_warnings:
     # TensorRT-RTX says through Python's warnings too ("Timing cache operations are no-ops in TensorRT-RTX").
     warnings.simplefilter("always", DeprecationWarning)
-    builder = trt.Builder(process_logger(trt))
-    if not builder:
-      raise VariantFailed(f"{name} could not create a builder: {log.error_text()}")
+    try:  # a factory that fails raises (it never returns None)
+      builder = trt.Builder(process_logger(trt))
+    except Exception as err:  # pylint: disable=broad-except
+      raise VariantFailed(f"{name} could not create a builder ({type(err).__name__}: {err}): "
+                          f"{log.error_text()}") from err
+    plugins = init_plugins(trt)
     flags, flag_names = _network_flags(trt)
     strongly_typed = "STRONGLY_TYPED" in flag_names
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, process_logger(trt))
     if not parser.parse_from_file(onnx_path):
-      raise VariantFailed(f"{name} could not parse the ONNX model: "
-                          + " | ".join(_parser_errors(parser)[-ERROR_LINES_KEPT:] or [log.error_text()]))
+      errors = _parser_errors(parser)[-ERROR_LINES_KEPT:] or [log.error_text()]
+      if any("plugin" in error.lower() for error in errors):
+        errors.append(f"plugins registered in {name} {trt.__version__}: {', '.join(plugins) or 'none'}")
+      raise VariantFailed(f"{name} could not parse the ONNX model: " + " | ".join(errors))
     inputs = [_spec(trt, t.name, t.dtype, t.shape) for t in (network.get_input(i) for i in range(network.num_inputs))]
     outputs = [_spec(trt, t.name, t.dtype, t.shape)
                for t in (network.get_output(i) for i in range(network.num_outputs))]
@@ -233,6 +325,17 @@ def build_engine(onnx_path, settings, profile, edition=TENSORRT):
       if flag and hasattr(trt.BuilderFlag, flag):
         config.set_flag(getattr(trt.BuilderFlag, flag))
         builder_flags.append(flag)
+    if settings.precision == "FP32" and hasattr(trt.BuilderFlag, "TF32"):
+      # TF32 is on by default (10-bit mantissa): an FP32 engine computes in FP32 (as Polygraphy builds).
+      config.clear_flag(trt.BuilderFlag.TF32)
+    if settings.hardware_compatibility:
+      _set_hardware_compatibility(trt, config, settings.hardware_compatibility, log)
+    if settings.version_compatible:
+      _set_flag(trt, config, "VERSION_COMPATIBLE", "version_compatible")
+      builder_flags.append("VERSION_COMPATIBLE")
+      if settings.exclude_lean_runtime:
+        _set_flag(trt, config, "EXCLUDE_LEAN_RUNTIME", "exclude_lean_runtime")
+        builder_flags.append("EXCLUDE_LEAN_RUNTIME")
 
     trt_profile = builder.create_optimization_profile()
     for input_name, shapes in profile.items():
@@ -255,13 +358,15 @@ def build_engine(onnx_path, settings, profile, edition=TENSORRT):
     seconds = time.monotonic() - started
     if plan is None or not plan.nbytes:
       raise VariantFailed(f"{name} built no engine: {log.error_text()}")
-    timing_cache = None
-    if cache is not None:
-      timing_cache = bytes(config.get_timing_cache().serialize())
+    timing_cache = serialized_timing_cache(config) if cache is not None else None
     applied = {"network_flags": flag_names, "workspace_bytes": int(config.get_memory_pool_limit(
         trt.MemoryPoolType.WORKSPACE)), "builder_optimization_level": getattr(config, "builder_optimization_level",
                                                                               None),
-               "compute_capabilities": _compute_capabilities(config), "profiling_verbosity": "DETAILED"}
+               "compute_capabilities": _compute_capabilities(config), "profiling_verbosity": "DETAILED",
+               "tf32": _flag_is_set(trt, config, "TF32"),
+               "hardware_compatibility_level": _hardware_level(config) if settings.hardware_compatibility else None,
+               "version_compatible": _flag_is_set(trt, config, "VERSION_COMPATIBLE"),
+               "exclude_lean_runtime": _flag_is_set(trt, config, "EXCLUDE_LEAN_RUNTIME"), "plugins": plugins}
     said = list(dict.fromkeys(list(log.warnings) + [f"{w.category.__name__}: {w.message}" for w in python_warnings]))
   return BuiltEngine(plan=bytes(plan), tensorrt_version=trt.__version__, strongly_typed=strongly_typed,
                      builder_flags=builder_flags, inputs=inputs, outputs=outputs, timing_cache=timing_cache,
@@ -277,18 +382,22 @@ class LoadedEngine:
     profile: {input name: {"min", "opt", "max"}} of the engine's first optimization profile.
   """
 
-  def __init__(self, plan, edition=TENSORRT):
+  def __init__(self, plan, edition=TENSORRT, host_code_allowed=False):
     trt = self._trt = import_tensorrt(edition)
     self._log = open_log(trt, EDITION_NAMES[edition])
     try:
-      self._load(trt, plan)
+      self._load(trt, plan, host_code_allowed)
     except BaseException:
       self.close()
       raise
 
-  def _load(self, trt, plan):
+  def _load(self, trt, plan, host_code_allowed):
     name = self._log.edition_name
+    init_plugins(trt)  # a plan that uses TensorRT's plugins finds them (as Polygraphy's EngineFromBytes does)
     self._runtime = trt.Runtime(process_logger(trt))
+    if host_code_allowed:
+      # A version-compatible plan carries its lean runtime: host code TensorRT runs only when told to trust it.
+      self._runtime.engine_host_code_allowed = True
     self._engine = self._runtime.deserialize_cuda_engine(plan)
     if self._engine is None:
       raise RuntimeError(f"{name} could not load the engine: {self._log.error_text()}")
@@ -322,8 +431,16 @@ class LoadedEngine:
       raise RuntimeError(f"TensorRT could not run the engine: {self._log.error_text()}")
 
   def layer_information(self):
-    """The engine inspector's JSON ({"Layers": [...], "Bindings": [...]}): per-layer types and precisions."""
+    """The engine inspector's JSON ({"Layers": [...], "Bindings" or "I/O Tensors": [...]}): per-layer types and
+    precisions, with every dynamic input at its profile's `opt` shape: without an execution context whose shapes
+    are set the inspector writes "N/A due to dynamic shapes" for the formats."""
     inspector = self._engine.create_engine_inspector()
+    try:
+      for tensor, shapes in self.profile.items():
+        self.set_input_shape(tensor, shapes["opt"])
+      inspector.execution_context = self._context
+    except RuntimeError:  # a shape the context refuses: the layer types are still worth reading
+      pass
     return json.loads(inspector.get_engine_information(self._trt.LayerInformationFormat.JSON))
 
   def close(self):

@@ -172,7 +172,8 @@ class TensorRTExecutor:
     self.memory.close()
 
 
-def open_plan_runner(plan_path, signature=None, cuda_binding=CUDA_PYTHON, device=0, edition=None):
+def open_plan_runner(plan_path, signature=None, cuda_binding=CUDA_PYTHON, device=0, edition=None,
+                     host_code_allowed=False):
   """An `EngineRunner` on the plan at `plan_path`, returning outputs under `signature`'s names.
 
   Args:
@@ -181,6 +182,8 @@ def open_plan_runner(plan_path, signature=None, cuda_binding=CUDA_PYTHON, device
     cuda_binding: CUDA_PYTHON or PYCUDA (see `open_memory`).
     device: the GPU to run on.
     edition: `build.TENSORRT` (default) or `build.TENSORRT_RTX`: which runtime deserializes the plan.
+    host_code_allowed: let the runtime run the lean runtime a version-compatible plan carries (a trusted plan
+      only: see `compat.host_code_allowed`).
 
   Raises:
     CudaUnavailable: no usable GPU or CUDA binding.
@@ -190,7 +193,7 @@ def open_plan_runner(plan_path, signature=None, cuda_binding=CUDA_PYTHON, device
   memory = open_memory(cuda_binding, device)
   try:
     with open(plan_path, "rb") as f:
-      engine = tensorrt_build.LoadedEngine(f.read(), edition or tensorrt_build.TENSORRT)
+      engine = tensorrt_build.LoadedEngine(f.read(), edition or tensorrt_build.TENSORRT, host_code_allowed)
   except BaseException:
     memory.close()
     raise

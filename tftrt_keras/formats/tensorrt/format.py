@@ -17,14 +17,17 @@ Example:
 """
 
 import dataclasses
+import json
 import os
 
 from absl import logging
 
 from tftrt_keras.errors import invalid_argument
-from tftrt_keras.formats.base import Format, VariantUnavailable, artifact_name
-from tftrt_keras.formats.tensorrt.variant import (PLAN_FILE, build_checks, check_integer_options, file_sha256,
-                                                  inspect_layers, plan_metadata, source_model, write_variant)
+from tftrt_keras.formats.base import Format, RunnerUnavailable, VariantFailed, VariantUnavailable, artifact_name
+from tftrt_keras.formats.tensorrt.compat import HARDWARE_LEVELS, host_code_allowed, plan_refusal, runs_on
+from tftrt_keras.formats.tensorrt.variant import (METADATA_FILE, PLAN_FILE, build_checks, check_integer_options,
+                                                  file_sha256, inspect_layers, plan_metadata, source_model,
+                                                  write_variant)
 
 CUDA_BINDINGS = ("cuda-python", "pycuda")
 
@@ -46,6 +49,12 @@ class TensorRTOptions:
     timing_cache: keep TensorRT's timing cache in the export root and reuse it (see `tensorrt_cache`).
     cuda_binding: "cuda-python" (default) or "pycuda" for the runner's memory and stream calls; pycuda is used
       only where it imports, else cuda-python (with a warning).
+    hardware_compatibility: which GPUs the plan runs on: "none" (default: GPUs of the building GPU's compute
+      capability, tuned for that GPU model), "same_compute_capability" (TensorRT 10.x's level for any GPU of that
+      compute capability), "ampere_plus" (any GPU of compute capability 8.0 or later; built on one; slower).
+    version_compatible: build a plan later TensorRT versions run too (it carries a lean runtime; may be slower).
+    exclude_lean_runtime: with `version_compatible`, leave the lean runtime out (a smaller plan; another TensorRT
+      version then needs the building version's lean runtime library loaded).
   """
 
   workspace_mb: int = None
@@ -53,6 +62,9 @@ class TensorRTOptions:
   device: int = None
   timing_cache: bool = True
   cuda_binding: str = "cuda-python"
+  hardware_compatibility: str = "none"
+  version_compatible: bool = False
+  exclude_lean_runtime: bool = False
 
   def __post_init__(self):
     check_integer_options(self, _argument, (("workspace_mb", 1, None), ("builder_optimization_level", 0, 5),
@@ -61,6 +73,15 @@ class TensorRTOptions:
       raise invalid_argument(_argument("timing_cache"), self.timing_cache, "True or False")
     if self.cuda_binding not in CUDA_BINDINGS:
       raise invalid_argument(_argument("cuda_binding"), self.cuda_binding, f"one of {CUDA_BINDINGS}")
+    if self.hardware_compatibility not in HARDWARE_LEVELS:
+      raise invalid_argument(_argument("hardware_compatibility"), self.hardware_compatibility,
+                             f"one of {tuple(HARDWARE_LEVELS)}")
+    for name in ("version_compatible", "exclude_lean_runtime"):
+      if not isinstance(getattr(self, name), bool):
+        raise invalid_argument(_argument(name), getattr(self, name), "True or False")
+    if self.exclude_lean_runtime and not self.version_compatible:
+      raise invalid_argument(_argument("exclude_lean_runtime"), True, "False unless version_compatible=True",
+                             hint="Only a version-compatible plan carries a lean runtime to leave out.")
 
 
 # --- can it run here? ----------------------------------------------------------------------------------------
@@ -131,8 +152,17 @@ def unavailable_text(status, device=None):
 
 # --- what was built ------------------------------------------------------------------------------------------
 
+def compatibility_record(options, built):
+  """What `model.json` says about where the plan runs: the options asked, and what the builder read back."""
+  applied = built.builder or {}
+  return {"hardware_compatibility": options.hardware_compatibility,
+          "hardware_compatibility_level": applied.get("hardware_compatibility_level"),
+          "version_compatible": options.version_compatible, "exclude_lean_runtime": options.exclude_lean_runtime,
+          "tf32": applied.get("tf32")}
+
+
 def engine_metadata(*, precision, source_artifact, source_sha256, built, gpu, profile, builder_options,
-                    timing_cache, layers, checks, created=None):
+                    timing_cache, layers, checks, created=None, compatibility=None):
   """The content of `model.json` beside a `trt` plan (everything a server or a user needs to trust the plan).
 
   Args:
@@ -141,12 +171,19 @@ def engine_metadata(*, precision, source_artifact, source_sha256, built, gpu, pr
     builder_options: dict of the builder settings used.
     timing_cache: what happened to the timing cache (a sentence).
     layers: `variant.layer_precisions` of the engine.
+    compatibility: `compatibility_record` (None: built without the options, as before them).
   """
-  return plan_metadata(format_name="trt", precision=precision, source_artifact=source_artifact,
+  extra = {}
+  if compatibility is not None:
+    extra["compatibility"] = compatibility
+  metadata = plan_metadata(format_name="trt", precision=precision, source_artifact=source_artifact,
                        source_sha256=source_sha256, built=built, profile=profile,
                        builder=dict(builder_options, timing_cache=timing_cache), checks=checks, created=created,
                        gpu_name=gpu.name, compute_capability=gpu.compute_capability, gpu=gpu.to_json(),
-                       layers_by_precision=layers)
+                       layers_by_precision=layers, **extra)
+  if compatibility is not None:
+    metadata["compatibility"]["runs_on"] = runs_on(metadata)
+  return metadata
 
 
 # --- the format ----------------------------------------------------------------------------------------------
@@ -182,13 +219,19 @@ class TensorRTFormat(Format):
     onnx_path, io, profile = source_model(job, source, source_dir)
 
     gpu = status.gpus[device]
+    if options.hardware_compatibility == "ampere_plus" and int(gpu.compute_capability.split(".")[0]) < 8:
+      raise VariantFailed(f"{_argument('hardware_compatibility')}='ampere_plus' builds only on an Ampere or later "
+                          f"GPU; GPU {device}: {gpu.name} has compute capability {gpu.compute_capability}")
     key = CacheKey(gpu.name, gpu.compute_capability, status.tensorrt_version)
     store = TimingCacheStore(job.root)
     loaded = store.load(key) if options.timing_cache else None
     workspace = options.workspace_mb * (1 << 20) if options.workspace_mb else job.options.max_workspace_size_bytes
     settings = tensorrt_build.BuildSettings(
         precision=precision, workspace_bytes=workspace, builder_optimization_level=options.builder_optimization_level,
-        use_timing_cache=options.timing_cache, timing_cache=loaded.data if loaded else None)
+        use_timing_cache=options.timing_cache, timing_cache=loaded.data if loaded else None,
+        hardware_compatibility=(None if options.hardware_compatibility == "none"
+                                else HARDWARE_LEVELS[options.hardware_compatibility]),
+        version_compatible=options.version_compatible, exclude_lean_runtime=options.exclude_lean_runtime)
     try:
       cuda_devices.set_device(device)
     except cuda_devices.CudaUnavailable as err:
@@ -196,7 +239,8 @@ class TensorRTFormat(Format):
     built = tensorrt_build.build_engine(onnx_path, settings, profile, tensorrt_build.TENSORRT)
     checks = build_checks(built, io, profile, source, job.max_batch_size)
     # Loading it back proves the plan deserializes here; the inspector says what its layers really run in.
-    layers = inspect_layers(built.plan, tensorrt_build.TENSORRT, precision, source)
+    layers = inspect_layers(built.plan, tensorrt_build.TENSORRT, precision, source,
+                            host_code_allowed=options.version_compatible and not options.exclude_lean_runtime)
     checks["deserialize"] = f"passed: the engine deserializes on {gpu.name} (compute capability {gpu.compute_capability})"
     if precision == "INT8":
       checks["int8_layers"] = f"passed: {layers['int8']} layer(s) run in INT8 (engine inspector)"
@@ -211,20 +255,43 @@ class TensorRTFormat(Format):
                        "profiling_verbosity": "DETAILED"}
     metadata = engine_metadata(precision=precision, source_artifact=source, source_sha256=file_sha256(onnx_path),
                                built=built, gpu=gpu, profile=profile, builder_options=builder_options,
-                               timing_cache=timing_cache, layers=layers, checks=checks)
+                               timing_cache=timing_cache, layers=layers, checks=checks,
+                               compatibility=compatibility_record(options, built))
     write_variant(output_dir, built.plan, metadata)
     logging.info("tftrt_keras: built %s engine (%d bytes) in %.1f s on %s", precision, len(built.plan),
                  built.seconds, gpu.name)
     return {"file": PLAN_FILE, "engine_bytes": len(built.plan), "tensorrt_version": built.tensorrt_version,
             "gpu_name": gpu.name, "compute_capability": gpu.compute_capability, "profiles": profile,
             "strongly_typed": built.strongly_typed, "timing_cache": timing_cache,
-            "build_seconds": round(built.seconds, 3), "layers_by_precision": layers}
+            "build_seconds": round(built.seconds, 3), "layers_by_precision": layers,
+            "runs_on": metadata["compatibility"]["runs_on"]}
 
   def open_runner(self, path, job):
+    """The runner on the plan, after `compat.plan_refusal` found nothing against this GPU and TensorRT.
+
+    Raises:
+      RunnerUnavailable: no TensorRT or GPU here, or the plan's model.json says it cannot run on them (the
+        message says exactly why and what to rebuild with).
+    """
+    from tftrt_keras.formats.tensorrt import build as tensorrt_build  # pylint: disable=g-import-not-at-top
     from tftrt_keras.formats.tensorrt.cuda_runner import open_plan_runner  # pylint: disable=g-import-not-at-top
     options = job.format_options(self.name)
-    return open_plan_runner(os.path.join(path, PLAN_FILE), job.signature or None, options.cuda_binding,
-                            options.device or 0)
+    device = options.device or 0
+    status = probe()
+    reason = unavailable_text(status, device)
+    if reason:
+      raise RunnerUnavailable(reason)
+    with open(os.path.join(path, METADATA_FILE)) as f:
+      metadata = json.load(f)
+    plan_path = os.path.join(path, PLAN_FILE)
+    refusal, notes = plan_refusal(metadata, status.tensorrt_version, status.gpus[device],
+                                  tensorrt_build.hardware_levels())
+    if refusal:
+      raise RunnerUnavailable(f"this TensorRT plan cannot run here: {refusal}")
+    for note in notes:
+      logging.warning("tftrt_keras: %s: %s", plan_path, note)
+    return open_plan_runner(plan_path, job.signature or None, options.cuda_binding, device,
+                            host_code_allowed=host_code_allowed(metadata, file_sha256(plan_path)))
 
 
 FORMAT = TensorRTFormat()

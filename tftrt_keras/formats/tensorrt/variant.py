@@ -18,6 +18,7 @@ import hashlib
 import json
 import numbers
 import os
+import re
 import time
 
 from tftrt_keras.errors import invalid_argument
@@ -138,22 +139,61 @@ def build_checks(built, io, profile, source, max_batch_size):
   return checks
 
 
+# Datatype words of the inspector's "Format/Datatype" ("Row major linear Int8 format", "Thirty-two wide channel
+# vectorized row major Int8 format", TensorRT 10.9+: "Int8", "Half", "Float"), matched as whole words: "UInt8" is
+# not "Int8".
+_PRECISION_WORDS = (("int8", r"int8"), ("uint8", r"uint8"), ("fp8", r"fp8|e4m3|e5m2"), ("int4", r"int4"),
+                    ("fp4", r"fp4|e2m1"), ("bf16", r"bf16|bfloat16?"), ("fp16", r"fp16|half"),
+                    ("fp32", r"fp32|float"), ("int32", r"int32"), ("int64", r"int64"), ("bool", r"bool"))
+_PRECISION_RES = [(word, re.compile(rf"(?<![a-z0-9])(?:{pattern})(?![a-z0-9])", re.IGNORECASE))
+                  for word, pattern in _PRECISION_WORDS]
+# Layers that only move or convert data: a Quantize or Dequantize on its own runs no INT8 arithmetic.
+_CONVERSION_LAYER_TYPES = {"Reformat", "NoOp", "Shuffle", "Quantize", "Dequantize", "Identity"}
+_QDQ_NODE = re.compile(r"(Quantize|Dequantize)Linear|/(input|weight)_quantizer|_(De)?QuantizeLinear", re.IGNORECASE)
+
+
 def _precision_word(datatype):
-  text = datatype.lower()
-  for word, names in (("int8", ("int8",)), ("fp8", ("fp8",)), ("bf16", ("bf16", "bfloat")),
-                      ("fp16", ("fp16", "half")), ("fp32", ("fp32", "float")), ("int32", ("int32",)),
-                      ("int64", ("int64",)), ("bool", ("bool",))):
-    if any(name in text for name in names):
+  for word, pattern in _PRECISION_RES:
+    if pattern.search(datatype):
       return word
-  return "other"
+  return "unknown" if "n/a" in datatype.lower() else "other"
+
+
+def _tensor_words(tensors):
+  return [_precision_word(str(t.get("Format/Datatype") or t.get("DataType") or t.get("Format") or ""))
+          for t in tensors if isinstance(t, dict)]
+
+
+def _fused_nodes(layer):
+  """The ONNX nodes a layer fuses, from its name ("a + b", Myelin's "{ForeignNode[first...last]}") and metadata."""
+  text = str(layer.get("Name", "")) + "\x1f" + str(layer.get("Metadata", ""))
+  return [part.strip(" {}[]") for part in re.split(r" \+ |\.\.\.|\x1f|ForeignNode\[", text) if part.strip(" {}[]")]
+
+
+def _is_int8_layer(layer):
+  """A layer runs INT8 arithmetic if it reads an INT8 tensor, holds INT8 weights, or fuses a QuantizeLinear into
+  the computation it feeds (Myelin's Q+GEMM reads the float activation and quantizes inside the kernel)."""
+  if layer.get("LayerType") in _CONVERSION_LAYER_TYPES:
+    return False
+  nodes = _fused_nodes(layer)
+  if nodes and all(_QDQ_NODE.search(node) for node in nodes):
+    return False  # Q/DQ nodes alone, under whatever layer type
+  weights = [layer.get(key) for key in ("Weights", "Bias") if isinstance(layer.get(key), dict)]
+  if "int8" in _tensor_words(layer.get("Inputs") or []) or any(
+      _precision_word(str(w.get("Type", ""))) == "int8" for w in weights[:1]):
+    return True
+  return any(_QDQ_NODE.search(node) and "Quantize" in node and "Dequantize" not in node for node in nodes) and any(
+      not _QDQ_NODE.search(node) for node in nodes)
 
 
 def layer_precisions(information):
   """{precision: layer count} of an engine, from the engine inspector's JSON (`LoadedEngine.layer_information`).
 
-  A layer counts under the datatype of its first input (`"Format/Datatype": "Row major linear Int8 format"`):
-  an INT8 convolution reads INT8, the Quantize layer before it reads float. Reformat layers only copy and are
-  not counted. Engines built without DETAILED profiling verbosity list layer names only: "unknown".
+  "int8" counts the layers that run INT8 arithmetic (`_is_int8_layer`); any other layer counts under the
+  datatype of its first input ("fp32", "fp16", "uint8", ...; "unknown" where the inspector wrote "N/A"), or of its
+  first output where it only reads INT8 (a Dequantize).
+  Reformat layers only copy and are not counted. Engines built without DETAILED profiling verbosity list layer
+  names only: "unknown".
   """
   counts = collections.Counter()
   for layer in (information or {}).get("Layers", []):
@@ -162,25 +202,35 @@ def layer_precisions(information):
       continue
     if layer.get("LayerType") == "Reformat":
       continue
-    inputs = layer.get("Inputs") or []
-    datatype = inputs[0].get("Format/Datatype", "") if inputs and isinstance(inputs[0], dict) else ""
-    counts[_precision_word(str(datatype)) if datatype else "other"] += 1
+    if _is_int8_layer(layer):
+      counts["int8"] += 1
+      continue
+    words = _tensor_words((layer.get("Inputs") or [])[:1])
+    if words == ["int8"]:  # reads INT8 but computes nothing in it (a Dequantize): counted by what it writes
+      words = _tensor_words((layer.get("Outputs") or [])[:1]) or ["other"]
+    counts[words[0] if words else "other"] += 1
   return dict(sorted(counts.items()))
 
 
-def inspect_layers(plan, edition, precision, source):
+def inspect_layers(plan, edition, precision, source, host_code_allowed=False):
   """Loads `plan` (here: a GPU that can run it is present) and counts its layers by precision.
 
   Raises:
-    VariantFailed: the plan does not deserialize, or an INT8 engine runs no layer in INT8.
+    VariantFailed: the plan does not deserialize, the inspector's answer cannot be read, or an INT8 engine runs
+      no layer in INT8.
   """
   from tftrt_keras.formats.tensorrt.build import LoadedEngine  # pylint: disable=g-import-not-at-top
+  engine = None
   try:
-    engine = LoadedEngine(plan, edition)
+    engine = LoadedEngine(plan, edition, host_code_allowed=host_code_allowed)
     layers = layer_precisions(engine.layer_information())
-    engine.close()
-  except RuntimeError as err:
-    raise VariantFailed(str(err)) from err
+  except Exception as err:  # pylint: disable=broad-except
+    # Not only RuntimeError: TensorRT's bindings raise TypeError/ValueError too, and the JSON may not parse.
+    raise VariantFailed(str(err) if isinstance(err, RuntimeError) else
+                        f"the engine could not be inspected ({type(err).__name__}: {err})") from err
+  finally:
+    if engine is not None:
+      engine.close()
   if precision == "INT8" and not layers.get("int8"):
     raise VariantFailed(f"the INT8 engine runs no layer in INT8 (layers by input precision: {layers}); "
                         f"{source} should carry Q/DQ pairs TensorRT can fuse")
