@@ -150,3 +150,26 @@ def test_describe_export_lists_unverified_artifacts_in_their_own_column(tmp_path
                         f"{tmp_path / 'calibration' / '6'}", "  tftrt_fp16   skipped    -"]
   assert f"  frozen       unverified {tmp_path / 'frozen' / '6'}" in lines
   assert f"  frozen, onnx_fp32: {NOT_VARYING}" in lines
+
+
+def test_one_artifacts_reason_that_differs_between_versions_only_in_numbers_is_one_footnote():
+  untracked = ("AssertionError: Tried to export a function which references an 'untracked' resource. Function name = "
+               "b'__inference_signature_wrapper_{}' Trackable referencing this tensor = <StaticHashTable object at {}>")
+  manifests = []
+  for version, (function, address) in enumerate([(215, "0x7f0bae2f64d0"), (1187, "0x7f0bae2f9a10"),
+                                                  (2159, "0x7f0b9c01e2d0")], 1):
+    manifests.append({"version": version, "artifacts": {
+        "native": {"status": "failed", "path": None, "reason": untracked.format(function, address)},
+        "onnx_int8": {"status": "rejected", "path": None, "reason": f"{OTHER_LONG_REASON} ({version} of 3)"},
+        "onnx_fp16": {"status": "rejected", "path": None, "reason": f"{OTHER_LONG_REASON} ({version + 5} of 3)"}}})
+  text = summary.summary_table(manifests, width=80)
+  rows = _rows(text)
+  assert {rows[(v, "native")][4] for v in ("1", "2", "3")} == {"[1]"}
+  # Per artifact: onnx_int8 and onnx_fp16 keep a footnote each, both shared by their three versions.
+  assert {rows[(v, "onnx_int8")][4] for v in ("1", "2", "3")} == {"[2]"}
+  assert {rows[(v, "onnx_fp16")][4] for v in ("1", "2", "3")} == {"[3]"}
+  below = " ".join(text.split("\n\n", 1)[1].split())
+  assert below.count("Tried to export a function") == 1
+  assert below.startswith(f"[1] {untracked.format(215, '0x7f0bae2f64d0')} (also versions 2, 3, where only numbers "
+                          "differ; each manifest has its exact text) [2] ")
+  assert "[4]" not in below

@@ -141,3 +141,23 @@ def test_bad_format_options_exit_2_naming_the_flag(model, tmp_path):
   assert result.returncode == 2
   assert "--export_format_options={onnx: 1}: expected a JSON object" in result.stderr
   assert not (tmp_path / "out").exists()
+
+
+def test_string_inputs_say_why_onnx_cannot_take_them_and_the_warning_names_this_tools_flag(tmp_path):
+  saved_models.lookup_table(tmp_path / "model")
+  np.savez(tmp_path / "tokens.npz", token=np.array([b"a", b"b", b"c"] * 4))
+  out = tmp_path / "out"
+  result = _run(f"--saved_model_dir={tmp_path / 'model'}", f"--output_dir={out}", "--export_precisions=FP32,INT8",
+                "--export_formats=onnx", f"--calibration_data={tmp_path / 'tokens.npz'}")
+  assert result.returncode == 1, result.stderr[-3000:]  # onnx_fp32 failed
+  with open(out / "manifests" / "1" / "manifest.json") as f:
+    artifacts = json.load(f)["artifacts"]
+  assert artifacts["native"]["status"] == "ok"
+  fp32 = artifacts["onnx_fp32"]
+  assert fp32["status"] == "failed" and "input `token` is string" in fp32["reason"], fp32
+  assert "ONNX and TensorRT tensors are numeric" in fp32["reason"]  # why
+  assert "export the numeric part" in fp32["reason"]  # what to do
+  (warning,) = [w for w in artifacts["calibration"]["warnings"] if w.startswith("INT8 calibrates on")]
+  assert "--calibration_data" in warning and "calibration_batches" not in warning, warning
+  text = " ".join(result.stdout.split())
+  assert f"Warning: {warning}." in text and "calibration_batches" not in text

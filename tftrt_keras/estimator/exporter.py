@@ -441,7 +441,8 @@ class TrtExporter(_exporter_lib.Exporter):
     request = prepare_export(
         root=layout.root, version=version, source=source, options=self._options, native_dir=native_dir,
         batches=batches, verification_batches=verification_batches, signature_key=signature_key,
-        calibration_skip_reason=calibration_problem or "calibration_batches=0 and no calibration_input_fn")
+        calibration_skip_reason=calibration_problem or "calibration_batches=0 and no calibration_input_fn",
+        more_samples="raise calibration_batches")
     self._scheduler.submit(request, blocking=self._blocking or bool(is_the_final_export))
 
   def _record_failure(self, native_dir, signature_key, checkpoint_path, eval_result, err):

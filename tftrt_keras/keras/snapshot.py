@@ -147,29 +147,33 @@ class SavedModelSnapshotter:
       return dict(zip(_output_names(model, len(flat)), flat))
 
     self._function = tf.function(serve).get_concrete_function(input_signature)
+    # Lookup tables (TextVectorization, StringLookup, tf.lookup in custom layers) and any other resource the
+    # serving function captures: tracked with their initializers and assets, as Keras's own export does.
+    module.captured_resources = _captured_resources(tf, self._function, module.model_variables)
     module.serve = self._function
     self._module = module
 
   _graph = None  # saved_model.pb of the first export, when later ones may reuse it
+  _assets = None  # {path under assets/: bytes} of the first export, written again with the graph
 
   def save(self, directory):
     """Writes the SavedModel into the (empty) `directory`.
 
     The first call runs `tf.saved_model.save`. The graph never changes between checkpoints, only the variable
-    values do, so later calls write the first call's `saved_model.pb` again plus a fresh variables
-    checkpoint of the same object graph (about 10x quicker; measured by
-    benchmarks/bench_keras_export_blocking.py). Models with assets (hub modules with vocabularies, ...)
-    always take the full path, which copies the assets.
+    values do, so later calls write the first call's `saved_model.pb` and assets (vocabulary files: a static
+    table's contents come from them or from constants in the graph) again plus a fresh checkpoint of the same
+    object graph, which holds the variables and a MutableHashTable's contents (about 10x quicker; measured by
+    benchmarks/bench_keras_export_blocking.py). Assets over ASSETS_KEPT_BYTES take the full path every time.
     """
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     if self._graph is None:
       tf.saved_model.save(self._module, directory, signatures={"serving_default": self._function})
-      assets = os.path.join(directory, "assets")
-      if not (os.path.isdir(assets) and os.listdir(assets)):
+      self._assets = _read_assets(os.path.join(directory, "assets"))
+      if self._assets is None:
+        self._graph = False
+      else:
         with open(os.path.join(directory, "saved_model.pb"), "rb") as f:
           self._graph = f.read()
-      else:
-        self._graph = False
       return
     if self._graph is False:
       tf.saved_model.save(self._module, directory, signatures={"serving_default": self._function})
@@ -177,9 +181,32 @@ class SavedModelSnapshotter:
     with open(os.path.join(directory, "saved_model.pb"), "wb") as f:
       f.write(self._graph)
     os.makedirs(os.path.join(directory, "assets"), exist_ok=True)
+    for name, content in self._assets.items():
+      path = os.path.join(directory, "assets", name)
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path, "wb") as f:
+        f.write(content)
     tf.train.Checkpoint(self._module).write(os.path.join(directory, "variables", "variables"))
     from tensorflow.python.saved_model import fingerprinting_utils  # pylint: disable=g-import-not-at-top
     fingerprinting_utils.write_fingerprint(directory)
+
+
+# Assets up to this size are kept in memory for the quick re-save; larger ones are copied by a full save.
+ASSETS_KEPT_BYTES = 64 << 20
+
+
+def _read_assets(assets_dir):
+  """{path relative to `assets_dir`: bytes}, or None when they add up to more than ASSETS_KEPT_BYTES."""
+  assets, total = {}, 0
+  for parent, _, files in os.walk(assets_dir):
+    for name in files:
+      path = os.path.join(parent, name)
+      total += os.path.getsize(path)
+      if total > ASSETS_KEPT_BYTES:
+        return None
+      with open(path, "rb") as f:
+        assets[os.path.relpath(path, assets_dir)] = f.read()
+  return assets
 
 
 def _layers(model):
@@ -187,3 +214,25 @@ def _layers(model):
   if flatten is not None:
     return list(flatten(include_self=False))
   return list(getattr(model, "layers", []))
+
+
+def _captured_resources(tf, function, variables):
+  """The objects owning the resource handles `function` captures (tables, ...), `variables` left out.
+
+  A TrackableResource (or variable) marks its handle with a weak reference to itself: that is how a capture
+  is traced back to the object tf.saved_model.save must find in the tracked object graph.
+  """
+  known = set()
+  for variable in variables:
+    known.add(id(variable))
+    known.add(id(getattr(variable, "value", None)))  # Keras 3: the tf.Variable behind a keras.Variable
+  owners = []
+  for capture in function.captured_inputs:
+    if capture.dtype != tf.resource:
+      continue
+    reference = getattr(capture, "_parent_trackable", None)
+    owner = reference() if reference is not None else None
+    if owner is not None and id(owner) not in known:
+      known.add(id(owner))
+      owners.append(owner)
+  return owners

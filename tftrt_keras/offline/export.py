@@ -13,6 +13,10 @@ from tftrt_keras.pipeline.prepare import prepare_export
 from tftrt_keras.formats.signature import DEFAULT_SIGNATURE_KEY, load_signature
 
 
+# tftrt-export has no calibration_batches: every sample it calibrates on comes from --calibration_data.
+MORE_SAMPLES = "put more samples in the calibration data (--calibration_data)"
+
+
 def _samples_from(calibration, signature):
   """Accepts an `.npz` path or {input name: array}; returns {name: array} checked against the signature."""
   if calibration is None:
@@ -80,7 +84,7 @@ def export_saved_model(saved_model_dir, output_dir, *, signature_key=DEFAULT_SIG
         layout.root, version, dict({"kind": "saved_model", "saved_model_dir": os.path.abspath(saved_model_dir)},
                                    **(source or {})),
         options, write_native=lambda d: _copy_tree(saved_model_dir, d), batches=batches,
-        signature_key=signature_key)
+        signature_key=signature_key, more_samples=MORE_SAMPLES)
     scheduler = ExportScheduler(exports_to_keep=exports_to_keep)
     scheduler.submit(request, blocking=True)
     return scheduler.finished[-1]

@@ -12,7 +12,7 @@ from tftrt_keras.formats.base import NATIVE
 from tftrt_keras.options import artifact_names
 from tftrt_keras.pipeline.request import ExportRequest
 from tftrt_keras.samples import calibration_data
-from tftrt_keras.samples.holdout import concat_batches, sample_warnings, split_holdout
+from tftrt_keras.samples.holdout import MORE_SAMPLES, concat_batches, sample_warnings, split_holdout
 
 
 def _new_manifest(version, source, options, signature_key):
@@ -23,7 +23,8 @@ def _new_manifest(version, source, options, signature_key):
 
 
 def prepare_export(root, version, source, options, *, write_native=None, native_dir=None, batches=None,
-                   verification_batches=None, signature_key="serving_default", calibration_skip_reason=None):
+                   verification_batches=None, signature_key="serving_default", calibration_skip_reason=None,
+                   more_samples=MORE_SAMPLES):
   """Publishes the normal export and the samples, and writes the manifest and the worker's request.
 
   Args:
@@ -39,6 +40,7 @@ def prepare_export(root, version, source, options, *, write_native=None, native_
       of `batches` is held out (see `split_holdout`).
     signature_key: the signature every variant is built from.
     calibration_skip_reason: what the manifest says when there are no batches (the caller knows why).
+    more_samples: how a user gets more calibration samples, in the caller's own argument or flag names.
 
   Returns:
     The `ExportRequest` for the worker.
@@ -77,7 +79,8 @@ def prepare_export(root, version, source, options, *, write_native=None, native_
     if verification:
       calibration_data.save_samples(os.path.join(temp, VERIFICATION_FILE), concat_batches(verification))
     path = layout.publish(temp, "calibration", version)
-    warnings = sample_warnings(sum(request.calibration_batch_sizes), verify_count, "INT8" in options.precisions)
+    warnings = sample_warnings(sum(request.calibration_batch_sizes), verify_count, "INT8" in options.precisions,
+                               more_samples)
     set_artifact(manifest, "calibration", OK, layout.relative(version, path),
                  file=CALIBRATION_FILE, samples=sum(request.calibration_batch_sizes),
                  batch_sizes=request.calibration_batch_sizes,

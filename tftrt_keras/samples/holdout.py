@@ -43,12 +43,16 @@ def concat_batches(batches):
   return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
 
 
-def sample_warnings(calibration_samples, verification_samples, wants_int8):
-  """What a user should hear about too few samples (empty when there is nothing to say)."""
+MORE_SAMPLES = "raise calibration_batches or pass more calibration_data"  # the Keras callback's arguments
+
+
+def sample_warnings(calibration_samples, verification_samples, wants_int8, more_samples=MORE_SAMPLES):
+  """What a user should hear about too few samples (empty when there is nothing to say); `more_samples` says
+  how to get more, in the words of the caller's own arguments or flags."""
   warnings = []
   if wants_int8 and 0 < calibration_samples < MIN_CALIBRATION_SAMPLES:
     warnings.append(f"INT8 calibrates on {calibration_samples} samples; at least {MIN_CALIBRATION_SAMPLES} are "
-                    "recommended (NVIDIA ModelOpt: 500): raise calibration_batches or pass more calibration_data")
+                    f"recommended (NVIDIA ModelOpt: 500): {more_samples}")
   if 0 < verification_samples < MIN_VERIFICATION_SAMPLES:
     warnings.append(f"verification judges on {verification_samples} held-out samples; below "
                     f"{MIN_VERIFICATION_SAMPLES} an agreement verdict can hardly pass its confidence bound")

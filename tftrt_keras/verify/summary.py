@@ -6,6 +6,7 @@ once below the table, wrapped at word boundaries with its continuation lines ind
 """
 
 import os
+import re
 import textwrap
 
 from tftrt_keras.artifacts.manifest import UNVERIFIED
@@ -29,14 +30,15 @@ def summary_table(manifests, root=None, inline_reason_width=INLINE_REASON_WIDTH,
     manifests: manifest dicts, in the order to list them.
     root: the export root; paths are shown relative to it (else as the manifest records them).
     inline_reason_width: a reason up to this long is written in the table; a longer one as `[n]`, with the
-      full text once below the table (several artifacts with the same reason share one reference).
+      full text once below the table (several artifacts with the same reason share one reference, and so do
+      one artifact's reasons of several versions that differ only in numbers).
     width: width the reasons below the table wrap at.
 
   Returns:
     The table as text (no trailing newline).
   """
   rows = [("version", "artifact", "status", "path", "reason")]
-  references = {}
+  references, texts, also = {}, [], {}
   for manifest in manifests:
     version = manifest["version"]
     for name, entry in manifest["artifacts"].items():
@@ -45,7 +47,14 @@ def summary_table(manifests, root=None, inline_reason_width=INLINE_REASON_WIDTH,
         path = os.path.relpath(os.path.normpath(os.path.join(root, "manifests", str(version), entry["path"])), root)
       reason = " ".join(str(entry.get("reason") or "").split())
       if len(reason) > inline_reason_width:
-        reason = f"[{references.setdefault(reason, len(references) + 1)}]"
+        number = references.get(reason) or references.get((name, _shape(reason)))
+        if number is None:
+          texts.append(reason)
+          number = references[(name, _shape(reason))] = len(texts)
+        elif reason not in references:
+          also.setdefault(number, []).append(str(version))
+        references.setdefault(reason, number)
+        reason = f"[{number}]"
       rows.append((str(version), name, entry["status"], path, reason))
   widths = [max(len(row[i]) for row in rows) for i in range(4)]
   lines = []
@@ -54,11 +63,20 @@ def summary_table(manifests, root=None, inline_reason_width=INLINE_REASON_WIDTH,
     if i == 0:
       lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 6)
   lines = [line.rstrip() for line in lines]
-  if references:
+  if texts:
     lines.append("")
-    for reason, number in references.items():
+    for number, reason in enumerate(texts, 1):
+      if number in also:
+        versions = f"version{'s' if len(also[number]) > 1 else ''} {', '.join(also[number])}"
+        reason += f" (also {versions}, where only numbers differ; each manifest has its exact text)"
       lines += wrap(reason, width, first_prefix=f"[{number}] ", indent=" " * (len(str(number)) + 3))
   return "\n".join(lines)
+
+
+def _shape(reason):
+  """A reason with its numbers and addresses blanked: one artifact's failure at every version (an error that
+  names its function, object ids or measured values) is one footnote, not one per version."""
+  return re.sub(r"0x[0-9a-fA-F]+|\d+(?:\.\d+)?", "#", reason)
 
 
 def export_notes(manifest, width=TEXT_WIDTH):

@@ -15,6 +15,12 @@ from tftrt_keras.quiet_console import logger_at_error
 CONVERTIBLE_DTYPES = frozenset({"float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64",
                                 "uint8", "uint16", "uint32", "uint64", "bool"})
 BATCH_DIM = "batch"
+STRING_INPUT_ADVICE = (
+    ". ONNX and TensorRT tensors are numeric: raw text, vocabulary keys or serialized tf.Example cannot enter an "
+    "ONNX model or a TensorRT engine. To get these variants, export the numeric part and convert that: a "
+    "SavedModel whose signature takes the tensors after the string preprocessing (TextVectorization or "
+    "StringLookup applied in tf.data rather than in the model; for an Estimator, a raw receiver of numeric "
+    "features rather than a tf.Example parsing one); the normal export keeps serving the strings")
 
 
 class ConversionError(Exception):
@@ -65,7 +71,9 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
   """
   refused = refused_tensors(signature)
   if refused:
-    raise ConversionError("the signature cannot be expressed as a numeric ONNX model: " + "; ".join(refused))
+    advice = STRING_INPUT_ADVICE if any(t["dtype"] == "string" for t in signature.get("inputs", [])) else ""
+    raise ConversionError("the signature cannot be expressed as a numeric ONNX model: " + "; ".join(refused)
+                          + advice)
   wanted = {t["name"] for t in signature["outputs"]}
   from tf2onnx import tf_loader  # pylint: disable=g-import-not-at-top
 
