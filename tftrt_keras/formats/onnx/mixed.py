@@ -47,13 +47,14 @@ def low_precision_compute(model):
   except Exception:  # pylint: disable=broad-except
     types = {}  # shape inference refuses tf2onnx's inconsistent bfloat16 graphs: casts and weights still tell
   found = {}
+  outputs = {v.name for v in model.graph.output}  # a cast there gives the signature's dtype, computes nothing
   for graph in _graphs(model.graph):
     for tensor in graph.initializer:
       if tensor.data_type in LOW:
         found.setdefault(tensor.data_type, {"casts": 0, "weights": 0, "compute_nodes": {}})["weights"] += 1
     for node in graph.node:
       to = next((a.i for a in node.attribute if a.name == "to"), None)
-      if node.op_type == "Cast" and to in LOW:
+      if node.op_type == "Cast" and to in LOW and node.output[0] not in outputs:
         found.setdefault(to, {"casts": 0, "weights": 0, "compute_nodes": {}})["casts"] += 1
       elif node.op_type in COMPUTE_OPS and node.input and types.get(node.input[0]) in LOW:
         entry = found.setdefault(types[node.input[0]], {"casts": 0, "weights": 0, "compute_nodes": {}})
