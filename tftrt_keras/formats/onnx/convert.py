@@ -87,6 +87,9 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
     except Exception as err:  # pylint: disable=broad-except
       raise ConversionError(f"grappler could not inline the XLA-compiled functions of signature {signature_key!r} "
                             f"(Keras 3's grouped convolutions): {type(err).__name__}: {err}") from err
+    from tftrt_keras.formats.onnx import mixed  # pylint: disable=g-import-not-at-top
+    # tf2onnx cannot write bfloat16 consistently (see `mixed`): a mixed_bfloat16 graph is converted in float32.
+    graph_def, bfloat16 = mixed.bfloat16_as_float32(graph_def)
     # Only the outputs the variant carries (see `convertible_signature`); tf2onnx names them after the signature.
     outputs = [o for o in outputs if renames.get(o, o) in wanted]
     with tf.Graph().as_default() as tf_graph:
@@ -99,6 +102,8 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
         raise ConversionError(f"tf2onnx failed converting the graph: {type(err).__name__}: {err}") from err
       graph = _optimize(graph, optimizer)
       model = graph.make_model(f"{signature_key} of {saved_model_dir}")
+      if bfloat16:
+        mixed.mark_bfloat16(model, bfloat16)
 
   unknown = unsupported_ops(model)
   if unknown:

@@ -10,11 +10,14 @@ gets, and INT8 Q/DQ nodes sit at float32 points with float32 scales (opset 17's 
 explicit quantization take no others).
 
 `mixed_bfloat16`: tf2onnx 1.17 writes TensorFlow's Cast to bfloat16 as a Cast to float16 beside bfloat16
-weights, a graph no runtime accepts, and ONNX Runtime's CPU has no bfloat16 MatMul/Conv anyway. There every
-variant, `onnx_fp32` included, starts from the float32 view (bfloat16 values are exact in float32).
+weights (a graph no runtime accepts), or with onnx 1.18 cannot write a bfloat16 constant at all, and ONNX
+Runtime's CPU has no bfloat16 MatMul/Conv anyway. So the frozen TensorFlow graph is made float32 before tf2onnx
+(`bfloat16_as_float32`; bfloat16 values are exact in float32) and every variant, `onnx_fp32` included, computes
+from float32; what was found is kept in the ONNX model's metadata (`BFLOAT16_PROP`).
 """
 
 import copy
+import json
 
 FLOAT16, BFLOAT16, FLOAT = 10, 16, 1  # onnx.TensorProto's element types, without importing onnx here
 LOW = {FLOAT16: "float16", BFLOAT16: "bfloat16"}
@@ -27,6 +30,11 @@ VIEW_WORDS = ("the float32 view of onnx_fp32 (its float16/bfloat16 weights, cast
               "graph inputs and outputs unchanged): the model was trained with mixed precision")
 # Names the float32 view gives the Casts it adds at float16 graph inputs and outputs.
 EDGE_CAST = "__edge_cast"
+# The ONNX metadata key under which `convert` records the bfloat16 it found in the TensorFlow graph (JSON).
+BFLOAT16_PROP = "tftrt_keras.bfloat16_made_float32"
+# TensorFlow ops counted as a bfloat16 model's arithmetic.
+_TF_COMPUTE_OPS = frozenset({"MatMul", "BatchMatMulV2", "BatchMatMulV3", "Conv2D", "Conv3D", "DepthwiseConv2dNative",
+                             "Conv2DBackpropInput", "Einsum", "BiasAdd", "Softmax", "FusedBatchNormV3"})
 
 
 def _graphs(graph):
@@ -42,6 +50,9 @@ def low_precision_compute(model):
      "compute_nodes": {op type: nodes computing in it}}; bfloat16 wins where both appear.
   """
   from tftrt_keras.formats.onnx.fp16_graph import tensor_dtypes  # pylint: disable=g-import-not-at-top
+  recorded = next((p.value for p in model.metadata_props if p.key == BFLOAT16_PROP), None)
+  if recorded:
+    return dict(json.loads(recorded), dtype="bfloat16")
   try:
     types = tensor_dtypes(model)
   except Exception:  # pylint: disable=broad-except
@@ -82,9 +93,9 @@ def note(compute):
   counts = ", ".join(f"{op} x{n}" for op, n in sorted(compute["compute_nodes"].items())) or "no Conv/MatMul"
   if compute["dtype"] == "bfloat16":
     return (f"computes in float32: the model was trained in bfloat16 ({compute['casts']} casts to bfloat16, "
-            f"{compute['weights']} bfloat16 weights), which tf2onnx writes inconsistently and ONNX Runtime's CPU "
-            "cannot run, so this FP32 variant is the float32 view of the graph; it differs from the normal export "
-            "by bfloat16's rounding")
+            f"{compute['weights']} bfloat16 weights), which tf2onnx cannot write consistently and ONNX Runtime's "
+            "CPU cannot run, so the graph was converted in float32; it differs from the normal export by "
+            "bfloat16's rounding")
   return (f"computes in float16 where the model was trained with mixed precision ({compute['casts']} casts to "
           f"float16, {compute['weights']} float16 weights; float16 {counts}): the FP32 variant keeps the trained "
           "model's float16 layers, as the normal export does; onnx_fp16 and onnx_int8 are built from its float32 "
@@ -200,3 +211,57 @@ def _resolve(renames, name):
   while name in renames:
     name = renames[name]
   return name
+
+
+# --- bfloat16, before tf2onnx --------------------------------------------------------------------------------
+
+def bfloat16_as_float32(graph_def):
+  """(graph_def, found): a frozen TensorFlow GraphDef with every bfloat16 type, constant and function argument
+  made float32, and {"casts", "weights", "compute_nodes": {op: count}} of the bfloat16 found; the same graph_def
+  and None when it has none."""
+  from tensorflow.core.framework import types_pb2  # pylint: disable=g-import-not-at-top
+  found = {"casts": 0, "weights": 0, "compute_nodes": {}}
+  nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+  if not any(_node_has_bfloat16(node, types_pb2.DT_BFLOAT16) for node in nodes):
+    return graph_def, None
+  for node in nodes:
+    _count_bfloat16(node, found, types_pb2.DT_BFLOAT16)
+    for attr in node.attr.values():
+      _attr_to_float32(attr, types_pb2.DT_BFLOAT16, types_pb2.DT_FLOAT)
+  for function in graph_def.library.function:
+    for arg in list(function.signature.input_arg) + list(function.signature.output_arg):
+      if arg.type == types_pb2.DT_BFLOAT16:
+        arg.type = types_pb2.DT_FLOAT
+  return graph_def, found
+
+
+def mark_bfloat16(model, found):
+  """Records `bfloat16_as_float32`'s findings in the ONNX model (in place)."""
+  entry = model.metadata_props.add()
+  entry.key, entry.value = BFLOAT16_PROP, json.dumps(found, sort_keys=True)
+
+
+def _node_has_bfloat16(node, bfloat16):
+  return any(attr.type == bfloat16 or bfloat16 in attr.list.type or
+             (attr.HasField("tensor") and attr.tensor.dtype == bfloat16) for attr in node.attr.values())
+
+
+def _count_bfloat16(node, found, bfloat16):
+  attr = node.attr
+  if node.op == "Cast" and "DstT" in attr and attr["DstT"].type == bfloat16:
+    found["casts"] += 1
+  elif node.op == "Const" and "dtype" in attr and attr["dtype"].type == bfloat16:
+    found["weights"] += 1
+  elif node.op in _TF_COMPUTE_OPS and "T" in attr and attr["T"].type == bfloat16:
+    found["compute_nodes"][node.op] = found["compute_nodes"].get(node.op, 0) + 1
+
+
+def _attr_to_float32(attr, bfloat16, float32):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if attr.type == bfloat16:
+    attr.type = float32
+  if bfloat16 in attr.list.type:
+    attr.list.type[:] = [float32 if t == bfloat16 else t for t in attr.list.type]
+  if attr.HasField("tensor") and attr.tensor.dtype == bfloat16:
+    attr.tensor.CopyFrom(tf.make_tensor_proto(tf.make_ndarray(attr.tensor).astype(np.float32)))
