@@ -26,7 +26,7 @@ machine, and `OnnxRuntimeRunner` runs each variant for verification.
     built_from        "native" or the artifact converted ("onnx_fp32")
     tools             {"tensorflow", "tf2onnx", "onnx", "onnxruntime", "onnxconverter-common": version}
     computes_in,      (FP32 only, when the graph computes below float32: mixed precision, see `mixed`):
-    mixed_precision   "float16" (kept as trained) or "float32" (bfloat16 training: the float32 view), and
+    mixed_precision   "float16" (kept as trained) or "float32" (bfloat16 training: converted in float32), and
                       {"dtype": the lower dtype found, "casts", "weights", "compute_nodes": {op: count},
                       "computes_in", "note": a sentence}; the manifest entry carries "computes_in" and the note
     fp16              (FP16 only) {"kept_fp32": {op: {"nodes", "why"}} present in this model,
@@ -232,9 +232,9 @@ class OnnxFormat(Format):
       metadata["outputs_left_out"] = left_out
     details = {}
     if precision == "FP32":
-      mixed = self._build_fp32(job, signature, options, model_path)
-      if mixed:
-        metadata["computes_in"], metadata["mixed_precision"] = mixed["computes_in"], mixed
+      trained = self._build_fp32(job, signature, options, model_path)
+      if trained:  # mixed precision, read from the graph
+        metadata["computes_in"], metadata["mixed_precision"] = trained["computes_in"], trained
     elif precision == "FP16":
       metadata["fp16"] = details = self._build_fp16(options, source_dir, model_path)
     else:

@@ -53,23 +53,31 @@ def low_precision_compute(model):
   recorded = next((p.value for p in model.metadata_props if p.key == BFLOAT16_PROP), None)
   if recorded:
     return dict(json.loads(recorded), dtype="bfloat16")
-  try:
-    types = tensor_dtypes(model)
-  except Exception:  # pylint: disable=broad-except
-    types = {}  # shape inference refuses tf2onnx's inconsistent bfloat16 graphs: casts and weights still tell
   found = {}
+
+  def entry(dtype):
+    return found.setdefault(dtype, {"casts": 0, "weights": 0, "compute_nodes": {}})
   outputs = {v.name for v in model.graph.output}  # a cast there gives the signature's dtype, computes nothing
   for graph in _graphs(model.graph):
     for tensor in graph.initializer:
       if tensor.data_type in LOW:
-        found.setdefault(tensor.data_type, {"casts": 0, "weights": 0, "compute_nodes": {}})["weights"] += 1
+        entry(tensor.data_type)["weights"] += 1
     for node in graph.node:
       to = next((a.i for a in node.attribute if a.name == "to"), None)
       if node.op_type == "Cast" and to in LOW and node.output[0] not in outputs:
-        found.setdefault(to, {"casts": 0, "weights": 0, "compute_nodes": {}})["casts"] += 1
-      elif node.op_type in COMPUTE_OPS and node.input and types.get(node.input[0]) in LOW:
-        entry = found.setdefault(types[node.input[0]], {"casts": 0, "weights": 0, "compute_nodes": {}})
-        entry["compute_nodes"][node.op_type] = entry["compute_nodes"].get(node.op_type, 0) + 1
+        entry(to)["casts"] += 1
+  if not found and not any(v.type.tensor_type.elem_type in LOW for v in model.graph.input):
+    return None  # nothing can compute below float32: no shape inference (seconds on large models)
+  try:
+    types = tensor_dtypes(model)
+  except Exception:  # pylint: disable=broad-except
+    types = {}  # shape inference refuses an inconsistent graph: its casts and weights still tell
+  for graph in _graphs(model.graph):
+    for node in graph.node:
+      dtype = types.get(node.input[0]) if node.op_type in COMPUTE_OPS and node.input else None
+      if dtype in LOW:
+        counts = entry(dtype)["compute_nodes"]
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
   if not found:
     return None
   dtype = BFLOAT16 if BFLOAT16 in found else FLOAT16
@@ -159,7 +167,8 @@ def _cast_at_edges(graph):
       nodes.append(onnx.helper.make_node("Cast", [inner], [value.name], name=value.name + EDGE_CAST, to=dtype))
       added.add(value.name + EDGE_CAST)
   inputs = {v.name for v in graph.input}
-  ordered = [n for n in nodes if n.input[0] in inputs] + list(graph.node) + [n for n in nodes if n.input[0] not in inputs]
+  ordered = ([n for n in nodes if n.input[0] in inputs] + list(graph.node)
+             + [n for n in nodes if n.input[0] not in inputs])
   del graph.node[:]
   graph.node.extend(ordered)
   return added
