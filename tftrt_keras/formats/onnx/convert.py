@@ -134,6 +134,9 @@ def _to_onnx(graph_def, inputs, outputs, renames, tables, signature, opset, labe
     except Exception as err:  # pylint: disable=broad-except
       raise ConversionError(f"grappler could not inline the XLA-compiled functions of {label} "
                             f"(Keras 3's grouped convolutions): {type(err).__name__}: {err}") from err
+    from tftrt_keras.formats.onnx import mixed  # pylint: disable=g-import-not-at-top
+    # tf2onnx cannot write bfloat16 consistently (see `mixed`): a mixed_bfloat16 graph is converted in float32.
+    graph_def, bfloat16 = mixed.bfloat16_as_float32(graph_def)
     with tf.Graph().as_default() as tf_graph:
       tf.import_graph_def(graph_def, name="")
       try:
@@ -144,6 +147,8 @@ def _to_onnx(graph_def, inputs, outputs, renames, tables, signature, opset, labe
         raise ConversionError(f"tf2onnx failed converting the graph: {type(err).__name__}: {err}") from err
       graph = _optimize(graph, optimizer)
       model = graph.make_model(label)
+      if bfloat16:
+        mixed.mark_bfloat16(model, bfloat16)
 
   unknown = unsupported_ops(model)
   if unknown:

@@ -25,13 +25,19 @@ machine, and `OnnxRuntimeRunner` runs each variant for verification.
     source_version    the export version (`BuildJob.version`) whose normal SavedModel this came from
     built_from        "native" or the artifact converted ("onnx_fp32")
     tools             {"tensorflow", "tf2onnx", "onnx", "onnxruntime", "onnxconverter-common": version}
+    computes_in,      (FP32 only, when the graph computes below float32: mixed precision, see `mixed`):
+    mixed_precision   "float16" (kept as trained) or "float32" (bfloat16 training: converted in float32), and
+                      {"dtype": the lower dtype found, "casts", "weights", "compute_nodes": {op: count},
+                      "computes_in", "note": a sentence}; the manifest entry carries "computes_in" and the note
     fp16              (FP16 only) {"kept_fp32": {op: {"nodes", "why"}} present in this model,
-                      "block_list": {op: why} of every op type that would be kept, "fp16_nodes": count}
+                      "block_list": {op: why} of every op type that would be kept, "fp16_nodes": count,
+                      "converted_from" (mixed precision only: the float32 view, in words)}
     int8              (INT8 only) {"settings": {...quantize_static settings...}, "calibration_samples": n
                       (the samples the shipped model was calibrated on: all the calibration samples, less a
                       last batch shorter than 32 for Percentile), "quantized_ops": {op: count},
-                      "ops_total": {op: count}, "qdq_nodes": {op: count}, "kept_fp32": {node: why} (MatMul/Gemm
-                      with a weight dimension below 16, and the nodes the fallback kept), "zero_points": "all 0",
+                      "ops_total": {op: count}, "qdq_nodes": {op: count}, "quantized_from" (mixed precision
+                      only), "kept_fp32": {node: why} (MatMul/Gemm with a weight dimension below 16, and the
+                      nodes the fallback kept), "zero_points": "all 0",
                       "fallback": see `onnx_int8_fallback`: "searched" (bool), "why", "calibration_requested",
                       "calibration_chosen", "calibration_why", "methods" {method: hold-out figures},
                       "calibration_samples" (the calibration part the judged models were calibrated on),
@@ -52,6 +58,7 @@ import dataclasses
 import json
 import numbers
 import os
+import tempfile
 
 from tftrt_keras.errors import invalid_argument
 from tftrt_keras.formats.base import NATIVE, Format, VariantFailed, VariantUnavailable, artifact_name, tensorflow_version
@@ -227,7 +234,9 @@ class OnnxFormat(Format):
       metadata["split"] = {"cut": [t["name"] for t in job.split["plan"]["cut"]], "front": job.split["front_dir"]}
     details = {}
     if precision == "FP32":
-      self._build_fp32(job, signature, options, model_path)
+      trained = self._build_fp32(job, signature, options, model_path)
+      if trained:  # mixed precision, read from the graph
+        metadata["computes_in"], metadata["mixed_precision"] = trained["computes_in"], trained
     elif precision == "FP16":
       metadata["fp16"] = details = self._build_fp16(options, source_dir, model_path)
     else:
@@ -242,6 +251,8 @@ class OnnxFormat(Format):
       entry["outputs_left_out"] = left_out
     if job.split:  # verification and serving run it behind the TF front
       entry["after_front"] = "front"
+    if metadata.get("mixed_precision"):
+      entry.update(computes_in=metadata["computes_in"], mixed_precision=metadata["mixed_precision"]["note"])
     if precision == "FP16":
       entry.update(kept_fp32=sorted(details["kept_fp32"]), fp16_nodes=details["fp16_nodes"])
     elif precision == "INT8":
@@ -257,6 +268,10 @@ class OnnxFormat(Format):
   def _build_fp32(self, job, signature, options, model_path):
     import onnx  # pylint: disable=g-import-not-at-top
     from tftrt_keras.formats.onnx import convert as onnx_convert  # pylint: disable=g-import-not-at-top
+    from tftrt_keras.formats.onnx import mixed  # pylint: disable=g-import-not-at-top
+    refused = mixed.bfloat16_io(signature)
+    if refused:
+      raise VariantFailed(refused)
     try:
       if job.split:
         model = _convert_back(job.split, signature, options.opset)
@@ -264,19 +279,35 @@ class OnnxFormat(Format):
         model = onnx_convert.convert_saved_model(job.native_dir, job.signature_key, signature, options.opset)
     except onnx_convert.ConversionError as err:
       raise VariantFailed(str(err)) from err
+    compute = mixed.low_precision_compute(model)
+    if compute and compute["dtype"] == "bfloat16":
+      model = mixed.float32_view(model)
     onnx.save(model, model_path)
+    if not compute:
+      return None
+    computes_in = "float32" if compute["dtype"] == "bfloat16" else "float16"
+    return dict(compute, computes_in=computes_in, note=mixed.note(compute))
 
   def _build_fp16(self, options, source_dir, model_path):
     import onnx  # pylint: disable=g-import-not-at-top
     from tftrt_keras.formats.onnx import fp16 as onnx_fp16  # pylint: disable=g-import-not-at-top
+    from tftrt_keras.formats.onnx import mixed  # pylint: disable=g-import-not-at-top
     source = onnx.load(os.path.join(source_dir, MODEL_FILE))
-    model, kept = onnx_fp16.convert_to_fp16(source, options.fp16_keep_fp32_ops)
+    details = {}
+    if mixed.has_low_precision(source):
+      # A mixed-precision graph is converted from its float32 view: the FP16 model float32 training would give.
+      details["converted_from"] = mixed.VIEW_WORDS
+      view = mixed.float32_view(source)
+      model, kept = onnx_fp16.convert_to_fp16(view, options.fp16_keep_fp32_ops, keep_nodes=mixed.edge_casts(view),
+                                              check_fp16_ready=False)
+    else:
+      model, kept = onnx_fp16.convert_to_fp16(source, options.fp16_keep_fp32_ops)
     before, after = onnx_fp16.graph_io_dtypes(source), onnx_fp16.graph_io_dtypes(model)
     if before != after:
       raise VariantFailed(f"FP16 conversion changed the graph's input/output dtypes: {before} -> {after}")
     onnx.save(model, model_path)
-    return {"kept_fp32": kept, "block_list": onnx_fp16.block_list(options.fp16_keep_fp32_ops),
-            "fp16_nodes": onnx_fp16.count_fp16_nodes(model)}
+    return dict(details, kept_fp32=kept, block_list=onnx_fp16.block_list(options.fp16_keep_fp32_ops),
+                fp16_nodes=onnx_fp16.count_fp16_nodes(model))
 
   def _build_int8(self, job, options, source_dir, model_path):
     import onnx  # pylint: disable=g-import-not-at-top
@@ -288,11 +319,21 @@ class OnnxFormat(Format):
     dtypes = {t["name"]: t["dtype"] for t in job.signature["inputs"]}
     source_path = os.path.join(source_dir, MODEL_FILE)
     from tftrt_keras.formats.onnx import int8_fallback as onnx_int8_fallback  # pylint: disable=g-import-not-at-top
-    try:
-      result = onnx_int8_fallback.build_int8(source_path, model_path, samples, dtypes, job.options, options)
-    except onnx_quantize.QuantizationError as err:
-      raise VariantFailed(str(err)) from err
-    result["ops_total"] = onnx_quantize.total_op_counts(onnx.load(source_path))
+    from tftrt_keras.formats.onnx import mixed  # pylint: disable=g-import-not-at-top
+    source = onnx.load(source_path)
+    with tempfile.TemporaryDirectory(prefix="tftrt_float32_view_") as scratch:
+      quantized_from = {}
+      if mixed.has_low_precision(source):
+        # Q/DQ at float32 points with float32 scales, as opset 17 and TensorRT take them: the float32 view.
+        quantized_from["quantized_from"] = mixed.VIEW_WORDS
+        source_path = os.path.join(scratch, MODEL_FILE)
+        onnx.save(mixed.float32_view(source), source_path)
+      try:
+        result = onnx_int8_fallback.build_int8(source_path, model_path, samples, dtypes, job.options, options)
+      except onnx_quantize.QuantizationError as err:
+        raise VariantFailed(str(err)) from err
+    result.update(quantized_from)
+    result["ops_total"] = onnx_quantize.total_op_counts(source)
     result["zero_points"] = "all 0"
     return result
 

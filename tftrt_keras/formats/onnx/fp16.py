@@ -45,12 +45,15 @@ def block_list(extra_ops=()):
   return why
 
 
-def convert_to_fp16(model, extra_ops=()):
+def convert_to_fp16(model, extra_ops=(), keep_nodes=(), check_fp16_ready=True):
   """Returns (fp16 model, {op type: {"nodes": count, "why": reason}} of the ops present and kept FP32).
 
   Args:
     model: the FP32 `onnx.ModelProto` (not modified).
     extra_ops: more op types to keep in FP32.
+    keep_nodes: names of nodes to leave as they are (the float32 view's Casts at float16 graph inputs/outputs).
+    check_fp16_ready: False for a float32 view whose graph inputs/outputs are float16 (the converter refuses any
+      float16 tensor otherwise).
   """
   import copy  # pylint: disable=g-import-not-at-top
   import warnings  # pylint: disable=g-import-not-at-top
@@ -64,7 +67,8 @@ def convert_to_fp16(model, extra_ops=()):
     # One warning per weight below FP16's smallest normal value (flushed to 1e-7): hundreds, and harmless.
     warnings.filterwarnings("ignore", message="the float32 number", category=UserWarning)
     converted = float16.convert_float_to_float16(prepared, keep_io_types=True, op_block_list=list(why),
-                                                 node_block_list=sorted(integer_nodes), max_finite_val=FP16_MAX)
+                                                 node_block_list=sorted(integer_nodes | set(keep_nodes)),
+                                                 max_finite_val=FP16_MAX, check_fp16_ready=check_fp16_ready)
   passes.collapse_round_trips(converted)
   counts = {}
   for graph in passes.graphs(model.graph):

@@ -36,7 +36,7 @@ def graphs(graph):
         yield from graphs(subgraph)
 
 
-def _dtypes(model):
+def tensor_dtypes(model):
   """{tensor name: ONNX elem type} over every graph, from shape inference (names are unique in tf2onnx's
   graphs, so one map serves outer scopes and bodies alike)."""
   import onnx  # pylint: disable=g-import-not-at-top
@@ -60,7 +60,7 @@ def integer_cast_blocks(model):
   non-float tensor, and every comparison fed by one."""
   import onnx  # pylint: disable=g-import-not-at-top
   floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
-  types = _dtypes(model)
+  types = tensor_dtypes(model)
   casts = {}
   for graph in graphs(model.graph):
     for node in graph.node:
@@ -101,7 +101,7 @@ def collapse_round_trips(model):
   """Rewires Cast(to FP32) of Cast(to FP16) of a float32 tensor to that tensor, in every graph (in place);
   the Casts left without consumers are removed."""
   import onnx  # pylint: disable=g-import-not-at-top
-  types = _dtypes(model)
+  types = tensor_dtypes(model)
 
   def cast_to(node):
     return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
