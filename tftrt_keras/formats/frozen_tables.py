@@ -41,6 +41,27 @@ def _dtype_candidates(graph_def):
   return found
 
 
+def _dtypes_of_handle(graph_def, placeholder, candidates):
+  """The (key, value) dtypes the graph's lookups read `placeholder`'s table with; `candidates` when none says.
+
+  A lookup kernel given the wrong dtypes aborts the process (a CHECK, not an error), so the dtypes come from the
+  lookups that consume this very handle (through Identity), never from trying.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  names, found = {placeholder}, []
+  for node in _graph_ops(graph_def):  # nodes come in graph order, after their inputs
+    sources = {i.split(":")[0].lstrip("^") for i in node.input}
+    if not sources & names:
+      continue
+    if node.op == "Identity":
+      names.add(node.name)
+    elif node.op in _FIND_OPS:
+      pair = (tf.dtypes.as_dtype(node.attr["Tin"].type), tf.dtypes.as_dtype(node.attr["Tout"].type))
+      if pair not in found:
+        found.append(pair)
+  return found[:1] if len(found) == 1 else candidates
+
+
 def _export(handle, candidates, what):
   """(keys, values, key dtype, value dtype) of the table behind `handle`."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -80,7 +101,9 @@ def read_tables(graph_def, frozen_inputs, function):
     if tensor.dtype != tf.resource:
       continue
     captured = function.captured_inputs[position[tensor.name] - offset]
-    tables[tensor.name.split(":")[0]] = _export(captured, candidates, f"captured resource {tensor.name}")
+    placeholder = tensor.name.split(":")[0]
+    tables[placeholder] = _export(captured, _dtypes_of_handle(graph_def, placeholder, candidates),
+                                  f"captured resource {tensor.name}")
   for node in graph_def.node:
     if node.op.startswith(("MutableHashTable", "MutableDenseHashTable", "AnonymousHashTable", "AnonymousMutable")):
       raise TableUnreadable(f"table {node.name} is a {node.op}, which a frozen graph cannot hold")
