@@ -31,7 +31,7 @@ import re
 import shutil
 import uuid
 
-from tftrt_keras.artifacts.manifest import USABLE_STATUSES
+from tftrt_keras.artifacts.manifest import OK, USABLE_STATUSES
 
 CONFIG_FILE = "config.pbtxt"
 MARKER = ".tftrt_keras"
@@ -377,6 +377,11 @@ def publish_export(run):
       if entry.get("status") not in USABLE_STATUSES:
         reason = entry.get("reason")
         record["left_out"][variant] = f"the variant is {entry.get('status')}" + (f": {reason}" if reason else "")
+        continue
+      source = entry.get("built_from")
+      source_status = (run.manifest["artifacts"].get(source) or {}).get("status", "missing") if source else OK
+      if source_status not in USABLE_STATUSES:  # verification settles this first; never serve it anyway
+        record["left_out"][variant] = f"built from {source}, which is {source_status}"
         continue
       variant_dir = run.artifact_dir(variant)
       name = triton_model_name(prefix, variant)
