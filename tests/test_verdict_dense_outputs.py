@@ -2,6 +2,8 @@
 count a sample's elements as related, other dense values by an error quantile at FP16/INT8 (the worst element
 reported), FP32 and the frozen graph by their max error as before."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -246,3 +248,65 @@ def test_the_int8_fallback_judges_and_fixes_dense_outputs(softmax, tmp_path):
   wrong = judge.evaluate(lambda batch: {"y": gated_model.run_session(fp32, batch, {"x": "float32"})["y"][..., ::-1]
                                         * (1.0 if softmax else 3.0)})
   assert not wrong["passed"] and wrong["stopped_early_at"] == gated_model.BATCH
+
+
+# --- a real segmentation model through TrtExport -----------------------------------------------------------------
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_a_per_pixel_softmax_model_is_judged_per_pixel_through_trtexport(primary_keras, tmp_path):
+  """A tiny U-Net-like net ending as keras-io's oxford pets segmentation does (`Conv2D(classes, 3,
+  activation="softmax", padding="same")`), trained a few steps in `fit` with `TrtExport(formats=("onnx",))`:
+  onnx_fp16 and onnx_int8 are judged by per-pixel top-1 agreement on clustered bounds, onnx_fp32 and the frozen
+  graph by their max error; the report shows the per-pixel figures."""
+  pytest.importorskip("onnxruntime")
+  import tftrt_keras  # pylint: disable=g-import-not-at-top
+  keras = primary_keras
+  rng = np.random.default_rng(0)
+  images = rng.uniform(size=(160, 12, 12, 3)).astype("float32")
+  masks = np.argmax(images, axis=-1)  # the brightest channel's class: learnable by 1x1 filters
+  inputs = keras.Input((12, 12, 3), name="image")
+  hidden = keras.layers.Conv2D(16, 3, activation="relu", padding="same")(inputs)
+  down = keras.layers.Conv2D(16, 3, strides=2, activation="relu", padding="same")(hidden)
+  up = keras.layers.UpSampling2D(2)(down)
+  merged = keras.layers.Concatenate()([hidden, up])
+  outputs = keras.layers.Conv2D(3, 3, activation="softmax", padding="same", name="mask")(merged)
+  model = keras.Model(inputs, outputs)
+  model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy")
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=("onnx",), precisions=("FP32", "FP16", "INT8"),
+                                   calibration_batches=4, verification_samples=48, verbose=0)
+  model.fit(images[:96], masks[:96], validation_data=(images[96:], masks[96:]), epochs=2, batch_size=16,
+            callbacks=[callback], verbose=0)
+
+  with open(callback.manifest_paths[-1]) as f:
+    manifest = json.load(f)
+  artifacts = manifest["artifacts"]
+  samples = manifest["verification"]["samples"]
+  assert samples >= 20, manifest["verification"]
+  assert "outputs_one_class" not in manifest["verification"]  # a trained mask: three classes
+  for name in ("onnx_fp16", "onnx_int8"):
+    verification = artifacts[name]["verification"]
+    (output,) = verification["outputs"]
+    figures = verification["outputs"][output]
+    assert {"element_top1_agreement", "element_top1_agreement_lower_bound", "element_top1_agreement_upper_bound",
+            "elements", "effective_elements", "samples", "max_abs_error", "max_relative_error"} <= set(figures)
+    assert "top1_agreement" not in figures and figures["elements"] == samples * 12 * 12
+    assert samples <= figures["effective_elements"] <= figures["elements"]
+    assert verification["thresholds"]["classifier_judged_by"].startswith("top1_agreement")
+    # Decided by the per-pixel agreement's bounds: `ok` exactly when the lower bound reaches the gate (and, at
+    # FP16, the error stays within the classifier tolerance); never by the INT8/FP16 tolerance on the max error.
+    lower, gate = figures["element_top1_agreement_lower_bound"], verification["thresholds"]["min_agreement"]
+    within = (name == "onnx_int8"
+              or figures["max_relative_error"] <= verification["thresholds"]["classifier_max_relative_error"])
+    assert (artifacts[name]["status"] == "ok") == (lower >= gate and within), artifacts[name]
+    if artifacts[name]["status"] != "ok":
+      assert "per-element top-1 agreement" in artifacts[name]["reason"] or "classifier tolerance" in (
+          artifacts[name]["reason"])
+  # INT8 of a trained net keeps nearly every pixel's decision.
+  assert artifacts["onnx_int8"]["verification"]["outputs"]["mask"]["element_top1_agreement"] > 0.97
+  for name in ("frozen", "onnx_fp32"):
+    figures = artifacts[name]["verification"]["outputs"]["mask"]
+    assert artifacts[name]["status"] == "ok" and "element_top1_agreement" in figures, artifacts[name]
+    assert artifacts[name]["verification"]["thresholds"]["classifier_judged_by"] == "max_relative_error"
+  report = (tmp_path / "e" / "manifests" / "1" / "report.md").read_text()
+  assert "| onnx_int8 | mask |" in report and "per-element top-1 >= 0.97 (95% bounds, " in report

@@ -369,14 +369,14 @@ def publish_export(run):
   try:
     for variant, entry in run.manifest["artifacts"].items():
       format_name = variant.rpartition("_")[0]
-      if format_name in NOT_SERVABLE:
-        record["left_out"][variant] = NOT_SERVABLE[format_name]
+      if format_name not in PLATFORMS and format_name not in NOT_SERVABLE:
         continue
-      if format_name not in PLATFORMS:
-        continue
-      if entry.get("status") not in USABLE_STATUSES:
+      if entry.get("status") not in USABLE_STATUSES:  # first: why this variant is not usable at all
         reason = entry.get("reason")
         record["left_out"][variant] = f"the variant is {entry.get('status')}" + (f": {reason}" if reason else "")
+        continue
+      if format_name in NOT_SERVABLE:
+        record["left_out"][variant] = NOT_SERVABLE[format_name]
         continue
       source = entry.get("built_from")
       source_status = (run.manifest["artifacts"].get(source) or {}).get("status", "missing") if source else OK

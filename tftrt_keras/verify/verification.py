@@ -201,6 +201,8 @@ def follow_sources(manifest):
       source = entry.get("built_from")
       if not source or entry.get("status") in (SKIPPED, FAILED) or name in changed:
         continue
+      if str(entry.get("reason") or "").startswith(f"built from {source}, which "):
+        continue  # followed its source already (an earlier call)
       source_entry = artifacts.get(source)
       if source_entry is not None and source_entry.get("status") in USABLE_STATUSES:
         continue
