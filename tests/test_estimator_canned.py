@@ -145,10 +145,10 @@ def test_export_uses_the_signature_a_user_means(trained, exporter_name, requeste
     assert frozen["status"] == "ok", frozen
   else:
     # The evaluation rows carry their row number (>= 100) in x[:, 3]: the briefly trained classifier puts every one
-    # in the same class with probability ~1, so verification cannot vouch for the frozen graph by them, and says so
-    # (it still answered like the normal export: see below).
-    assert frozen["status"] == "unverified", frozen
-    assert frozen["reason"].startswith("the model's outputs do not vary enough over the held-out samples to judge")
+    # in the same class. Its logits still vary, so the frozen graph's error on them vouches for it (one class only
+    # keeps a top-1 agreement from judging), and verification names the one-class outputs.
+    assert frozen["status"] == "ok", frozen
+    assert manifest["verification"].get("outputs_one_class"), manifest["verification"]
   assert frozen["signature"]["signature_key"] == expected_key
   calibration = artifacts["calibration"]
   assert calibration["status"] == "ok", calibration
