@@ -90,12 +90,21 @@ def test_unverified_artifacts_are_shown_as_such_with_their_reasons_and_figures(t
 @pytest.mark.unit
 def test_report_says_once_when_the_normal_exports_outputs_do_not_vary(tmp_path):
   manifest = _manifest()
-  manifest["verification"]["outputs_not_varying"] = {"logits": "top-1 class 0 for 24 of 24 samples"}
+  manifest["verification"]["outputs_not_varying"] = {"logits": "0 for all 16 samples"}
   markdown = report.render_markdown(manifest, latency_plot=None)
   assert markdown.count("do not vary") == 1
   assert ("The normal export's outputs do not vary enough over these 16 samples to judge any artifact by them (an "
-          "artifact returning about the same constant would pass): `logits`: top-1 class 0 for 24 of 24 samples."
+          "artifact returning about the same constant would pass): `logits`: 0 for all 16 samples."
           in markdown.splitlines())
+
+
+@pytest.mark.unit
+def test_report_says_when_one_class_keeps_top1_agreement_from_judging():
+  manifest = _manifest()
+  manifest["verification"]["outputs_one_class"] = {"logits": "top-1 class 0 for 24 of 24 samples"}
+  assert ("The normal export gives one class nearly everywhere on `logits` (top-1 class 0 for 24 of 24 samples): "
+          "top-1 agreement cannot judge FP16/INT8 variants on it (they stay unverified); verdicts by tolerance "
+          "stand, its values vary." in report.render_markdown(manifest, latency_plot=None).splitlines())
 
 
 def _table_rows(text):

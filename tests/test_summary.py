@@ -108,8 +108,9 @@ def test_describe_export_without_the_listing_keeps_only_the_notes(tmp_path):
 
 
 
+SPREAD = "spread across samples 2e-07 of its largest value 0.1 (< 0.001)"
 NOT_VARYING = ("the model's outputs do not vary enough over the held-out samples to judge (output `probabilities`: "
-               "top-1 class 0 for 24 of 24 samples)")
+               f"{SPREAD})")
 
 
 def _unverified_manifest(version):
@@ -120,7 +121,7 @@ def _unverified_manifest(version):
       "onnx_fp16": {"status": "ok", "path": f"../../onnx_fp16/{version}"}})
   manifest["verification"] = {"samples": 24, "servable": ["native", "frozen", "onnx_fp32", "onnx_fp16"],
                               "rejected": ["onnx_int8"], "unverified": ["frozen", "onnx_fp32"],
-                              "outputs_not_varying": {"probabilities": "top-1 class 0 for 24 of 24 samples"}}
+                              "outputs_not_varying": {"probabilities": SPREAD}}
   return manifest
 
 
@@ -138,9 +139,17 @@ def test_export_notes_name_the_unverified_artifacts_and_the_outputs_that_do_not_
   assert lines == [
       "Verification judged on 24 held-out samples; servable: native, frozen, onnx_fp32, onnx_fp16; rejected: "
       "onnx_int8.",
-      "Warning: the normal export's output `probabilities` does not vary over these samples (top-1 class 0 for 24 "
-      "of 24 samples): no variant can be judged on it.",
+      f"Warning: the normal export's output `probabilities` does not vary over these samples ({SPREAD}): no "
+      "variant can be judged on it.",
       "Unverified (usable, but no comparison vouches for them; the reasons are above): frozen, onnx_fp32."]
+
+
+def test_export_notes_say_when_top1_agreement_cannot_judge_one_class():
+  manifest = _unverified_manifest(5)
+  manifest["verification"]["outputs_one_class"] = {"logits": "top-1 class 0 for 24 of 24 samples"}
+  assert ("Warning: the normal export's output `logits` gives one class nearly everywhere (top-1 class 0 for 24 of "
+          "24 samples): top-1 agreement cannot judge FP16/INT8 variants on it; verdicts by tolerance stand."
+          in summary.export_notes(manifest, width=400))
 
 
 def test_describe_export_lists_unverified_artifacts_in_their_own_column(tmp_path):

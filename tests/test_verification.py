@@ -130,25 +130,30 @@ def test_fp16_classifier_needs_its_top1_bound_and_its_error_bound():
 # --- outputs that do not vary ------------------------------------------------------------------------------------
 
 @pytest.mark.unit
-def test_outputs_that_do_not_vary_are_found_by_one_class_or_by_spread():
+def test_outputs_that_do_not_vary_are_found_by_spread_and_one_class_apart():
   rng = np.random.default_rng(0)
   # What an untrained MobileNetV2 gives: ~0.1 for each of 10 classes, the same for every sample.
   # Here: class 3 ahead by 1e-6 everywhere, column 0 alternating +-2e-8 (standard deviation 2e-8).
   flat = np.full((24, 10), 0.1) + 1e-6 * np.eye(10)[3]
   flat[:, 0] += 2e-8 * np.resize([1, -1], 24)
   assert agreement.does_not_vary(agreement.output_variation(flat)) == (
-      "top-1 class 3 for 24 of 24 samples, spread across samples 2e-07 of its largest value 0.1 (< 0.001)")
-  # Probabilities that vary, but one class for every one of 30 samples: top-1 agreement cannot tell.
+      "spread across samples 2e-07 of its largest value 0.1 (< 0.001)")
+  assert agreement.one_class(agreement.output_variation(flat)) == "top-1 class 3 for 24 of 24 samples"
+  # Probabilities that vary, but one class for every one of 30 samples: they vary (a tolerance can judge them),
+  # and top-1 agreement cannot tell.
   one_class = np.c_[rng.uniform(0.6, 0.99, 30), np.zeros(30)]
   one_class[:, 1] = 1 - one_class[:, 0]
-  assert agreement.does_not_vary(agreement.output_variation(one_class)) == "top-1 class 0 for 30 of 30 samples"
-  assert agreement.does_not_vary(agreement.output_variation(one_class[:19])) is None  # too few to say
+  assert agreement.does_not_vary(agreement.output_variation(one_class)) is None
+  assert agreement.one_class(agreement.output_variation(one_class)) == "top-1 class 0 for 30 of 30 samples"
+  assert agreement.one_class(agreement.output_variation(one_class[:19])) is None  # too few to say
   mostly = np.eye(3)[[0] * 99 + [1]]
-  assert agreement.does_not_vary(agreement.output_variation(mostly)) == "top-1 class 0 for 99 of 100 samples"
-  assert agreement.does_not_vary(agreement.output_variation(np.eye(3)[[0] * 98 + [1, 2]])) is None
-  # A regression output: spread against its scale, not its offset.
-  assert "spread across samples" in agreement.does_not_vary(
-      agreement.output_variation(5.0 + rng.normal(scale=1e-4, size=(50,))))
+  assert agreement.one_class(agreement.output_variation(mostly)) == "top-1 class 0 for 99 of 100 samples"
+  assert agreement.one_class(agreement.output_variation(np.eye(3)[[0] * 98 + [1, 2]])) is None
+  assert agreement.one_class_words({"flat": agreement.output_variation(flat), "one": None}) == {
+      "flat": "top-1 class 3 for 24 of 24 samples"}
+  # A regression output: spread against its scale, not its offset; never one class.
+  steady = agreement.output_variation(5.0 + rng.normal(scale=1e-4, size=(50,)))
+  assert "spread across samples" in agreement.does_not_vary(steady) and agreement.one_class(steady) is None
   assert agreement.does_not_vary(agreement.output_variation(5.0 + rng.normal(scale=1e-2, size=(50,)))) is None
   assert agreement.does_not_vary(agreement.output_variation(np.zeros((8, 4)))) == "0 for all 8 samples"
   # Nothing to say about: integer outputs (judged by exact agreement), one sample (no spread to see).
@@ -160,14 +165,14 @@ def test_outputs_that_do_not_vary_are_found_by_one_class_or_by_spread():
 @pytest.mark.unit
 def test_an_output_that_does_not_vary_can_reject_an_artifact_but_never_pass_it():
   options = ConversionOptions()
-  steady = {"probabilities": "top-1 class 0 for 24 of 24 samples"}
+  steady = {"probabilities": "spread across samples 2e-07 of its largest value 0.1 (< 0.001)"}
   fine = {"probabilities": {"max_abs_error": 1e-7, "max_relative_error": 1e-6, "top1_agreement": 1.0,
                             "samples": 24, "top1_agreement_lower_bound": 0.9, "top1_agreement_upper_bound": 1.0}}
   for precision in ("frozen", "FP32", "FP16", "INT8"):
     verdict, reason = agreement.judge(precision, fine, agreement.thresholds_for(precision, options), steady)
     assert verdict == "unverified", precision
     assert reason.startswith("the model's outputs do not vary enough over the held-out samples to judge (output "
-                             "`probabilities`: top-1 class 0 for 24 of 24 samples)")
+                             "`probabilities`: spread across samples 2e-07")
   broken = {"probabilities": dict(fine["probabilities"], max_abs_error=0.5, max_relative_error=5.0)}
   verdict, reason = agreement.judge("FP32", broken, agreement.thresholds_for("FP32", options), steady)
   assert verdict == "rejected" and "max relative error 5 > 0.001" in reason
@@ -175,6 +180,30 @@ def test_an_output_that_does_not_vary_can_reject_an_artifact_but_never_pass_it()
   both = dict(fine, logits=dict(fine["probabilities"]))
   assert agreement.judge("FP32", both, agreement.thresholds_for("FP32", options), steady)[0] == "unverified"
   assert agreement.judge("FP32", both, agreement.thresholds_for("FP32", options), {}) == ("ok", None)
+
+
+@pytest.mark.unit
+def test_one_class_disqualifies_top1_verdicts_only_and_tolerance_verdicts_stand():
+  """An imbalanced (or barely trained) classifier: one class for every held-out sample, varying scores. The
+  frozen graph and FP32 are judged by their error on varying values: `ok`; FP16/INT8 by top-1 agreement, which
+  any artifact leaning to that class would reach: `unverified`, saying why. A wrong artifact is still rejected."""
+  options = ConversionOptions()
+  single = {"probabilities": "top-1 class 0 for 500 of 500 samples"}
+  fine = {"probabilities": dict(_top1(1.0, 500), max_abs_error=1e-6, max_relative_error=1e-6)}
+  for precision in ("frozen", "FP32"):
+    thresholds = agreement.thresholds_for(precision, options)
+    assert agreement.judge(precision, fine, thresholds, {}, single) == ("ok", None), precision
+  for precision in ("FP16", "INT8"):
+    verdict, reason = agreement.judge(precision, fine, agreement.thresholds_for(precision, options), {}, single)
+    assert verdict == "unverified", precision
+    assert reason == ("top-1 agreement cannot judge: the normal export gives one class nearly everywhere (output "
+                      "`probabilities`: top-1 class 0 for 500 of 500 samples)")
+  # Without the one-class words the same figures pass: it is the one class that disqualifies them.
+  assert agreement.judge("INT8", fine, agreement.thresholds_for("INT8", options)) == ("ok", None)
+  wrong = {"probabilities": _top1(0.8, 500)}
+  assert agreement.judge("INT8", wrong, agreement.thresholds_for("INT8", options), {}, single)[0] == "rejected"
+  broken = {"probabilities": dict(fine["probabilities"], max_relative_error=0.5)}
+  assert agreement.judge("FP32", broken, agreement.thresholds_for("FP32", options), {}, single)[0] == "rejected"
 
 
 def _top1(agreement, samples):

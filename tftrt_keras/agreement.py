@@ -10,8 +10,19 @@ A verdict is one of three (the words are the manifest's statuses):
   `rejected`    a figure is outside its thresholds (for an agreement: even its upper confidence bound is below
                 the gate), so the artifact is not the model;
   `unverified`  nothing failed, but the comparison cannot vouch for the artifact: an agreement whose confidence
-                interval straddles the gate (too few samples to tell), or outputs of the normal export that do
-                not vary over the samples (then any artifact returning about the same constant would pass).
+                interval straddles the gate (too few samples to tell), outputs of the normal export that do
+                not vary over the samples (then any artifact returning about the same constant would pass), or a
+                top-1 agreement on outputs that give one class nearly everywhere (a tolerance verdict on such
+                outputs stands: their values still vary).
+
+Which figure judges an output (`compare_output`, `thresholds_for`):
+  rank-2 scores (N, classes)            top-1 agreement per sample (FP16/INT8), else the max relative error;
+  rank >= 3 distributions (N, ..., C)   top-1 agreement per element (a pixel, a token) with bounds on an
+                                        effective element count (`clustered_bounds`) at FP16/INT8, else the
+                                        max relative error;
+  other rank >= 3 floats (dense values) the DENSE_ERROR_QUANTILE quantile of |error| / scale at FP16/INT8,
+                                        else the max relative error; the worst element is reported either way;
+  other floats                          the max relative error; other dtypes: exact agreement per sample.
 """
 
 import collections
@@ -41,6 +52,18 @@ ONE_CLASS_MIN_SAMPLES = 20
 ONE_CLASS_SHARE = 0.99
 MIN_RELATIVE_SPREAD = 1e-3
 NOT_VARYING = "the model's outputs do not vary enough over the held-out samples to judge"
+# One class disqualifies only a verdict by top-1 agreement; a tolerance verdict on varying values stands.
+ONE_CLASS = "top-1 agreement cannot judge: the normal export gives one class nearly everywhere"
+
+# A rank >= 3 output is per-element classification when, at every element, its values along the last axis (more
+# than one) are a distribution: >= -DISTRIBUTION_TOLERANCE and summing to 1 within DISTRIBUTION_TOLERANCE (a
+# softmax: segmentation, per-token tagging). Only a distribution says "classes" for sure: the same shape also holds
+# images, fields and feature sequences, whose last axis is not classes. Per-element logits are judged as dense
+# values (by the error quantile), which an artifact keeping the values passes too.
+DISTRIBUTION_TOLERANCE = 1e-3
+# Dense values at FP16/INT8 are judged by this quantile of |error| / scale over all elements: one element in a
+# hundred thousand off by more than the tolerance (a saturated pixel) is not a broken conversion; a shifted 1% is.
+DENSE_ERROR_QUANTILE = 0.99
 
 
 class Verdict(collections.namedtuple("Verdict", ["status", "reason"])):
@@ -54,6 +77,25 @@ class Verdict(collections.namedtuple("Verdict", ["status", "reason"])):
 def is_classifier_like(reference):
   """Rank-2 float output with more than one column: scores or probabilities over classes."""
   return reference.ndim == 2 and reference.shape[1] > 1 and np.issubdtype(reference.dtype, np.floating)
+
+
+def is_dense_classification(reference):
+  """Rank >= 3 float output whose values along the last axis are a distribution at every element (see
+  DISTRIBUTION_TOLERANCE): per-element class probabilities, as a U-Net's final softmax gives."""
+  reference = np.asarray(reference)
+  if reference.ndim < 3 or reference.shape[-1] < 2 or not np.issubdtype(reference.dtype, np.floating):
+    return False
+  values = reference.astype(np.float64)
+  if not values.size or not np.isfinite(values).all() or values.min() < -DISTRIBUTION_TOLERANCE:
+    return False
+  return bool(np.abs(values.sum(axis=-1) - 1.0).max() <= DISTRIBUTION_TOLERANCE)
+
+
+def is_dense_values(reference):
+  """Rank >= 3 float output that is not per-element classification: an image, a field, a sequence of values."""
+  reference = np.asarray(reference)
+  return (reference.ndim >= 3 and np.issubdtype(reference.dtype, np.floating)
+          and not is_dense_classification(reference))
 
 
 def _wilson(agreeing, total, z, sign):
@@ -85,6 +127,45 @@ def _bounds(agreeing, total):
           "upper_bound": round(agreement_upper_bound(agreeing, total), 6)}
 
 
+def clustered_bounds(agreeing_per_sample, elements_per_sample):
+  """Bounds of a per-element agreement whose elements come in samples: the Wilson bounds on an effective count.
+
+  Elements of one sample are not independent (an image the artifact gets wrong is wrong in many pixels), so
+  counting each element as a trial would claim far too much. The effective count is the element count divided by
+  the design effect: the variance of the agreement estimated across samples (each sample's agreement rate, as a
+  cluster; what drawing other samples would change) over the variance independent elements would give. It lies
+  between the sample count (every element of a sample agrees or none does: each sample counts once) and the
+  element count (disagreements scattered as independent ones would be). With no disagreement at all there is no
+  cluster to see: counted as independent, which keeps the bound monotone (a single disagreeing element gives the
+  same count) and never below counting each sample once. With one sample nothing is known across samples: it
+  counts once.
+
+  Args:
+    agreeing_per_sample: how many elements of each sample agree (one number per sample).
+    elements_per_sample: elements in each sample (the same for all).
+
+  Returns:
+    {"effective_elements", "lower_bound", "upper_bound"}.
+  """
+  agreeing = np.asarray(agreeing_per_sample, np.float64)
+  samples, per_sample = len(agreeing), max(1, int(elements_per_sample))
+  total = samples * per_sample
+  if not samples:
+    return {"effective_elements": 0.0, "lower_bound": 0.0, "upper_bound": 1.0}
+  share = float(agreeing.sum()) / total
+  if samples < 2:
+    design_effect = per_sample
+  elif 0.0 < share < 1.0:
+    across_samples = float(np.var(agreeing / per_sample, ddof=1)) / samples
+    design_effect = across_samples / (share * (1.0 - share) / total)
+  else:
+    design_effect = 1.0
+  effective = total / min(max(design_effect, 1.0), per_sample)
+  return {"effective_elements": round(effective, 3),
+          "lower_bound": round(agreement_lower_bound(share * effective, effective), 6),
+          "upper_bound": round(agreement_upper_bound(share * effective, effective), 6)}
+
+
 def compare_output(reference, candidate):
   """Figures for one output of one artifact against the normal export.
 
@@ -96,8 +177,11 @@ def compare_output(reference, candidate):
     A dict. Float outputs: `max_abs_error`, `max_relative_error` (max abs error / max |reference|; the error
     relative to the output's scale, stable where single reference values are near zero) and, when
     classifier-like, `top1_agreement` (fraction of samples with the same arg-max) with its one-sided 95% Wilson
-    bounds. Other dtypes: `agreement` (fraction of samples whose values are all equal) with its bounds. A shape
-    mismatch gives `shape_mismatch` instead.
+    bounds; for per-element classification `element_top1_agreement` (fraction of elements with the same arg-max
+    along the last axis) with `elements`, `effective_elements` and its bounds (`clustered_bounds`); for other
+    dense values `relative_error_quantile` (DENSE_ERROR_QUANTILE of |error| / scale) and `elements`. Other
+    dtypes: `agreement` (fraction of samples whose values are all equal) with its bounds. A shape mismatch gives
+    `shape_mismatch` instead.
   """
   reference, candidate = np.asarray(reference), np.asarray(candidate)
   if reference.shape != candidate.shape:
@@ -120,6 +204,19 @@ def compare_output(reference, candidate):
   else:
     relative = 0.0 if max_abs == 0 else float("inf")
   figures = {"max_abs_error": max_abs, "max_relative_error": relative, "scale": scale}
+  if is_dense_classification(reference):
+    agree = (np.argmax(ref, axis=-1) == np.argmax(np.nan_to_num(cand, nan=-np.inf), axis=-1))
+    agree = agree.reshape(len(agree), -1)
+    bounds = clustered_bounds(agree.sum(axis=1), agree.shape[1])
+    figures.update(element_top1_agreement=float(agree.mean()), samples=int(len(agree)), elements=int(agree.size),
+                   effective_elements=bounds["effective_elements"],
+                   element_top1_agreement_lower_bound=bounds["lower_bound"],
+                   element_top1_agreement_upper_bound=bounds["upper_bound"])
+  elif is_dense_values(reference):
+    quantile = float(np.quantile(diff, DENSE_ERROR_QUANTILE)) if diff.size else 0.0
+    figures.update(samples=int(len(diff)), elements=int(diff.size),
+                   relative_error_quantile=(quantile / scale if scale > 0 else (0.0 if quantile == 0 else
+                                                                                float("inf"))))
   if is_classifier_like(reference):
     agree = np.argmax(ref, axis=1) == np.argmax(cand, axis=1)
     bounds = _bounds(int(agree.sum()), int(agree.size))
@@ -145,7 +242,8 @@ def output_variation(reference):
   Returns:
     {"samples", "scale" (max |reference|), "relative_spread" (the largest per-column standard deviation across
     samples over the scale; None with fewer than 2 samples)} and, for classifier-like outputs, "top1_class" (the
-    most frequent arg-max), "top1_count" (how many samples have it) and "top1_share".
+    most frequent arg-max), "top1_count" (how many samples have it) and "top1_share"; for per-element
+    classification the same over elements, with "elements".
   """
   ref = np.asarray(reference)
   if not np.issubdtype(ref.dtype, np.floating) or ref.ndim == 0 or not len(ref):
@@ -161,36 +259,53 @@ def output_variation(reference):
     largest = float(np.nanmax(deviations)) if np.isfinite(deviations).any() else 0.0
     spread = largest / scale if scale > 0 else 0.0
   figures = {"samples": int(total), "scale": scale, "relative_spread": spread}
-  if is_classifier_like(ref):
-    counts = np.bincount(np.argmax(ref, axis=1), minlength=ref.shape[1])
+  dense = is_dense_classification(ref)
+  if is_classifier_like(ref) or dense:
+    classes = np.argmax(ref, axis=-1).ravel()
+    counts = np.bincount(classes, minlength=ref.shape[-1])
     top = int(np.argmax(counts))
-    figures.update(top1_class=top, top1_count=int(counts[top]), top1_share=float(counts[top]) / total)
+    figures.update(top1_class=top, top1_count=int(counts[top]), top1_share=float(counts[top]) / classes.size)
+    if dense:
+      figures["elements"] = int(classes.size)
   return figures
 
 
 def does_not_vary(variation):
   """None when an output with these `output_variation` figures varies enough to judge artifacts by; else the
-  figures that say it does not, as words ("top-1 class 0 for 24 of 24 samples, ...")."""
-  if not variation:
+  figures that say it does not, as words ("spread across samples 2e-07 of its largest value 0.1 (< 0.001)")."""
+  spread = (variation or {}).get("relative_spread")
+  if spread is None or spread >= MIN_RELATIVE_SPREAD:
     return None
-  found = []
-  total = variation["samples"]
-  if total >= ONE_CLASS_MIN_SAMPLES and variation.get("top1_share", 0.0) >= ONE_CLASS_SHARE:
-    found.append(f"top-1 class {variation['top1_class']} for {variation['top1_count']} of {total} samples")
-  spread = variation.get("relative_spread")
-  if spread is not None and spread < MIN_RELATIVE_SPREAD:
-    if variation["scale"] == 0:
-      found.append(f"0 for all {total} samples")
-    else:
-      found.append(f"spread across samples {spread:.2g} of its largest value {variation['scale']:.3g} "
-                   f"(< {MIN_RELATIVE_SPREAD:g})")
-  return ", ".join(found) or None
+  if variation["scale"] == 0:
+    return f"0 for all {variation['samples']} samples"
+  return (f"spread across samples {spread:.2g} of its largest value {variation['scale']:.3g} "
+          f"(< {MIN_RELATIVE_SPREAD:g})")
+
+
+def one_class(variation):
+  """None unless an output with these `output_variation` figures gives one top-1 class for ONE_CLASS_SHARE of its
+  samples (of its elements, for per-element classification), once there are ONE_CLASS_MIN_SAMPLES samples; else
+  words saying so ("top-1 class 0 for 24 of 24 samples"). Such an output cannot judge by top-1 agreement."""
+  if not variation or variation["samples"] < ONE_CLASS_MIN_SAMPLES:
+    return None
+  if variation.get("top1_share", 0.0) < ONE_CLASS_SHARE:
+    return None
+  if "elements" in variation:
+    return f"top-1 class {variation['top1_class']} for {variation['top1_count']} of {variation['elements']} elements"
+  return f"top-1 class {variation['top1_class']} for {variation['top1_count']} of {variation['samples']} samples"
 
 
 def not_varying_words(variations):
   """{output name: words} for the outputs whose `output_variation` figures ({name: figures}) say they do not vary
   enough to judge by."""
   words = {name: does_not_vary(variations[name]) for name in sorted(variations)}
+  return {name: text for name, text in words.items() if text}
+
+
+def one_class_words(variations):
+  """{output name: words} for the outputs whose `output_variation` figures ({name: figures}) give one class
+  nearly everywhere (see `one_class`)."""
+  words = {name: one_class(variations[name]) for name in sorted(variations)}
   return {name: text for name, text in words.items() if text}
 
 
@@ -223,10 +338,16 @@ def thresholds_for(precision, options):
   # INT8 and FP16 are expected to change some answers, so their agreements are statistical claims, judged on the
   # confidence bounds; at any other precision an exact output must simply agree (the observed figure).
   thresholds["agreement_judged_by"] = "bounds" if precision in ("INT8", "FP16") else "observed"
+  # Dense values: FP16/INT8 move a few elements far (a saturated pixel) while keeping the output; the worst element
+  # decides only at FP32 and for the frozen graph, which must compute what the model computes.
+  if precision in ("INT8", "FP16"):
+    thresholds.update(dense_judged_by="relative_error_quantile", dense_error_quantile=DENSE_ERROR_QUANTILE)
+  else:
+    thresholds["dense_judged_by"] = "max_relative_error"
   return thresholds
 
 
-def judge(precision, outputs, thresholds, not_varying=None):
+def judge(precision, outputs, thresholds, not_varying=None, one_class=None):
   """The verdict on one artifact from its per-output figures.
 
   Args:
@@ -235,13 +356,15 @@ def judge(precision, outputs, thresholds, not_varying=None):
     thresholds: `thresholds_for(precision, options)`.
     not_varying: {output name: words} of the outputs that do not vary enough to judge by (`outputs_not_varying`
       of the reference): such an output can show that an artifact is wrong, never that it is right.
+    one_class: {output name: words} of the outputs giving one class nearly everywhere (`one_class_words`): a top-1
+      agreement on them can show that an artifact is wrong, never that it is right; a tolerance verdict stands.
 
   Returns:
     A `Verdict`: `rejected` when a figure is outside its thresholds (the reason names every one, "verification
     failed: output `x`: ..."), else `unverified` when an output cannot tell (too few samples for an agreement,
-    or an output that does not vary; the reason says which), else `ok` with reason None.
+    an output that does not vary, an agreement on one class; the reason says which), else `ok` with reason None.
   """
-  rejected, unverified, steady = [], [], []
+  rejected, unverified, steady, single = [], [], [], []
   label = {"frozen": "frozen graph", None: "default"}.get(precision, precision)
   for name in sorted(outputs):
     status, text = _judge_output(outputs[name], thresholds, label)
@@ -249,13 +372,24 @@ def judge(precision, outputs, thresholds, not_varying=None):
       rejected.append(f"output `{name}`: {text}")
     elif (not_varying or {}).get(name):
       steady.append(f"output `{name}`: {not_varying[name]}")
+    elif (one_class or {}).get(name) and _judged_by_top1(outputs[name], thresholds):
+      single.append(f"output `{name}`: {one_class[name]}")
     elif status == UNVERIFIED:
       unverified.append(f"output `{name}`: {text}")
   if rejected:
     return Verdict(REJECTED, "verification failed: " + "; ".join(rejected))
-  if steady or unverified:
-    return Verdict(UNVERIFIED, "; ".join(([f"{NOT_VARYING} ({'; '.join(steady)})"] if steady else []) + unverified))
+  if steady or single or unverified:
+    return Verdict(UNVERIFIED, "; ".join(([f"{NOT_VARYING} ({'; '.join(steady)})"] if steady else [])
+                                         + ([f"{ONE_CLASS} ({'; '.join(single)})"] if single else []) + unverified))
   return Verdict(OK, None)
+
+
+def _top1_key(figures):
+  return next((key for key in ("top1_agreement", "element_top1_agreement") if key in figures), None)
+
+
+def _judged_by_top1(figures, thresholds):
+  return _top1_key(figures) is not None and thresholds["classifier_judged_by"] != "max_relative_error"
 
 
 def _judge_output(figures, thresholds, label):
@@ -264,11 +398,14 @@ def _judge_output(figures, thresholds, label):
     return REJECTED, f"has shape {figures['shape_mismatch']}"
   if "agreement" in figures:
     return _agreement_verdict(figures, "agreement", "values agree on", thresholds, label)
-  judged_by = thresholds["classifier_judged_by"]
-  if "top1_agreement" not in figures or judged_by == "max_relative_error":
+  if not _judged_by_top1(figures, thresholds):
+    if "relative_error_quantile" in figures and thresholds.get("dense_judged_by") == "relative_error_quantile":
+      return _quantile_verdict(figures, thresholds, f"{label} tolerance")
     return _error_verdict(figures, thresholds["max_relative_error"], f"{label} tolerance")
-  checks = [_agreement_verdict(figures, "top1_agreement", "top-1 agreement", thresholds, label)]
-  if judged_by == "top1_agreement_and_max_relative_error":
+  key = _top1_key(figures)
+  words = "top-1 agreement" if key == "top1_agreement" else "per-element top-1 agreement"
+  checks = [_agreement_verdict(figures, key, words, thresholds, label)]
+  if thresholds["classifier_judged_by"] == "top1_agreement_and_max_relative_error":
     checks.append(_error_verdict(figures, thresholds["classifier_max_relative_error"],
                                  f"{label} classifier tolerance"))
   for status in (REJECTED, UNVERIFIED):
@@ -285,23 +422,36 @@ def _error_verdict(figures, tolerance, words):
                     f"error {figures['max_abs_error']:.4g})")
 
 
+def _quantile_verdict(figures, thresholds, words):
+  """Dense values: the error quantile within the tolerance, and no element NaN or infinite where the normal
+  export's is finite (a quantile would hide a few)."""
+  tolerance, quantile = thresholds["max_relative_error"], figures["relative_error_quantile"]
+  level = f"p{100 * thresholds.get('dense_error_quantile', DENSE_ERROR_QUANTILE):g}"
+  if quantile <= tolerance and math.isfinite(figures["max_relative_error"]):
+    return OK, None
+  return REJECTED, (f"{level} relative error {quantile:.4g} > {tolerance:g} ({words}; max relative error "
+                    f"{figures['max_relative_error']:.4g}, max abs error {figures['max_abs_error']:.4g})")
+
+
 def _agreement_verdict(figures, key, words, thresholds, label):
   """Three-way on the confidence bounds: `ok` when the lower bound reaches the gate, `rejected` when even the
   upper bound is below it, `unverified` in between (the samples are too few to tell). Judged on the observed
   figure alone (pass or reject) where the thresholds say so."""
-  observed, samples = figures[key], figures.get("samples")
+  observed, samples = figures[key], f"{figures.get('samples')} samples"
+  if "elements" in figures:  # per element: how many, of how many samples, and the effective count judged on
+    samples = f"{figures['elements']} elements of {samples} ({figures['effective_elements']:.4g} effective)"
   gate = thresholds["min_agreement"]
   if thresholds.get("agreement_judged_by", "bounds") == "observed":
     if observed >= gate:
       return OK, None
-    return REJECTED, f"{words} {observed:.4g} on {samples} samples < {gate:g} ({label} threshold)"
+    return REJECTED, f"{words} {observed:.4g} on {samples} < {gate:g} ({label} threshold)"
   lower = figures.get(key + "_lower_bound", observed)
   upper = figures.get(key + "_upper_bound", observed)
   if lower >= gate:
     return OK, None
   if upper < gate:
-    return REJECTED, (f"{words} {observed:.4g} on {samples} samples, 95% upper bound {upper:.4g} < {gate:g} "
+    return REJECTED, (f"{words} {observed:.4g} on {samples}, 95% upper bound {upper:.4g} < {gate:g} "
                       f"({label} threshold)")
-  return UNVERIFIED, (f"too few verification samples to tell: {words} {observed:.4g} on {samples} samples, 95% "
+  return UNVERIFIED, (f"too few verification samples to tell: {words} {observed:.4g} on {samples}, 95% "
                       f"bounds [{lower:.4g}, {upper:.4g}] around the gate {gate:g} (raise verification_samples or "
                       "give more validation data)")

@@ -175,9 +175,8 @@ def _build_variants(run, variants):
     source = fmt.source_of(precision)
     source_dir = run.artifact_dir(source)
     if source_dir is None:
-      entry = run.manifest["artifacts"].get(source, {})
-      why = f": {entry['reason']}" if entry.get("reason") else ""
-      run.record(name, SKIPPED, reason=f"built from {source}, which is {entry.get('status', 'missing')}{why}")
+      from tftrt_keras.verify.verification import source_reason  # pylint: disable=g-import-not-at-top
+      run.record(name, SKIPPED, reason=source_reason(source, run.manifest["artifacts"].get(source)))
       continue
     started = time.monotonic()
     try:

@@ -32,7 +32,7 @@ import re
 import shutil
 import uuid
 
-from tftrt_keras.artifacts.manifest import USABLE_STATUSES
+from tftrt_keras.artifacts.manifest import OK, USABLE_STATUSES
 
 CONFIG_FILE = "config.pbtxt"
 MARKER = ".tftrt_keras"
@@ -388,14 +388,19 @@ def publish_export(run):
   try:
     for variant, entry in run.manifest["artifacts"].items():
       format_name = variant.rpartition("_")[0]
+      if format_name not in PLATFORMS and format_name not in NOT_SERVABLE:
+        continue
+      if entry.get("status") not in USABLE_STATUSES:  # first: why this variant is not usable at all
+        reason = entry.get("reason")
+        record["left_out"][variant] = f"the variant is {entry.get('status')}" + (f": {reason}" if reason else "")
+        continue
       if format_name in NOT_SERVABLE:
         record["left_out"][variant] = NOT_SERVABLE[format_name]
         continue
-      if format_name not in PLATFORMS:
-        continue
-      if entry.get("status") not in USABLE_STATUSES:
-        reason = entry.get("reason")
-        record["left_out"][variant] = f"the variant is {entry.get('status')}" + (f": {reason}" if reason else "")
+      source = entry.get("built_from")
+      source_status = (run.manifest["artifacts"].get(source) or {}).get("status", "missing") if source else OK
+      if source_status not in USABLE_STATUSES:  # verification settles this first; never serve it anyway
+        record["left_out"][variant] = f"built from {source}, which is {source_status}"
         continue
       if entry.get("after_front"):
         record["left_out"][variant] = AFTER_FRONT

@@ -11,14 +11,16 @@ REPORT_FILE = "report.md"
 LATENCY_PLOT_FILE = "latency.png"
 MATPLOTLIB_INSTALL_COMMAND = "pip install 'tftrt_keras[report]'"
 _RUNNABLE_ORDER = ("native", "frozen")
+_TOP1_KEYS = ("top1_agreement", "element_top1_agreement")
 
 
 def _worst(entry):
-  """(max abs error, max relative error, min top-1 agreement) over an artifact's outputs; None when absent."""
+  """(max abs error, max relative error, min top-1 agreement, per sample or per element) over an artifact's
+  outputs; None when absent."""
   outputs = (entry.get("verification") or {}).get("outputs") or {}
   abs_errors = [o["max_abs_error"] for o in outputs.values() if "max_abs_error" in o]
   rel_errors = [o["max_relative_error"] for o in outputs.values() if "max_relative_error" in o]
-  top1 = [o["top1_agreement"] for o in outputs.values() if "top1_agreement" in o]
+  top1 = [o[key] for o in outputs.values() for key in _TOP1_KEYS if key in o]
   return (max(abs_errors) if abs_errors else None, max(rel_errors) if rel_errors else None,
           min(top1) if top1 else None)
 
@@ -167,6 +169,12 @@ def render_markdown(manifest, latency_plot=LATENCY_PLOT_FILE, plot_missing_reaso
     lines += [f"The normal export's outputs do not vary enough over these {summary.get('samples', 0)} samples to "
               "judge any artifact by them (an artifact returning about the same constant would pass): "
               + "; ".join(f"`{output}`: {words}" for output, words in sorted(steady.items())) + ".", ""]
+  single = summary.get("outputs_one_class") or {}
+  if single:
+    lines += ["The normal export gives one class nearly everywhere on "
+              + "; ".join(f"`{output}` ({words})" for output, words in sorted(single.items()))
+              + ": top-1 agreement cannot judge FP16/INT8 variants on it (they stay unverified); verdicts by "
+              "tolerance stand, its values vary.", ""]
   split = split_lines(manifest, width=10 ** 6)
   if split:
     lines += split + [""]
@@ -185,7 +193,7 @@ def render_markdown(manifest, latency_plot=LATENCY_PLOT_FILE, plot_missing_reaso
                                "95% bounds", "threshold"]] + [
         [name, output, str(manifest["artifacts"][name]["verification"].get("samples", "-")),
          _number(f.get("max_abs_error")), _number(f.get("max_relative_error")),
-         _number(f.get("top1_agreement")), _number(f.get("agreement")), _bounds_text(f),
+         _number(_top1(f)), _number(f.get("agreement")), _bounds_text(f),
          _threshold_text(manifest["artifacts"][name]["verification"], f)]
         for name in details
         for output, f in sorted(manifest["artifacts"][name]["verification"]["outputs"].items())])
@@ -197,9 +205,13 @@ def render_markdown(manifest, latency_plot=LATENCY_PLOT_FILE, plot_missing_reaso
   return "\n".join(lines)
 
 
+def _top1(figures):
+  return next((figures[key] for key in _TOP1_KEYS if key in figures), None)
+
+
 def _bounds_text(figures):
   """The one-sided 95% Wilson bounds of an agreement figure, "[lower, upper]"; "-" for error figures."""
-  for key in ("top1_agreement", "agreement"):
+  for key in _TOP1_KEYS + ("agreement",):
     if key + "_lower_bound" in figures:
       return f"[{_number(figures[key + '_lower_bound'])}, {_number(figures.get(key + '_upper_bound'))}]"
   return "-"
@@ -211,11 +223,18 @@ def _threshold_text(verification, figures):
   if "agreement" in figures:
     return f"agreement >= {thresholds['min_agreement']:g}{on}"
   judged_by = thresholds["classifier_judged_by"]
-  if "top1_agreement" in figures and judged_by == "top1_agreement":
-    return f"top-1 >= {thresholds['min_agreement']:g}{on}"
-  if "top1_agreement" in figures and judged_by == "top1_agreement_and_max_relative_error":
-    return (f"top-1 >= {thresholds['min_agreement']:g}{on}, "
+  top1 = "top-1"
+  if "element_top1_agreement" in figures:  # per element, on an effective count (agreement.clustered_bounds)
+    top1 = "per-element top-1"
+    on = on and f" (95% bounds, {_number(figures.get('effective_elements'))} effective elements)"
+  if _top1(figures) is not None and judged_by == "top1_agreement":
+    return f"{top1} >= {thresholds['min_agreement']:g}{on}"
+  if _top1(figures) is not None and judged_by == "top1_agreement_and_max_relative_error":
+    return (f"{top1} >= {thresholds['min_agreement']:g}{on}, "
             f"rel err <= {thresholds['classifier_max_relative_error']:g}")
+  if "relative_error_quantile" in figures and thresholds.get("dense_judged_by") == "relative_error_quantile":
+    level = f"p{100 * thresholds['dense_error_quantile']:g}"
+    return f"{level} rel err {_number(figures['relative_error_quantile'])} <= {thresholds['max_relative_error']:g}"
   return f"rel err <= {thresholds['max_relative_error']:g}"
 
 
@@ -291,7 +310,8 @@ def write_report(manifest, directory):
 def write_tensorboard_scalars(manifest, log_dir, step):
   """Writes each verified artifact's figures as TensorBoard scalars under `verification/<artifact>/`.
 
-  Scalars: `max_abs_error` (worst output), `top1_agreement` (worst classifier-like output, when there is one),
+  Scalars: `max_abs_error` (worst output), `top1_agreement` (worst classifier-like output, per sample or per
+  element, when there is one),
   and `latency_p50_ms_batch<N>` for each timed batch size. Plain `tf.summary`; loads no TensorRT, so the
   training process may call it.
 

@@ -101,6 +101,9 @@ def export_notes(manifest, width=TEXT_WIDTH):
     for output, words in sorted((verification.get("outputs_not_varying") or {}).items()):
       lines += wrap(f"Warning: the normal export's output `{output}` does not vary over these samples ({words}): "
                     "no variant can be judged on it.", width)
+    for output, words in sorted((verification.get("outputs_one_class") or {}).items()):
+      lines += wrap(f"Warning: the normal export's output `{output}` gives one class nearly everywhere ({words}): "
+                    "top-1 agreement cannot judge FP16/INT8 variants on it; verdicts by tolerance stand.", width)
   lines += split_lines(manifest, width)
   unverified = [name for name, entry in manifest.get("artifacts", {}).items() if entry.get("status") == UNVERIFIED]
   if unverified:

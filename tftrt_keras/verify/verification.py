@@ -13,7 +13,10 @@ error, max error relative to the output's scale, and for classifier-like outputs
                 verification is off (`verify=False`), there are no held-out samples, nothing here can run it
                 (its format's `open_runner` raised `RunnerUnavailable`), verifying it raised, an agreement's
                 95% bounds straddle the gate (too few samples to tell), or the normal export's outputs do not
-                vary over the samples (then any artifact returning about the same constant would pass).
+                vary over the samples (then any artifact returning about the same constant would pass), or
+                a top-1 agreement on outputs that give one class nearly everywhere (a tolerance verdict on
+                them stands). A variant built from an artifact that ended `rejected` is `rejected`, one built
+                from an artifact that `failed` is `skipped`, whatever its own comparison said (`follow_sources`).
 
 Latency is timed for every runnable artifact and the normal export, at batch size 1 and at the largest
 verification batch: a timed first call (TF-TRT builds engines lazily there), warm-up calls, then median and p99
@@ -37,11 +40,13 @@ from tftrt_keras import formats as formats_lib
 # The verdict rule lives in `agreement` (pure numpy) so that formats can judge candidates by it too; these names
 # stay importable from here.
 from tftrt_keras.agreement import (agreement_lower_bound, agreement_upper_bound, compare_output,  # noqa: F401
-                                   is_classifier_like, judge, not_varying_words, output_variation, thresholds_for)
+                                   is_classifier_like, judge, not_varying_words, one_class_words, output_variation,
+                                   thresholds_for)
 from tftrt_keras.formats.savedmodel import SavedModelRunner
 from tftrt_keras.formats.frozen import FrozenGraphSession
 from tftrt_keras.artifacts.layout import VERIFICATION_FILE
-from tftrt_keras.artifacts.manifest import NOT_VERIFIED_YET, OK, REJECTED, UNVERIFIED, USABLE_STATUSES
+from tftrt_keras.artifacts.manifest import (FAILED, NOT_VERIFIED_YET, OK, REJECTED, SKIPPED, UNVERIFIED,
+                                            USABLE_STATUSES)
 from tftrt_keras.formats.base import RunnerUnavailable
 from tftrt_keras.verify.split_runner import after_front
 
@@ -173,6 +178,45 @@ def _set_status(entry, status, reason):
     entry.pop("reason", None)
 
 
+def source_reason(source, entry):
+  """Why a variant built from `source` (its manifest `entry`, None when absent) is not usable: "built from
+  onnx_int8, which was rejected: <its reason>"."""
+  status = (entry or {}).get("status", "missing")
+  verb = {REJECTED: "was rejected", FAILED: "failed", SKIPPED: "was skipped"}.get(status, f"is {status}")
+  return f"built from {source}, which {verb}" + (f": {entry['reason']}" if (entry or {}).get("reason") else "")
+
+
+def follow_sources(manifest):
+  """A variant is usable only while its source is: one built from an artifact that ended `rejected` ends
+  `rejected`, one built from an artifact that `failed` (or is not there) ends `skipped`, each with the source's
+  reason (its own verdict's reason after it, when it was rejected itself). Repeated until nothing changes, so a
+  chain follows its first unusable link, in whatever order verification reached them.
+
+  Returns:
+    The names whose status changed, in the order they changed.
+  """
+  artifacts, changed = manifest["artifacts"], []
+  moved = True
+  while moved:
+    moved = False
+    for name, entry in artifacts.items():
+      source = entry.get("built_from")
+      if not source or entry.get("status") in (SKIPPED, FAILED) or name in changed:
+        continue
+      if str(entry.get("reason") or "").startswith(f"built from {source}, which "):
+        continue  # followed its source already (an earlier call)
+      source_entry = artifacts.get(source)
+      if source_entry is not None and source_entry.get("status") in USABLE_STATUSES:
+        continue
+      reason = source_reason(source, source_entry)
+      if entry.get("status") == REJECTED and entry.get("reason"):
+        reason = f"{reason}; {entry['reason']}"
+      _set_status(entry, REJECTED if (source_entry or {}).get("status") == REJECTED else SKIPPED, reason)
+      changed.append(name)
+      moved = True
+  return changed
+
+
 def _leave_unverified(run, reason):
   """Every built artifact that is a model stays `unverified`, with `reason`."""
   for name, _ in list(_runnable_artifacts(run)):
@@ -211,6 +255,7 @@ def verify_export(run, clock=time.monotonic, load_format=formats_lib.load_format
   skipped = VERIFY_OFF if not options.verify else (None if run.request.has_verification else NO_SAMPLES)
   if skipped:
     _leave_unverified(run, skipped)
+    follow_sources(run.manifest)
     summary = {"skipped": skipped, "servable": _usable(run), "unverified": _unverified(run)}
     run.manifest["verification"] = summary
     run.save()
@@ -229,6 +274,7 @@ def verify_export(run, clock=time.monotonic, load_format=formats_lib.load_format
     entry = run.manifest["artifacts"][name]
     if entry.get("reason") == NOT_VERIFIED_YET:
       _set_status(entry, UNVERIFIED, f"verification could not run: {summary.get('error', 'it stopped early')}")
+  _follow_sources(run, summary)
   summary["servable"], summary["unverified"] = _usable(run), _unverified(run)
   _write_report(run, summary)
   # Measured after the report: drawing the chart (importing matplotlib) is part of what verification costs.
@@ -236,6 +282,12 @@ def verify_export(run, clock=time.monotonic, load_format=formats_lib.load_format
   run.manifest.setdefault("timings", {})["verify_seconds"] = summary["seconds"]
   run.save()
   return summary
+
+
+def _follow_sources(run, summary):
+  for name in follow_sources(run.manifest):
+    if run.manifest["artifacts"][name]["status"] == REJECTED and name not in summary["rejected"]:
+      summary["rejected"].append(name)
 
 
 def _write_report(run, summary):
@@ -266,16 +318,21 @@ def _verify_all(run, summary, load_format):
   # How much the reference varies decides whether any artifact can be judged on it: said once, here.
   variation = {key: output_variation(value) for key, value in sorted(reference.items())}
   native_entry["verification"]["output_variation"] = {key: value for key, value in variation.items() if value}
-  not_varying = not_varying_words(variation)
+  not_varying, one_class = not_varying_words(variation), one_class_words(variation)
   if not_varying:
     summary["outputs_not_varying"] = not_varying
+  if one_class:
+    summary["outputs_one_class"] = one_class
   run.save()
 
   for name, path in list(_runnable_artifacts(run)):
     entry = run.manifest["artifacts"][name]
+    _follow_sources(run, summary)
+    if entry["status"] not in USABLE_STATUSES:
+      continue  # built from an artifact verification rejected: nothing it could show would make it usable
     try:
       entry["verification"] = _verify_artifact(name, path, run, samples, reference, batch, batch_sizes,
-                                               not_varying, load_format)
+                                               (not_varying, one_class), load_format)
     except RunnerUnavailable as err:
       entry["verification"] = {"runner_unavailable": str(err)}
       _set_status(entry, UNVERIFIED, str(err))
@@ -302,7 +359,7 @@ def _trained_in_low_precision(artifacts, name):
   return False
 
 
-def _verify_artifact(name, path, run, samples, reference, batch, batch_sizes, not_varying, load_format):
+def _verify_artifact(name, path, run, samples, reference, batch, batch_sizes, cannot_tell, load_format):
   request = run.request
   precision = label = precision_of(name)
   thresholds = thresholds_for(precision, request.options)
@@ -323,7 +380,7 @@ def _verify_artifact(name, path, run, samples, reference, batch, batch_sizes, no
   left_out = set(run.manifest["artifacts"][name].get("outputs_left_out") or ())
   missing = sorted(set(reference) - set(outputs) - left_out)
   figures = {key: compare_output(reference[key], outputs[key]) for key in sorted(reference) if key in outputs}
-  verdict, reason = judge(label, figures, thresholds, not_varying)
+  verdict, reason = judge(label, figures, thresholds, *cannot_tell)  # (not varying, one class)
   if missing:
     missing_text = f"outputs missing: {', '.join(missing)}"
     reason = (reason + "; " + missing_text if verdict == REJECTED else "verification failed: " + missing_text)

@@ -8,7 +8,8 @@ Plain post-training INT8 falls off a cliff on depthwise/SE networks (MobileNet, 
   2. Each calibration method in play (the user's `int8_calibration`, or for "auto" MinMax, then Percentile only
      when MinMax misses) is built once by ONNX Runtime's `quantize_static`, on the calibration part, and judged on
      the hold-out by the verdict rule verification uses (`tftrt_keras.agreement`: top-1 agreement on its 95%
-     Wilson lower bound for classifiers, relative error against `verify_tolerance_int8` otherwise). A method
+     Wilson lower bound for classifiers, per sample or per element; relative error against
+     `verify_tolerance_int8` otherwise, its 99th percentile for dense outputs). A method
      that clears the gate ends it there: no search, so models that pass pay only the hold-out check (and the
      shipped build, step 6).
   3. Otherwise one "gated" model is made from the best Q/DQ model: every quantized input of every Conv/MatMul/
@@ -130,23 +131,15 @@ class HoldoutJudge:
     return self.figures(outputs)
 
   def _hopeless(self, outputs, done):
+    """True when the candidate cannot pass even if the rest of the hold-out matches the reference exactly:
+    `outputs` already holds the reference past `done`, the best case for every figure (an agreement, an error
+    maximum or quantile), so its verdict on them is the best the candidate can still get."""
+    del done
     for name, ref in self.reference.items():
-      if self._hopeless_output(ref, outputs[name][:done], ref[:done]):
+      figures = {name: agreement.compare_output(ref, outputs[name])}
+      if agreement.judge("INT8", figures, self.thresholds)[0] != agreement.OK:
         return True
     return False
-
-  def _hopeless_output(self, full_reference, candidate, reference):
-    n = len(full_reference)
-    if np.issubdtype(full_reference.dtype, np.floating) and not agreement.is_classifier_like(full_reference):
-      scale = agreement.output_scale(full_reference)
-      error = np.nan_to_num(np.abs(candidate.astype(np.float64) - reference), nan=np.inf)
-      return bool(error.size) and float(error.max()) > self.thresholds["max_relative_error"] * scale
-    if agreement.is_classifier_like(full_reference):
-      disagreeing = int(np.sum(np.argmax(candidate, 1) != np.argmax(reference, 1)))
-    else:
-      same = (candidate == reference).reshape(len(reference), -1)
-      disagreeing = int(np.sum(~same.all(axis=1)))
-    return agreement.agreement_lower_bound(n - disagreeing, n) < self.thresholds["min_agreement"]
 
   def _margin(self, per_output):
     margins = []
@@ -157,6 +150,11 @@ class HoldoutJudge:
         margins.append(figures["agreement_lower_bound"] - self.thresholds["min_agreement"])
       elif "top1_agreement" in figures:
         margins.append(figures["top1_agreement_lower_bound"] - self.thresholds["min_agreement"])
+      elif "element_top1_agreement" in figures:
+        margins.append(figures["element_top1_agreement_lower_bound"] - self.thresholds["min_agreement"])
+      elif "relative_error_quantile" in figures:
+        tolerance = self.thresholds["max_relative_error"]
+        margins.append((tolerance - min(figures["relative_error_quantile"], 1e6)) / tolerance)
       else:
         tolerance = self.thresholds["max_relative_error"]
         margins.append((tolerance - min(figures["max_relative_error"], 1e6)) / tolerance)
@@ -164,8 +162,9 @@ class HoldoutJudge:
 
 
 def _short(figures):
-  keys = ("top1_agreement", "top1_agreement_lower_bound", "agreement", "agreement_lower_bound",
-          "max_relative_error", "shape_mismatch")
+  keys = ("top1_agreement", "top1_agreement_lower_bound", "element_top1_agreement",
+          "element_top1_agreement_lower_bound", "agreement", "agreement_lower_bound", "max_relative_error",
+          "relative_error_quantile", "shape_mismatch")
   return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in figures.items() if k in keys}
 
 
@@ -348,12 +347,14 @@ def _search(fp32_path, qdq_path, judge, plain, budget):
 
 def _agreement_deltas(gated, judge, kept, budget):
   """Sets each kept node's "agreement_delta": what quantizing it again would change in the hold-out top-1
-  agreement of the chosen model (negative: it costs that much); None past the budget or without a classifier."""
-  names = [name for name, ref in judge.reference.items() if agreement.is_classifier_like(ref)]
+  agreement of the chosen model (negative: it costs that much, per sample or per element); None past the budget
+  or without a classifier."""
+  names = [name for name, ref in judge.reference.items()
+           if agreement.is_classifier_like(ref) or agreement.is_dense_classification(ref)]
   kept_nodes = [entry["node"] for entry in kept]
 
   def top1(outputs):
-    return min(float(np.mean(np.argmax(outputs[n], 1) == np.argmax(judge.reference[n], 1))) for n in names)
+    return min(float(np.mean(np.argmax(outputs[n], -1) == np.argmax(judge.reference[n], -1))) for n in names)
 
   base = top1(gated.run(judge.holdout, judge.dtypes, kept_nodes)) if names and kept and budget.left() > 0 else None
   for entry in kept:
