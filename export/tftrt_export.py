@@ -28,7 +28,8 @@ Prints the artifact table, how the samples were split, which artifacts are unver
 and the manifest's path.
 Exit codes: 0 when the normal export and every attempted artifact are usable: `ok`, or `unverified` (built and
 build-checked, but no comparison vouches for it: the output lists them and the table says why), variants skipped
-because their format cannot run here included; 1 when an artifact failed or was rejected by verification; 2 on
+because their format cannot run here included; 1 when an artifact failed or was rejected by verification, or
+publishing to --export_triton_repository failed (the table's `serving:triton` row says why); 2 on
 bad arguments (nothing is written then), including --export_require_tensorrt when TF-TRT cannot run here.
 """
 
@@ -78,7 +79,7 @@ def run_from_flags(flag_values=FLAGS, out=sys.stdout):
   # Imported here so that `--help` answers without loading TensorFlow.
   from tftrt_keras.errors import TensorRTUnavailableError  # pylint: disable=g-import-not-at-top
   from tftrt_keras.artifacts.layout import ExportLayout  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.artifacts.manifest import FAILED, REJECTED  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.artifacts.manifest import FAILED, REJECTED, serving_failed  # pylint: disable=g-import-not-at-top
   from tftrt_keras.offline.export import export_saved_model  # pylint: disable=g-import-not-at-top
   try:
     options = tftrt_flags.conversion_options_from_flags(flag_values)
@@ -94,7 +95,8 @@ def run_from_flags(flag_values=FLAGS, out=sys.stdout):
     print(json.dumps(manifest, indent=2), file=out)
   else:
     print(render_result(manifest, manifest_path, flag_values.output_dir), file=out)
-  return 1 if any(e["status"] in (FAILED, REJECTED) for e in manifest["artifacts"].values()) else 0
+  failed = any(e["status"] in (FAILED, REJECTED) for e in manifest["artifacts"].values())
+  return 1 if failed or serving_failed(manifest) else 0
 
 
 def main(argv):

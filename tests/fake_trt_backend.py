@@ -10,7 +10,8 @@ export worker (a child process) that inherits the test's environment:
   FAKE_TRT_PERTURB=<scale>            add scale * N(0,1) noise to every float variable (a "lossy" variant)
   FAKE_TRT_PERTURB_PRECISIONS=INT8,.. perturb only these precisions (default: all)
   FAKE_TRT_SLEEP_SECONDS=<s>          sleep after writing half the variant (to kill it mid-write)
-  FAKE_TRT_FAIL=<precision>           raise RuntimeError for that precision
+  FAKE_TRT_FAIL=<precision>,..        raise RuntimeError for these precisions
+  FAKE_TRT_FAIL_AS=<precision>:<name>,..  raise that builtin exception (e.g. FP16:TypeError, a bug) instead
   FAKE_TRT_CRASH=<signal name>        the worker kills itself with that signal mid-write (SIGSEGV, SIGABRT)
   FAKE_TRT_STARTED_FILE=<path>        write the worker's pid to this file once the variant's temp directory
                                       has content (a test waits for it to strike mid-write)
@@ -32,6 +33,7 @@ a TensorRT plan. The product reads those files back (`trt_convert.read_engine_as
 written independently of that reader on purpose.
 """
 
+import builtins
 import os
 import re
 import signal
@@ -101,8 +103,10 @@ class FakeTrtBackendForTests:
               output_dir):
     import numpy as np  # pylint: disable=g-import-not-at-top
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    if os.environ.get("FAKE_TRT_FAIL", "").upper() == precision:
-      raise RuntimeError(f"FakeTrtBackendForTests: injected failure for {precision}")
+    if precision in [p.strip().upper() for p in os.environ.get("FAKE_TRT_FAIL", "").split(",")]:
+      kinds = dict(item.split(":", 1) for item in os.environ.get("FAKE_TRT_FAIL_AS", "").split(",") if item)
+      raise getattr(builtins, kinds.get(precision, "RuntimeError"))(
+          f"FakeTrtBackendForTests: injected failure for {precision}")
     loaded = tf.saved_model.load(saved_model_dir)
     perturb = float(os.environ.get("FAKE_TRT_PERTURB", "0") or 0)
     only = [p.strip().upper() for p in os.environ.get("FAKE_TRT_PERTURB_PRECISIONS", "").split(",") if p.strip()]

@@ -172,6 +172,24 @@ def test_worker_in_background_produces_a_variant_that_serves(tmp_path, monkeypat
 
 
 @pytest.mark.tf
+def test_a_programming_error_in_a_build_is_reported_as_a_bug_with_its_traceback_in_worker_log(tmp_path, monkeypatch):
+  """Uses the TEST DOUBLE FakeTrtBackendForTests, told to raise TypeError for FP16 and RuntimeError for FP32."""
+  root = tmp_path / "exports"
+  request = _prepare(root, _options(precisions=("FP32", "FP16"), backend=FAKE_BACKEND, conversion_device="cpu"))
+  monkeypatch.setenv("FAKE_TRT_FAIL", "FP32,FP16")
+  monkeypatch.setenv("FAKE_TRT_FAIL_AS", "FP16:TypeError")
+  manifest = ExportJob(request).wait(timeout=300)
+  bug, routine = manifest["artifacts"]["tftrt_fp16"], manifest["artifacts"]["tftrt_fp32"]
+  assert bug["status"] == routine["status"] == "failed", manifest["artifacts"]
+  assert bug["reason"] == ("internal error (a bug in tftrt_keras, please report): "
+                           "TypeError: FakeTrtBackendForTests: injected failure for FP16"), bug
+  assert routine["reason"] == "RuntimeError: FakeTrtBackendForTests: injected failure for FP32", routine
+  with open(root / "manifests" / "1" / "worker.log", errors="replace") as f:
+    log = f.read()
+  assert "Traceback (most recent call last)" in log and "TypeError: FakeTrtBackendForTests" in log, log[-3000:]
+
+
+@pytest.mark.tf
 def test_worker_killed_by_sigsegv_is_recorded_as_failed_with_how_it_died(tmp_path, monkeypatch):
   """Uses the TEST DOUBLE FakeTrtBackendForTests, told to crash the worker (SIGSEGV) mid-write."""
   root = tmp_path / "exports"

@@ -103,6 +103,28 @@ def test_unverified_variants_exit_0_and_the_output_says_which_and_why(model):
   assert "Unverified (usable, but no comparison vouches for them; the reasons are above): onnx_fp16." in text
 
 
+def test_a_triton_publish_that_fails_exits_1_and_says_so_in_the_table_and_the_report(model, tmp_path):
+  """The Triton repository path runs through a file: every artifact is usable, but nothing could be served."""
+  (tmp_path / "a_file").write_text("not a directory")
+  repository = tmp_path / "a_file" / "models"
+  out = tmp_path / "out"
+  result = _run(f"--saved_model_dir={model / 'model'}", f"--output_dir={out}", "--export_precisions=FP32",
+                "--export_formats=onnx", f"--export_triton_repository={repository}")
+  assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+  with open(out / "manifests" / "1" / "manifest.json") as f:
+    manifest = json.load(f)
+  assert not {e["status"] for e in manifest["artifacts"].values()} & {"failed", "rejected"}, manifest["artifacts"]
+  triton = manifest["serving"]["triton"]
+  assert triton["status"] == "failed", triton
+  assert "NotADirectoryError" in triton["reason"], triton
+  rows = {line.split()[1]: line.split() for line in _sections(result.stdout)[0].splitlines()[2:]
+          if len(line.split()) > 2}
+  assert rows["serving:triton"][2:4] == ["failed", str(repository)]
+  assert " ".join(triton["reason"].split()) in " ".join(result.stdout.split())
+  report = (out / "manifests" / "1" / "report.md").read_text()
+  assert f"Serving (triton): failed: {triton['reason']}" in report
+
+
 def test_unknown_precision_exits_2_with_a_plain_message(model, tmp_path):
   result = _run(f"--saved_model_dir={model / 'model'}", f"--output_dir={tmp_path / 'out'}",
                 "--export_precisions=FP16,FP8")

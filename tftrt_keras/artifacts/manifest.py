@@ -56,6 +56,25 @@ def set_artifact(manifest, name, status, path=None, reason=None, **details):
   return entry
 
 
+def serving_results(manifest):
+  """{serving target ("triton"): its record} with a `status` (`ok`, `skipped` or `failed`) and, unless `ok`, a
+  `reason`; a manifest of an earlier release recorded a failed publish as {"error": ...} only."""
+  results = {}
+  for target, record in (manifest.get("serving") or {}).items():
+    record = dict(record)
+    if "status" not in record:
+      record["status"] = FAILED if record.get("error") else OK
+      if record.get("error"):
+        record.setdefault("reason", record["error"])
+    results[target] = record
+  return results
+
+
+def serving_failed(manifest):
+  """Whether publishing any of the export's variants to a serving target failed."""
+  return any(r["status"] == FAILED for r in serving_results(manifest).values())
+
+
 def fail_pending(manifest, reason):
   """Marks every artifact still pending as failed with `reason` (a worker died or was stopped)."""
   for name, entry in manifest["artifacts"].items():

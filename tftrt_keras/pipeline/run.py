@@ -65,8 +65,18 @@ class ExportRun:
       raise
 
 
+# Raised by code that is wrong, not by a model a converter cannot take: reported as a bug, not a routine failure.
+PROGRAMMING_ERRORS = (TypeError, AttributeError, NameError)
+INTERNAL_ERROR = "internal error (a bug in tftrt_keras, please report): "
+
+
 def _error_text(err):
   return f"{type(err).__name__}: {err}".strip()
+
+
+def build_failure_reason(err):
+  """The `failed` reason for an exception a format's build raised: a programming error says it is a bug."""
+  return (INTERNAL_ERROR if isinstance(err, PROGRAMMING_ERRORS) else "") + _error_text(err)
 
 
 def _environment(options, variant_formats):
@@ -127,14 +137,25 @@ def run_export(request):
 
 
 def _publish_triton(run):
-  """Adds this export's usable ONNX and TensorRT variants to the Triton repository; never raises."""
+  """Adds this export's usable ONNX and TensorRT variants to the Triton repository, records the outcome as a
+  status (`failed` makes `tftrt-export` exit 1) and adds it to report.md; never raises."""
   try:
     from tftrt_keras.serving import triton  # pylint: disable=g-import-not-at-top
     triton.publish_export(run)
   except Exception as err:  # pylint: disable=broad-except
     logging.error("tftrt_keras: publishing to the Triton repository failed:\n%s", traceback.format_exc())
-    run.manifest.setdefault("serving", {})["triton"] = {"error": _error_text(err)}
+    run.manifest.setdefault("serving", {})["triton"] = {
+        "repository": os.path.abspath(os.fspath(run.request.options.triton_repository)), "status": FAILED,
+        "reason": f"publishing to the Triton repository failed: {_error_text(err)}"}
+  record = run.manifest["serving"]["triton"]
+  if record.get("status") == FAILED:
+    logging.error("tftrt_keras: export %s: Triton: %s", run.request.version, record["reason"])
   run.save()
+  try:
+    from tftrt_keras.verify import report  # pylint: disable=g-import-not-at-top
+    report.write_report(run.manifest, run.directory, redraw=False)  # verification wrote it before serving ran
+  except Exception:  # pylint: disable=broad-except
+    logging.error("tftrt_keras: adding serving to report.md failed:\n%s", traceback.format_exc())
 
 
 def _signature_of(native_dir, signature_key):
@@ -195,5 +216,6 @@ def _build_variants(run, variants):
     except VariantFailed as err:
       run.record(name, FAILED, reason=str(err), seconds=round(time.monotonic() - started, 3))
     except Exception as err:  # pylint: disable=broad-except
+      # The traceback goes to worker.log; the manifest keeps the one line.
       logging.error("tftrt_keras: building %s failed:\n%s", name, traceback.format_exc())
-      run.record(name, FAILED, reason=_error_text(err), seconds=round(time.monotonic() - started, 3))
+      run.record(name, FAILED, reason=build_failure_reason(err), seconds=round(time.monotonic() - started, 3))

@@ -32,7 +32,7 @@ import re
 import shutil
 import uuid
 
-from tftrt_keras.artifacts.manifest import OK, USABLE_STATUSES
+from tftrt_keras.artifacts.manifest import FAILED, OK, SKIPPED, USABLE_STATUSES
 
 CONFIG_FILE = "config.pbtxt"
 MARKER = ".tftrt_keras"
@@ -303,9 +303,8 @@ def publish_model(repository, config, variant_dir, version, *, export_root, vari
     version: the export's version.
     export_root: the export root the model belongs to (recorded in the model's marker).
     variant: the variant's name.
-    staging_dir: an empty directory on the repository's filesystem, outside it, where a new model directory is
-      assembled before it is renamed into place; None (or another filesystem) assembles it in place, config
-      first, so Triton sees at worst a model without versions until the next poll.
+    staging_dir: an empty directory outside the repository where a new model is assembled and renamed into
+      place; None (or another filesystem): assembled in place, config first.
     comment: a comment for the head of config.pbtxt.
 
   Returns:
@@ -367,15 +366,14 @@ def publish_export(run):
   `options.triton_repository`.
 
   Records in `run.manifest["serving"]["triton"]`: the repository, {model name: {variant, version, path, status,
-  platform, max_batch_size}} under "models", and {variant: reason} under "left_out" for every ONNX/TensorRT
-  variant not published (rejected, failed, skipped, or not servable as it is). A variant that fails is recorded; this raises
-  only when the repository itself cannot be written.
+  platform, max_batch_size}} under "models", {variant: why not published} under "left_out", and a `status`:
+  `failed` when writing a model failed, `skipped` when nothing was servable (with `reason`), else `ok`.
+  Raises only when the repository itself cannot be written.
 
   Args:
     run: the export's `pipeline.ExportRun`.
 
-  Returns:
-    The record written to the manifest.
+  Returns: the record written to the manifest.
   """
   options = run.request.options
   repository = os.path.abspath(os.fspath(options.triton_repository))
@@ -384,7 +382,7 @@ def publish_export(run):
   record = {"repository": repository, "model_name_prefix": prefix, "models": {}, "left_out": {}}
   run.manifest.setdefault("serving", {})["triton"] = record
   os.makedirs(repository, exist_ok=True)
-  staging = None
+  staging, failures = None, []
   try:
     for variant, entry in run.manifest["artifacts"].items():
       format_name = variant.rpartition("_")[0]
@@ -426,9 +424,14 @@ def publish_export(run):
         record["left_out"][variant] = str(err)
       except OSError as err:
         record["left_out"][variant] = f"writing the Triton model failed: {type(err).__name__}: {err}"
+        failures.append(f"{variant}: {type(err).__name__}: {err}")
   finally:
     if staging is not None:
       shutil.rmtree(staging, ignore_errors=True)
+  record["status"] = FAILED if failures else OK if record["models"] else SKIPPED
+  if record["status"] != OK:
+    record["reason"] = ("writing the Triton models failed: " + "; ".join(failures) if failures else
+                        "no variant of this export can be served by Triton (see left_out)")
   return record
 
 

@@ -4,7 +4,7 @@
 
 import os
 
-from tftrt_keras.artifacts.manifest import REJECTED, UNVERIFIED
+from tftrt_keras.artifacts.manifest import OK, REJECTED, UNVERIFIED, serving_results
 from tftrt_keras.verify.summary import split_lines
 
 REPORT_FILE = "report.md"
@@ -114,6 +114,16 @@ def _notes(manifest):
   return notes
 
 
+def serving_lines(manifest):
+  """One line per serving target (e.g. "Serving (triton): failed: <reason>."), then a blank line; [] when none."""
+  lines = []
+  for target, record in serving_results(manifest).items():
+    models = ", ".join(record.get("models") or ()) or "none"
+    why = f"published {models}" if record["status"] == OK else record.get("reason")
+    lines.append(f"Serving ({target}): {record['status']}: {why} (repository {record.get('repository')}).")
+  return lines + [""] if lines else []
+
+
 def _markdown_table(rows):
   lines = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
   lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows[1:]]
@@ -153,7 +163,7 @@ def render_markdown(manifest, latency_plot=LATENCY_PLOT_FILE, plot_missing_reaso
     plot_missing_reason: one line saying why there is no chart although latency was measured, or None.
   """
   summary = manifest.get("verification") or {}
-  lines = [f"# Export {manifest['version']}: verification", ""] + _calibration_lines(manifest)
+  lines = [f"# Export {manifest['version']}: verification", ""] + serving_lines(manifest) + _calibration_lines(manifest)
   if summary.get("skipped"):
     return "\n".join(lines + [f"Not verified: {summary['skipped']}.", ""])
   lines.append(f"Compared with the normal export (signature `{manifest.get('signature_key', 'serving_default')}`) "
@@ -284,11 +294,12 @@ def matplotlib_missing_reason():
   return None
 
 
-def write_report(manifest, directory):
+def write_report(manifest, directory, redraw=True):
   """Writes `report.md`, then `latency.png`, into `directory` (the export's manifest directory).
 
   The markdown comes first and never depends on matplotlib (an optional extra): without it the chart is
-  skipped and `report.md` says so in one line, with the install command.
+  skipped and `report.md` says so in one line, with the install command. `redraw=False` rewrites the
+  markdown only, linking the chart already drawn.
 
   Returns:
     {"report": path of report.md, "latency_plot": path of latency.png (absent when nothing was timed or
@@ -296,13 +307,14 @@ def write_report(manifest, directory):
   """
   has_latency = any((e.get("verification") or {}).get("latency") for e in manifest["artifacts"].values())
   missing = matplotlib_missing_reason() if has_latency else None
-  draw = has_latency and missing is None
+  drawn = os.path.exists(os.path.join(directory, LATENCY_PLOT_FILE))
+  draw = has_latency and missing is None and (redraw or drawn)
   path = os.path.join(directory, REPORT_FILE)
   with open(path + ".tmp", "w") as f:
     f.write(render_markdown(manifest, LATENCY_PLOT_FILE if draw else None, plot_missing_reason=missing))
   os.replace(path + ".tmp", path)
   written = {"report": path}
-  if draw:
+  if draw and redraw:
     written["latency_plot"] = plot_latency(manifest, os.path.join(directory, LATENCY_PLOT_FILE))
   return written
 

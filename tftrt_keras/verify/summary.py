@@ -9,7 +9,7 @@ import os
 import re
 import textwrap
 
-from tftrt_keras.artifacts.manifest import UNVERIFIED
+from tftrt_keras.artifacts.manifest import UNVERIFIED, serving_results
 
 # A reason up to this long stands in the table; a longer one is referenced and written below it.
 INLINE_REASON_WIDTH = 48
@@ -41,9 +41,9 @@ def summary_table(manifests, root=None, inline_reason_width=INLINE_REASON_WIDTH,
   references, texts, also = {}, [], {}
   for manifest in manifests:
     version = manifest["version"]
-    for name, entry in manifest["artifacts"].items():
+    for name, entry in list(manifest["artifacts"].items()) + _serving_rows(manifest):
       path = entry.get("path") or "-"
-      if root and entry.get("path"):
+      if root and entry.get("path") and not os.path.isabs(entry["path"]):
         path = os.path.relpath(os.path.normpath(os.path.join(root, "manifests", str(version), entry["path"])), root)
       reason = " ".join(str(entry.get("reason") or "").split())
       if len(reason) > inline_reason_width:
@@ -71,6 +71,12 @@ def summary_table(manifests, root=None, inline_reason_width=INLINE_REASON_WIDTH,
         reason += f" (also {versions}, where only numbers differ; each manifest has its exact text)"
       lines += wrap(reason, width, first_prefix=f"[{number}] ", indent=" " * (len(str(number)) + 3))
   return "\n".join(lines)
+
+
+def _serving_rows(manifest):
+  """(`serving:<target>`, {status, path: the repository, reason}) per serving target the export was published to."""
+  return [(f"serving:{target}", {"status": r["status"], "path": r.get("repository"), "reason": r.get("reason")})
+          for target, r in serving_results(manifest).items()]
 
 
 def _shape(reason):
@@ -130,7 +136,7 @@ def describe_export(manifest_path, list_artifacts=True, width=TEXT_WIDTH):
   lines = [f"Export version {manifest['version']}:"]
   if list_artifacts:
     reasons = {}
-    for name, entry in manifest["artifacts"].items():
+    for name, entry in list(manifest["artifacts"].items()) + _serving_rows(manifest):
       where = os.path.normpath(os.path.join(directory, entry["path"])) if entry.get("path") else "-"
       lines.append(f"  {name:<12} {entry['status']:<10} {where}")
       if entry.get("reason"):
