@@ -74,11 +74,27 @@ def _canonical(graph, outer=None):
   return tuple(signature(out.name) for out in graph.output), sum(n.op_type != "Identity" for n in graph.node)
 
 
-def _convert(saved_model_dir):
+def _convert(saved_model_dir, routes=None):
   from tests import onnx_models  # pylint: disable=g-import-not-at-top
   job = onnx_models.build_job(saved_model_dir, os.path.dirname(saved_model_dir))
   signature, _ = onnx_convert.convertible_signature(job.signature)
-  return onnx_convert.convert_saved_model(saved_model_dir, job.signature_key, signature, 17)
+  return onnx_convert.convert_saved_model(saved_model_dir, job.signature_key, signature, 17, routes=routes)
+
+
+@pytest.mark.unit
+def test_a_shortcut_that_falls_back_is_recorded_with_the_error_and_logged(caplog):
+  try:
+    {}["optimize_transpose"]  # pylint: disable=pointless-statement
+  except KeyError as err:
+    error = err
+  routes = {}
+  with caplog.at_level("WARNING"):
+    onnx_convert.shortcut_fell_back(routes, "optimize", error)
+  assert routes == {"optimize": "tf2onnx's own route: the shortcut (optimizer passes in place, inapplicable ones "
+                                "skipped) failed: KeyError: 'optimize_transpose'"}
+  assert any("ONNX conversion, optimize: " + routes["optimize"] in r.getMessage() for r in caplog.records), \
+      caplog.text
+  onnx_convert.shortcut_fell_back(None, "freeze", error)  # nothing to record into: logged only
 
 
 def _small_cnn_saved_model(directory):
@@ -131,7 +147,7 @@ def saved_models(tmp_path_factory):
 def _tf2onnx_route(monkeypatch):
   """Both shortcuts off: TensorFlow's own freezing, tf2onnx's own proto write after every optimizer pass."""
   import contextlib  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(onnx_convert, "_freezing_without_rewrap", lambda tf_loader: contextlib.nullcontext())
+  monkeypatch.setattr(onnx_convert, "_freezing_without_rewrap", lambda tf_loader, routes=None: contextlib.nullcontext())
   monkeypatch.setattr(onnx_convert, "_has_subgraphs", lambda graph: True)
 
 
@@ -139,7 +155,9 @@ def _tf2onnx_route(monkeypatch):
 def test_shortcuts_give_the_graph_tf2onnx_own_route_gives(saved_models, name, monkeypatch):
   """Same ops, attributes, weights and wiring. (On large graphs tf2onnx's own route is not repeatable to the node:
   two runs of it on ConvNeXtTiny differed by one Reshape its transpose optimizer folded or not; small ones are.)"""
-  fast = _convert(saved_models[name])
+  routes = {}
+  fast = _convert(saved_models[name], routes)
+  assert routes == {stage: f"shortcut: {words}" for stage, words in onnx_convert.SHORTCUTS.items()}, routes
   _tf2onnx_route(monkeypatch)
   slow = _convert(saved_models[name])
   assert _canonical(fast.graph) == _canonical(slow.graph)

@@ -8,6 +8,8 @@ result is checked against ONNX's own op schemas and any such op is named in a `C
 
 import contextlib
 
+from absl import logging
+
 from tftrt_keras.quiet_console import logger_at_error
 
 # dtypes a signature may carry into ONNX: strings and resources do not survive as numeric ONNX tensors that
@@ -25,6 +27,27 @@ STRING_INPUT_ADVICE = (
 
 class ConversionError(Exception):
   """The SavedModel cannot become an ONNX model; the message names the op or tensor and why."""
+
+
+# The conversion's two shortcuts through tf2onnx (each falls back to tf2onnx's own route when it cannot run).
+SHORTCUTS = {"freeze": "frozen GraphDef not rewrapped into a function",
+             "optimize": "optimizer passes in place, inapplicable ones skipped"}
+
+
+def shortcut_taken(routes, stage):
+  """Records in `routes` (a dict, or None) that `stage`'s shortcut ran."""
+  if routes is not None:
+    routes[stage] = f"shortcut: {SHORTCUTS[stage]}"
+
+
+def shortcut_fell_back(routes, stage, err):
+  """Records in `routes` (a dict, or None), and logs, that `stage`'s shortcut raised `err` and tf2onnx's own,
+  slower route ran instead: the result is the same, only the time differs, but a shortcut that stopped
+  working (a new TensorFlow or tf2onnx) must be visible."""
+  text = f"tf2onnx's own route: the shortcut ({SHORTCUTS[stage]}) failed: {type(err).__name__}: {err}"
+  logging.warning("tftrt_keras: ONNX conversion, %s: %s", stage, text)
+  if routes is not None:
+    routes[stage] = text
 
 
 def refused_tensors(signature):
@@ -52,7 +75,7 @@ def convertible_signature(signature):
   return dict(signature, outputs=kept), left_out
 
 
-def convert_saved_model(saved_model_dir, signature_key, signature, opset):
+def convert_saved_model(saved_model_dir, signature_key, signature, opset, routes=None):
   """Converts one signature of a SavedModel to an ONNX `ModelProto`.
 
   Args:
@@ -61,6 +84,7 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
     signature: {"inputs": [...], "outputs": [...]} in the SavedModel's terms (`BuildJob.signature`), reduced by
       `convertible_signature` to the outputs the model should have.
     opset: the ONNX opset to target (tf2onnx 1.17 writes 7-18).
+    routes: a dict that receives {stage: which route ran} for the shortcuts of `SHORTCUTS` (None: not kept).
 
   Returns:
     The model; its graph inputs and outputs are named, typed and ranked as in `signature`.
@@ -81,7 +105,7 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
   with logger_at_error("tf2onnx"):
     try:
       # large_model=False keeps tf2onnx off its >2 GB path, the one that calls np.product (gone in numpy 2).
-      with _freezing_without_rewrap(tf_loader):
+      with _freezing_without_rewrap(tf_loader, routes):
         graph_def, inputs, outputs, tables, renames = tf_loader.from_saved_model(
             str(saved_model_dir), None, None, tag=["serve"], signatures=[signature_key], large_model=False,
             return_initialized_tables=True, return_tensors_to_rename=True)
@@ -91,10 +115,10 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset):
     # Only the outputs the variant carries (see `convertible_signature`); tf2onnx names them after the signature.
     outputs = [o for o in outputs if renames.get(o, o) in wanted]
   return _to_onnx(graph_def, inputs, outputs, renames, tables, signature, opset,
-                  f"{signature_key} of {saved_model_dir}")
+                  f"{signature_key} of {saved_model_dir}", routes)
 
 
-def convert_graph_def(graph_def, inputs, outputs, renames, signature, opset, label):
+def convert_graph_def(graph_def, inputs, outputs, renames, signature, opset, label, routes=None):
   """Converts a frozen GraphDef between named tensors (any tensors: the back of a split model) to ONNX.
 
   Args:
@@ -104,6 +128,7 @@ def convert_graph_def(graph_def, inputs, outputs, renames, signature, opset, lab
     signature: {"inputs", "outputs"} the model must have, under the renamed names.
     opset: the ONNX opset to target.
     label: what the model is, for its doc string.
+    routes: as for `convert_saved_model`.
 
   Raises:
     ConversionError: as `convert_saved_model`.
@@ -118,10 +143,10 @@ def convert_graph_def(graph_def, inputs, outputs, renames, signature, opset, lab
       graph_def = tf_loader.tf_optimize(inputs, outputs, graph_def)
     except Exception as err:  # pylint: disable=broad-except
       raise ConversionError(f"tf2onnx could not optimize the graph: {type(err).__name__}: {err}") from err
-  return _to_onnx(graph_def, inputs, outputs, renames, None, signature, opset, label)
+  return _to_onnx(graph_def, inputs, outputs, renames, None, signature, opset, label, routes)
 
 
-def _to_onnx(graph_def, inputs, outputs, renames, tables, signature, opset, label):
+def _to_onnx(graph_def, inputs, outputs, renames, tables, signature, opset, label, routes=None):
   """The conversion proper, from a GraphDef tf2onnx's loader prepared; checks the result."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tf2onnx import optimizer, tfonnx  # pylint: disable=g-import-not-at-top
@@ -145,7 +170,7 @@ def _to_onnx(graph_def, inputs, outputs, renames, tables, signature, opset, labe
                                         custom_op_handlers=CUSTOM_OP_HANDLERS)
       except Exception as err:  # pylint: disable=broad-except
         raise ConversionError(f"tf2onnx failed converting the graph: {type(err).__name__}: {err}") from err
-      graph = _optimize(graph, optimizer)
+      graph = _optimize(graph, optimizer, routes)
       model = graph.make_model(label)
       if bfloat16:
         mixed.mark_bfloat16(model, bfloat16)
@@ -175,7 +200,7 @@ _OPTIMIZER_NEEDS = {
 
 
 @contextlib.contextmanager
-def _freezing_without_rewrap(tf_loader):
+def _freezing_without_rewrap(tf_loader, routes=None):
   """tf2onnx's loader freezes the signature with TF's `convert_variables_to_constants_v2`, which builds the
   frozen GraphDef and then wraps it into a new ConcreteFunction (`wrap_function.function_from_graph_def`:
   import, prune, and `lift_to_graph` copying every op in Python), only for tf2onnx to take the GraphDef back
@@ -188,7 +213,8 @@ def _freezing_without_rewrap(tf_loader):
     from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-import-not-at-top
     converter_data = convert_to_constants._FunctionConverterDataInEager  # pylint: disable=protected-access
     replace = convert_to_constants._replace_variables_by_constants  # pylint: disable=protected-access
-  except (ImportError, AttributeError):
+  except (ImportError, AttributeError) as err:
+    shortcut_fell_back(routes, "freeze", err)
     yield
     return
 
@@ -199,6 +225,7 @@ def _freezing_without_rewrap(tf_loader):
 
   original = tf_loader.convert_variables_to_constants_v2
   tf_loader.convert_variables_to_constants_v2 = freeze
+  shortcut_taken(routes, "freeze")
   try:
     yield
   finally:
@@ -219,7 +246,7 @@ class _FrozenFunction:
     return graph.as_graph_def(add_shapes=add_shapes)
 
 
-def _optimize(graph, optimizer):
+def _optimize(graph, optimizer, routes=None):
   """tf2onnx's graph optimizers, with the inapplicable ones left out, without a copy per optimizer, and
   without writing the whole graph back to protobuf after every pass.
 
@@ -244,9 +271,12 @@ def _optimize(graph, optimizer):
       chosen = type(chosen)((name, _without_proto_writes(factory)) for name, factory in chosen.items())
   backup = copy.deepcopy(graph)
   try:
-    return optimizer.optimize_graph(graph, catch_errors=False, optimizers=chosen)
-  except Exception:  # pylint: disable=broad-except
+    optimized = optimizer.optimize_graph(graph, catch_errors=False, optimizers=chosen)
+  except Exception as err:  # pylint: disable=broad-except
+    shortcut_fell_back(routes, "optimize", err)
     return optimizer.optimize_graph(backup, catch_errors=True, optimizers=chosen)
+  shortcut_taken(routes, "optimize")
+  return optimized
 
 
 def _has_subgraphs(graph):

@@ -234,7 +234,8 @@ class OnnxFormat(Format):
       metadata["split"] = {"cut": [t["name"] for t in job.split["plan"]["cut"]], "front": job.split["front_dir"]}
     details = {}
     if precision == "FP32":
-      trained = self._build_fp32(job, signature, options, model_path)
+      metadata["conversion_routes"] = routes = {}  # which shortcut ran, or why tf2onnx's own route did
+      trained = self._build_fp32(job, signature, options, model_path, routes)
       if trained:  # mixed precision, read from the graph
         metadata["computes_in"], metadata["mixed_precision"] = trained["computes_in"], trained
     elif precision == "FP16":
@@ -249,6 +250,9 @@ class OnnxFormat(Format):
     entry = {"opset": metadata["opset"], "file_bytes": os.path.getsize(model_path), "nodes": len(model.graph.node)}
     if left_out:
       entry["outputs_left_out"] = left_out
+    fell_back = {k: v for k, v in metadata.get("conversion_routes", {}).items() if not v.startswith("shortcut")}
+    if fell_back:  # slower, same result; said where a user looks
+      entry["conversion_fallback"] = fell_back
     if job.split:  # verification and serving run it behind the TF front
       entry["after_front"] = "front"
     if metadata.get("mixed_precision"):
@@ -265,7 +269,7 @@ class OnnxFormat(Format):
                                 "holdout_after": fallback.get("after", {}).get("outputs")}
     return entry
 
-  def _build_fp32(self, job, signature, options, model_path):
+  def _build_fp32(self, job, signature, options, model_path, routes):
     import onnx  # pylint: disable=g-import-not-at-top
     from tftrt_keras.formats.onnx import convert as onnx_convert  # pylint: disable=g-import-not-at-top
     from tftrt_keras.formats.onnx import mixed  # pylint: disable=g-import-not-at-top
@@ -274,9 +278,10 @@ class OnnxFormat(Format):
       raise VariantFailed(refused)
     try:
       if job.split:
-        model = _convert_back(job.split, signature, options.opset)
+        model = _convert_back(job.split, signature, options.opset, routes)
       else:
-        model = onnx_convert.convert_saved_model(job.native_dir, job.signature_key, signature, options.opset)
+        model = onnx_convert.convert_saved_model(job.native_dir, job.signature_key, signature, options.opset,
+                                                 routes)
     except onnx_convert.ConversionError as err:
       raise VariantFailed(str(err)) from err
     compute = mixed.low_precision_compute(model)
@@ -342,7 +347,7 @@ class OnnxFormat(Format):
     return OnnxRuntimeRunner(path)
 
 
-def _convert_back(split, signature, opset):
+def _convert_back(split, signature, opset, routes):
   """The back of a split model (`BuildJob.split`): its frozen graph from the cut tensors to the numeric outputs."""
   from tftrt_keras.formats import split_graph  # pylint: disable=g-import-not-at-top
   from tftrt_keras.formats.onnx import convert as onnx_convert  # pylint: disable=g-import-not-at-top
@@ -350,7 +355,7 @@ def _convert_back(split, signature, opset):
   wanted = {t["name"] for t in signature["outputs"]}
   outputs = [o for o in outputs if renames[o] in wanted]
   return onnx_convert.convert_graph_def(graph_def, inputs, outputs, renames, signature, opset,
-                                        f"the numeric back of {split['frozen_dir']}, from its cut")
+                                        f"the numeric back of {split['frozen_dir']}, from its cut", routes)
 
 
 def _check_loads_in_onnxruntime(model_path, precision):
