@@ -30,7 +30,7 @@ Exit codes: 0 when the normal export and every attempted artifact are usable: `o
 build-checked, but no comparison vouches for it: the output lists them and the table says why), variants skipped
 because their format cannot run here included; 1 when an artifact failed or was rejected by verification, or
 publishing to --export_triton_repository failed (the table's `serving:triton` row says why); 2 on
-bad arguments (nothing is written then), including --export_require_tensorrt when TF-TRT cannot run here.
+bad arguments (nothing is written then), including --export_require_tensorrt when no requested TensorRT format can run here.
 """
 
 import json

@@ -262,6 +262,41 @@ def test_require_tensorrt_asks_a_worker_like_child_and_gets_the_workers_answer(t
 
 
 @pytest.mark.tf
+def test_require_tensorrt_names_why_each_requested_tensorrt_format_cannot_run_here():
+  """The formats' own reasons, one per requested TensorRT format (ONNX is no TensorRT route and is not named)."""
+  from tftrt_keras.formats import load_format  # pylint: disable=g-import-not-at-top
+  options = ConversionOptions(formats=("onnx", "tftrt", "trt", "trt_rtx"), require_tensorrt=True)
+  try:
+    reasons = require_tensorrt_or_raise(options)
+  except TensorRTUnavailableError as err:
+    message = str(err)
+  else:
+    pytest.skip(f"a TensorRT format runs here: {reasons}")
+  assert message.startswith("require_tensorrt=True, but no requested TensorRT format can build and run engines "
+                            "here: tftrt: TF-TRT cannot run in the export worker: "), message
+  assert "Fix:" in message
+  trt_reason = load_format("trt").unavailable_reason(options)
+  assert f"; trt: {trt_reason}; trt_rtx: " in message, message
+  assert "onnx: " not in message
+
+
+@pytest.mark.tf
+def test_require_tensorrt_is_met_by_one_requested_format_that_runs():
+  """TEST DOUBLE backend for TF-TRT (it can always "convert"): onnx + trt + tftrt with trt unusable here still
+  satisfies require_tensorrt, and the answer says which format works."""
+  options = ConversionOptions(formats=("onnx", "trt", "tftrt"), require_tensorrt=True,
+                              backend=saved_models.FAKE_BACKEND)
+  reasons = require_tensorrt_or_raise(options)
+  assert set(reasons) == {"trt", "tftrt"} and reasons["tftrt"] is None, reasons
+
+
+@pytest.mark.unit
+def test_require_tensorrt_without_a_tensorrt_format_is_a_bad_argument():
+  with pytest.raises(ValueError, match="`require_tensorrt`"):
+    require_tensorrt_or_raise(ConversionOptions(formats=("onnx",), require_tensorrt=True))
+
+
+@pytest.mark.tf
 def test_the_child_check_applies_the_conversion_device(monkeypatch):
   monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
   status = preflight.check_tensorrt_as_worker("gpu:3")

@@ -22,4 +22,5 @@ def invalid_argument(name, received, expected, *, hint=None):
 
 
 class TensorRTUnavailableError(RuntimeError):
-  """`require_tensorrt=True` was asked for and TF-TRT cannot run here; the message says why and how to fix it."""
+  """`require_tensorrt=True` was asked for and no requested TensorRT format (TF-TRT, TensorRT, TensorRT-RTX) can
+  build and run engines here; the message says why for each."""

@@ -192,8 +192,8 @@ def define_export_flags(flag_values=flags.FLAGS, *, export_dir=True, training=Tr
   else:
     flags.DEFINE_integer("export_exports_to_keep", None, "Keep only the newest N versions this tool wrote into "
                          "--output_dir (default: keep all).", lower_bound=1, flag_values=fv)
-  flags.DEFINE_boolean("export_require_tensorrt", False, f"{fail_early} when TF-TRT cannot run here, instead of "
-                       "recording the TF-TRT variants as skipped.", flag_values=fv)
+  flags.DEFINE_boolean("export_require_tensorrt", False, f"{fail_early} when no requested TensorRT format "
+                       "(tftrt, trt, trt_rtx) can build and run engines here, instead of recording them as skipped.", flag_values=fv)
   flags.DEFINE_integer("export_gpu_memory_limit_mb", None, "TensorFlow's GPU memory inside the export worker, "
                        "in MB; TF-TRT allocates TensorRT's memory through TensorFlow's allocator, so this bounds "
                        "both (default: grow on demand).", lower_bound=1, flag_values=fv)

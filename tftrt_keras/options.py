@@ -57,7 +57,8 @@ class ConversionOptions:
     max_workspace_size_bytes: TensorRT builder workspace per engine.
     minimum_segment_size: smallest subgraph TF-TRT replaces with an engine.
     maximum_cached_engines: engines kept per TRT op (one per input-shape profile).
-    require_tensorrt: fail before any work when TF-TRT cannot run, instead of recording skipped variants.
+    require_tensorrt: fail before any work when no requested TensorRT format (tftrt, trt, trt_rtx) can build
+      and run engines here, instead of recording skipped variants.
     gpu_memory_limit_mb: a cap on the worker's GPU memory, TensorRT's included: the worker's GPU becomes a
       logical device with this memory limit. TF-TRT gets TensorRT's memory from TensorFlow's own GPU allocator
       (its TRTDeviceAllocator wraps the device allocator: tf2tensorrt/utils/trt_lru_cache.cc, and the builder,

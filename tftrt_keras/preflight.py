@@ -2,7 +2,9 @@
 
 `check_tensorrt()` (in `tftrt_keras.formats.tftrt.status`, re-exported here) says whether TF-TRT can convert
 in this process; `check_tensorrt_as_worker()` asks the same in a child started as the worker is;
-`require_tensorrt_or_raise()` is what `require_tensorrt=True` calls before any training time is spent.
+`require_tensorrt_or_raise()` is what `require_tensorrt=True` calls before any training time is spent: at least
+one requested TensorRT format (`tftrt`, `trt`, `trt_rtx`) must build engines here that something here can run
+(TensorRT-RTX engines built ahead of time for GPUs elsewhere do not count).
 
 Run `python -m tftrt_keras.preflight` to print the report (exit status 0 when TF-TRT can convert here, 1 when
 it cannot; the report also says which TensorRT builders are installed, TensorRT and TensorRT-RTX, and what GPU
@@ -22,7 +24,10 @@ from tftrt_keras.pipeline.worker_setup import (DEVICE_DONE, LIBRARY_PATH_DONE, e
                                                select_conversion_device)
 
 __all__ = ["TensorRTStatus", "check_tensorrt", "check_tensorrt_as_worker", "engine_builders_text", "formats_here",
-           "main", "require_tensorrt_or_raise"]
+           "main", "require_tensorrt_or_raise", "tensorrt_formats_here"]
+
+# The formats whose engines are TensorRT's: `require_tensorrt=True` asks that one of those requested works here.
+TENSORRT_FORMATS = ("tftrt", "trt", "trt_rtx")
 
 
 def _package_parent():
@@ -56,30 +61,68 @@ def check_tensorrt_as_worker(conversion_device=None, timeout=300):
   return TensorRTStatus.from_json(json.loads(lines[-1]))
 
 
-def require_tensorrt_or_raise(options=None):
-  """Raises `TensorRTUnavailableError` unless TF-TRT can convert in the export worker; returns its status.
+def tensorrt_formats_here(options=None):
+  """{requested TensorRT format: None when it builds engines here that can run here, else why not}.
 
-  The question is the worker's, not this process's: it is asked in a child process started as the worker is
-  (`preflight.check_tensorrt_as_worker`): the worker's device (`options.conversion_device`) and its library
-  path (an installed TensorRT that only the worker's LD_LIBRARY_PATH makes findable is accepted).
+  TF-TRT (its own converter) is asked in a worker-like child (`check_tensorrt_as_worker`); another TF-TRT
+  `backend`, TensorRT and TensorRT-RTX answer through their format. `formats="auto"` requests all three.
 
   Args:
-    options: the export's `ConversionOptions` (for `conversion_device`), or None for the worker's defaults.
+    options: the export's `ConversionOptions` (formats, conversion_device, backend), or None for the defaults.
+  """
+  from tftrt_keras import formats as formats_lib  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.options import ConversionOptions  # pylint: disable=g-import-not-at-top
+  options = options or ConversionOptions()
+  requested = formats_lib.FORMATS if options.formats == formats_lib.AUTO else options.formats
+  reasons = {}
+  for name in [f for f in requested if f in TENSORRT_FORMATS]:
+    try:
+      if name == "tftrt" and options.backend == DEFAULT_BACKEND:
+        status = check_tensorrt_as_worker(options.conversion_device)
+        reasons[name] = None if status.usable else (f"TF-TRT cannot run in the export worker: {status.reason}. "
+                                                    f"Fix: {'; '.join(status.fixes)}")
+      else:
+        reasons[name] = formats_lib.load_format(name).unavailable_reason(options) or _cannot_run_here(name)
+    except Exception as err:  # pylint: disable=broad-except
+      reasons[name] = f"the check could not run: {type(err).__name__}: {err}"
+  return reasons
+
+
+def _cannot_run_here(format_name):
+  """Why engines this format builds here cannot run here (TensorRT-RTX builds without a GPU), or None."""
+  if format_name != "trt_rtx":
+    return None
+  from tftrt_keras.formats.tensorrt import rtx  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tensorrt.format import probe  # pylint: disable=g-import-not-at-top
+  status = probe(edition=rtx.EDITION)
+  return None if status.gpus else f"TensorRT-RTX builds engines here, but nothing here runs them: {rtx.gpus_here(status)}"
+
+
+def require_tensorrt_or_raise(options=None):
+  """Raises `TensorRTUnavailableError` unless at least one requested TensorRT format can build engines here that
+  can also run here (`tensorrt_formats_here`); returns {format: None or why not}.
+
+  TF-TRT's question is the worker's: asked in a child process started as the worker is (its device,
+  `options.conversion_device`, and its library path).
+
+  Args:
+    options: the export's `ConversionOptions`, or None for the defaults (`formats="auto"`).
 
   Raises:
-    TensorRTUnavailableError: the worker could not convert with TF-TRT; the message holds the preflight's
-      reason and fixes.
+    TensorRTUnavailableError: no requested TensorRT format works here; the message says why for each.
+    ValueError: `options.formats` names no TensorRT format.
   """
-  device = getattr(options, "conversion_device", None)
-  try:
-    status = check_tensorrt_as_worker(device)
-  except RuntimeError as err:
-    raise TensorRTUnavailableError(f"require_tensorrt=True, but the TensorRT check could not run: {err}") from err
-  if not status.usable:
+  reasons = tensorrt_formats_here(options)
+  if not reasons:
+    from tftrt_keras.errors import invalid_argument  # pylint: disable=g-import-not-at-top
+    raise invalid_argument("require_tensorrt", True, "False when `formats` names no TensorRT format",
+                           hint=f"Add one of {', '.join(TENSORRT_FORMATS)} to formats, or drop require_tensorrt.")
+  if all(reasons.values()):
     raise TensorRTUnavailableError(
-        f"require_tensorrt=True, but TF-TRT cannot run in the export worker: {status.reason}. "
-        f"Fix: {'; '.join(status.fixes)}")
-  return status
+        "require_tensorrt=True, but no requested TensorRT format can build and run engines here: "
+        + "; ".join(f"{name}: {reason}" for name, reason in reasons.items()))
+  return reasons
 
 
 def main(argv=None):

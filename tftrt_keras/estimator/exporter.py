@@ -148,7 +148,7 @@ class TrtExporter(_exporter_lib.Exporter):
     max_batch_size, max_workspace_size_bytes, minimum_segment_size, maximum_cached_engines, require_tensorrt,
       gpu_memory_limit_mb, timeout_seconds, format_options, conversion_policy, conversion_device,
       triton_repository, triton_model_name: see `ConversionOptions`. `require_tensorrt=True` raises
-      `TensorRTUnavailableError` here, before any training, when TF-TRT cannot run.
+      `TensorRTUnavailableError` here, before any training, when no requested TensorRT format can run.
     conversion_options: a complete `ConversionOptions` to use instead of the individual knobs above.
     policy: "best" (export when the evaluation improves, as `BestExporter`; the best result is read back from
       the evaluation event files after a restart), "latest" (every evaluation, as `LatestExporter`) or
@@ -160,7 +160,7 @@ class TrtExporter(_exporter_lib.Exporter):
 
   Raises:
     ValueError: a bad argument (the message names it).
-    TensorRTUnavailableError: `require_tensorrt=True` and TF-TRT cannot run on this machine.
+    TensorRTUnavailableError: `require_tensorrt=True` and no requested TensorRT format can run on this machine.
   """
 
   def __init__(self, name, serving_input_receiver_fn, precisions=PRECISIONS, compare_fn=None, exports_to_keep=5,

@@ -83,7 +83,8 @@ class TrtExport(keras_flavor.callback_base()):
       only what this library wrote.
     max_batch_size: largest batch the engines must serve (default: the largest captured batch).
     max_workspace_size_bytes, minimum_segment_size, maximum_cached_engines: TensorRT / TF-TRT settings.
-    require_tensorrt: fail in `on_train_begin`, before the first step, when TensorRT cannot run here.
+    require_tensorrt: fail in `on_train_begin`, before the first step, when no requested TensorRT format (tftrt,
+      trt, trt_rtx) can build and run engines here.
     blocking: wait for each conversion instead of converting in the background.
     input_signature: TensorSpec (or list/dict of them) for the serving signature; default: the model's own
       inputs, or the structure of the validation batches.

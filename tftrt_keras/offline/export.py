@@ -56,7 +56,7 @@ def export_saved_model(saved_model_dir, output_dir, *, signature_key=DEFAULT_SIG
 
   Raises:
     ValueError: a bad argument (the message names it).
-    TensorRTUnavailableError: `options.require_tensorrt` and TF-TRT cannot run here.
+    TensorRTUnavailableError: `options.require_tensorrt` and no requested TensorRT format can run here.
   """
   options = options or ConversionOptions()
   if not isinstance(options, ConversionOptions):
