@@ -262,23 +262,6 @@ def test_unavailable_or_ambiguous_signature_is_refused_listing_the_available(ava
   assert f"signatures {sorted(available)}" in str(info.value)
 
 
-# ---------------------------------------------------------------------------------------------- sample split
-@needs_estimator
-@pytest.mark.unit
-def test_verification_sample_is_cut_at_random_keeping_batch_order():
-  """cut_to_samples keeps exactly the asked number of distinct rows, spread over all the batches it got."""
-  from tftrt_keras.estimator.calibration import cut_to_samples  # pylint: disable=g-import-not-at-top
-  batches = [(index, {"x": np.arange(index * 10, index * 10 + 10)}) for index in (0, 3, 7, 11, 19)]
-  cut = cut_to_samples(batches, 20, np.random.default_rng(0))
-  rows = np.concatenate([b["x"] for _, b in cut])
-  assert len(rows) == 20 and len(set(rows)) == 20 and (np.diff(rows) > 0).all()
-  assert [i for i, _ in cut] == sorted(i for i, _ in cut)
-  assert rows.min() < 50 and rows.max() >= 150, rows  # the first and the last batch both contribute
-  for index, batch in cut:
-    assert ((batch["x"] // 10) == index).all()  # each row stays with its batch index
-  assert cut_to_samples(batches, 80, np.random.default_rng(0)) == batches
-
-
 # ---------------------------------------------------------------------------------------------- flags
 @needs_estimator
 @pytest.mark.unit
