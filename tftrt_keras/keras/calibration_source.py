@@ -5,6 +5,7 @@ import numpy as np
 
 from tftrt_keras.errors import invalid_argument
 from tftrt_keras.keras.capture import unpack_inputs
+from tftrt_keras.keras.snapshot import named_signature
 from tftrt_keras.keras.inputs_by_name import batches_by_name, expected_inputs
 from tftrt_keras.samples import by_name
 
@@ -29,14 +30,15 @@ def is_calibration_source(data):
   return isinstance(data, tf.data.Dataset) or _arrays(data) is not None
 
 
-def check_calibration_source(data, signature=None):
+def check_calibration_source(data, input_signature=None):
   """Checks `calibration_data` before any model is known: its kind, its sample counts, and its names against
-  `signature` when the user gave one.
+  the user's `input_signature` when there is one.
 
   Raises:
     ValueError: naming `calibration_data`.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  signature = None if input_signature is None else named_signature(input_signature)
   if not is_calibration_source(data):
     raise invalid_argument("calibration_data", type(data).__name__,
                            "a tf.data.Dataset, a numpy array, or a list/tuple/dict of numpy arrays")

@@ -50,8 +50,9 @@ class TrtExport(keras_flavor.callback_base()):
   export, with a manifest per export of what was made, skipped, rejected or failed and why.
 
   Calibration and verification samples are captured from `fit`'s validation pass: two disjoint uniform random
-  samples over the whole pass, inputs only, bounded memory. Conversion runs in a child process while training
-  goes on; `fit` waits at its end for the conversions still running (at most `timeout_seconds` each).
+  samples over the whole pass, inputs only, keyed by input name, bounded memory. Conversion runs in a child
+  process while training goes on; `fit` waits at its end for the conversions still running (at most
+  `timeout_seconds` each).
 
   An interrupted `fit` (Ctrl-C in a notebook) does not block the next one: a new `TrtExport` on the same
   `export_dir` in the same process takes the directory over from the interrupted one, stops its conversion
@@ -75,11 +76,11 @@ class TrtExport(keras_flavor.callback_base()):
     monitor, mode, save_best_only, save_freq, initial_value_threshold: as in `keras.callbacks.ModelCheckpoint`.
     calibration_batches: validation batches kept for INT8 calibration (0: capture nothing, no verification
       sample either).
-    verification_samples: validation samples kept for verification, apart from the calibration batches
-      (default 500; the number of batches follows from the first validation batch's size). Fewer when the
-      validation pass is shorter: the pass is then shared between the two in proportion.
+    verification_samples: validation samples kept for verification, apart from the calibration samples
+      (default 500). A shorter pass is shared in proportion, verification keeping at least a quarter of it.
     calibration_data: overrides capture: a `tf.data.Dataset` of batches (x or (x, y)), a numpy array, or a
-      list/dict of arrays (samples along axis 0). A random part of it is held out for verification.
+      list/tuple (input order) or dict (input names) of arrays, samples along axis 0, cast to the inputs'
+      dtypes as `fit` casts them; checked before the first step. A random part is held out for verification.
     exports_to_keep: keep only the newest N exports (default 5, as `TrtExporter`; None: all). Retention deletes
       only what this library wrote.
     max_batch_size: largest batch the engines must serve (default: the largest captured batch).
@@ -152,8 +153,7 @@ class TrtExport(keras_flavor.callback_base()):
                              hint="Install it (pip install tensorboard) to get verification scalars.")
     keras_snapshot.check_input_signature(input_signature)
     if calibration_data is not None:
-      check_calibration_source(calibration_data, None if input_signature is None else
-                               keras_snapshot.named_signature(input_signature))
+      check_calibration_source(calibration_data, input_signature)
     self.monitor, self.save_best_only, self.save_freq = monitor, save_best_only, save_freq
     self.mode = _mode_for(monitor, mode)
     self.initial_value_threshold = initial_value_threshold
