@@ -175,10 +175,19 @@ def _guide_data(n, seed, num_tags=12, num_words=1000, num_departments=4):
   return x, y
 
 
+def _matches_dict_keys_to_input_names(keras):
+  """Keras 3.6 (TF 2.17) pairs a dict with a list of inputs by sorted key, in `fit` too; later Keras by name."""
+  zeta, alpha = keras.Input((1,), name="zeta"), keras.Input((1,), name="alpha")
+  model = keras.Model([zeta, alpha], keras.layers.Concatenate()([zeta, alpha]))
+  return np.asarray(model({"alpha": np.ones((1, 1), "float32"), "zeta": np.zeros((1, 1), "float32")}))[0, 0] == 0
+
+
 @pytest.mark.tf
 def test_keras_io_multi_input_guide_model_fed_a_dict_keeps_each_input_under_its_name(keras, tmp_path):
   """Its int64 token arrays also go to float32 `Input`s, as Keras casts them; the frozen graph is then judged."""
   import tftrt_keras  # pylint: disable=g-import-not-at-top
+  if not _matches_dict_keys_to_input_names(keras):
+    pytest.skip(f"Keras {keras.__version__} pairs a dict with list inputs by sorted key: the guide's own fit fails")
   model = _guide_model(keras)
   x, y = _guide_data(128, 0)
   xv, yv = _guide_data(96, 1)
