@@ -85,13 +85,12 @@ def test_validation_metrics_are_bit_identical_with_capture(keras, tmp_path):
     np.testing.assert_array_equal(results[1][name], values, err_msg=name)
 
 
-def _captured_batch_indices(path, file_name, batch_size):
-  """The validation batches whose rows a samples file holds (rows of `indexed_validation` are 1000 + index)."""
+def _captured_rows(path, file_name):
+  """The validation rows a samples file holds (rows of `indexed_validation` are 1000 + index), inputs only."""
   rows = np.load(path / file_name)["features"][:, 0] - 1000
   assert rows.min() >= 0, "a captured sample is not from the validation data"
-  batches = sorted(set((rows // batch_size).astype(int)))
-  assert len(rows) == len(batches) * batch_size  # whole batches, inputs only
-  return batches
+  assert len(set(rows)) == len(rows)
+  return rows.astype(int)
 
 
 def test_calibration_and_verification_samples_are_disjoint_and_span_the_whole_pass(keras, tmp_path):
@@ -104,16 +103,17 @@ def test_calibration_and_verification_samples_are_disjoint_and_span_the_whole_pa
 
   for version in (1, 2):  # the first pass samples without knowing its length, the second one knows it
     directory = tmp_path / "e" / "calibration" / str(version)
-    calibration = _captured_batch_indices(directory, "calibration.npz", 4)
-    verification = _captured_batch_indices(directory, "verification.npz", 4)
-    assert len(calibration) == 24
-    assert len(verification) == 24  # 94 samples asked, batches of 4: ceil(94 / 4)
+    calibration = _captured_rows(directory, "calibration.npz")
+    verification = _captured_rows(directory, "verification.npz")
+    assert len(calibration) == 24 * 4  # calibration_batches of the captured size
+    assert len(verification) == 94  # split by sample: exactly what was asked
     assert not set(calibration) & set(verification)
     for sample in (calibration, verification):
-      assert min(sample) < 40 and max(sample) >= 120, sample  # the first and the last quarter of the pass
+      assert min(sample) < 160 and max(sample) >= 480, sample  # the first and the last quarter of the pass
     manifest = _manifest(tmp_path / "e" / "manifests" / str(version) / "manifest.json")
     assert manifest["artifacts"]["calibration"]["samples"] == 96
-    assert manifest["artifacts"]["calibration"]["verification_samples"] == 96
+    assert manifest["artifacts"]["calibration"]["batch_sizes"] == [4] * 24
+    assert manifest["artifacts"]["calibration"]["verification_samples"] == 94
 
 
 def test_capture_memory_is_bounded_and_later_passes_pull_only_what_they_keep(primary_keras, tmp_path):

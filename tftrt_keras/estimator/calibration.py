@@ -187,9 +187,9 @@ class CalibrationCaptureHook(tf.compat.v1.train.SessionRunHook):
 
   Put it in `EvalSpec(hooks=[exporter.calibration_hook])`. A `SplitReservoir` keeps `calibration_batches`
   batches plus as many as `verification_samples` fill (sized by the first batch of the first pass) and splits
-  them at random at the end of the pass, so both samples are spread uniformly over the whole pass and never
-  share a batch; the verification sample is then cut to `verification_samples` samples, chosen at random. A
-  pass with fewer batches shares them in proportion.
+  their samples at random at the end of the pass, so both samples are spread uniformly over the whole pass and
+  never share a sample; verification gets `verification_samples` of them. A short pass is shared in proportion,
+  verification keeping its share (see `SplitReservoir`).
 
   Whether a batch is kept is decided before the step runs; only then are its feature tensors added to the
   step's fetches, so the batches it does not keep cost nothing.
@@ -218,7 +218,6 @@ class CalibrationCaptureHook(tf.compat.v1.train.SessionRunHook):
     self.batches, self.indices = [], []
     self.verification_batches, self.verification_indices = [], []
     self.batches_seen = 0
-    self._rng = np.random.default_rng(seed)
 
   @property
   def capacity(self):
@@ -262,7 +261,8 @@ class CalibrationCaptureHook(tf.compat.v1.train.SessionRunHook):
     batch = {k: np.asarray(v) for k, v in run_values.results.items()}
     self._reservoir.offer(batch)
     if not self._sized:  # the first batch of the first pass: now the verification size in batches is known
-      self._reservoir.set_verification_capacity(-(-self._verification_samples // max(1, _batch_size(batch))))
+      self._reservoir.set_verification_capacity(-(-self._verification_samples // max(1, _batch_size(batch))),
+                                                samples=self._verification_samples)
       self._sized = True
 
   def end(self, session):
@@ -273,32 +273,11 @@ class CalibrationCaptureHook(tf.compat.v1.train.SessionRunHook):
     self._reservoir.end_pass()
     self.batches = list(self._reservoir.last_pass)
     self.indices = list(self._reservoir.last_indices)
-    verification = cut_to_samples(list(zip(self._reservoir.last_verification_indices,
-                                           self._reservoir.last_verification)),
-                                  self._verification_samples, self._rng)
-    self.verification_indices = [i for i, _ in verification]
-    self.verification_batches = [b for _, b in verification]
+    self.verification_indices = list(self._reservoir.last_verification_indices)
+    self.verification_batches = list(self._reservoir.last_verification)
     self.global_step = self._step_of_pass
 
 
 def _batch_size(batch):
   return len(next(iter(batch.values())))
 
-
-def cut_to_samples(batches, samples, rng):
-  """At most `samples` samples of [(index, batch)], chosen at random; batches keep their order and index.
-
-  A batch left without samples is dropped.
-  """
-  held = sum(_batch_size(b) for _, b in batches)
-  if held <= samples:
-    return batches
-  rows = np.sort(rng.permutation(held)[:samples])
-  cut, start = [], 0
-  for index, batch in batches:
-    size = _batch_size(batch)
-    mine = rows[(rows >= start) & (rows < start + size)] - start
-    if len(mine):
-      cut.append((index, {k: v[mine] for k, v in batch.items()}))
-    start += size
-  return cut

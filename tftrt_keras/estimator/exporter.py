@@ -431,16 +431,16 @@ class TrtExporter(_exporter_lib.Exporter):
     layout = ExportLayout(os.path.dirname(native_dir))
     self._acquire(layout)
     version = int(os.path.basename(native_dir))
-    calibration_problem, calibration_origin = None, {}
+    calibration_problem, calibration_origin, casts = None, {}, []
     try:
-      batches, verification_batches, calibration_origin = self._samples.collect(native_dir, signature_key)
+      batches, verification_batches, calibration_origin, casts = self._samples.collect(native_dir, signature_key)
     except CalibrationUnusable as err:
       batches, verification_batches, calibration_problem = [], None, str(err)
     source = self._source(checkpoint_path, eval_result, calibration=calibration_origin,
                           signature={"key": signature_key, "available": available, "requested": self._signature_key})
     request = prepare_export(
         root=layout.root, version=version, source=source, options=self._options, native_dir=native_dir,
-        batches=batches, verification_batches=verification_batches, signature_key=signature_key,
+        batches=batches, verification_batches=verification_batches, signature_key=signature_key, sample_casts=casts,
         calibration_skip_reason=calibration_problem or "calibration_batches=0 and no calibration_input_fn",
         more_samples="raise calibration_batches")
     self._scheduler.submit(request, blocking=self._blocking or bool(is_the_final_export))

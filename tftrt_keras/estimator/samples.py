@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from tftrt_keras.estimator.calibration import CalibrationUnusable, serialize_examples, signature_of
-from tftrt_keras.samples import calibration_data
+from tftrt_keras.samples import by_name, calibration_data
 
 
 class EvaluationSamples:
@@ -28,9 +28,9 @@ class EvaluationSamples:
     """Calibration and verification batches keyed by the signature's input names, and where they came from.
 
     Returns:
-      (calibration batches, verification batches or None, origin for the manifest). Verification batches are
-      None when the evaluation gave none apart from the calibration batches: the pipeline then holds out a
-      part of the calibration samples.
+      (calibration batches, verification batches or None, origin for the manifest, the casts' manifest
+      entries). Verification batches are None when the evaluation gave none apart from the calibration
+      batches: the pipeline then holds out a part of the calibration samples.
 
     Raises:
       CalibrationUnusable: with the reason the manifest records.
@@ -44,7 +44,7 @@ class EvaluationSamples:
       origin = {"from": "calibration_input_fn", "batches": len(raw)}
     else:
       if self._calibration_batches == 0:
-        return [], None, {"from": None}
+        return [], None, {"from": None}, []
       if hook.problem:
         raise CalibrationUnusable(hook.problem)
       if not hook.batches:
@@ -59,18 +59,24 @@ class EvaluationSamples:
                                 "batch_indices": hook.verification_indices,
                                 "samples": sum(len(next(iter(b.values()))) for b in held_out),
                                 "batches_in_evaluation": hook.batches_seen}
-    batches = self._as_signature_inputs(raw, signature, tensor_names)
-    verification = self._as_signature_inputs(held_out, signature, tensor_names) if held_out else None
+    report = by_name.CastReport()
     try:
+      batches = self._as_signature_inputs(raw, signature, tensor_names, report)
+      verification = self._as_signature_inputs(held_out, signature, tensor_names, report) if held_out else None
       calibration_data.check_against_signature(
           {k: np.concatenate([np.asarray(b[k]) for b in batches]) for k in batches[0]}, signature)
     except ValueError as err:
       raise CalibrationUnusable(f"the calibration batches do not fit the exported signature: {err}") from err
-    return batches, verification, origin
+    return batches, verification, origin, report.entries()
 
-  def _as_signature_inputs(self, raw, signature, tensor_names):
-    input_names = {t.name for t in signature.inputs}
-    return [batch if set(batch) == input_names else self._signature_inputs(batch, signature, tensor_names)
+  def _as_signature_inputs(self, raw, signature, tensor_names, report):
+    """Batches keyed by the signature's input names and cast to its dtypes (`samples.by_name`)."""
+    names = [t.name for t in signature.inputs]
+    dtypes = {t.name: t.dtype for t in signature.inputs}
+    argument = "calibration_input_fn" if self._calibration_input_fn is not None else "calibration_hook"
+    return [by_name.samples_by_name(batch if set(batch) == set(names) else
+                                    self._signature_inputs(batch, signature, tensor_names),
+                                    names, dtypes, argument=argument, report=report)
             for batch in raw]
 
   def _batches_from_input_fn(self):
@@ -116,9 +122,7 @@ class EvaluationSamples:
 
 
 def _as_input(array, tensor):
-  """Casts and reshapes evaluation features to a raw signature input (e.g. (n,) -> (n, 1), float64 -> float32)."""
-  if tensor.dtype != "string":
-    array = array.astype(tensor.dtype)
+  """Reshapes evaluation features to a raw signature input (e.g. (n,) -> (n, 1)); `by_name` casts them."""
   if tensor.shape is not None and all(d is not None for d in tensor.shape[1:]):
     per_sample = int(np.prod(tensor.shape[1:], dtype=np.int64))
     if array.ndim and array[0].size == per_sample:

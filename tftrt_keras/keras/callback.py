@@ -16,7 +16,8 @@ from tftrt_keras.options import (DEFAULT_BACKEND, DEFAULT_TIMEOUT_SECONDS, DEFAU
                                  ConversionOptions, artifact_names)
 from tftrt_keras.artifacts.layout import ExportLayout, RootLock
 from tftrt_keras.pipeline.scheduler import ExportScheduler
-from tftrt_keras.keras.calibration_source import batches_from, is_calibration_source
+from tftrt_keras.keras.calibration_source import check_calibration_source, given_batches
+from tftrt_keras.keras.inputs_by_name import captured_by_name
 from tftrt_keras.keras.capture import CapturingTestFunction
 from tftrt_keras.keras.fit_frames import callbacks_of, fit_frames, fit_has_validation
 from tftrt_keras.keras import snapshot as keras_snapshot
@@ -49,8 +50,9 @@ class TrtExport(keras_flavor.callback_base()):
   export, with a manifest per export of what was made, skipped, rejected or failed and why.
 
   Calibration and verification samples are captured from `fit`'s validation pass: two disjoint uniform random
-  samples over the whole pass, inputs only, bounded memory. Conversion runs in a child process while training
-  goes on; `fit` waits at its end for the conversions still running (at most `timeout_seconds` each).
+  samples over the whole pass, inputs only, keyed by input name, bounded memory. Conversion runs in a child
+  process while training goes on; `fit` waits at its end for the conversions still running (at most
+  `timeout_seconds` each).
 
   An interrupted `fit` (Ctrl-C in a notebook) does not block the next one: a new `TrtExport` on the same
   `export_dir` in the same process takes the directory over from the interrupted one, stops its conversion
@@ -74,11 +76,11 @@ class TrtExport(keras_flavor.callback_base()):
     monitor, mode, save_best_only, save_freq, initial_value_threshold: as in `keras.callbacks.ModelCheckpoint`.
     calibration_batches: validation batches kept for INT8 calibration (0: capture nothing, no verification
       sample either).
-    verification_samples: validation samples kept for verification, apart from the calibration batches
-      (default 500; the number of batches follows from the first validation batch's size). Fewer when the
-      validation pass is shorter: the pass is then shared between the two in proportion.
+    verification_samples: validation samples kept for verification, apart from the calibration samples
+      (default 500). A shorter pass is shared in proportion, verification keeping at least a quarter of it.
     calibration_data: overrides capture: a `tf.data.Dataset` of batches (x or (x, y)), a numpy array, or a
-      list/dict of arrays (samples along axis 0). A random part of it is held out for verification.
+      list/tuple (input order) or dict (input names) of arrays, samples along axis 0, cast to the inputs'
+      dtypes as `fit` casts them; checked before the first step. A random part is held out for verification.
     exports_to_keep: keep only the newest N exports (default 5, as `TrtExporter`; None: all). Retention deletes
       only what this library wrote.
     max_batch_size: largest batch the engines must serve (default: the largest captured batch).
@@ -117,6 +119,8 @@ class TrtExport(keras_flavor.callback_base()):
     super().__init__()
     if not isinstance(export_dir, (str, os.PathLike)) or not os.fspath(export_dir):
       raise invalid_argument("export_dir", export_dir, "a directory path")
+    if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+      raise invalid_argument("export_dir", os.fspath(export_dir), "a directory (this path is an existing file)")
     self.export_dir = os.fspath(export_dir)
     self.options = ConversionOptions(
         precisions=normalize_precisions(precisions), formats=formats, format_options=format_options,
@@ -142,9 +146,6 @@ class TrtExport(keras_flavor.callback_base()):
     if exports_to_keep is not None and (isinstance(exports_to_keep, bool) or not isinstance(exports_to_keep, int)
                                         or exports_to_keep <= 0):
       raise invalid_argument("exports_to_keep", exports_to_keep, "a positive integer or None")
-    if calibration_data is not None and not is_calibration_source(calibration_data):
-      raise invalid_argument("calibration_data", type(calibration_data).__name__,
-                             "a tf.data.Dataset, a numpy array, or a list/dict of numpy arrays")
     if verbose not in (0, 1, 2):
       raise invalid_argument("verbose", verbose, "0, 1 or 2")
     if log_dir is not None and importlib.util.find_spec("tensorboard") is None:
@@ -152,6 +153,8 @@ class TrtExport(keras_flavor.callback_base()):
       raise invalid_argument("log_dir", log_dir, "None, or a directory with the `tensorboard` package installed",
                              hint="Install it (pip install tensorboard) to get verification scalars.")
     keras_snapshot.check_input_signature(input_signature)
+    if calibration_data is not None:
+      check_calibration_source(calibration_data, input_signature)
     self.monitor, self.save_best_only, self.save_freq = monitor, save_best_only, save_freq
     self.mode = _mode_for(monitor, mode)
     self.initial_value_threshold = initial_value_threshold
@@ -228,7 +231,9 @@ class TrtExport(keras_flavor.callback_base()):
     self._captured_model = None
     self._original_test_function = None
     self._snapshotter = None
+    self._chosen_signature = None
     self._explicit_batches = None
+    self._explicit_casts = []
     self._is_chief = True
     self._run_manifests = []  # this run's exports (manifest paths), for closing them if the run is abandoned
 
@@ -246,8 +251,9 @@ class TrtExport(keras_flavor.callback_base()):
       from tftrt_keras.preflight import require_tensorrt_or_raise  # pylint: disable=g-import-not-at-top
       require_tensorrt_or_raise(self.options)
     if self.calibration_data is not None:
-      self._explicit_batches = batches_from(self.calibration_data, self.calibration_batches or 16,
-                                             self.options.max_batch_size)
+      # Keyed by input name now: data the model cannot take fails before the first step.
+      self._explicit_batches, self._explicit_casts = given_batches(
+          self.calibration_data, self._signature, self.calibration_batches or 16, self.options.max_batch_size)
     elif "INT8" in self.options.precisions and fit_has_validation(model) is False:
       raise invalid_argument(
           "calibration_data", None, "validation data in fit() or `calibration_data` when precisions include INT8",
@@ -402,12 +408,13 @@ class TrtExport(keras_flavor.callback_base()):
     return self._capture.last_pass, (self._capture.last_verification or None)
 
   def _signature(self, batches):
-    if self._snapshotter is not None:
-      return self._snapshotter.signature
-    if self.input_signature is not None:
-      return keras_snapshot.named_signature(self.input_signature)
-    return keras_snapshot.signature_from_model(self.model) or (
-        keras_snapshot.signature_from_batch(batches[0]) if batches else None)
+    # Kept: the signature that keys `calibration_data` in on_train_begin is the one the model is traced with.
+    if self._chosen_signature is None and self.input_signature is not None:
+      self._chosen_signature = keras_snapshot.named_signature(self.input_signature)
+    elif self._chosen_signature is None:
+      self._chosen_signature = keras_snapshot.signature_from_model(self.model) or (
+          keras_snapshot.signature_from_batch(batches[0]) if batches else None)
+    return self._chosen_signature
 
   def _maybe_export(self, logs, batch=None):
     if not self._improved(logs):
@@ -427,15 +434,18 @@ class TrtExport(keras_flavor.callback_base()):
         if signature is None:
           raise ValueError("no input signature: pass `input_signature=` to TrtExport")
         self._snapshotter = keras_snapshot.SavedModelSnapshotter(self.model, signature)
-      named = [keras_snapshot.batch_by_name(self._snapshotter.signature, b) for b in batches]
-      if verification is not None:
-        verification = [keras_snapshot.batch_by_name(self._snapshotter.signature, b) for b in verification]
+      if self._explicit_batches is not None:
+        named, casts, problem = batches, self._explicit_casts, None
+      else:
+        named, verification, casts, problem = captured_by_name(self._snapshotter.signature, batches, verification)
+        if problem:
+          logging.error("tftrt_keras: export version %d: %s", version, problem)
       # The manifest is ours from the moment it is written: an interrupted run closes it (see on_train_begin).
       self._run_manifests.append(layout.manifest_path(version))
       request = prepare_export(
           layout.root, version, source, self.options, write_native=self._snapshotter.save, batches=named,
-          verification_batches=verification,
-          calibration_skip_reason="no validation pass ran before this export and no `calibration_data` was given")
+          verification_batches=verification, sample_casts=casts, calibration_skip_reason=problem or
+          "no validation pass ran before this export and no `calibration_data` was given")
     except Exception as err:  # pylint: disable=broad-except
       # Training goes on; the failure is on disk where the user looks for exports.
       logging.exception("tftrt_keras: export version %d failed before conversion", version)

@@ -17,8 +17,8 @@ own test function and the distribution strategy, which `compile()` and a new str
 model (new metrics, new loss) is traced again.
 
 Two disjoint samples are kept (see `tftrt_keras.samples.reservoir.SplitReservoir`): calibration batches and
-verification batches, both uniform over the whole pass. The verification sample is sized in samples; its
-number of batches follows from the first validation batch's size.
+verification samples, both uniform over the whole pass and split sample by sample. The verification sample is
+sized in samples; the number of batches the reservoir keeps for it follows from the first validation batch's size.
 """
 
 import math
@@ -185,7 +185,7 @@ class CapturingTestFunction:
         if not self._sized:
           self._sized = True
           self._reservoir.set_verification_capacity(
-              math.ceil(self._verification_samples / max(1, _batch_size(inputs))))
+              math.ceil(self._verification_samples / max(1, _batch_size(inputs))), samples=self._verification_samples)
       logs = self._step_on_data(self._local_parts(data))
     return logs
 

@@ -87,22 +87,6 @@ def signature_from_batch(x):
   return _named(tf, structure)
 
 
-def input_names(signature):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return [s.name for s in tf.nest.flatten(signature)]
-
-
-def batch_by_name(signature, x):
-  """Maps one batch of model inputs (tensor, list or dict) to {signature input name: numpy array}."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if isinstance(signature, dict):
-    return {name: np.asarray(x[name]) for name in signature}
-  if isinstance(x, tuple) and len(x) == 1 and not isinstance(signature, (list, tuple)):
-    x = x[0]
-  leaves = tf.nest.flatten(x)
-  return {name: np.asarray(v) for name, v in zip(input_names(signature), leaves)}
-
-
 def _output_names(model, count):
   """The serving signature's output names: the model's own (its output layers' names), `output_<i>` only
   where it has none. Keras 3.6 gives a Sequential model no `output_names`; its output layers still have names

@@ -12,6 +12,7 @@ from tftrt_keras.formats.base import NATIVE
 from tftrt_keras.options import artifact_names
 from tftrt_keras.pipeline.request import ExportRequest
 from tftrt_keras.samples import calibration_data
+from tftrt_keras.samples.by_name import cast_warnings
 from tftrt_keras.samples.holdout import MORE_SAMPLES, concat_batches, sample_warnings, split_holdout
 
 
@@ -24,7 +25,7 @@ def _new_manifest(version, source, options, signature_key):
 
 def prepare_export(root, version, source, options, *, write_native=None, native_dir=None, batches=None,
                    verification_batches=None, signature_key="serving_default", calibration_skip_reason=None,
-                   more_samples=MORE_SAMPLES):
+                   more_samples=MORE_SAMPLES, sample_casts=None):
   """Publishes the normal export and the samples, and writes the manifest and the worker's request.
 
   Args:
@@ -41,6 +42,8 @@ def prepare_export(root, version, source, options, *, write_native=None, native_
     signature_key: the signature every variant is built from.
     calibration_skip_reason: what the manifest says when there are no batches (the caller knows why).
     more_samples: how a user gets more calibration samples, in the caller's own argument or flag names.
+    sample_casts: `samples.by_name.CastReport.entries()` of the samples' casts to the signature's dtypes; the
+      calibration entry lists them, and warns of those that lost information.
 
   Returns:
     The `ExportRequest` for the worker.
@@ -79,13 +82,14 @@ def prepare_export(root, version, source, options, *, write_native=None, native_
     if verification:
       calibration_data.save_samples(os.path.join(temp, VERIFICATION_FILE), concat_batches(verification))
     path = layout.publish(temp, "calibration", version)
-    warnings = sample_warnings(sum(request.calibration_batch_sizes), verify_count, "INT8" in options.precisions,
-                               more_samples)
+    warnings = cast_warnings(sample_casts or []) + sample_warnings(
+        sum(request.calibration_batch_sizes), verify_count, "INT8" in options.precisions, more_samples)
     set_artifact(manifest, "calibration", OK, layout.relative(version, path),
                  file=CALIBRATION_FILE, samples=sum(request.calibration_batch_sizes),
                  batch_sizes=request.calibration_batch_sizes,
                  verification_file=VERIFICATION_FILE if verification else None,
-                 verification_samples=verify_count, split=split, **({"warnings": warnings} if warnings else {}))
+                 verification_samples=verify_count, split=split, **({"casts": sample_casts} if sample_casts else {}),
+                 **({"warnings": warnings} if warnings else {}))
     for warning in warnings:
       logging.warning("tftrt_keras: export %s: %s", version, warning)
   else:

@@ -7,6 +7,7 @@ import zipfile
 import numpy as np
 
 from tftrt_keras.errors import invalid_argument
+from tftrt_keras.samples import by_name
 
 
 def save_samples(path, arrays):
@@ -39,11 +40,9 @@ def num_samples(arrays):
 
 
 def check_against_signature(arrays, signature, argument="calibration_data"):
-  """Raises ValueError unless `arrays` has exactly the signature's inputs with compatible dtypes and shapes."""
-  expected_names = [t.name for t in signature.inputs]
-  if sorted(arrays) != sorted(expected_names):
-    raise invalid_argument(argument, f"arrays named {sorted(arrays)}",
-                           f"one array per signature input, named {expected_names}")
+  """Raises ValueError unless `arrays` has exactly the signature's inputs (by name, no other key) with
+  compatible dtypes and shapes."""
+  by_name.key_by_name(arrays, [t.name for t in signature.inputs], argument=argument)
   counts = {name: len(np.asarray(value)) if np.ndim(value) else 0 for name, value in arrays.items()}
   if len(set(counts.values())) != 1 or 0 in counts.values():
     raise invalid_argument(argument, f"sample counts {counts}", "the same, non-zero number of samples for every input")

@@ -12,10 +12,12 @@ pulled instead of ~k(1 + ln(n/k)). Batches beyond n, if the pass turns out longe
 rule, so the sample stays uniform over the whole pass either way.
 
 `SplitReservoir` keeps two disjoint uniform samples of one pass (calibration and verification): one reservoir
-of both sizes together, whose kept batches are split at random at the end of the pass.
+of both sizes together, whose kept samples are split at random, sample by sample, at the end of the pass.
 """
 
 import random
+
+import numpy as np
 
 
 class BatchReservoir:
@@ -105,37 +107,61 @@ class BatchReservoir:
     return self.last_pass
 
 
-class SplitReservoir:
-  """Two disjoint uniform samples from each pass: `calibration_capacity` and `verification_capacity` batches.
+def verification_share(total, calibration_wanted, verification_wanted):
+  """How many of a pass's `total` kept samples verify; see `SplitReservoir`."""
+  if verification_wanted <= 0 or total <= 0:
+    return 0
+  if calibration_wanted <= 0:
+    return min(verification_wanted, total)
+  if total >= calibration_wanted + verification_wanted:
+    return verification_wanted
+  share = max(round(total * verification_wanted / (calibration_wanted + verification_wanted)),
+              min(verification_wanted, total // 4))
+  return min(share, total - 1)  # calibration keeps at least one sample
 
-  One reservoir keeps both sizes together (a uniform sample of the pass); at the end of the pass its batches are
-  assigned at random, so both samples are uniform over the whole pass and never share a batch. When the pass
-  has fewer batches than both together, they are shared in proportion to the two capacities (calibration keeps at
-  least one batch, verification too when there are two or more).
+
+class SplitReservoir:
+  """Two disjoint uniform samples from each pass, split by sample: calibration and verification.
+
+  One reservoir keeps `calibration_capacity + verification_capacity` batches together (a uniform sample of the
+  pass, at most that many batches in memory). At the end of the pass their samples are assigned at random, row
+  by row: verification gets `verification_samples`, calibration up to `calibration_capacity` batches' worth,
+  re-batched at the captured batch size. A pass with fewer samples than both want together is shared in
+  proportion to the two wants, verification getting at least min(verification_samples, a quarter of the
+  samples) and calibration at least one sample (`verification_share`). Decisions depend only on the seed, the
+  pass count and the pass's batches, so every worker of a distributed run makes the same ones.
+
+  Batches are numpy arrays or lists/tuples/dicts of them (nested), samples along axis 0.
 
   Args:
     calibration_capacity: batches kept for calibration.
     verification_capacity: batches kept for verification; may be set later with `set_verification_capacity`
       while the first pass is still filling (the number of batches may depend on the first batch's size).
-    seed: as for `BatchReservoir`; the split depends only on the seed and the pass count too.
+    seed: as for `BatchReservoir`.
     reuse_pass_length: as for `BatchReservoir`.
+    verification_samples: samples verification wants (default: `verification_capacity` full batches).
   """
 
-  def __init__(self, calibration_capacity, verification_capacity=0, seed=0, reuse_pass_length=True):
+  def __init__(self, calibration_capacity, verification_capacity=0, seed=0, reuse_pass_length=True,
+               verification_samples=None):
     self.calibration_capacity = int(calibration_capacity)
     self.verification_capacity = int(verification_capacity)
+    self.verification_samples = verification_samples
     self._joint = BatchReservoir(self.calibration_capacity + self.verification_capacity, seed=seed,
                                  reuse_pass_length=reuse_pass_length)
     self._split_rng = random.Random(f"split-{seed}")
     self.last_pass = []               # calibration batches of the previous pass, in pass order
-    self.last_indices = []
-    self.last_verification = []       # verification batches of the previous pass, in pass order
+    self.last_indices = []            # positions in the pass of the batches they came from
+    self.last_verification = []       # verification samples of the previous pass, one part per source batch
     self.last_verification_indices = []
 
-  def set_verification_capacity(self, capacity):
-    """Sets the verification sample size (in batches); see `BatchReservoir.resize` for when it may change."""
+  def set_verification_capacity(self, capacity, samples=None):
+    """Sets the verification sample size (in batches, and in samples when given); see `BatchReservoir.resize`
+    for when it may change."""
     self._joint.resize(self.calibration_capacity + int(capacity))
     self.verification_capacity = int(capacity)
+    if samples is not None:
+      self.verification_samples = int(samples)
 
   def begin_pass(self):
     self.last_pass, self.last_indices, self.last_verification, self.last_verification_indices = [], [], [], []
@@ -170,21 +196,53 @@ class SplitReservoir:
     if not kept:
       return self.last_pass
     entries = sorted(kept, key=lambda e: e[0])
-    count = len(entries)
-    calibration = min(self.calibration_capacity, count)
-    if count < self.calibration_capacity + self.verification_capacity:
-      calibration = round(count * self.calibration_capacity / (self.calibration_capacity +
-                                                               self.verification_capacity))
-      # Calibration keeps at least one batch (INT8 needs it; with none left for verification, the pipeline
-      # holds out a part of the calibration samples), verification one when there are two or more.
-      calibration = max(calibration, 1 if self.calibration_capacity else 0)
-      if count >= 2 and self.verification_capacity:
-        calibration = min(calibration, count - 1)
-    chosen = set(self._split_rng.sample(range(count), calibration))
-    calibration_entries = [e for i, e in enumerate(entries) if i in chosen]
-    verification_entries = [e for i, e in enumerate(entries) if i not in chosen]
-    self.last_pass = [b for _, b in calibration_entries]
-    self.last_indices = [i for i, _ in calibration_entries]
-    self.last_verification = [b for _, b in verification_entries]
-    self.last_verification_indices = [i for i, _ in verification_entries]
+    sizes = [num_rows(b) for _, b in entries]
+    batch_size, total = max(sizes), sum(sizes)
+    verification_wanted = (self.verification_samples if self.verification_samples is not None
+                           else self.verification_capacity * batch_size)
+    calibration_wanted = self.calibration_capacity * batch_size
+    held = verification_share(total, calibration_wanted, verification_wanted)
+    order = np.random.default_rng(self._split_rng.getrandbits(64)).permutation(total)
+    verify_rows = np.sort(order[:held])
+    calibrate_rows = np.sort(order[held:held + min(calibration_wanted, total - held)])
+    self.last_verification, self.last_verification_indices = _parts(entries, sizes, verify_rows)
+    parts, self.last_indices = _parts(entries, sizes, calibrate_rows)
+    self.last_pass = _rebatch(parts, batch_size)
     return self.last_pass
+
+
+def num_rows(batch):
+  """Samples in a batch (an array or a nesting of lists/tuples/dicts of arrays)."""
+  while isinstance(batch, (list, tuple, dict)):
+    batch = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+  return len(batch) if np.ndim(batch) else 1
+
+
+def _map(function, *batches):
+  first = batches[0]
+  if isinstance(first, dict):
+    return {k: _map(function, *(b[k] for b in batches)) for k in first}
+  if isinstance(first, (list, tuple)):
+    return type(first)(_map(function, *items) for items in zip(*batches))
+  return function(*batches)
+
+
+def _parts(entries, sizes, rows):
+  """The `rows` (sorted, numbered over the whole pass) of each batch: ([part], [its batch's position])."""
+  parts, indices, start = [], [], 0
+  for (index, batch), size in zip(entries, sizes):
+    mine = rows[(rows >= start) & (rows < start + size)] - start
+    if len(mine):
+      parts.append(batch if len(mine) == size else _map(lambda a, m=mine: np.asarray(a)[m], batch))
+      indices.append(index)
+    start += size
+  return parts, indices
+
+
+def _rebatch(parts, batch_size):
+  """Parts joined and cut into batches of `batch_size` (the captured size: engine profiles depend on it)."""
+  if not parts or all(num_rows(p) == batch_size for p in parts):
+    return parts
+  joined = _map(lambda *arrays: np.concatenate([np.asarray(a) for a in arrays]), *parts)
+  total = num_rows(joined)
+  return [_map(lambda a, s=s: a[s:s + batch_size], joined) for s in range(0, total, batch_size)]
