@@ -69,11 +69,11 @@ def _scripted(keras, values):
 def test_integer_save_freq_counts_batches_as_model_checkpoint(keras, steps_per_execution, tmp_path):
   model = classifier(keras)
   model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", steps_per_execution=steps_per_execution)
-  # 10 batches an epoch (executions of 4, 4 and 2 batches at steps_per_execution=4), every 12 batches: the count
-  # crosses the epoch's end; Keras 3.6-3.10 pass an execution's first batch, later Keras its last.
-  checkpoint = _model_checkpoint(keras, tmp_path / "mc", per_batch=True, save_freq=12)
-  export = tftrt_keras.TrtExport(tmp_path / "e", save_freq=12, **CHEAP)
-  x, y = train_data(80)
+  # 8 batches an epoch, every 10 batches: the count crosses the epoch's end. Keras passes an execution's last
+  # batch index (Keras 3.6-3.10: its first, so the first execution counts as one batch there).
+  checkpoint = _model_checkpoint(keras, tmp_path / "mc", per_batch=True, save_freq=10)
+  export = tftrt_keras.TrtExport(tmp_path / "e", save_freq=10, **CHEAP)
+  x, y = train_data(64)
   model.fit(x, y, batch_size=8, epochs=2, callbacks=[checkpoint, export], verbose=0)
   chosen = _checkpoint_choices(tmp_path / "mc")
   assert chosen and all(batch is not None for _, batch in chosen), chosen
