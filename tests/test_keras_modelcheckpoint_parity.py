@@ -102,6 +102,23 @@ def test_save_best_only_takes_the_direction_and_threshold_of_model_checkpoint(ke
   assert all(chosen[monitor] in ([(2, None)], [(3, None)]) for monitor in monitors), chosen
 
 
+def test_the_best_value_carries_over_to_the_next_fit_as_in_model_checkpoint(keras, tmp_path):
+  model = classifier(keras)
+  checkpoint = _model_checkpoint(keras, tmp_path / "mc", monitor="val_loss", save_best_only=True)
+  export = tftrt_keras.TrtExport(tmp_path / "e", monitor="val_loss", save_best_only=True, **CHEAP)
+  x, y = train_data(32)
+  checkpoints, exports = [], []
+  for value in (0.5, 0.6):  # the second fit's value is worse than the first's
+    exported_before = len(export.manifest_paths)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0,
+              callbacks=[_scripted(keras, {"val_loss": [value]}), checkpoint, export])
+    checkpoints.append(_checkpoint_choices(tmp_path / "mc"))
+    exports.append(_export_choices(export)[exported_before:])
+    for name in os.listdir(tmp_path / "mc"):
+      os.remove(tmp_path / "mc" / name)
+  assert exports == checkpoints == [[(1, None)], []]
+
+
 def test_a_missing_monitored_value_is_handled_as_model_checkpoint(keras, tmp_path):
   """Keras 3.10+ warns and saves; Keras 2 and older Keras 3 warn and skip."""
   model = classifier(keras)
