@@ -80,7 +80,6 @@ def test_integer_save_freq_counts_batches_as_model_checkpoint(keras, steps_per_e
   assert _export_choices(export) == chosen
 
 
-@pytest.mark.slow
 def test_save_best_only_takes_the_direction_and_threshold_of_model_checkpoint(keras, tmp_path):
   model = _binary_model(keras)
   # With initial_value_threshold=0.45 (equal is not better): "min" chooses epoch 3 only, "max" epoch 2 only.
