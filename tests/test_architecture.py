@@ -22,7 +22,7 @@ FLOORS = (
     ("options", ("options",)),
     ("formats", ("formats",)),
     ("storage and samples", ("artifacts", "samples")),
-    ("names and rules", ("precisions", "quiet_console", "agreement")),
+    ("names and rules", ("precisions", "quiet_console", "agreement", "monitor")),
     ("ground", ("errors",)),
 )
 FLOOR_OF = {room: level for level, (_, rooms) in enumerate(FLOORS) for room in rooms}

@@ -193,7 +193,7 @@ def test_trt_export_from_flags_carries_every_setting(global_flags):
   assert callback.options.verify is False and callback.options.formats == ("onnx",)
   assert callback.options.verification_samples == 600 and callback.options.triton_repository == "/tmp/triton"
   assert callback.calibration_batches == 5 and callback.exports_to_keep == 3
-  assert callback.save_best_only and callback.monitor == "val_acc" and callback.mode == "max"
+  assert callback.save_best_only and callback.monitor == "val_acc" and callback.mode == "auto"
   assert callback.blocking and callback.export_dir == "/tmp/unused"
 
 

@@ -475,7 +475,7 @@ def test_from_flags_passes_every_export_flag(tmp_path):
   assert options.triton_repository == str(tmp_path / "models")
   assert (callback.export_dir, callback.calibration_batches, callback.exports_to_keep, callback.save_best_only,
           callback.monitor, callback.mode, callback.blocking) == (
-              str(tmp_path / "e"), 3, 2, True, "val_accuracy", "max", True)
+              str(tmp_path / "e"), 3, 2, True, "val_accuracy", "auto", True)
   # An override wins over its flag.
   assert tftrt_keras.TrtExport.from_flags(flag_values, formats=("tftrt",), verbose=0).options.formats == ("tftrt",)
 

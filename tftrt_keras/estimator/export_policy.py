@@ -4,6 +4,8 @@ the event files after a restart), with the metric and direction a user names."""
 from absl import logging
 import tensorflow as tf
 
+from tftrt_keras.monitor import improves, mode_from_name
+
 
 def loss_smaller(best_eval_result, current_eval_result):
   """BestExporter's default: the current evaluation is better when its `loss` is smaller."""
@@ -11,19 +13,21 @@ def loss_smaller(best_eval_result, current_eval_result):
 
 
 def metric_compare_fn(monitor):
-  """A `compare_fn` preferring a better `monitor` metric; Keras' `mode="auto"` rule decides the direction.
+  """A `compare_fn` preferring a better `monitor` metric, in the direction `TrtExport(monitor=...)` and tf.keras'
+  `ModelCheckpoint` give it under `mode="auto"` on the Estimator's TF line (`tftrt_keras.monitor.mode_from_name`).
 
-  `val_` is dropped (`val_loss` is the Estimator's `loss`); metrics named like accuracy or AUC are better
-  when larger, everything else when smaller.
+  `val_` is dropped (`val_loss` is the Estimator's `loss`).
   """
   key = monitor[len("val_"):] if monitor.startswith("val_") else monitor
-  higher_is_better = "acc" in key or "auc" in key or key.startswith("fmeasure") or key in ("precision", "recall")
+  mode = mode_from_name(monitor)
+  if mode == "min" and any(word in key for word in ("auc", "precision", "recall")):
+    logging.warning("tftrt_keras: --export_monitor=%s is judged smaller-is-better, as tf.keras' ModelCheckpoint "
+                    "judges it under mode='auto' (larger only for names with 'acc' or starting with 'fmeasure'); "
+                    "pass `compare_fn` to TrtExporter to prefer larger values", monitor)
 
   def compare_fn(best_eval_result, current_eval_result):
-    if higher_is_better:
-      return current_eval_result[key] > best_eval_result[key]
-    return current_eval_result[key] < best_eval_result[key]
-  compare_fn.__name__ = f"{'max' if higher_is_better else 'min'}_{key}"
+    return improves(current_eval_result[key], best_eval_result[key], mode)
+  compare_fn.__name__ = f"{mode}_{key}"
   return compare_fn
 
 

@@ -19,6 +19,7 @@ from tftrt_keras.pipeline.scheduler import ExportScheduler
 from tftrt_keras.keras.calibration_source import check_calibration_source, given_batches
 from tftrt_keras.keras.inputs_by_name import captured_by_name
 from tftrt_keras.keras.capture import CapturingTestFunction
+from tftrt_keras.keras.checkpoint import BatchCounter, BestValue, saves_without_value
 from tftrt_keras.keras.fit_frames import callbacks_of, fit_frames, fit_has_validation
 from tftrt_keras.keras import snapshot as keras_snapshot
 from tftrt_keras.artifacts.manifest import PENDING, fail_pending, read_manifest, write_manifest
@@ -26,12 +27,6 @@ from tftrt_keras.pipeline.prepare import prepare_export, record_failed_export
 from tftrt_keras.precisions import BASE_ARTIFACTS as _BASE_ARTIFACTS
 from tftrt_keras.precisions import PRECISIONS, normalize_precisions
 from tftrt_keras.verify.summary import summary_table
-
-
-def _mode_for(monitor, mode):
-  if mode == "auto":
-    return "max" if ("acc" in monitor or monitor.startswith("fmeasure") or "auc" in monitor) else "min"
-  return mode
 
 
 # Export root -> the TrtExport of this process holding it (weak: a callback that is gone held nothing).
@@ -73,7 +68,10 @@ class TrtExport(keras_flavor.callback_base()):
       is built too (`onnx_fp32` for `onnx_int8`).
     format_options: {format name: dict of that format's options}, e.g. `{"onnx": {...}}` (see
       `tftrt_keras.formats`); each format checks its own.
-    monitor, mode, save_best_only, save_freq, initial_value_threshold: as in `keras.callbacks.ModelCheckpoint`.
+    monitor, mode, save_best_only, save_freq, initial_value_threshold: as in the `keras.callbacks.ModelCheckpoint`
+      of the model's Keras, decided by its rules: `save_freq` counts batches (with `steps_per_execution`
+      too), `mode="auto"` takes that Keras' direction for the metric, a missing monitored value exports on
+      Keras 3.10+ and skips on older Keras, and the best value carries over to the next `fit`.
     calibration_batches: validation batches kept for INT8 calibration (0: capture nothing, no verification
       sample either).
     verification_samples: validation samples kept for verification, apart from the calibration samples
@@ -156,8 +154,12 @@ class TrtExport(keras_flavor.callback_base()):
     if calibration_data is not None:
       check_calibration_source(calibration_data, input_signature)
     self.monitor, self.save_best_only, self.save_freq = monitor, save_best_only, save_freq
-    self.mode = _mode_for(monitor, mode)
+    self.mode = mode
     self.initial_value_threshold = initial_value_threshold
+    # As in ModelCheckpoint, the best value and the batch count outlive one fit(); the best is set at the first
+    # decision, once the model's compiled metrics exist (Keras 3.11+ reads their direction).
+    self._best_value = None
+    self._batch_counter = None if save_freq == "epoch" else BatchCounter(save_freq)
     self.calibration_batches = calibration_batches
     self.calibration_data = calibration_data
     self.exports_to_keep = exports_to_keep
@@ -221,8 +223,6 @@ class TrtExport(keras_flavor.callback_base()):
     return False
 
   def _reset_run_state(self):
-    self._best = None
-    self._batches_since_export = 0
     self._epoch = 0
     self._global_step = 0
     self._lock = None
@@ -246,7 +246,6 @@ class TrtExport(keras_flavor.callback_base()):
     self._reset_run_state()
     model = self.model
     self._is_chief = _is_chief(model)
-    self._best = self.initial_value_threshold
     if self.options.require_tensorrt:
       from tftrt_keras.preflight import require_tensorrt_or_raise  # pylint: disable=g-import-not-at-top
       require_tensorrt_or_raise(self.options)
@@ -348,11 +347,7 @@ class TrtExport(keras_flavor.callback_base()):
     self._global_step += 1
     if self._scheduler is not None:
       self._scheduler.poll()
-    if self.save_freq == "epoch":
-      return
-    self._batches_since_export += 1
-    if self._batches_since_export >= self.save_freq:
-      self._batches_since_export = 0
+    if self._batch_counter is not None and self._batch_counter.due(batch):
       self._maybe_export(logs or {}, batch=batch)
 
   def on_epoch_begin(self, epoch, logs=None):
@@ -389,14 +384,17 @@ class TrtExport(keras_flavor.callback_base()):
       return True
     value = logs.get(self.monitor)
     if value is None:
-      logging.warning("tftrt_keras: save_best_only needs `%s` in the logs (available: %s); not exporting.",
-                      self.monitor, sorted(logs))
-      return False
-    value = float(value)
-    better = self._best is None or (value < self._best if self.mode == "min" else value > self._best)
-    if better:
-      self._best = value
-    return better
+      exports = saves_without_value(self.model)
+      logging.warning("tftrt_keras: save_best_only needs `%s` in the logs (available: %s); %s, as this Keras' "
+                      "ModelCheckpoint does.", self.monitor, sorted(logs), "exporting" if exports else "not exporting")
+      return exports
+    if np.ndim(value) > 0:
+      logging.warning("tftrt_keras: `%s` is not a scalar; exporting as if save_best_only=False, as Keras 3's "
+                      "ModelCheckpoint does.", self.monitor)
+      return True
+    if self._best_value is None:
+      self._best_value = BestValue(self.model, self.monitor, self.mode, self.initial_value_threshold)
+    return self._best_value.update(float(value))
 
   def _captured_batches(self):
     """(calibration batches, verification batches or None). None: the pipeline holds out a random part of the
@@ -426,7 +424,7 @@ class TrtExport(keras_flavor.callback_base()):
     source = {"kind": "keras", "keras": keras_flavor.keras_version(self.model), "epoch": self._epoch + 1,
               "step": self._optimizer_step(), "metrics": {k: float(v) for k, v in logs.items() if np.ndim(v) == 0}}
     if batch is not None:
-      source["batch"] = int(batch)
+      source["batch"] = int(batch) + 1  # 1-based like `epoch`: ModelCheckpoint's `{batch}`
     try:
       batches, verification = self._captured_batches()
       if self._snapshotter is None:
