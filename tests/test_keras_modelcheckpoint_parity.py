@@ -147,21 +147,28 @@ def test_a_direction_keras_cannot_tell_is_refused_or_chosen_as_model_checkpoint(
   assert _outcome(keras, export, lambda: _export_choices(export)) == expected
 
 
-@pytest.mark.parametrize("monitor", ["val_loss", "loss", "val_accuracy", "acc", "val_precision", "val_recall",
-                                     "val_auc", "fmeasure", "val_fmeasure", "val_mae"])
-def test_the_estimator_judges_a_monitor_as_tf_keras_model_checkpoint(monitor):
-  """The Estimator's TF line has tf.keras 2; its `ModelCheckpoint(mode="auto")` names the direction."""
-  keras2 = _keras2()
-  maximizes = bool(np.asarray(keras2.callbacks.ModelCheckpoint("unused.keras", monitor=monitor).monitor_op(1.0, 0.0)))
+@pytest.mark.parametrize("monitor, larger_is_better", [
+    ("val_loss", False), ("loss", False), ("average_loss", False), ("val_mae", False),
+    ("val_mean_absolute_error", False), ("val_accuracy", True), ("acc", True), ("val_precision", True),
+    ("val_recall", True), ("val_auc", True), ("auc_precision_recall", True), ("fmeasure", True)])
+def test_the_estimator_prefers_the_direction_its_metric_has(monitor, larger_is_better):
+  """The canned Estimators' evaluation keys have no Keras metric object to ask: their direction is the one Keras
+  3's metric classes declare (tf.keras 2's name rule would make `auc`, `precision` and `recall` smaller-better)."""
   key = monitor[len("val_"):] if monitor.startswith("val_") else monitor
   compare_fn = metric_compare_fn(monitor)
-  assert compare_fn(best_eval_result={key: 0.5}, current_eval_result={key: 0.6}) is maximizes
-  assert compare_fn(best_eval_result={key: 0.5}, current_eval_result={key: 0.4}) is not maximizes
+  assert compare_fn(best_eval_result={key: 0.5}, current_eval_result={key: 0.6}) is larger_is_better
+  assert compare_fn(best_eval_result={key: 0.5}, current_eval_result={key: 0.4}) is not larger_is_better
 
 
-def _keras2():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if tf.__version__.startswith("2.15"):
-    return tf.keras
-  return pytest.importorskip("tf_keras")
-
+def test_the_metric_directions_are_those_keras_3_metric_classes_declare():
+  keras = pytest.importorskip("keras")
+  if not keras.__version__.startswith("3"):
+    pytest.skip(f"Keras {keras.__version__} metrics declare no direction (Keras 3 does)")
+  metrics = {"accuracy": keras.metrics.Accuracy(), "auc": keras.metrics.AUC(), "precision": keras.metrics.Precision(),
+             "recall": keras.metrics.Recall(), "mean_absolute_error": keras.metrics.MeanAbsoluteError()}
+  declared = {name: getattr(metric, "_direction", None) for name, metric in metrics.items()}
+  if None in declared.values():
+    pytest.skip(f"Keras {keras.__version__} metrics declare no `_direction`")
+  for name, direction in declared.items():
+    compare_fn = metric_compare_fn("val_" + name)
+    assert compare_fn(best_eval_result={name: 0.5}, current_eval_result={name: 0.6}) is (direction == "up"), name

@@ -4,7 +4,7 @@ the event files after a restart), with the metric and direction a user names."""
 from absl import logging
 import tensorflow as tf
 
-from tftrt_keras.monitor import improves, mode_from_name
+from tftrt_keras.monitor import improves, mode_from_metric_name
 
 
 def loss_smaller(best_eval_result, current_eval_result):
@@ -13,17 +13,14 @@ def loss_smaller(best_eval_result, current_eval_result):
 
 
 def metric_compare_fn(monitor):
-  """A `compare_fn` preferring a better `monitor` metric, in the direction `TrtExport(monitor=...)` and tf.keras'
-  `ModelCheckpoint` give it under `mode="auto"` on the Estimator's TF line (`tftrt_keras.monitor.mode_from_name`).
+  """A `compare_fn` preferring a better `monitor` metric, in the direction the metric itself has (as Keras 3's
+  metric classes declare it: `tftrt_keras.monitor.mode_from_metric_name`): the canned Estimators' `accuracy`,
+  `auc`, `precision` and `recall` larger, `loss` and `average_loss` smaller.
 
   `val_` is dropped (`val_loss` is the Estimator's `loss`).
   """
   key = monitor[len("val_"):] if monitor.startswith("val_") else monitor
-  mode = mode_from_name(monitor)
-  if mode == "min" and any(word in key for word in ("auc", "precision", "recall")):
-    logging.warning("tftrt_keras: --export_monitor=%s is judged smaller-is-better, as tf.keras' ModelCheckpoint "
-                    "judges it under mode='auto' (larger only for names with 'acc' or starting with 'fmeasure'); "
-                    "pass `compare_fn` to TrtExporter to prefer larger values", monitor)
+  mode = mode_from_metric_name(monitor)
 
   def compare_fn(best_eval_result, current_eval_result):
     return improves(current_eval_result[key], best_eval_result[key], mode)
