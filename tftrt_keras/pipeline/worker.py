@@ -4,9 +4,11 @@ training process down.
 Parent side: `ExportJob` starts `python -m tftrt_keras.pipeline.worker <request.json>`, watches it (timeout,
 death), and closes the manifest when it ends however it ends: the artifact it was writing is `failed` with
 the cause (signal, exit status, timeout), the ones it never reached say "not attempted", and its temp
-directories are removed. Child side: `main()` picks its device (`conversion_device` -> CUDA_VISIBLE_DEVICES,
-before TensorFlow loads), makes an installed-but-unfindable TensorRT findable (re-executing itself), sets the
-GPU memory budget, and runs `pipeline.run.run_export`.
+directories are removed. Child side: `main()` lowers its priority and bounds its threads (`worker_nice`,
+`worker_threads`: see `worker_setup.worker_limits`), picks its device (`conversion_device` ->
+CUDA_VISIBLE_DEVICES, before TensorFlow loads), makes an installed-but-unfindable TensorRT findable
+(re-executing itself), sets the GPU memory budget, records its limits in the manifest (`worker.limits`) and
+runs `pipeline.run.run_export`.
 """
 
 import atexit
@@ -97,9 +99,11 @@ class ExportJob:
   Args:
     request: the `ExportRequest` written by `pipeline.prepare.prepare_export`.
     on_done: optional callable(manifest) run once the manifest is closed (in the watcher thread).
+    foreground: nothing else runs while this worker does (the caller waits for it): "auto" worker limits
+      then take every core at the caller's priority instead of being polite.
   """
 
-  def __init__(self, request, on_done=None):
+  def __init__(self, request, on_done=None, foreground=False):
     self.request = request
     self._layout = ExportLayout(request.root)
     self._directory = self._layout.manifest_dir(request.version)
@@ -111,6 +115,9 @@ class ExportJob:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_parent(), env.get("PYTHONPATH")) if p)
     env[_PARENT_PID] = str(os.getpid())
     _restore_user_log_level(env)
+    from tftrt_keras.pipeline.worker_setup import worker_limits  # pylint: disable=g-import-not-at-top
+    self.limits = worker_limits(request.options, foreground)
+    env.update(self.limits.environment())
     self._log = open(os.path.join(self._directory, WORKER_LOG), "ab")
     self._process = subprocess.Popen(
         [sys.executable, "-m", "tftrt_keras.pipeline.worker", os.path.join(self._directory, REQUEST_FILE)],
@@ -212,13 +219,30 @@ def _stop_live_workers():
     job.kill("interrupted: the training process exited and stopped its export worker")
 
 
-def _configure_gpu_memory(limit_mb):
+def _configure_tensorflow(limit_mb):
+  """Thread pools and GPU memory, before TensorFlow's first op; returns TensorFlow's thread settings."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.pipeline.worker_setup import configure_tensorflow_threads  # pylint: disable=g-import-not-at-top
+  threads = configure_tensorflow_threads(tf)
   for gpu in tf.config.list_physical_devices("GPU"):
     if limit_mb:
       tf.config.set_logical_device_configuration(gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=limit_mb)])
     else:
       tf.config.experimental.set_memory_growth(gpu, True)
+  return threads
+
+
+def _record_limits(request, nice, tensorflow_threads):
+  """The manifest and worker.log say what the worker ran with: the niceness it got and each pool's bound."""
+  from tftrt_keras.pipeline.worker_setup import THREAD_VARIABLES  # pylint: disable=g-import-not-at-top
+  limits = {"nice": nice, "threads": os.environ.get(THREAD_VARIABLES[-1]) or "each library's default",
+            "tensorflow": tensorflow_threads,
+            "environment": {name: os.environ[name] for name in THREAD_VARIABLES[:-1] if name in os.environ}}
+  print(f"tftrt_keras worker: nice {nice}, threads {limits['threads']}", flush=True)
+  directory = ExportLayout(request.root).manifest_dir(request.version)
+  manifest = read_manifest(directory)
+  manifest.setdefault("worker", {})["limits"] = limits
+  write_manifest(directory, manifest)
 
 
 def _ensure_tensorrt_findable(argv):
@@ -241,6 +265,8 @@ def _record_worker_error(request, err):
 
 def main(argv):
   _die_with_parent()
+  from tftrt_keras.pipeline.worker_setup import apply_worker_nice  # pylint: disable=g-import-not-at-top
+  nice = apply_worker_nice()  # first: every thread a library starts from here on inherits it
   from tftrt_keras.pipeline import run as export_run  # pylint: disable=g-import-not-at-top
   from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND  # pylint: disable=g-import-not-at-top
   from tftrt_keras.pipeline.worker_setup import select_conversion_device  # pylint: disable=g-import-not-at-top
@@ -250,7 +276,8 @@ def main(argv):
     select_conversion_device(request.options.conversion_device)
     if request.options.backend == DEFAULT_BACKEND:
       _ensure_tensorrt_findable(argv)
-    _configure_gpu_memory(request.options.gpu_memory_limit_mb)
+    tensorflow_threads = _configure_tensorflow(request.options.gpu_memory_limit_mb)
+    _record_limits(request, nice, tensorflow_threads)
     manifest = export_run.run_export(request)
   except Exception as err:  # pylint: disable=broad-except
     # Record what broke where the user looks (the manifest), not only in worker.log.

@@ -1,10 +1,14 @@
-"""What a worker process sets up before TensorFlow loads: its device (CUDA_VISIBLE_DEVICES) and its library path
-(an installed but off-path TensorRT made findable, by re-executing itself)."""
+"""What a worker process sets up before TensorFlow loads: its device (CUDA_VISIBLE_DEVICES), its library path
+(an installed but off-path TensorRT made findable, by re-executing itself), and its manners: a low CPU priority
+and a bounded thread count for every library it runs, so that conversion beside training does not slow it."""
 
+import dataclasses
 import os
 import sys
 
+from tftrt_keras.formats.base import THREADS_VARIABLE
 from tftrt_keras.formats.tftrt.libraries import worker_environment
+from tftrt_keras.options import ALL_THREADS, AUTO_WORKER, LOWEST_PRIORITY
 from tftrt_keras.formats.tftrt.status import check_tensorrt
 
 
@@ -12,6 +16,86 @@ LIBRARY_PATH_DONE = "TFTRT_KERAS_WORKER_LIBRARY_PATH_SET"
 
 
 DEVICE_DONE = "TFTRT_KERAS_WORKER_DEVICE_SET"
+NICE_VARIABLE = "TFTRT_KERAS_WORKER_NICE"
+# Thread pools sized from the environment when their library loads: OpenMP, OpenBLAS, MKL (numpy's BLAS) and
+# TensorFlow's intra/inter-op pools (read whenever a session or context config leaves them at 0, as tf2onnx's
+# grappler session does).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+                    "TF_NUM_INTEROP_THREADS", THREADS_VARIABLE)
+
+
+def usable_cores():
+  try:
+    return len(os.sched_getaffinity(0))
+  except (AttributeError, OSError):
+    return os.cpu_count() or 1
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerLimits:
+  """What one worker runs with. threads: per library pool, None = each library's default (every core);
+  nice: the niceness it asks for, None = the caller's own."""
+  threads: int = None
+  nice: int = None
+
+  def environment(self):
+    """The variables that carry these limits into the worker (set before any library loads there)."""
+    env = {NICE_VARIABLE: "" if self.nice is None else str(self.nice)}
+    if self.threads is not None:
+      env.update(dict.fromkeys(THREAD_VARIABLES, str(self.threads)))
+    return env
+
+
+def worker_limits(options, foreground, cores=None):
+  """The `WorkerLimits` of a worker for `options` (`worker_threads`, `worker_nice`); pure.
+
+  Args:
+    options: `ConversionOptions`.
+    foreground: nothing else runs meanwhile (`blocking=True`, `tftrt-export`): "auto" then takes every core
+      at the caller's priority; beside training it takes max(1, cores // 4) at the lowest priority.
+    cores: the cores this process may use (default: its CPU affinity).
+  """
+  cores = usable_cores() if cores is None else cores
+  threads = options.worker_threads
+  if threads == AUTO_WORKER:
+    threads = ALL_THREADS if foreground else max(1, cores // 4)
+  nice = options.worker_nice
+  if nice == AUTO_WORKER:
+    nice = None if foreground else LOWEST_PRIORITY
+  return WorkerLimits(threads=None if threads == ALL_THREADS else threads, nice=nice)
+
+
+def apply_worker_nice(environ=None):
+  """Lowers this process's CPU priority to the niceness its parent asked for (never raises it: only root
+  may); returns the niceness now in effect. Linux keeps a niceness per thread, inherited by the threads
+  created after it: every thread already running gets it too. The I/O priority follows (no ioprio set:
+  the kernel derives best-effort level (nice + 20) / 5, 7 at 19)."""
+  environ = os.environ if environ is None else environ
+  wanted = environ.get(NICE_VARIABLE, "")
+  current = os.getpriority(os.PRIO_PROCESS, 0)
+  if not wanted.isdigit() or int(wanted) <= current:
+    return current
+  for tid in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else [0]:
+    try:
+      os.setpriority(os.PRIO_PROCESS, int(tid), int(wanted))
+    except (ProcessLookupError, PermissionError):
+      pass  # a thread that ended meanwhile
+  return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def configure_tensorflow_threads(tf, environ=None):
+  """Sizes TensorFlow's eager pools to the worker's bound; must run before TensorFlow's first op. Returns
+  {"intra_op", "inter_op"} as TensorFlow now reports them (0: its default, every core)."""
+  environ = os.environ if environ is None else environ
+  value = environ.get(THREADS_VARIABLE, "")
+  if value.isdigit() and int(value) > 0:
+    try:
+      tf.config.threading.set_intra_op_parallelism_threads(int(value))
+      tf.config.threading.set_inter_op_parallelism_threads(int(value))
+    except RuntimeError:
+      pass  # TensorFlow already started: its pools were sized from TF_NUM_*_THREADS; the manifest says which
+  return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+          "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
 
 
 def visible_devices_for(conversion_device, inherited):

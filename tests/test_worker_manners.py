@@ -1,0 +1,163 @@
+"""The conversion worker is polite beside training: a real worker process started by the scheduler runs at the
+lowest CPU priority, every thread of it, with each library's thread pools bounded; in the foreground it takes the
+machine; the two options are checked and reach every entry point.
+
+The worker converts with the TEST DOUBLE `tests.fake_trt_backend:FakeTrtBackendForTests` (TF-TRT cannot run here),
+held at its gate so that the live process can be read in /proc; the process, its niceness, its environment and
+its manifest are real. What the limits do to training's epoch time: benchmarks/bench_worker_priority.py.
+"""
+
+import os
+import shutil
+
+import pytest
+
+import tftrt_keras
+from tests import fault_helpers as fh
+from tests.saved_models import FAKE_BACKEND, classifier, samples
+from tftrt_keras.artifacts.layout import ExportLayout
+from tftrt_keras.options import ConversionOptions
+from tftrt_keras.pipeline import prepare
+from tftrt_keras.pipeline.scheduler import ExportScheduler
+from tftrt_keras.pipeline.worker_setup import WorkerLimits, worker_limits
+
+BOUNDED = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+           "TF_NUM_INTEROP_THREADS", "TFTRT_KERAS_WORKER_THREADS")
+
+
+# ------------------------------------------------------------------------------------------------ the options
+@pytest.mark.unit
+@pytest.mark.parametrize("name, value, expected", [
+    ("worker_threads", 0, "a positive integer, 'all' or 'auto'"),
+    ("worker_threads", -2, "a positive integer"),
+    ("worker_threads", 1.5, "a positive integer"),
+    ("worker_threads", True, "a positive integer"),
+    ("worker_threads", "many", "'all' or 'auto'"),
+    ("worker_threads", None, "a positive integer"),
+    ("worker_nice", 20, "an integer from 0 to 19 or 'auto'"),
+    ("worker_nice", -1, "an integer from 0 to 19"),
+    ("worker_nice", "low", "an integer from 0 to 19"),
+    ("worker_nice", False, "an integer from 0 to 19"),
+])
+def test_bad_worker_limits_are_refused_naming_the_argument(name, value, expected):
+  with pytest.raises(ValueError, match=f"`{name}`") as raised:
+    ConversionOptions(**{name: value})
+  assert expected in str(raised.value)
+
+
+@pytest.mark.unit
+def test_worker_limits_by_context():
+  """"auto": a quarter of the cores (at least one) at niceness 19 beside training; everything in the
+  foreground. Explicit values hold in both."""
+  auto = ConversionOptions()
+  assert (auto.worker_threads, auto.worker_nice) == ("auto", "auto")
+  assert worker_limits(auto, foreground=False, cores=2) == WorkerLimits(threads=1, nice=19)
+  assert worker_limits(auto, foreground=False, cores=16) == WorkerLimits(threads=4, nice=19)
+  assert worker_limits(auto, foreground=True, cores=16) == WorkerLimits(threads=None, nice=None)
+  given = ConversionOptions(worker_threads=3, worker_nice=10)
+  for foreground in (False, True):
+    assert worker_limits(given, foreground, cores=2) == WorkerLimits(threads=3, nice=10)
+  assert worker_limits(ConversionOptions(worker_threads=" ALL ", worker_nice=0), False, cores=8) == WorkerLimits(
+      threads=None, nice=0)
+  assert ConversionOptions.from_json(given.to_json()) == given  # the request and the manifest carry them
+
+
+@pytest.mark.unit
+def test_every_entry_point_takes_the_worker_limits(tmp_path):
+  callback = tftrt_keras.TrtExport(tmp_path / "e", worker_threads=2, worker_nice=5, verbose=0)
+  assert (callback.options.worker_threads, callback.options.worker_nice) == (2, 5)
+  with pytest.raises(ValueError, match="`worker_nice`"):
+    tftrt_keras.TrtExport(tmp_path / "e", worker_nice=99)
+  try:
+    from tftrt_keras.estimator.exporter import TrtExporter  # pylint: disable=g-import-not-at-top
+  except ImportError:  # no Estimator on this TF line
+    return
+  exporter = TrtExporter("x", lambda: None, worker_threads="all", worker_nice=7)
+  assert (exporter.options.worker_threads, exporter.options.worker_nice) == ("all", 7)
+
+
+@pytest.mark.unit
+def test_onnx_runtime_sessions_take_the_worker_bound(monkeypatch):
+  """Every session a format opens comes from `session_options`: bounded inside a worker, the library's own
+  default elsewhere."""
+  from tftrt_keras.formats.onnx.runner import session_options  # pylint: disable=g-import-not-at-top
+  monkeypatch.delenv("TFTRT_KERAS_WORKER_THREADS", raising=False)
+  assert session_options().intra_op_num_threads == 0  # ONNX Runtime's default: every core
+  monkeypatch.setenv("TFTRT_KERAS_WORKER_THREADS", "2")
+  options = session_options()
+  assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 2)
+
+
+# ------------------------------------------------------------------------------------------------ a real worker
+def _niceness(pid):
+  """{thread id: niceness} of every thread of `pid`, from /proc (field 19 of stat)."""
+  found = {}
+  for tid in os.listdir(f"/proc/{pid}/task"):
+    try:
+      with open(f"/proc/{pid}/task/{tid}/stat", encoding="utf-8") as f:
+        found[int(tid)] = int(f.read().rsplit(")", 1)[1].split()[16])
+    except (FileNotFoundError, ProcessLookupError):
+      pass  # a thread that ended meanwhile
+  return found
+
+
+def _environment(pid):
+  with open(f"/proc/{pid}/environ", "rb") as f:
+    return dict(item.decode().split("=", 1) for item in f.read().split(b"\0") if b"=" in item)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("source") / "model")
+  classifier(path, seed=1)
+  return path
+
+
+def _prepare(root, source_dir, **options):
+  layout = ExportLayout(root)
+  layout.ensure_root()
+  options = ConversionOptions(precisions=("FP32",), formats=("tftrt",), backend=FAKE_BACKEND, **options)
+  return prepare.prepare_export(layout.root, layout.next_version(), {"kind": "worker_manners"}, options,
+                                write_native=lambda d: (os.rmdir(d), shutil.copytree(source_dir, d)),
+                                batches=[samples(1)])
+
+
+@pytest.mark.tf
+def test_a_worker_beside_training_runs_at_the_lowest_priority_with_bounded_threads(tmp_path, source, monkeypatch):
+  started, release = str(tmp_path / "started"), str(tmp_path / "release")
+  monkeypatch.setenv("FAKE_TRT_STARTED_FILE", started)
+  monkeypatch.setenv("FAKE_TRT_RELEASE_FILE", release)  # the worker waits there, mid-conversion
+  monkeypatch.setenv("OMP_NUM_THREADS", "64")  # the trainer's own setting does not leak into the worker
+  root = str(tmp_path / "exports")
+  scheduler = ExportScheduler()
+  request = _prepare(root, source, worker_threads=1)
+  scheduler.submit(request)  # blocking=False: beside training
+  pid = int(fh.wait_for_file(started))
+  threads = _niceness(pid)
+  assert len(threads) > 1 and set(threads.values()) == {19}, threads  # TensorFlow's threads included
+  environment = _environment(pid)
+  assert {name: environment.get(name) for name in BOUNDED} == dict.fromkeys(BOUNDED, "1")
+  assert os.getpriority(os.PRIO_PROCESS, 0) == 0  # the trainer keeps its own
+  with open(release, "w") as f:
+    f.write("go")
+  manifest = scheduler.wait_all(timeout=180)[-1]
+  assert manifest["artifacts"]["tftrt_fp32"]["status"] != "failed", manifest["artifacts"]
+  limits = manifest["worker"]["limits"]
+  assert limits["nice"] == 19 and limits["threads"] == "1"
+  assert limits["tensorflow"] == {"intra_op": 1, "inter_op": 1}
+  assert limits["environment"]["OMP_NUM_THREADS"] == "1"
+  log = open(os.path.join(ExportLayout(root).manifest_dir(request.version), "worker.log"), encoding="utf-8").read()
+  assert "tftrt_keras worker: nice 19, threads 1" in log
+
+
+@pytest.mark.tf
+def test_a_worker_in_the_foreground_takes_the_machine(tmp_path, source, monkeypatch):
+  """blocking=True (and tftrt-export): the caller waits, nothing competes: "auto" bounds nothing."""
+  monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+  root = str(tmp_path / "exports")
+  scheduler = ExportScheduler()
+  scheduler.submit(_prepare(root, source), blocking=True)
+  limits = scheduler.finished[-1]["worker"]["limits"]
+  assert limits["nice"] == os.getpriority(os.PRIO_PROCESS, 0)
+  assert limits["threads"] == "each library's default" and limits["environment"] == {}
+  assert limits["tensorflow"] == {"intra_op": 0, "inter_op": 0}  # TensorFlow's default: every core
