@@ -129,6 +129,7 @@ def test_a_worker_beside_training_runs_at_the_lowest_priority_with_bounded_threa
   monkeypatch.setenv("FAKE_TRT_RELEASE_FILE", release)  # the worker waits there, mid-conversion
   monkeypatch.setenv("OMP_NUM_THREADS", "64")  # the trainer's own setting does not leak into the worker
   root = str(tmp_path / "exports")
+  own = os.getpriority(os.PRIO_PROCESS, 0)
   scheduler = ExportScheduler()
   request = _prepare(root, source, worker_threads=1)
   scheduler.submit(request)  # blocking=False: beside training
@@ -137,10 +138,16 @@ def test_a_worker_beside_training_runs_at_the_lowest_priority_with_bounded_threa
   assert len(threads) > 1 and set(threads.values()) == {19}, threads  # TensorFlow's threads included
   environment = _environment(pid)
   assert {name: environment.get(name) for name in BOUNDED} == dict.fromkeys(BOUNDED, "1")
-  assert os.getpriority(os.PRIO_PROCESS, 0) == 0  # the trainer keeps its own
+  assert os.getpriority(os.PRIO_PROCESS, 0) == own  # the trainer keeps its own
+  queued = _prepare(root, source)
+  scheduler.submit(queued)
   with open(release, "w") as f:
     f.write("go")
-  manifest = scheduler.wait_all(timeout=180)[-1]
+  # As at the end of `fit`: the caller now waits, so the queued export's worker starts in the foreground.
+  finished = {m["version"]: m for m in scheduler.wait_all(timeout=180)}
+  assert finished[queued.version]["worker"]["limits"]["nice"] == own
+  assert finished[queued.version]["worker"]["limits"]["threads"] == "each library's default"
+  manifest = finished[request.version]
   assert manifest["artifacts"]["tftrt_fp32"]["status"] != "failed", manifest["artifacts"]
   limits = manifest["worker"]["limits"]
   assert limits["nice"] == 19 and limits["threads"] == "1"

@@ -117,7 +117,8 @@ class ConversionOptions:
     worker_threads: threads the conversion worker gives each library it runs (TensorFlow's intra- and inter-op
       pools, ONNX Runtime sessions, numpy's BLAS, the TensorRT builder): a positive integer, "all" (each
       library's own default: every core) or "auto" (default): max(1, cores // 4) while training goes on
-      (`blocking=False`), "all" when nothing else runs (`blocking=True`, `tftrt-export`).
+      (`blocking=False`), "all" when nothing else runs (`blocking=True`, `tftrt-export`, and the exports still
+      queued when `fit` ends and waits for them).
     worker_nice: the worker's CPU niceness, 0-19 (19: it runs on the time training leaves idle; its I/O
       priority follows, best-effort 7), or "auto" (default): 19 while training goes on, the caller's own in
       the foreground. Never below the caller's own (Linux lets only root raise a priority).

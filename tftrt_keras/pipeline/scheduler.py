@@ -82,9 +82,11 @@ class ExportScheduler:
       return self._running is not None or bool(self._queue)
 
   def wait_all(self, timeout=None):
-    """Waits for the running and all queued exports. Returns the manifests finished so far."""
+    """Waits for the running and all queued exports. Returns the manifests finished so far. The queued ones
+    start in the foreground: their caller waits for them now."""
     while True:
       with self._lock:
+        self._foreground.update(request.version for request in self._queue)
         self._start_next_locked()
         job = self._running
       if job is None:
