@@ -71,7 +71,8 @@ class ConversionOptions:
       not apply to TF2's TF-TRT). Set it to keep the worker beside a trainer on the same GPU; it must exceed
       the workspace. None: TensorFlow's memory grows on demand (memory growth), up to what the GPU has free.
     timeout_seconds: a worker still running after this long is killed and its export recorded as failed
-      (default one hour; None waits for ever).
+      (default one hour; None waits for ever). Time it spent waiting for a CPU (its low priority beside busy
+      training: `worker_nice`) does not count.
     conversion_policy: when exports come faster than conversions: "latest" converts the newest export and
       lets a waiting older one be superseded (its frozen graph, samples and verification are still made);
       "every" converts every export in turn (the queue grows; training is never blocked either way).

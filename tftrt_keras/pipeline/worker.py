@@ -158,13 +158,23 @@ class ExportJob:
 
   def _watch(self):
     timeout = self.request.options.timeout_seconds
-    try:
-      self.returncode = self._process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-      self._kill_reason = (f"export worker still running after timeout_seconds={timeout:g} and was killed",
-                           "; raise timeout_seconds if this model legitimately converts more slowly")
-      self._signal(signal.SIGKILL)
-      self.returncode = self._process.wait()
+    while True:
+      # A polite worker beside busy training waits for a CPU most of the time: that is not a hang.
+      waited = _cpu_wait_seconds(self.pid)
+      left = None if timeout is None else timeout - (time.monotonic() - self._started - waited)
+      if left is not None and left <= 0:
+        not_counted = f" (not counting {waited:.0f} s it waited for a CPU)" if waited >= 1 else ""
+        self._kill_reason = (f"export worker still running after timeout_seconds={timeout:g} and was killed"
+                             f"{not_counted}", "; raise timeout_seconds if this model legitimately converts more "
+                                               "slowly")
+        self._signal(signal.SIGKILL)
+        self.returncode = self._process.wait()
+        break
+      try:
+        self.returncode = self._process.wait(timeout=None if left is None else max(left, 1.0))
+        break
+      except subprocess.TimeoutExpired:
+        continue
     self._close()
 
   def _artifacts_in_progress(self):
@@ -212,6 +222,15 @@ class ExportJob:
       self._finished.set()
 
 
+def _cpu_wait_seconds(pid):
+  """Seconds the worker's main thread spent runnable but waiting for a CPU (Linux schedstat); 0 elsewhere."""
+  try:
+    with open(f"/proc/{pid}/schedstat", encoding="ascii") as f:
+      return int(f.read().split()[1]) / 1e9
+  except (OSError, IndexError, ValueError):
+    return 0.0
+
+
 @atexit.register
 def _stop_live_workers():
   """The training process is exiting (Ctrl-C included) with exports still running: stop them in order."""
@@ -233,12 +252,14 @@ def _configure_tensorflow(limit_mb):
 
 
 def _record_limits(request, nice, tensorflow_threads):
-  """The manifest and worker.log say what the worker ran with: the niceness it got and each pool's bound."""
+  """The manifest and worker.log say what the worker ran with: the niceness it got (`nice`, as
+  `worker_setup.apply_worker_nice` returned it) and each pool's bound."""
   from tftrt_keras.pipeline.worker_setup import THREAD_VARIABLES  # pylint: disable=g-import-not-at-top
-  limits = {"nice": nice, "threads": os.environ.get(THREAD_VARIABLES[-1]) or "each library's default",
+  limits = {**nice, "threads": os.environ.get(THREAD_VARIABLES[-1]) or "each library's default",
             "tensorflow": tensorflow_threads,
             "environment": {name: os.environ[name] for name in THREAD_VARIABLES[:-1] if name in os.environ}}
-  print(f"tftrt_keras worker: nice {nice}, threads {limits['threads']}", flush=True)
+  print(f"tftrt_keras worker: nice {nice['nice']} (autogroup {nice['autogroup_nice']}), threads "
+        f"{limits['threads']}", flush=True)
   directory = ExportLayout(request.root).manifest_dir(request.version)
   manifest = read_manifest(directory)
   manifest.setdefault("worker", {})["limits"] = limits

@@ -3,6 +3,7 @@
 and a bounded thread count for every library it runs, so that conversion beside training does not slow it."""
 
 import dataclasses
+import errno
 import os
 import sys
 
@@ -67,20 +68,58 @@ def worker_limits(options, foreground, cores=None):
 
 def apply_worker_nice(environ=None):
   """Lowers this process's CPU priority to the niceness its parent asked for (never raises it: only root
-  may); returns the niceness now in effect. Linux keeps a niceness per thread, inherited by the threads
-  created after it: every thread already running gets it too. The I/O priority follows (no ioprio set:
-  the kernel derives best-effort level (nice + 20) / 5, 7 at 19)."""
+  may). Returns {"nice": the niceness now in effect, "autogroup_nice": its autogroup's, None without one}.
+
+  Linux keeps a niceness per thread, inherited by the threads created after it: every thread already
+  running gets it too. The I/O priority follows (none set: the kernel derives best-effort (nice + 20) / 5,
+  7 at 19). Where the kernel groups processes by session (sched_autogroup_enabled), CPU time is shared
+  between groups first and a thread's niceness counts only inside its group: the worker, alone in its
+  session (`ExportJob` starts it in a new one), lowers its group's niceness too, or it would still take
+  half the CPU from training.
+  """
   environ = os.environ if environ is None else environ
   wanted = environ.get(NICE_VARIABLE, "")
-  current = os.getpriority(os.PRIO_PROCESS, 0)
-  if not wanted.isdigit() or int(wanted) <= current:
-    return current
-  for tid in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else [0]:
+  if wanted.isdigit() and int(wanted) > os.getpriority(os.PRIO_PROCESS, 0):
+    for tid in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else [0]:
+      try:
+        os.setpriority(os.PRIO_PROCESS, int(tid), int(wanted))
+      except (ProcessLookupError, PermissionError):
+        pass  # a thread that ended meanwhile
+  group = _autogroup_nice()
+  if wanted.isdigit() and group is not None and int(wanted) > group:
+    group = _set_autogroup_nice(int(wanted))
+  return {"nice": os.getpriority(os.PRIO_PROCESS, 0), "autogroup_nice": group}
+
+
+_AUTOGROUP = "/proc/self/autogroup"
+
+
+def _autogroup_nice():
+  """This process's autogroup niceness, or None where the kernel does not group by session."""
+  try:
+    with open("/proc/sys/kernel/sched_autogroup_enabled", encoding="ascii") as f:
+      if f.read().strip() != "1":
+        return None
+    with open(_AUTOGROUP, encoding="ascii") as f:
+      return int(f.read().split("nice")[1])
+  except (OSError, IndexError, ValueError):
+    return None
+
+
+def _set_autogroup_nice(nice):
+  """Sets this process's autogroup niceness; the kernel allows an unprivileged change every 100 ms across the
+  whole machine (EAGAIN meanwhile), so it is retried for a second."""
+  import time  # pylint: disable=g-import-not-at-top
+  for _ in range(20):
     try:
-      os.setpriority(os.PRIO_PROCESS, int(tid), int(wanted))
-    except (ProcessLookupError, PermissionError):
-      pass  # a thread that ended meanwhile
-  return os.getpriority(os.PRIO_PROCESS, 0)
+      with open(_AUTOGROUP, "w", encoding="ascii") as f:
+        f.write(str(nice))
+      break
+    except OSError as err:
+      if err.errno != errno.EAGAIN:
+        break
+      time.sleep(0.05)
+  return _autogroup_nice()
 
 
 def configure_tensorflow_threads(tf, environ=None):
