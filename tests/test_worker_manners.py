@@ -9,6 +9,8 @@ its manifest are real. What the limits do to training's epoch time: benchmarks/b
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -218,3 +220,26 @@ def test_in_the_foreground_the_worker_takes_the_machine(tmp_path, source, monkey
 def _blocking_export(root, source, scheduler):
   scheduler.submit(_prepare(root, source), blocking=True)
   return scheduler.finished[-1]
+
+
+@pytest.mark.unit
+def test_time_a_worker_waits_for_a_cpu_is_measured_so_the_timeout_can_leave_it_out():
+  """`timeout_seconds` leaves out what the worker waited for a CPU: a process at niceness 19 sharing one core
+  with a busy one waits nearly all the time, and that is what the watcher subtracts."""
+  from tftrt_keras.pipeline.worker import _cpu_wait_seconds  # pylint: disable=g-import-not-at-top
+  core = min(os.sched_getaffinity(0))
+  def spin(nice):
+    code = f"import os; os.sched_setaffinity(0, [{core}]); os.nice({nice}); print(flush=True)\nwhile True: pass"
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+  hog, polite = spin(0), spin(19)
+  try:
+    hog.stdout.readline(), polite.stdout.readline()  # both spinning on one core from here
+    started = _cpu_wait_seconds(polite.pid)
+    time.sleep(3)
+    assert _cpu_wait_seconds(polite.pid) - started > 1.5
+    assert _cpu_wait_seconds(hog.pid) < _cpu_wait_seconds(polite.pid)
+  finally:
+    for process in (hog, polite):
+      process.kill()
+      process.wait()
+  assert _cpu_wait_seconds(polite.pid) == 0  # gone: nothing to subtract

@@ -163,10 +163,9 @@ class ExportJob:
       waited = _cpu_wait_seconds(self.pid)
       left = None if timeout is None else timeout - (time.monotonic() - self._started - waited)
       if left is not None and left <= 0:
-        not_counted = f" (not counting {waited:.0f} s it waited for a CPU)" if waited >= 1 else ""
-        self._kill_reason = (f"export worker still running after timeout_seconds={timeout:g} and was killed"
-                             f"{not_counted}", "; raise timeout_seconds if this model legitimately converts more "
-                                               "slowly")
+        not_counted = f" ({waited:.0f} s waiting for a CPU not counted)" if waited >= 1 else ""
+        self._kill_reason = (f"export worker still running after timeout_seconds={timeout:g} and was killed",
+                             f"{not_counted}; raise timeout_seconds if this model legitimately converts more slowly")
         self._signal(signal.SIGKILL)
         self.returncode = self._process.wait()
         break
@@ -223,12 +222,20 @@ class ExportJob:
 
 
 def _cpu_wait_seconds(pid):
-  """Seconds the worker's main thread spent runnable but waiting for a CPU (Linux schedstat); 0 elsewhere."""
+  """The longest time one of the worker's threads spent runnable but waiting for a CPU (Linux schedstat); 0
+  elsewhere. The longest, not the sum: threads wait side by side, and a hung worker spinning more threads than
+  there are cores must still time out."""
+  longest = 0
   try:
-    with open(f"/proc/{pid}/schedstat", encoding="ascii") as f:
-      return int(f.read().split()[1]) / 1e9
-  except (OSError, IndexError, ValueError):
-    return 0.0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+      try:
+        with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as f:
+          longest = max(longest, int(f.read().split()[1]))
+      except (OSError, IndexError, ValueError):
+        continue  # a thread that ended meanwhile
+  except OSError:
+    pass
+  return longest / 1e9
 
 
 @atexit.register

@@ -6,11 +6,12 @@ import dataclasses
 import errno
 import os
 import sys
+import time
 
 from tftrt_keras.formats.base import THREADS_VARIABLE
 from tftrt_keras.formats.tftrt.libraries import worker_environment
-from tftrt_keras.options import ALL_THREADS, AUTO_WORKER, LOWEST_PRIORITY
 from tftrt_keras.formats.tftrt.status import check_tensorrt
+from tftrt_keras.options import ALL_THREADS, AUTO_WORKER, LOWEST_PRIORITY
 
 
 LIBRARY_PATH_DONE = "TFTRT_KERAS_WORKER_LIBRARY_PATH_SET"
@@ -109,7 +110,6 @@ def _autogroup_nice():
 def _set_autogroup_nice(nice):
   """Sets this process's autogroup niceness; the kernel allows an unprivileged change every 100 ms across the
   whole machine (EAGAIN meanwhile), so it is retried for a second."""
-  import time  # pylint: disable=g-import-not-at-top
   for _ in range(20):
     try:
       with open(_AUTOGROUP, "w", encoding="ascii") as f:
