@@ -13,7 +13,8 @@ process `ExportScheduler` starts for `TrtExport`). Two workers live side by side
 Each epoch runs under one condition, none / polite / old, in a shuffled order every three epochs: the worker of
 that condition is let run (SIGCONT) and the other is held (SIGSTOP), none holds both. So load from other
 processes, which moves over seconds on a shared machine, hits the three conditions alike; a worker that ends
-is replaced by a new conversion. "epoch ratio" = median epoch beside that worker / median epoch without one.
+is replaced by a new conversion. "epoch ratio" = median epoch beside that worker / median epoch without one
+(and the same of the means).
 "beside training" = a conversion's running time while training went on (summed over the epochs it was let run,
 so up to one epoch too long; "> N s" when none finished). "alone" = a conversion's wall time with nothing else
 of ours running, polite and old alternating, both at niceness 0: on an idle machine niceness costs nothing,
@@ -179,11 +180,13 @@ def main(argv):
   print(f"\nTF {tf.__version__}, {keras_name}, {os.cpu_count()} cores, {len(epochs['none'])} epochs per condition, "
         f"load average (1 min) {min(loads):.1f}-{max(loads):.1f}; epochs: "
         + "; ".join(f"{condition} {_spread(values)}" for condition, values in epochs.items()))
-  print("| worker | nice | threads | epoch beside it / without | conversion beside training | alone |")
+  print("| worker | nice | threads | epoch beside it / without: median (mean) | conversion beside training | "
+        "alone |")
   print("|---|---|---|---|---|---|")
   for arm in ARMS:
+    mean = statistics.mean(epochs[arm]) / statistics.mean(epochs["none"])
     print(f"| {arm} | {limits[arm].nice} | {limits[arm].threads or 'every library its own'} | "
-          f"{statistics.median(epochs[arm]) / none:.2f}x | {_seconds(beside[arm], unfinished[arm])} | "
+          f"{statistics.median(epochs[arm]) / none:.2f}x ({mean:.2f}x) | {_seconds(beside[arm], unfinished[arm])} | "
           f"{_seconds(alone[arm])} |")
   shutil.rmtree(work, ignore_errors=True)
 

@@ -29,6 +29,10 @@ from tftrt_keras.pipeline.request import REQUEST_FILE, ExportRequest
 from tftrt_keras.artifacts.manifest import FAILED, PENDING, fail_pending, read_manifest, set_artifact, write_manifest
 
 WORKER_LOG = "worker.log"
+# The worker gets its own process group, so that Ctrl-C in the terminal reaches only the trainer, which stops it
+# in order. In the trainer's session where Python can (3.11): where the kernel shares CPU between sessions first
+# (autogroups), the worker's low niceness then yields to its trainer, not to every other session on the machine.
+_OWN_PROCESS_GROUP = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
 _PR_SET_PDEATHSIG = 1
 _LIVE_JOBS = weakref.WeakSet()
 _PARENT_PID = "TFTRT_KERAS_TRAINER_PID"
@@ -121,8 +125,7 @@ class ExportJob:
     self._log = open(os.path.join(self._directory, WORKER_LOG), "ab")
     self._process = subprocess.Popen(
         [sys.executable, "-m", "tftrt_keras.pipeline.worker", os.path.join(self._directory, REQUEST_FILE)],
-        stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-        start_new_session=True)  # Ctrl-C in the terminal reaches the trainer, which stops us in order
+        stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env, **_OWN_PROCESS_GROUP)
     self.pid = self._process.pid
     self._started = time.monotonic()
     _LIVE_JOBS.add(self)

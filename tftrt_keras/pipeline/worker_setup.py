@@ -74,9 +74,9 @@ def apply_worker_nice(environ=None):
   Linux keeps a niceness per thread, inherited by the threads created after it: every thread already
   running gets it too. The I/O priority follows (none set: the kernel derives best-effort (nice + 20) / 5,
   7 at 19). Where the kernel groups processes by session (sched_autogroup_enabled), CPU time is shared
-  between groups first and a thread's niceness counts only inside its group: the worker, alone in its
-  session (`ExportJob` starts it in a new one), lowers its group's niceness too, or it would still take
-  half the CPU from training.
+  between groups first and a thread's niceness counts only inside its group. In the trainer's session (as
+  `ExportJob` starts it on Python 3.11+) the worker yields to the trainer; alone in its own session (before
+  3.11) it lowers its group's niceness too, or it would still take half the CPU from training.
   """
   environ = os.environ if environ is None else environ
   wanted = environ.get(NICE_VARIABLE, "")
@@ -87,7 +87,8 @@ def apply_worker_nice(environ=None):
       except (ProcessLookupError, PermissionError):
         pass  # a thread that ended meanwhile
   group = _autogroup_nice()
-  if wanted.isdigit() and group is not None and int(wanted) > group:
+  alone = os.getsid(0) == os.getpid()  # never lower the group of a session it shares (the trainer's)
+  if wanted.isdigit() and group is not None and alone and int(wanted) > group:
     group = _set_autogroup_nice(int(wanted))
   return {"nice": os.getpriority(os.PRIO_PROCESS, 0), "autogroup_nice": group}
 
