@@ -265,15 +265,19 @@ def _record_limits(request, nice, tensorflow_threads):
   """The manifest and worker.log say what the worker ran with: the niceness it got (`nice`, as
   `worker_setup.apply_worker_nice` returned it) and each pool's bound."""
   from tftrt_keras.pipeline.worker_setup import THREAD_VARIABLES  # pylint: disable=g-import-not-at-top
+  # "environment": the thread variables set when the libraries loaded (all equal to "threads" when bounded).
   limits = {**nice, "threads": os.environ.get(THREAD_VARIABLES[-1]) or "each library's default",
             "tensorflow": tensorflow_threads,
-            "environment": {name: os.environ[name] for name in THREAD_VARIABLES[:-1] if name in os.environ}}
+            "environment": sorted(name for name in THREAD_VARIABLES[:-1] if name in os.environ)}
   print(f"tftrt_keras worker: nice {nice['nice']} (autogroup {nice['autogroup_nice']}), threads "
         f"{limits['threads']}", flush=True)
   directory = ExportLayout(request.root).manifest_dir(request.version)
   manifest = read_manifest(directory)
   manifest.setdefault("worker", {})["limits"] = limits
-  write_manifest(directory, manifest)
+  try:
+    write_manifest(directory, manifest)
+  except OSError as err:  # a full disk: the export's own steps say so in the manifest; worker.log has the limits
+    print(f"tftrt_keras worker: could not record the limits in the manifest: {err}", flush=True)
 
 
 def _ensure_tensorrt_findable(argv):
