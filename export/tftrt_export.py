@@ -22,7 +22,9 @@ Export flags (shared with the training scripts, see `tftrt_keras.flags`): --expo
 --export_minimum_segment_size, --export_maximum_cached_engines, --export_require_tensorrt,
 --export_gpu_memory_limit_mb, --export_conversion_device, --export_timeout_seconds, --export_verify,
 --export_verification_samples, --export_exports_to_keep, --export_triton_repository (publish the servable
-ONNX and TensorRT variants into a Triton model repository) and --export_triton_model_name.
+ONNX and TensorRT variants into a Triton model repository), --export_triton_model_name, --export_worker_threads
+and --export_worker_nice (default: every core at this command's own priority, since nothing competes with it;
+--export_worker_nice=19 --export_worker_threads=2 to convert politely beside other work).
 
 Prints the artifact table, how the samples were split, which artifacts are unverified, the verification table
 and the manifest's path.

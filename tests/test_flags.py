@@ -13,7 +13,8 @@ COMMON_FLAGS = ("export_precisions", "export_max_batch_size", "export_verify", "
                 "export_timeout_seconds", "export_formats", "export_format_options", "export_verification_samples",
                 "export_conversion_device", "export_triton_repository", "export_triton_model_name",
                 "export_max_workspace_size_bytes", "export_minimum_segment_size", "export_maximum_cached_engines",
-                "export_require_tensorrt", "export_gpu_memory_limit_mb")
+                "export_require_tensorrt", "export_gpu_memory_limit_mb", "export_worker_threads",
+                "export_worker_nice")
 TRAINING_FLAGS = ("export_dir", "export_calibration_batches", "export_conversion_policy", "export_signature_key",
                   "export_save_best_only", "export_monitor", "export_blocking")
 
@@ -94,6 +95,10 @@ def test_unknown_precision_is_said_plainly():
     (['--export_format_options={"coreml": {}}'], "--export_format_options=", "Unknown format: 'coreml'"),
     (["--export_conversion_device=tpu:0"], "--export_conversion_device=tpu:0", "expected cpu or gpu:<index>"),
     (["--export_conversion_policy=oldest"], "--export_conversion_policy=oldest", "latest"),
+    (["--export_worker_threads=0"], "--export_worker_threads=0", "expected a positive number of threads, all"),
+    (["--export_worker_threads=many"], "--export_worker_threads=many", "or auto"),
+    (["--export_worker_nice=20"], "--export_worker_nice=20", "expected a niceness from 0 to 19"),
+    (["--export_worker_nice=-5"], "--export_worker_nice=-5", "or auto"),
     (["--export_precisions=FP16,INT8", "--export_calibration_batches=0"], "--export_calibration_batches=0",
      "needs calibration data"),
 ])
@@ -117,7 +122,7 @@ def test_every_option_comes_from_its_flag():
       "--export_maximum_cached_engines=2", "--export_require_tensorrt", "--export_gpu_memory_limit_mb=2048",
       "--export_timeout_seconds=90.5", "--export_conversion_policy=every", "--export_conversion_device=GPU:1",
       "--export_triton_repository=/srv/triton", "--export_triton_model_name=digits", "--noexport_verify",
-      "--export_verification_samples=700"])
+      "--export_verification_samples=700", "--export_worker_threads=3", "--export_worker_nice=10"])
   options = tftrt_flags.conversion_options_from_flags(fv)
   assert options.precisions == ("FP16", "INT8") and options.formats == ("tftrt", "onnx")
   assert options.format_options == tftrt_keras.ConversionOptions(format_options={"onnx": {}}).format_options
@@ -128,6 +133,7 @@ def test_every_option_comes_from_its_flag():
   assert options.conversion_device == "gpu:1"
   assert (options.triton_repository, options.triton_model_name) == ("/srv/triton", "digits")
   assert options.verify is False and options.verification_samples == 700
+  assert (options.worker_threads, options.worker_nice) == (3, 10)
   # Every flag of OPTION_FLAGS was read: each field above differs from its default.
   defaults = tftrt_keras.ConversionOptions()
   assert all(getattr(options, field) != getattr(defaults, field) for field in tftrt_flags.OPTION_FLAGS.values())
@@ -186,7 +192,8 @@ def test_trt_export_from_flags_carries_every_setting(global_flags):
                            export_calibration_batches=5, export_exports_to_keep=3, export_save_best_only=True,
                            export_monitor="val_acc", export_minimum_segment_size=7, export_verify=False,
                            export_blocking=True, export_formats=["onnx"], export_verification_samples=600,
-                           export_triton_repository="/tmp/triton"):
+                           export_triton_repository="/tmp/triton", export_worker_threads="all",
+                           export_worker_nice=5):
     callback = tftrt_keras.TrtExport.from_flags(global_flags, verbose=0)
   assert callback.options.precisions == ("FP16", "INT8")
   assert callback.options.max_batch_size == 64 and callback.options.minimum_segment_size == 7
@@ -195,6 +202,7 @@ def test_trt_export_from_flags_carries_every_setting(global_flags):
   assert callback.calibration_batches == 5 and callback.exports_to_keep == 3
   assert callback.save_best_only and callback.monitor == "val_acc" and callback.mode == "auto"
   assert callback.blocking and callback.export_dir == "/tmp/unused"
+  assert (callback.options.worker_threads, callback.options.worker_nice) == ("all", 5)
 
 
 @pytest.mark.tf

@@ -22,8 +22,8 @@ import json
 
 from absl import flags
 
-from tftrt_keras.options import (CONVERSION_POLICIES, DEFAULT_TIMEOUT_SECONDS, DEFAULT_WORKSPACE_BYTES,
-                                            ConversionOptions)
+from tftrt_keras.options import (ALL_THREADS, AUTO_WORKER, CONVERSION_POLICIES, DEFAULT_TIMEOUT_SECONDS,
+                                 DEFAULT_WORKSPACE_BYTES, LOWEST_PRIORITY, ConversionOptions)
 from tftrt_keras.formats import AUTO, FORMATS, normalize_formats
 from tftrt_keras.precisions import PRECISIONS, normalize_precisions
 
@@ -45,6 +45,8 @@ OPTION_FLAGS = {
     "export_triton_model_name": "triton_model_name",
     "export_verify": "verify",
     "export_verification_samples": "verification_samples",
+    "export_worker_threads": "worker_threads",
+    "export_worker_nice": "worker_nice",
 }
 
 
@@ -130,6 +132,24 @@ def _timeout(argument):
   return value
 
 
+def _worker_threads(argument):
+  value = str(argument).strip().lower()
+  if value in (AUTO_WORKER, ALL_THREADS):
+    return value
+  if not value.isdigit() or int(value) <= 0:
+    raise ValueError(f"expected a positive number of threads, {ALL_THREADS} or {AUTO_WORKER}")
+  return int(value)
+
+
+def _worker_nice(argument):
+  value = str(argument).strip().lower()
+  if value == AUTO_WORKER:
+    return value
+  if not value.isdigit() or int(value) > LOWEST_PRIORITY:
+    raise ValueError(f"expected a niceness from 0 to {LOWEST_PRIORITY}, or {AUTO_WORKER}")
+  return int(value)
+
+
 def _non_empty(argument):
   if argument is None or not str(argument).strip():
     return None
@@ -208,6 +228,15 @@ def define_export_flags(flag_values=flags.FLAGS, *, export_dir=True, training=Tr
           "per variant, versions = export versions).", fv)
   _define(_CheckedParser(_non_empty, "string"), "export_triton_model_name", None,
           "Prefix of the Triton model names (<name>_onnx_fp16; default: the export directory's name).", fv)
+  beside = "while training goes on, every core when --export_blocking" if training else "every core"
+  _define(_CheckedParser(_worker_threads, "string", f"a number, {ALL_THREADS} or {AUTO_WORKER}"),
+          "export_worker_threads", AUTO_WORKER, "Threads the export worker gives each library (TensorFlow, ONNX "
+          f"Runtime, BLAS, the TensorRT builder): a number, {ALL_THREADS} (every core) or {AUTO_WORKER} "
+          f"(max(1, cores // 4) {beside}).", fv)
+  nice_auto = f"{LOWEST_PRIORITY} while training goes on, unchanged when --export_blocking" if training else "unchanged"
+  _define(_CheckedParser(_worker_nice, "string", f"0-{LOWEST_PRIORITY} or {AUTO_WORKER}"), "export_worker_nice",
+          AUTO_WORKER, f"CPU niceness of the export worker, 0-{LOWEST_PRIORITY} ({LOWEST_PRIORITY}: lowest "
+          f"priority), or {AUTO_WORKER} ({nice_auto}).", fv)
   flags.DEFINE_boolean("export_verify", True, "Check every produced variant against the normal export on "
                        "held-out samples (errors, top-1 agreement, latency) and reject those outside the "
                        "thresholds.", flag_values=fv)

@@ -13,6 +13,10 @@ DEFAULT_WORKSPACE_BYTES = 1 << 30
 # A TensorRT build that hangs must not hold `fit()` at its end forever; an hour covers large models on slow GPUs.
 DEFAULT_TIMEOUT_SECONDS = 3600.0
 CONVERSION_POLICIES = ("latest", "every")
+# `worker_threads` / `worker_nice`: "auto" is polite beside training, everything the machine has in the foreground.
+AUTO_WORKER = "auto"
+ALL_THREADS = "all"
+LOWEST_PRIORITY = 19  # the largest niceness Linux gives: the scheduler runs the worker on time training leaves
 # FP16's error on a classifier's outputs, relative to their largest value: twice the worst of five briefly trained
 # keras.applications CNNs (0.038, EfficientNetB0), under every conversion broken on purpose there (0.09-1.0);
 # benchmarks/README.md, "bench_fp16_tolerance.py".
@@ -68,7 +72,8 @@ class ConversionOptions:
       not apply to TF2's TF-TRT). Set it to keep the worker beside a trainer on the same GPU; it must exceed
       the workspace. None: TensorFlow's memory grows on demand (memory growth), up to what the GPU has free.
     timeout_seconds: a worker still running after this long is killed and its export recorded as failed
-      (default one hour; None waits for ever).
+      (default one hour; None waits for ever). Time it spent waiting for a CPU (its low priority beside busy
+      training: `worker_nice`) does not count.
     conversion_policy: when exports come faster than conversions: "latest" converts the newest export and
       lets a waiting older one be superseded (its frozen graph, samples and verification are still made);
       "every" converts every export in turn (the queue grows; training is never blocked either way).
@@ -111,6 +116,14 @@ class ConversionOptions:
       `verify_timed_runs` is lower): a big model's large batch costs seconds a call, and 20 of them per artifact
       were most of verification. Each latency row's `timed_runs` in the manifest says how many were timed.
       Default 1.0; None: always `verify_timed_runs`. What is compared and the verdicts do not depend on it.
+    worker_threads: threads the conversion worker gives each library it runs (TensorFlow's intra- and inter-op
+      pools, ONNX Runtime sessions, numpy's BLAS, the TensorRT builder): a positive integer, "all" (each
+      library's own default: every core) or "auto" (default): max(1, cores // 4) while training goes on
+      (`blocking=False`), "all" when nothing else runs (`blocking=True`, `tftrt-export`, and the exports still
+      queued when `fit` ends and waits for them).
+    worker_nice: the worker's CPU niceness, 0-19 (19: it runs on the time training leaves idle; its I/O
+      priority follows, best-effort 7), or "auto" (default): 19 while training goes on, the caller's own in
+      the foreground. Never below the caller's own (Linux lets only root raise a priority).
   """
 
   precisions: tuple = PRECISIONS
@@ -139,6 +152,8 @@ class ConversionOptions:
   verify_warmup_runs: int = 3
   verify_timed_runs: int = 20
   verify_latency_budget_seconds: float = 1.0
+  worker_threads: object = AUTO_WORKER
+  worker_nice: object = AUTO_WORKER
 
   def __post_init__(self):
     object.__setattr__(self, "precisions", normalize_precisions(self.precisions))
@@ -180,6 +195,26 @@ class ConversionOptions:
     if (isinstance(self.verify_warmup_runs, bool) or not isinstance(self.verify_warmup_runs, numbers.Integral)
         or self.verify_warmup_runs < 0):
       raise invalid_argument("verify_warmup_runs", self.verify_warmup_runs, "zero or a positive integer")
+    self._check_worker_limits()
+
+  def _check_worker_limits(self):
+    threads = self.worker_threads
+    if isinstance(threads, str) and threads.strip().lower() in (AUTO_WORKER, ALL_THREADS):
+      object.__setattr__(self, "worker_threads", threads.strip().lower())
+    elif isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads <= 0:
+      raise invalid_argument("worker_threads", threads, f"a positive integer, {ALL_THREADS!r} or {AUTO_WORKER!r}",
+                             hint="The conversion worker's threads per library (TensorFlow, ONNX Runtime, BLAS).")
+    else:
+      object.__setattr__(self, "worker_threads", int(threads))
+    nice = self.worker_nice
+    if isinstance(nice, str) and nice.strip().lower() == AUTO_WORKER:
+      object.__setattr__(self, "worker_nice", AUTO_WORKER)
+    elif (isinstance(nice, bool) or not isinstance(nice, numbers.Integral)
+          or not 0 <= nice <= LOWEST_PRIORITY):
+      raise invalid_argument("worker_nice", nice, f"an integer from 0 to {LOWEST_PRIORITY} or {AUTO_WORKER!r}",
+                             hint=f"The conversion worker's CPU niceness; {LOWEST_PRIORITY} is the lowest priority.")
+    else:
+      object.__setattr__(self, "worker_nice", int(nice))
 
   @staticmethod
   def _checked_format_options(values):

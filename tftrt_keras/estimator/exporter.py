@@ -147,8 +147,9 @@ class TrtExporter(_exporter_lib.Exporter):
       and spread over the whole evaluation (fewer when the evaluation has fewer).
     max_batch_size, max_workspace_size_bytes, minimum_segment_size, maximum_cached_engines, require_tensorrt,
       gpu_memory_limit_mb, timeout_seconds, format_options, conversion_policy, conversion_device,
-      triton_repository, triton_model_name: see `ConversionOptions`. `require_tensorrt=True` raises
-      `TensorRTUnavailableError` here, before any training, when no requested TensorRT format can run.
+      triton_repository, triton_model_name, worker_threads, worker_nice: see `ConversionOptions`.
+      `require_tensorrt=True` raises `TensorRTUnavailableError` here, before any training, when no requested
+      TensorRT format can run.
     conversion_options: a complete `ConversionOptions` to use instead of the individual knobs above.
     policy: "best" (export when the evaluation improves, as `BestExporter`; the best result is read back from
       the evaluation event files after a restart), "latest" (every evaluation, as `LatestExporter`) or
@@ -170,7 +171,7 @@ class TrtExporter(_exporter_lib.Exporter):
                conversion_options=None, policy="best", event_file_pattern=DEFAULT_EVENT_FILE_PATTERN,
                blocking=False, assets_extra=None, as_text=False, signature_key=None, formats="auto",
                format_options=None, conversion_policy="latest", verification_samples=500, conversion_device=None,
-               triton_repository=None, triton_model_name=None):
+               triton_repository=None, triton_model_name=None, worker_threads="auto", worker_nice="auto"):
     _check_name(name)
     if not callable(serving_input_receiver_fn):
       raise invalid_argument("serving_input_receiver_fn", serving_input_receiver_fn,
@@ -199,7 +200,8 @@ class TrtExporter(_exporter_lib.Exporter):
                  gpu_memory_limit_mb=gpu_memory_limit_mb, timeout_seconds=timeout_seconds, formats=formats,
                  format_options=format_options, conversion_policy=conversion_policy,
                  verification_samples=verification_samples, conversion_device=conversion_device,
-                 triton_repository=triton_repository, triton_model_name=triton_model_name)
+                 triton_repository=triton_repository, triton_model_name=triton_model_name,
+                 worker_threads=worker_threads, worker_nice=worker_nice)
     if conversion_options is not None:
       if not isinstance(conversion_options, ConversionOptions):
         raise invalid_argument("conversion_options", conversion_options, "None or a ConversionOptions")

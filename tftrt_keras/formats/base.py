@@ -16,6 +16,9 @@ import dataclasses
 from tftrt_keras.errors import invalid_argument
 
 NATIVE = "native"  # the normal export: the source of every chain of variants
+# Set by the conversion worker for its own process (`ConversionOptions.worker_threads`): every thread pool a
+# format opens (ONNX Runtime sessions, the TensorRT builder) takes this bound. Unset: each library's default.
+THREADS_VARIABLE = "TFTRT_KERAS_WORKER_THREADS"
 
 
 def artifact_name(format_name, precision):
@@ -35,6 +38,13 @@ def tensorflow_version():
     except metadata.PackageNotFoundError:
       continue
   return None
+
+
+def thread_limit():
+  """The worker's thread bound for a library's pool (a positive int), or None where nothing bounds it."""
+  import os  # pylint: disable=g-import-not-at-top
+  value = os.environ.get(THREADS_VARIABLE, "")
+  return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 class VariantUnavailable(Exception):

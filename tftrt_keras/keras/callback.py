@@ -36,7 +36,8 @@ _ROOT_HOLDERS = weakref.WeakValueDictionary()
 _OPTION_ARGUMENTS = ("precisions", "formats", "format_options", "max_batch_size", "max_workspace_size_bytes",
                      "minimum_segment_size", "maximum_cached_engines", "require_tensorrt", "gpu_memory_limit_mb",
                      "timeout_seconds", "conversion_policy", "verification_samples", "conversion_device",
-                     "triton_repository", "triton_model_name", "verify", "backend")
+                     "triton_repository", "triton_model_name", "verify", "backend", "worker_threads",
+                     "worker_nice")
 
 
 class TrtExport(keras_flavor.callback_base()):
@@ -104,6 +105,9 @@ class TrtExport(keras_flavor.callback_base()):
       thresholds is marked `rejected`, one the comparison cannot vouch for `unverified` with the reason (see
       `ConversionOptions` for the thresholds). False: every variant is `unverified`.
     backend: `module:attribute` of the TF-TRT conversion backend (advanced).
+    worker_threads, worker_nice: the conversion worker's threads per library and CPU niceness; "auto": a
+      quarter of the cores (at least 1) at the lowest priority while training goes on, everything when
+      `blocking=True` (see `ConversionOptions`).
   """
 
   def __init__(self, export_dir, precisions=PRECISIONS, monitor="val_loss", mode="auto", save_best_only=False,
@@ -113,7 +117,7 @@ class TrtExport(keras_flavor.callback_base()):
                input_signature=None, gpu_memory_limit_mb=None, timeout_seconds=DEFAULT_TIMEOUT_SECONDS,
                log_dir=None, verbose=1, seed=0, verify=True, backend=DEFAULT_BACKEND, formats="auto",
                format_options=None, conversion_policy="latest", verification_samples=500, conversion_device=None,
-               triton_repository=None, triton_model_name=None):
+               triton_repository=None, triton_model_name=None, worker_threads="auto", worker_nice="auto"):
     super().__init__()
     if not isinstance(export_dir, (str, os.PathLike)) or not os.fspath(export_dir):
       raise invalid_argument("export_dir", export_dir, "a directory path")
@@ -127,7 +131,8 @@ class TrtExport(keras_flavor.callback_base()):
         require_tensorrt=require_tensorrt, gpu_memory_limit_mb=gpu_memory_limit_mb, timeout_seconds=timeout_seconds,
         conversion_policy=conversion_policy, verification_samples=verification_samples,
         conversion_device=conversion_device, triton_repository=triton_repository,
-        triton_model_name=triton_model_name, verify=verify, backend=backend)
+        triton_model_name=triton_model_name, verify=verify, backend=backend, worker_threads=worker_threads,
+        worker_nice=worker_nice)
     if not isinstance(monitor, str) or not monitor:
       raise invalid_argument("monitor", monitor, "a metric name such as 'val_loss'")
     if mode not in ("auto", "min", "max"):

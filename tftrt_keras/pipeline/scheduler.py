@@ -48,16 +48,20 @@ class ExportScheduler:
     self._running = None
     self._queue = []
     self._superseded = set()  # versions in the queue whose variants were superseded (freeze and verify only)
+    self._foreground = set()  # versions submitted with blocking=True: their caller waits, nothing competes
     self._lock = threading.Lock()
     self.finished = []  # closed manifests, in the order their workers ended
     _LIVE_SCHEDULERS.add(self)
 
   def submit(self, request, blocking=False):
-    """Starts `request`'s worker now, or queues it behind the running one."""
+    """Starts `request`'s worker now, or queues it behind the running one. `blocking`: wait for it (its
+    worker then runs in the foreground: see `ConversionOptions.worker_threads`)."""
     with self._lock:
+      if blocking:
+        self._foreground.add(request.version)
       self._start_next_locked()
       if self._running is None:
-        self._running = ExportJob(request)
+        self._running = self._job(request)
       else:
         if request.options.conversion_policy == "latest":
           converting = [r for r in self._queue if r.version not in self._superseded]
@@ -78,9 +82,11 @@ class ExportScheduler:
       return self._running is not None or bool(self._queue)
 
   def wait_all(self, timeout=None):
-    """Waits for the running and all queued exports. Returns the manifests finished so far."""
+    """Waits for the running and all queued exports. Returns the manifests finished so far. The queued ones
+    start in the foreground: their caller waits for them now."""
     while True:
       with self._lock:
+        self._foreground.update(request.version for request in self._queue)
         self._start_next_locked()
         job = self._running
       if job is None:
@@ -113,7 +119,12 @@ class ExportScheduler:
       self._finish(self._running.wait(), self._running.request.root)
       self._running = None
     if self._running is None and self._queue:
-      self._running = ExportJob(self._queue.pop(0))
+      self._running = self._job(self._queue.pop(0))
+
+  def _job(self, request):
+    foreground = request.version in self._foreground
+    self._foreground.discard(request.version)
+    return ExportJob(request, foreground=foreground)
 
   def _finish(self, manifest, root):
     if manifest is None:  # the job could not close it (logged there); the next run's recovery does

@@ -4,9 +4,11 @@ training process down.
 Parent side: `ExportJob` starts `python -m tftrt_keras.pipeline.worker <request.json>`, watches it (timeout,
 death), and closes the manifest when it ends however it ends: the artifact it was writing is `failed` with
 the cause (signal, exit status, timeout), the ones it never reached say "not attempted", and its temp
-directories are removed. Child side: `main()` picks its device (`conversion_device` -> CUDA_VISIBLE_DEVICES,
-before TensorFlow loads), makes an installed-but-unfindable TensorRT findable (re-executing itself), sets the
-GPU memory budget, and runs `pipeline.run.run_export`.
+directories are removed. Child side: `main()` lowers its priority and bounds its threads (`worker_nice`,
+`worker_threads`: see `worker_setup.worker_limits`), picks its device (`conversion_device` ->
+CUDA_VISIBLE_DEVICES, before TensorFlow loads), makes an installed-but-unfindable TensorRT findable
+(re-executing itself), sets the GPU memory budget, records its limits in the manifest (`worker.limits`) and
+runs `pipeline.run.run_export`.
 """
 
 import atexit
@@ -27,6 +29,10 @@ from tftrt_keras.pipeline.request import REQUEST_FILE, ExportRequest
 from tftrt_keras.artifacts.manifest import FAILED, PENDING, fail_pending, read_manifest, set_artifact, write_manifest
 
 WORKER_LOG = "worker.log"
+# The worker gets its own process group, so that Ctrl-C in the terminal reaches only the trainer, which stops it
+# in order. In the trainer's session where Python can (3.11): where the kernel shares CPU between sessions first
+# (autogroups), the worker's low niceness then yields to its trainer, not to every other session on the machine.
+_OWN_PROCESS_GROUP = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
 _PR_SET_PDEATHSIG = 1
 _LIVE_JOBS = weakref.WeakSet()
 _PARENT_PID = "TFTRT_KERAS_TRAINER_PID"
@@ -97,9 +103,11 @@ class ExportJob:
   Args:
     request: the `ExportRequest` written by `pipeline.prepare.prepare_export`.
     on_done: optional callable(manifest) run once the manifest is closed (in the watcher thread).
+    foreground: nothing else runs while this worker does (the caller waits for it): "auto" worker limits
+      then take every core at the caller's priority instead of being polite.
   """
 
-  def __init__(self, request, on_done=None):
+  def __init__(self, request, on_done=None, foreground=False):
     self.request = request
     self._layout = ExportLayout(request.root)
     self._directory = self._layout.manifest_dir(request.version)
@@ -111,11 +119,13 @@ class ExportJob:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_parent(), env.get("PYTHONPATH")) if p)
     env[_PARENT_PID] = str(os.getpid())
     _restore_user_log_level(env)
+    from tftrt_keras.pipeline.worker_setup import worker_limits  # pylint: disable=g-import-not-at-top
+    self.limits = worker_limits(request.options, foreground)
+    env.update(self.limits.environment())
     self._log = open(os.path.join(self._directory, WORKER_LOG), "ab")
     self._process = subprocess.Popen(
         [sys.executable, "-m", "tftrt_keras.pipeline.worker", os.path.join(self._directory, REQUEST_FILE)],
-        stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-        start_new_session=True)  # Ctrl-C in the terminal reaches the trainer, which stops us in order
+        stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env, **_OWN_PROCESS_GROUP)
     self.pid = self._process.pid
     self._started = time.monotonic()
     _LIVE_JOBS.add(self)
@@ -151,13 +161,22 @@ class ExportJob:
 
   def _watch(self):
     timeout = self.request.options.timeout_seconds
-    try:
-      self.returncode = self._process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-      self._kill_reason = (f"export worker still running after timeout_seconds={timeout:g} and was killed",
-                           "; raise timeout_seconds if this model legitimately converts more slowly")
-      self._signal(signal.SIGKILL)
-      self.returncode = self._process.wait()
+    while True:
+      # A polite worker beside busy training waits for a CPU most of the time: that is not a hang.
+      waited = _cpu_wait_seconds(self.pid)
+      left = None if timeout is None else timeout - (time.monotonic() - self._started - waited)
+      if left is not None and left <= 0:
+        not_counted = f" ({waited:.0f} s waiting for a CPU not counted)" if waited >= 1 else ""
+        self._kill_reason = (f"export worker still running after timeout_seconds={timeout:g} and was killed",
+                             f"{not_counted}; raise timeout_seconds if this model legitimately converts more slowly")
+        self._signal(signal.SIGKILL)
+        self.returncode = self._process.wait()
+        break
+      try:
+        self.returncode = self._process.wait(timeout=None if left is None else max(left, 1.0))
+        break
+      except subprocess.TimeoutExpired:
+        continue
     self._close()
 
   def _artifacts_in_progress(self):
@@ -205,6 +224,23 @@ class ExportJob:
       self._finished.set()
 
 
+def _cpu_wait_seconds(pid):
+  """The longest time one of the worker's threads spent runnable but waiting for a CPU (Linux schedstat); 0
+  elsewhere. The longest, not the sum: threads wait side by side, and a hung worker spinning more threads than
+  there are cores must still time out."""
+  longest = 0
+  try:
+    for tid in os.listdir(f"/proc/{pid}/task"):
+      try:
+        with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as f:
+          longest = max(longest, int(f.read().split()[1]))
+      except (OSError, IndexError, ValueError):
+        continue  # a thread that ended meanwhile
+  except OSError:
+    pass
+  return longest / 1e9
+
+
 @atexit.register
 def _stop_live_workers():
   """The training process is exiting (Ctrl-C included) with exports still running: stop them in order."""
@@ -212,13 +248,36 @@ def _stop_live_workers():
     job.kill("interrupted: the training process exited and stopped its export worker")
 
 
-def _configure_gpu_memory(limit_mb):
+def _configure_tensorflow(limit_mb):
+  """Thread pools and GPU memory, before TensorFlow's first op; returns TensorFlow's thread settings."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.pipeline.worker_setup import configure_tensorflow_threads  # pylint: disable=g-import-not-at-top
+  threads = configure_tensorflow_threads(tf)
   for gpu in tf.config.list_physical_devices("GPU"):
     if limit_mb:
       tf.config.set_logical_device_configuration(gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=limit_mb)])
     else:
       tf.config.experimental.set_memory_growth(gpu, True)
+  return threads
+
+
+def _record_limits(request, nice, tensorflow_threads):
+  """The manifest and worker.log say what the worker ran with: the niceness it got (`nice`, as
+  `worker_setup.apply_worker_nice` returned it) and each pool's bound."""
+  from tftrt_keras.pipeline.worker_setup import THREAD_VARIABLES  # pylint: disable=g-import-not-at-top
+  # "environment": the thread variables set when the libraries loaded (all equal to "threads" when bounded).
+  limits = {**nice, "threads": os.environ.get(THREAD_VARIABLES[-1]) or "each library's default",
+            "tensorflow": tensorflow_threads,
+            "environment": sorted(name for name in THREAD_VARIABLES[:-1] if name in os.environ)}
+  print(f"tftrt_keras worker: nice {nice['nice']} (autogroup {nice['autogroup_nice']}), threads "
+        f"{limits['threads']}", flush=True)
+  directory = ExportLayout(request.root).manifest_dir(request.version)
+  manifest = read_manifest(directory)
+  manifest.setdefault("worker", {})["limits"] = limits
+  try:
+    write_manifest(directory, manifest)
+  except OSError as err:  # a full disk: the export's own steps say so in the manifest; worker.log has the limits
+    print(f"tftrt_keras worker: could not record the limits in the manifest: {err}", flush=True)
 
 
 def _ensure_tensorrt_findable(argv):
@@ -241,6 +300,8 @@ def _record_worker_error(request, err):
 
 def main(argv):
   _die_with_parent()
+  from tftrt_keras.pipeline.worker_setup import apply_worker_nice  # pylint: disable=g-import-not-at-top
+  nice = apply_worker_nice()  # first: every thread a library starts from here on inherits it
   from tftrt_keras.pipeline import run as export_run  # pylint: disable=g-import-not-at-top
   from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND  # pylint: disable=g-import-not-at-top
   from tftrt_keras.pipeline.worker_setup import select_conversion_device  # pylint: disable=g-import-not-at-top
@@ -250,7 +311,8 @@ def main(argv):
     select_conversion_device(request.options.conversion_device)
     if request.options.backend == DEFAULT_BACKEND:
       _ensure_tensorrt_findable(argv)
-    _configure_gpu_memory(request.options.gpu_memory_limit_mb)
+    tensorflow_threads = _configure_tensorflow(request.options.gpu_memory_limit_mb)
+    _record_limits(request, nice, tensorflow_threads)
     manifest = export_run.run_export(request)
   except Exception as err:  # pylint: disable=broad-except
     # Record what broke where the user looks (the manifest), not only in worker.log.

@@ -62,7 +62,7 @@ import tempfile
 
 from tftrt_keras.errors import invalid_argument
 from tftrt_keras.formats.base import NATIVE, Format, VariantFailed, VariantUnavailable, artifact_name, tensorflow_version
-from tftrt_keras.formats.onnx.runner import METADATA_FILE, MODEL_FILE, OnnxRuntimeRunner
+from tftrt_keras.formats.onnx.runner import METADATA_FILE, MODEL_FILE, OnnxRuntimeRunner, session_options
 
 # tf2onnx 1.17 writes opsets 7-18. 17 is the newest that TensorRT 8.6 (the one pip TF 2.15-2.17 load) parses
 # too, TensorRT 10 and ONNX Runtime 1.32 take it, and it has LayerNormalization. Below 13 there is no
@@ -362,7 +362,7 @@ def _check_loads_in_onnxruntime(model_path, precision):
   """A model ONNX Runtime cannot load (a missing kernel, a bad graph) is no variant, verified or not."""
   import onnxruntime  # pylint: disable=g-import-not-at-top
   try:
-    onnxruntime.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    onnxruntime.InferenceSession(model_path, sess_options=session_options(), providers=["CPUExecutionProvider"])
   except Exception as err:  # pylint: disable=broad-except
     raise VariantFailed(f"ONNX Runtime cannot load the {precision} model: {type(err).__name__}: {err}") from err
 

@@ -9,6 +9,7 @@ an inference (0.1-0.3 s on the calibration-side hold-out).
 import numpy as np
 
 from tftrt_keras.formats.onnx import quantize as onnx_quantize
+from tftrt_keras.formats.onnx.runner import session_options
 
 BATCH = 64
 GATE_PREFIX = "tftrt_int8_gate__"
@@ -16,10 +17,8 @@ GATE_PREFIX = "tftrt_int8_gate__"
 
 def open_session(model_or_path):
   import onnxruntime  # pylint: disable=g-import-not-at-top
-  options = onnxruntime.SessionOptions()
-  options.log_severity_level = 3
   source = model_or_path if isinstance(model_or_path, str) else model_or_path.SerializeToString()
-  return onnxruntime.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+  return onnxruntime.InferenceSession(source, sess_options=session_options(), providers=["CPUExecutionProvider"])
 
 
 def feeds(samples, dtypes, start, stop):

@@ -3,7 +3,7 @@
 import json
 import os
 
-from tftrt_keras.formats.base import Runner
+from tftrt_keras.formats.base import Runner, thread_limit
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "model.json"
@@ -21,6 +21,17 @@ def available_providers(prefer_tensorrt=False):
   present = set(onnxruntime.get_available_providers())
   order = _PROVIDER_ORDER if prefer_tensorrt else _PROVIDER_ORDER[1:]
   return [p for p in order if p in present] or ["CPUExecutionProvider"]
+
+
+def session_options():
+  """SessionOptions for every ONNX Runtime session a format opens: quiet, and within the worker's thread bound."""
+  import onnxruntime  # pylint: disable=g-import-not-at-top
+  options = onnxruntime.SessionOptions()
+  options.log_severity_level = 3  # warnings about unused initializers etc. are noise in a worker log
+  threads = thread_limit()
+  if threads:
+    options.intra_op_num_threads = options.inter_op_num_threads = threads
+  return options
 
 
 class OnnxRuntimeRunner(Runner):
@@ -41,9 +52,7 @@ class OnnxRuntimeRunner(Runner):
       self.metadata = json.load(f)
     self._dtypes = {t["name"]: np.dtype(t["dtype"]) for t in self.metadata["inputs"]}
     self._output_names = [t["name"] for t in self.metadata["outputs"]]
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3  # warnings about unused initializers etc. are noise in a worker log
-    self._session = onnxruntime.InferenceSession(os.path.join(path, MODEL_FILE), sess_options=options,
+    self._session = onnxruntime.InferenceSession(os.path.join(path, MODEL_FILE), sess_options=session_options(),
                                                  providers=providers or available_providers())
 
   @property

@@ -20,7 +20,7 @@ import re
 import time
 import warnings
 
-from tftrt_keras.formats.base import VariantFailed
+from tftrt_keras.formats.base import VariantFailed, thread_limit
 from tftrt_keras.formats.tensorrt.binding import TensorSpec
 from tftrt_keras.formats.tensorrt.log import ERROR_LINES_KEPT, close_log, open_log, process_logger, recording
 
@@ -295,6 +295,8 @@ def build_engine(onnx_path, settings, profile, edition=TENSORRT):
     except Exception as err:  # pylint: disable=broad-except
       raise VariantFailed(f"{name} could not create a builder ({type(err).__name__}: {err}): "
                           f"{log.error_text()}") from err
+    if thread_limit() and hasattr(builder, "max_threads"):  # TensorRT 8.6+, TensorRT-RTX: the worker's bound
+      builder.max_threads = thread_limit()
     plugins = init_plugins(trt)
     flags, flag_names = _network_flags(trt)
     strongly_typed = "STRONGLY_TYPED" in flag_names
