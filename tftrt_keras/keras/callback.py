@@ -250,7 +250,7 @@ class TrtExport(keras_flavor.callback_base()):
                               "and the same TrtExport started a new fit()")
     self._reset_run_state()
     model = self.model
-    self._is_chief = _is_chief(model)
+    self._is_chief = keras_flavor.is_chief(model)
     if self.options.require_tensorrt:
       from tftrt_keras.preflight import require_tensorrt_or_raise  # pylint: disable=g-import-not-at-top
       require_tensorrt_or_raise(self.options)
@@ -491,12 +491,3 @@ def _describe_timeout(seconds):
     return "no time limit (timeout_seconds=None)"
   minutes = seconds / 60
   return f"{minutes:g} min" if minutes >= 1 and math.isclose(minutes, round(minutes)) else f"{seconds:g} s"
-
-
-def _is_chief(model):
-  """True on the worker that writes: everywhere outside multi-worker training, the chief inside it."""
-  strategy = getattr(model, "distribute_strategy", None)
-  extended = getattr(strategy, "extended", None)
-  return bool(getattr(extended, "should_checkpoint", True))
-
-

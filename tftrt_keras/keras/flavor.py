@@ -38,3 +38,10 @@ def keras_version(model):
     return f"{'tf_keras' if module == 'tf_keras' else 'tf.keras'} {package.__version__}"
   except ImportError:
     return "keras (unknown version)"
+
+
+def is_chief(model):
+  """True on the worker that writes: everywhere outside multi-worker training, the chief inside it."""
+  strategy = getattr(model, "distribute_strategy", None)
+  extended = getattr(strategy, "extended", None)
+  return bool(getattr(extended, "should_checkpoint", True))
