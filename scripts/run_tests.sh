@@ -37,9 +37,12 @@ echo "=== environments ready after $((SECONDS - started)) s; tests: up to $jobs 
 # Each line its own pytest base temp: concurrent sessions sharing /tmp/pytest-of-$USER would prune each other's.
 temp_root="$(mktemp -d "${TMPDIR:-/tmp}/tftrt_keras-tests.XXXXXX")"
 trap 'rm -rf "$temp_root"' EXIT
+# Each line in a session of its own: the kernel shares the CPU between sessions first (autogroup), and a
+# conversion worker runs at nice 19 inside its trainer's session, yielding to that trainer only. Three lines in
+# one session would starve every worker behind the other lines' training, as no user's machine does.
 run_line() {  # line python log -> pytest's exit code
   local line="$1" python="$2" log="$3"
-  "$python" -m pytest -p no:cacheprovider -q -rs --durations=15 --basetemp="$temp_root/tf$line" \
+  setsid --wait "$python" -m pytest -p no:cacheprovider -q -rs --durations=15 --basetemp="$temp_root/tf$line" \
     "${@:4}" > "$log" 2>&1
 }
 

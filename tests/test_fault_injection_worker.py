@@ -171,11 +171,11 @@ def small_filesystem(tmp_path):
 
 
 def test_disk_filling_up_during_the_export_fails_the_variants_not_the_export(small_filesystem, source):
-  """A real ENOSPC: after the normal export is written the filesystem is filled to 6 pages short of full, so
+  """A real ENOSPC: after the normal export is written the filesystem is filled to 10 pages short of full (the manifest and worker.log need room to close), so
   the frozen graph still fits and the variants do not."""
   root = os.path.join(small_filesystem, "exports")
   request = _prepare(root, source[0])
-  filler = fh.fill_filesystem(small_filesystem, leave_bytes=6 * 4096)
+  filler = fh.fill_filesystem(small_filesystem, leave_bytes=10 * 4096)
   job = ExportJob(request)
   manifest = job.wait(120)
   fh.assert_closed(manifest)
