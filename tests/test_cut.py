@@ -53,6 +53,15 @@ def test_a_numeric_graph_has_no_cut():
   assert find_cut(nodes, types, ["x:0"], ["y:0"]) is None
 
 
+def test_a_recurrent_layers_tensor_lists_do_not_make_a_cut():
+  """A Keras LSTM's loop passes `variant` TensorLists, which tf2onnx converts: no TensorFlow front for them."""
+  nodes, types = graph(("x", "Placeholder", [], "int32", (None, 12)),
+                       ("list", "TensorListFromTensor", ["x"], "variant", ()),
+                       ("item", "TensorListGetItem", ["list"], "float32", (None, 8)),
+                       ("y", "Relu", ["item"], "float32", (None, 8)))
+  assert find_cut(nodes, types, ["x:0"], ["y:0"]) is None
+
+
 def test_a_string_output_not_asked_for_does_not_make_a_cut():
   """The string `label` (a canned classifier's `classes`) is left out of the back, not a reason to cut."""
   nodes, types = graph(("x", "Placeholder", [], "float32", (None, 2)), ("y", "Relu", ["x"], "float32", (None, 2)),

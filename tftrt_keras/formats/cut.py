@@ -1,8 +1,8 @@
 """Where a frozen graph's string and lookup front ends: the cut between what TensorFlow must run and what ONNX
 and TensorRT can take. Pure: nodes are anything with `name`, `op` and `input` (a `NodeDef`, or a tuple in tests).
 
-    front  the nodes ONNX variants cannot carry (a string, resource or variant tensor in or out, a lookup-table
-           op) and everything they need;
+    front  the nodes ONNX variants cannot carry (a string or resource tensor in or out, a lookup-table op)
+           and everything they need;
     cut    the numeric tensors the front hands to the rest, each with a batch dimension first;
     back   the rest: from the cut tensors and the numeric inputs to the numeric outputs.
 
@@ -16,6 +16,8 @@ import re
 
 NUMERIC_DTYPES = frozenset({"float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64",
                             "uint8", "uint16", "uint32", "uint64", "bool"})
+# Tensors ONNX cannot carry. Not `variant`: the TensorLists of a recurrent layer's loop convert (tf2onnx).
+TF_ONLY_DTYPES = frozenset({"string", "resource"})
 # Ops of lookup tables: ONNX-ML's CategoryMapper takes some, TensorRT none, so they stay with TensorFlow.
 LOOKUP_OP_PREFIXES = ("LookupTable", "HashTable", "MutableHashTable", "MutableDenseHashTable", "InitializeTable",
                       "AnonymousHashTable", "AnonymousMutableHashTable", "AnonymousMutableDenseHashTable")
@@ -129,7 +131,7 @@ def find_cut(nodes, tensor_types, inputs, outputs, is_batch_major=lambda tensor:
     node = by_name[name]
     if node.op.startswith(LOOKUP_OP_PREFIXES):
       return True
-    return any(dtype(t) not in NUMERIC_DTYPES for t in _data_inputs(node) + produced.get(name, []))
+    return any(dtype(t) in TF_ONLY_DTYPES for t in _data_inputs(node) + produced.get(name, []))
 
   bad = {name for name in needed if needs_tf(name)}
   if not bad:
