@@ -162,6 +162,20 @@ def test_bucketize_of_int_inputs_compares_as_float(tmp_path):
 
 
 @needs_onnx
+def test_token_ids_fed_as_float_stay_exact_in_the_fp16_variant(tmp_path):
+  """The keras-io functional API guide feeds Embedding ids through float Inputs: FP16 would round id 9999 to
+  10000 (out of the table) and 4097 to 4096 (another row)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.onnx import fp16  # pylint: disable=g-import-not-at-top
+  table = tf.constant(np.random.default_rng(2).normal(size=(10000, 3)).astype("float32"))
+  function = lambda x: tf.reduce_sum(tf.gather(table, tf.cast(x, tf.int32)), axis=-1)  # pylint: disable=unnecessary-lambda-assignment
+  model, kept = fp16.convert_to_fp16(_converted_module(tmp_path, function))
+  assert "integer casts" in kept
+  x = np.array([[9999, 9998, 4097, 2049, 0, 1, 7, 5001]], dtype="float32")
+  np.testing.assert_allclose(_run(model, x), function(x).numpy(), rtol=2e-3, atol=2e-3)
+
+
+@needs_onnx
 def test_spectrogram_fails_naming_rfft_and_tf2onnx(tmp_path):
   """Keras 3's MelSpectrogram takes the real and imaginary parts of an RFFT; tf2onnx 1.17 converts an RFFT
   only when its consumer is ComplexAbs. A known limit: the error names tf2onnx and the op. The layer where

@@ -10,6 +10,10 @@ models tf2onnx writes from Keras layers, each found on the zoo (tests/zoo_models
     model ("Type (tensor(float16)) of output arg ... does not match expected type (tensor(float))"). Such
     casts and the comparisons they feed stay FP32 (`integer_cast_blocks`): FP16 holds integers exactly only
     up to 2048, and a loop counter or token id must not round.
+  * The other way round, token ids fed as float (the keras-io functional API guide declares its Embedding
+    inputs `keras.Input(shape=(None,))`, float32) reach `Cast(float -> int)` through the FP16 graph input
+    cast: id 9999 rounds to 10000 and Gather fails out of range. Such casts, and the shape-only ops between
+    them and a graph input, stay FP32 too.
   * An initializer read by a kept-FP32 node and by an FP16 node stays float32 for both (the converter keeps
     every input of a blocked node), so the FP16 consumer gets a float32 tensor: `unshare_initializers` gives
     the kept nodes their own copy first.
@@ -22,7 +26,12 @@ models tf2onnx writes from Keras layers, each found on the zoo (tests/zoo_models
 # costs nothing downstream.
 COMPARISONS = frozenset({"Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal"})
 INTEGER_CASTS_WHY = ("int/bool tensors cast to float and the comparisons they feed (Embedding index checks, "
-                     "while-loop counters) stay FP32: FP16 holds integers exactly only up to 2048")
+                     "while-loop counters), and float tensors cast to int (token ids fed as float), stay FP32: "
+                     "FP16 holds integers exactly only up to 2048")
+# Ops that move or reshape values without computing on them: a float tensor cast to int is kept FP32 back
+# through these (to the graph input or the op that computed it).
+SHAPE_ONLY = frozenset({"Identity", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Flatten", "Expand", "Slice",
+                        "Concat", "Split", "Gather", "Tile"})
 
 
 def graphs(graph):
@@ -69,10 +78,27 @@ def integer_cast_blocks(model):
         casts[node.output[0]] = node.name
   blocked = set(casts.values())
   for graph in graphs(model.graph):
+    producers = {out: node for node in graph.node for out in node.output}
     for node in graph.node:
       if node.op_type in COMPARISONS and any(name in casts for name in node.input):
         blocked.add(node.name)
+      to = next((a.i for a in node.attribute if a.name == "to"), None)
+      if node.op_type == "Cast" and to not in floats and types.get(node.input[0]) == onnx.TensorProto.FLOAT:
+        blocked.update(_shape_only_chain(node, producers))
   return blocked
+
+
+def _shape_only_chain(node, producers):
+  """Names of `node` and of the shape-only ops feeding its first input, back to the op that computed it."""
+  names, todo = [], [node]
+  while todo:
+    current = todo.pop()
+    if current.name in names:
+      continue
+    names.append(current.name)
+    todo.extend(producers[name] for name in current.input[:1] if name in producers and
+                producers[name].op_type in SHAPE_ONLY)
+  return names
 
 
 def unshare_initializers(model, blocked_ops, blocked_nodes):
