@@ -462,3 +462,36 @@ def test_mobilenet_v2_converts_to_all_three_variants(mobilenet):
   assert built["INT8"][1]["quantized_ops"] == onnx_quantize.total_op_counts(_graph(built["FP32"][0]))
   # No INT8 agreement gate here: with random weights it would measure ties (see onnx_models.mobilenet_saved_model);
   # the INT8 gate is on the briefly trained digits CNN above.
+
+
+class _CrossOfRawFeatures:
+  """A cross layer on raw features, as in the keras-io Wide & Deep & Cross example: x0 * (x0 @ w) reaches ~1e6,
+  far beyond FP16's 65504, and a Dense-like scale brings it back to a few units."""
+
+  @staticmethod
+  def save(directory):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    module = tf.Module()
+    module.w = tf.Variable(np.full((4, 4), 0.25, "float32"))
+    module.scale = tf.Variable(np.full((4, 3), 1e-6, "float32"))
+    module.serve = tf.function(lambda x: {"y": tf.nn.softmax(tf.matmul(x * tf.matmul(x, module.w), module.scale))},
+                               input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
+    return str(directory)
+
+
+@needs_onnx
+def test_fp16_keeps_nodes_whose_values_leave_fp16_range_on_the_calibration_samples(tmp_path):
+  from tests import onnx_models  # pylint: disable=g-import-not-at-top
+  native = _CrossOfRawFeatures.save(tmp_path / "native")
+  x = np.random.default_rng(3).uniform(1000.0, 3000.0, size=(40, 4)).astype("float32")
+  job = onnx_models.build_job(native, tmp_path, samples={"x": x})
+  fp32, _ = onnx_models.build_variant(FORMAT, job, "FP32", tmp_path)
+  fp16, details = onnx_models.build_variant(FORMAT, job, "FP16", tmp_path, source_dir=fp32)
+  assert "out of FP16 range" in details["kept_fp32"]
+  with open(os.path.join(fp16, "model.json")) as f:
+    kept = json.load(f)["fp16"]["kept_fp32"]["out of FP16 range"]
+  assert kept["nodes"] >= 1 and kept["largest"]["abs"] > 65504
+  with FORMAT.open_runner(fp16, job) as runner:
+    got = runner.run({"x": x})["y"]
+  np.testing.assert_allclose(got, _native(native, {"x": x})["y"], rtol=2e-2, atol=2e-2)

@@ -239,7 +239,7 @@ class OnnxFormat(Format):
       if trained:  # mixed precision, read from the graph
         metadata["computes_in"], metadata["mixed_precision"] = trained["computes_in"], trained
     elif precision == "FP16":
-      metadata["fp16"] = details = self._build_fp16(options, source_dir, model_path)
+      metadata["fp16"] = details = self._build_fp16(options, source_dir, model_path, job.calibration_samples())
     else:
       metadata["int8"] = details = self._build_int8(job, options, source_dir, model_path)
     import onnx  # pylint: disable=g-import-not-at-top
@@ -293,7 +293,7 @@ class OnnxFormat(Format):
     computes_in = "float32" if compute["dtype"] == "bfloat16" else "float16"
     return dict(compute, computes_in=computes_in, note=mixed.note(compute))
 
-  def _build_fp16(self, options, source_dir, model_path):
+  def _build_fp16(self, options, source_dir, model_path, samples):
     import onnx  # pylint: disable=g-import-not-at-top
     from tftrt_keras.formats.onnx import fp16 as onnx_fp16  # pylint: disable=g-import-not-at-top
     from tftrt_keras.formats.onnx import mixed  # pylint: disable=g-import-not-at-top
@@ -304,9 +304,9 @@ class OnnxFormat(Format):
       details["converted_from"] = mixed.VIEW_WORDS
       view = mixed.float32_view(source)
       model, kept = onnx_fp16.convert_to_fp16(view, options.fp16_keep_fp32_ops, keep_nodes=mixed.edge_casts(view),
-                                              check_fp16_ready=False)
+                                              check_fp16_ready=False, samples=samples)
     else:
-      model, kept = onnx_fp16.convert_to_fp16(source, options.fp16_keep_fp32_ops)
+      model, kept = onnx_fp16.convert_to_fp16(source, options.fp16_keep_fp32_ops, samples=samples)
     before, after = onnx_fp16.graph_io_dtypes(source), onnx_fp16.graph_io_dtypes(model)
     if before != after:
       raise VariantFailed(f"FP16 conversion changed the graph's input/output dtypes: {before} -> {after}")

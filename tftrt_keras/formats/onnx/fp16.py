@@ -45,7 +45,7 @@ def block_list(extra_ops=()):
   return why
 
 
-def convert_to_fp16(model, extra_ops=(), keep_nodes=(), check_fp16_ready=True):
+def convert_to_fp16(model, extra_ops=(), keep_nodes=(), check_fp16_ready=True, samples=None):
   """Returns (fp16 model, {op type: {"nodes": count, "why": reason}} of the ops present and kept FP32).
 
   Args:
@@ -54,6 +54,7 @@ def convert_to_fp16(model, extra_ops=(), keep_nodes=(), check_fp16_ready=True):
     keep_nodes: names of nodes to leave as they are (the float32 view's Casts at float16 graph inputs/outputs).
     check_fp16_ready: False for a float32 view whose graph inputs/outputs are float16 (the converter refuses any
       float16 tensor otherwise).
+    samples: calibration samples {input name: array}; nodes whose outputs leave FP16's range on them stay FP32.
   """
   import copy  # pylint: disable=g-import-not-at-top
   import warnings  # pylint: disable=g-import-not-at-top
@@ -62,6 +63,8 @@ def convert_to_fp16(model, extra_ops=(), keep_nodes=(), check_fp16_ready=True):
   why = block_list(extra_ops)
   prepared = _outputs_behind_identity(copy.deepcopy(model))
   integer_nodes = passes.integer_cast_blocks(prepared)
+  out_of_range = passes.out_of_range_nodes(prepared, samples) if samples else {}
+  integer_nodes |= set(out_of_range or ())
   passes.unshare_initializers(prepared, set(why), integer_nodes)
   with warnings.catch_warnings():
     # One warning per weight below FP16's smallest normal value (flushed to 1e-7): hundreds, and harmless.
@@ -76,8 +79,13 @@ def convert_to_fp16(model, extra_ops=(), keep_nodes=(), check_fp16_ready=True):
       if node.op_type in why:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
   kept = {op: {"nodes": n, "why": why[op]} for op, n in sorted(counts.items())}
-  if integer_nodes:
-    kept["integer casts"] = {"nodes": len(integer_nodes), "why": passes.INTEGER_CASTS_WHY}
+  cast_nodes = integer_nodes - set(out_of_range or ())
+  if cast_nodes:
+    kept["integer casts"] = {"nodes": len(cast_nodes), "why": passes.INTEGER_CASTS_WHY}
+  if out_of_range:
+    worst = max(out_of_range, key=out_of_range.get)
+    kept["out of FP16 range"] = {"nodes": len(out_of_range), "why": passes.RANGE_WHY,
+                                 "largest": {"node": worst, "abs": out_of_range[worst]}}
   return converted, kept
 
 

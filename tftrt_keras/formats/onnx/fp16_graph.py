@@ -20,6 +20,9 @@ models tf2onnx writes from Keras layers, each found on the zoo (tests/zoo_models
   * Between two kept-FP32 nodes the converter inserts Cast(to FP16) -> Cast(to FP32), rounding the value
     on the way; it removes such pairs only in the main graph and only when the first Cast has one consumer.
     `collapse_round_trips` removes them everywhere, so what is kept FP32 really stays FP32.
+  * Values beyond FP16's range: a model fed raw features (the keras-io Wide & Deep & Cross example's cross
+    layers reach 3.7e10) becomes inf in FP16. `out_of_range_nodes` runs the FP32 model on calibration samples
+    and keeps the nodes whose outputs leave FP16's safe range in FP32.
 """
 
 # Comparisons tf2onnx writes on int tensors cast to float; their outputs are bool, so keeping them in FP32
@@ -30,6 +33,14 @@ INTEGER_CASTS_WHY = ("int/bool tensors cast to float and the comparisons they fe
                      "FP16 holds integers exactly only up to 2048")
 # Ops that move or reshape values without computing on them: a float tensor cast to int is kept FP32 back
 # through these (to the graph input or the op that computed it).
+# Outputs above this (|x|) on the calibration samples keep their node FP32: an eighth of FP16's largest value
+# leaves room for inputs larger than the calibration samples and for the node's own FP16 accumulation.
+FP16_SAFE_MAX = 65504.0 / 8
+RANGE_WHY = ("outputs beyond FP16's safe range (|x| > 8188, an eighth of its largest value 65504) on the "
+             "calibration samples stay FP32")
+# Samples per ONNX Runtime run of the range check (every float tensor of the graph is kept alive for a run).
+_RANGE_BATCH = 8
+_RANGE_SAMPLES = 64
 SHAPE_ONLY = frozenset({"Identity", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Flatten", "Expand", "Slice",
                         "Concat", "Split", "Gather", "Tile"})
 
@@ -171,3 +182,38 @@ def _remove_dead_casts(model):
       graph.value_info.extend(kept)
     if not removed:
       return
+
+
+def out_of_range_nodes(model, samples):
+  """{node name: largest |output| seen} of the main graph's nodes whose float32 outputs exceed FP16_SAFE_MAX
+  when the FP32 `model` runs on up to 64 of `samples` ({input name: array}); nodes inside Loop/Scan bodies are
+  not seen. Returns None when the samples do not match the model's inputs."""
+  import onnx  # pylint: disable=g-import-not-at-top
+  import onnxruntime  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if {v.name for v in model.graph.input} - {t.name for t in model.graph.initializer} != set(samples):
+    return None
+  probe = onnx.ModelProto()
+  probe.CopyFrom(model)
+  types = tensor_dtypes(probe)
+  known = {v.name for v in probe.graph.output}
+  producer = {}
+  for node in probe.graph.node:
+    for name in node.output:
+      if name and types.get(name) == onnx.TensorProto.FLOAT:
+        producer[name] = node.name
+        if name not in known:
+          probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+  options = onnxruntime.SessionOptions()
+  options.intra_op_num_threads = 1  # beside training (the worker's manners)
+  session = onnxruntime.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+  names = [o.name for o in session.get_outputs()]
+  count = min(_RANGE_SAMPLES, len(next(iter(samples.values()))))
+  largest = {}
+  for start in range(0, count, _RANGE_BATCH):
+    feed = {k: np.asarray(v[start:min(start + _RANGE_BATCH, count)]) for k, v in samples.items()}
+    for name, value in zip(names, session.run(names, feed)):
+      if name in producer and value.size and np.issubdtype(value.dtype, np.floating):
+        top = float(np.nanmax(np.abs(value)))
+        largest[producer[name]] = max(largest.get(producer[name], 0.0), top)
+  return {node: top for node, top in largest.items() if top > FP16_SAFE_MAX}
