@@ -185,9 +185,10 @@ def _remove_dead_casts(model):
 
 
 def out_of_range_nodes(model, samples):
-  """{node name: largest |output| seen} of the main graph's nodes whose float32 outputs exceed FP16_SAFE_MAX
-  when the FP32 `model` runs on up to 64 of `samples` ({input name: array}); nodes inside Loop/Scan bodies are
-  not seen. Returns None when the samples do not match the model's inputs."""
+  """{node name: largest |value| seen} of the main graph's nodes that read or write a float32 tensor beyond
+  FP16_SAFE_MAX when the FP32 `model` runs on up to 64 of `samples` ({input name: array}): a node reading such a
+  value in FP16 would read inf through its input Cast. Nodes inside Loop/Scan bodies are not seen. Returns None
+  when the samples do not match the model's inputs."""
   import onnx  # pylint: disable=g-import-not-at-top
   import onnxruntime  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -197,23 +198,27 @@ def out_of_range_nodes(model, samples):
   probe.CopyFrom(model)
   types = tensor_dtypes(probe)
   known = {v.name for v in probe.graph.output}
-  producer = {}
   for node in probe.graph.node:
     for name in node.output:
-      if name and types.get(name) == onnx.TensorProto.FLOAT:
-        producer[name] = node.name
-        if name not in known:
-          probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+      if name and name not in known and types.get(name) == onnx.TensorProto.FLOAT:
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        known.add(name)
   options = onnxruntime.SessionOptions()
   options.intra_op_num_threads = 1  # beside training (the worker's manners)
   session = onnxruntime.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
   names = [o.name for o in session.get_outputs()]
   count = min(_RANGE_SAMPLES, len(next(iter(samples.values()))))
-  largest = {}
+  largest = {}  # tensor name -> largest |value|
   for start in range(0, count, _RANGE_BATCH):
     feed = {k: np.asarray(v[start:min(start + _RANGE_BATCH, count)]) for k, v in samples.items()}
-    for name, value in zip(names, session.run(names, feed)):
-      if name in producer and value.size and np.issubdtype(value.dtype, np.floating):
-        top = float(np.nanmax(np.abs(value)))
-        largest[producer[name]] = max(largest.get(producer[name], 0.0), top)
-  return {node: top for node, top in largest.items() if top > FP16_SAFE_MAX}
+    values = dict(zip(names, session.run(names, feed)))
+    values.update({k: v for k, v in feed.items() if v.dtype == np.float32})
+    for name, value in values.items():
+      if value.size and np.issubdtype(value.dtype, np.floating):
+        largest[name] = max(largest.get(name, 0.0), float(np.nanmax(np.abs(value))))
+  found = {}
+  for node in probe.graph.node:
+    top = max([largest.get(name, 0.0) for name in list(node.input) + list(node.output)] or [0.0])
+    if top > FP16_SAFE_MAX:
+      found[node.name] = top
+  return found
