@@ -318,3 +318,34 @@ def test_an_export_dir_that_is_an_existing_file_is_refused_in_the_constructor(tm
   path.write_text("")
   with pytest.raises(ValueError, match=r"Invalid value for argument `export_dir`.*a_file.*existing file"):
     tftrt_keras.TrtExport(path)
+
+
+def test_a_sample_one_rank_off_gets_the_trailing_axis_keras_gives_it():
+  arrays = {"age": np.arange(4.0), "ids": np.zeros((4, 3, 1)), "x": np.zeros((4, 2)), "free": np.zeros(4)}
+  shapes = {"age": [None, 1], "ids": [None, 3], "x": [None, 3], "free": None}
+  adjusted = by_name.adjust_ranks(arrays, shapes)
+  assert {k: v.shape for k, v in adjusted.items()} == {"age": (4, 1), "ids": (4, 3), "x": (4, 2), "free": (4,)}
+
+
+@pytest.mark.tf
+def test_dataframe_columns_fed_to_inputs_of_shape_1_are_stored_and_verified_as_the_signature_takes_them(
+    primary_keras, tmp_path):
+  """The keras-io structured-data examples feed (N,) columns to `Input(shape=(1,))`; Keras expands them in fit.
+  Before, the samples were stored as (N,) and the frozen graph could not run on them."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tftrt_keras  # pylint: disable=g-import-not-at-top
+  keras = primary_keras
+  age, chol = keras.Input(shape=(1,), name="age"), keras.Input(shape=(1,), name="chol")
+  x = keras.layers.concatenate([age, chol])
+  model = keras.Model([age, chol], keras.layers.Dense(2, name="logits")(keras.layers.Dense(4)(x)))
+  model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  rng = np.random.default_rng(0)
+  columns = {"age": rng.normal(size=96).astype("float32"), "chol": rng.normal(size=96).astype("float32")}
+  y = (columns["age"] > 0).astype("int64")
+  data = tf.data.Dataset.from_tensor_slices((columns, y)).batch(32)
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP32",), calibration_batches=3,
+                                   verification_samples=32, blocking=True, verbose=0)
+  model.fit(data, validation_data=data, epochs=1, callbacks=[callback], verbose=0)
+  artifacts = _manifest(callback.manifest_paths[0])["artifacts"]
+  assert artifacts["frozen"]["status"] == "ok", artifacts["frozen"]
+  assert _samples(tmp_path / "e")["age"].shape[1:] == (1,)

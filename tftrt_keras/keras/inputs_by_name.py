@@ -17,9 +17,16 @@ def input_dtypes(signature):
   return {spec.name: tf.as_dtype(spec.dtype).name for spec in tf.nest.flatten(signature)}
 
 
+def input_shapes(signature):
+  """{input name: shape as a list (None for unknown dimensions), or None for an unknown rank}."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return {spec.name: (spec.shape.as_list() if spec.shape.rank is not None else None)
+          for spec in tf.nest.flatten(signature)}
+
+
 def batches_by_name(signature, batches, *, argument, extra="error", report=None):
   """Keys every batch (tensor, list, tuple or dict, as `fit` takes it) by input name and casts it to the
-  signature's dtypes, as Keras casts inputs to each `Input`'s dtype in `fit`.
+  signature's dtypes and ranks, as Keras casts and expands inputs to each `Input` in `fit`.
 
   Args:
     signature: the serving signature's TensorSpec structure (named specs).
@@ -35,8 +42,9 @@ def batches_by_name(signature, batches, *, argument, extra="error", report=None)
     ValueError: a batch cannot be matched to the inputs by name, or a string/number mismatch.
   """
   expected, dtypes = expected_inputs(signature), input_dtypes(signature)
-  return [by_name.samples_by_name(b, expected, dtypes, argument=argument, extra=extra, report=report)
-          for b in batches]
+  shapes = input_shapes(signature)
+  return [by_name.samples_by_name(b, expected, dtypes, argument=argument, extra=extra, report=report,
+                                  shapes=shapes) for b in batches]
 
 
 def captured_by_name(signature, batches, verification):

@@ -210,6 +210,28 @@ def _lost(value, cast, target):
           f"lost more than {FLOAT_NARROWING_TOLERANCE:g} relative precision (underflow)": np.count_nonzero(inexact)}
 
 
-def samples_by_name(data, expected, dtypes, *, argument="calibration_data", extra="error", report=None):
-  """`key_by_name` then `cast_to_dtypes`: one batch as the signature takes it."""
-  return cast_to_dtypes(key_by_name(data, expected, argument=argument, extra=extra), dtypes, report, argument)
+def adjust_ranks(arrays, shapes):
+  """Gives a sample one rank off from its input's shape the rank Keras gives it in `fit`: a trailing axis of 1
+  added ((N,) fed to an `Input(shape=(1,))`, as the keras-io structured-data examples feed a DataFrame's
+  columns) or dropped; other shapes are left for the signature to refuse.
+
+  Args:
+    arrays: {name: array} samples.
+    shapes: {name: the signature's shape as a list, None for unknown dimensions}; names it lacks are left.
+  """
+  out = {}
+  for name, value in arrays.items():
+    shape = shapes.get(name)
+    if shape is not None and value.ndim == len(shape) - 1 and shape[-1] == 1:
+      value = value[..., np.newaxis]
+    elif shape is not None and value.ndim == len(shape) + 1 and value.shape[-1] == 1:
+      value = value[..., 0]
+    out[name] = value
+  return out
+
+
+def samples_by_name(data, expected, dtypes, *, argument="calibration_data", extra="error", report=None,
+                    shapes=None):
+  """`key_by_name`, `cast_to_dtypes` then `adjust_ranks` (with `shapes`): one batch as the signature takes it."""
+  cast = cast_to_dtypes(key_by_name(data, expected, argument=argument, extra=extra), dtypes, report, argument)
+  return adjust_ranks(cast, shapes) if shapes else cast
