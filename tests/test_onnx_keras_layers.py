@@ -228,3 +228,17 @@ def test_grouped_convolution_keras_compiles_with_xla_converts(tmp_path):
   x = np.random.default_rng(2).normal(size=(2, 8, 8, 4)).astype("float32")
   session = onnxruntime.InferenceSession(converted.SerializeToString(), providers=["CPUExecutionProvider"])
   np.testing.assert_allclose(session.run(None, {"x": x})[0], np.asarray(model(x)), rtol=1e-4, atol=1e-5)
+
+
+@needs_onnx
+@pytest.mark.parametrize("binary", [True, False])
+def test_bincount_converts_without_ops_tensorrt_cannot_parse(tmp_path, binary):
+  """IntegerLookup/CategoryEncoding "multi_hot" and "count" (keras-io structured data): tf2onnx's own handler
+  writes Unique and ScatterND, which TensorRT's ONNX parser refuses."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  function = lambda x: tf.math.bincount(tf.cast(x, tf.int32), minlength=6, maxlength=6, axis=-1,  # pylint: disable=unnecessary-lambda-assignment
+                                         binary_output=binary, dtype=tf.float32)
+  model = _converted_module(tmp_path, function)
+  assert not {"Unique", "ScatterND", "Compress"} & {n.op_type for n in model.graph.node}
+  x = np.array([[0, 1, 1, 5, 7, 2, 2, 2], [3, 3, 3, 3, 0, 0, 9, 1]], dtype="float32")
+  np.testing.assert_array_equal(_run(model, x), function(x).numpy())

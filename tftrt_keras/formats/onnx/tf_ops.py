@@ -85,9 +85,52 @@ def _bucketize(ctx, node, name, args):
   node.set_attr("keepdims", 0)
 
 
+def _bincount(ctx, node, name, args):
+  """(Dense)Bincount(x, size, weights) -> ReduceMax/ReduceSum(OneHot(x, size), axis -2) (times the weights).
+
+  tf2onnx's own handler uses Unique and ScatterND; TensorRT parses neither Unique nor a data-dependent
+  scatter, so Keras' IntegerLookup/StringLookup/CategoryEncoding with output_mode "multi_hot"/"count" (the
+  keras-io structured-data examples) left TensorRT without an engine. Negative ids (TensorFlow refuses them)
+  map to `size`, which ONNX's OneHot gives all zeros, as TensorFlow ignores ids >= size.
+  """
+  del name, args
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from onnx import TensorProto  # pylint: disable=g-import-not-at-top
+  from tf2onnx import utils  # pylint: disable=g-import-not-at-top
+  ids, size, weights = node.input
+  out_dtype = ctx.get_dtype(node.output[0])
+  scope = node.name
+  ids = ctx.make_node("Cast", [ids], attr={"to": TensorProto.INT64}, op_name_scope=scope).output[0]
+  depth = ctx.make_node("Cast", [size], attr={"to": TensorProto.INT64}, op_name_scope=scope).output[0]
+  zero = ctx.make_const(utils.make_name(f"{scope}/zero"), np.array(0, np.int64)).output[0]
+  negative = ctx.make_node("Less", [ids, zero], op_name_scope=scope).output[0]
+  ids = ctx.make_node("Where", [negative, depth, ids], op_name_scope=scope).output[0]
+  off_on = ctx.make_const(utils.make_name(f"{scope}/off_on"),
+                          np.array([0, 1], dtype=utils.map_onnx_to_numpy_type(out_dtype))).output[0]
+  hot = ctx.make_node("OneHot", [ids, depth, off_on], attr={"axis": -1}, op_name_scope=scope).output[0]
+  weights_shape = ctx.get_shape(weights)
+  if not (weights_shape is not None and 0 in weights_shape):  # count weights: each id adds its weight
+    last = ctx.make_const(utils.make_name(f"{scope}/last_axis"), np.array([-1], np.int64)).output[0]
+    weight = ctx.make_node("Unsqueeze", [weights, last], op_name_scope=scope).output[0]
+    hot = ctx.make_node("Mul", [hot, weight], op_name_scope=scope).output[0]
+  binary = node.get_attr_value("binary_output", False)
+  axes = ctx.make_const(utils.make_name(f"{scope}/ids_axis"), np.array([-2], np.int64)).output[0]
+  for attribute in ("binary_output", "T", "Tidx"):
+    if attribute in node.attr:
+      del node.attr[attribute]
+  node.set_attr("keepdims", 0)
+  if binary and ctx.opset < 18:  # ReduceMax takes its axes as an input from opset 18 on
+    node.type = "ReduceMax"
+    node.set_attr("axes", [-2])
+    ctx.replace_inputs(node, [hot])
+  else:
+    node.type = "ReduceMax" if binary else "ReduceSum"
+    ctx.replace_inputs(node, [hot, axes])
+
+
 # tf2onnx's custom_op_handlers: {TF op type: (handler, args)}; empty args keep the node's type for the handler.
 CUSTOM_OP_HANDLERS = {"Erfc": (_erfc, []), "Expm1": (_expm1, []), "Log1p": (_log1p, []),
-                      "Bucketize": (_bucketize, [])}
+                      "Bucketize": (_bucketize, []), "Bincount": (_bincount, []), "DenseBincount": (_bincount, [])}
 
 
 # --- functions that must be XLA-compiled -------------------------------------------------------------------------
