@@ -473,7 +473,7 @@ class TrtExport(keras_flavor.callback_base()):
     if self.verbose:
       variants = [n for n in artifact_names(self.options) if n not in _BASE_ARTIFACTS and n not in self._known_skips]
       doing = (f"converting {', '.join(variants)} {'now' if self.blocking else 'in the background'}" if variants
-               else "freezing and verifying it (no variant requested)")
+               else "freezing and verifying it (no variant " + ("can be built here)" if self._known_skips else "requested)"))
       print(f"tftrt_keras: exported version {version} to {layout.path('native', version)}; {doing}", flush=True)
     self._scheduler.submit(request, blocking=self.blocking)
 
