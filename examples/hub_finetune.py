@@ -145,7 +145,6 @@ def print_latest_export(manifest_path, export_dir):
   """Prints what the callback's table does not say about the latest export: how its samples were split,
   warnings about them, what verification judged on, and where the manifest is."""
   from tftrt_keras.verify.summary import describe_export  # pylint: disable=g-import-not-at-top
-  print(f"\nLatest export, in {os.path.abspath(export_dir)}:")
   print(describe_export(manifest_path, list_artifacts=False))
 
 

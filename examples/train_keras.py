@@ -16,10 +16,11 @@ judge on 500 samples beside the calibration batches), and the deployment variant
 The servable ONNX (and TensorRT) variants are published into a Triton model repository next to the export
 (--export_triton_repository, default runs/train_keras/triton; pass an empty value to skip it).
 
-The console shows Keras' per-epoch lines, one line per export and, at the end, the table of every artifact
-with the reasons for what was not made, how the samples were split and where the manifest is. TensorFlow's
-start-up messages stay hidden (set TF_CPP_MIN_LOG_LEVEL or --verbosity yourself to see them); the export
-worker's own log is `manifests/<version>/worker.log`.
+The console shows what this machine cannot build (once), Keras' per-epoch lines, one line per export and, at
+the end, each earlier export in one line, the latest one's artifacts with the reasons for what was not made,
+how the samples were split and where the manifest is. TensorFlow's start-up messages stay hidden (set
+TF_CPP_MIN_LOG_LEVEL or --verbosity yourself to see them); the export worker's own log is
+`manifests/<version>/worker.log`.
 """
 
 import os
@@ -93,8 +94,7 @@ def main(argv):
   if not export.manifest_paths:
     print("No export was written (save_best_only saw no improvement).")
     return 0
-  # The callback has printed the table of every artifact; what it does not say about the latest export:
-  print(f"\nLatest export, in {os.path.abspath(FLAGS.export_dir)}:")
+  # The callback has printed the latest export's artifacts; what it does not say about that export:
   print(describe_export(export.manifest_paths[-1], list_artifacts=False))
   return 0
 

@@ -105,23 +105,45 @@ def test_import_tensorflow_hides_loading_output_unless_the_import_fails(outcome)
 
 @pytest.mark.tf
 @pytest.mark.slow
-def test_the_main_job_prints_its_lines_and_the_table_once(tmp_path):
+def test_the_main_job_prints_the_latest_export_in_full_and_each_earlier_one_in_a_line(tmp_path):
   export_dir = tmp_path / "export"
   result = subprocess.run(
-      [sys.executable, TRAIN_KERAS, f"--export_dir={export_dir}", "--epochs=2", "--export_calibration_batches=2",
+      [sys.executable, TRAIN_KERAS, f"--export_dir={export_dir}", "--epochs=3", "--export_calibration_batches=2",
        "--export_precisions=FP32", "--export_verification_samples=100", "--export_triton_repository="],
       capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path, env=_user_environment())
   assert result.returncode == 0, result.stderr[-4000:]
   _assert_quiet(result.stdout + result.stderr)
   assert result.stderr == ""
   out = result.stdout
-  per_export = re.findall(r"(?m)^tftrt_keras: exported version (\d+) to ", out)
-  assert per_export == ["1", "2"]
+  from tftrt_keras.artifacts.manifest import read_manifest  # pylint: disable=g-import-not-at-top
+  manifests = [read_manifest(export_dir / "manifests" / str(v) / "manifest.json") for v in (1, 2, 3)]
+  # Said once before the first export: what this machine cannot build; the per-export lines leave it out.
+  skipped_here = {n: e["reason"] for n, e in manifests[-1]["artifacts"].items()
+                  if e["status"] == "skipped" and n.startswith(("tftrt_", "trt_"))}
+  flat = " ".join(out.split())
+  for name, reason in skipped_here.items():
+    assert flat.count(" ".join(reason.split())) == 1, name
+  per_export = re.findall(r"(?m)^tftrt_keras: exported version (\d+) to .*; (.*)$", out)
+  assert [v for v, _ in per_export] == ["1", "2", "3"]
+  assert not any(name in doing for _, doing in per_export for name in skipped_here)
   assert out.count("tftrt_keras exports:") == 1
-  assert len(re.findall(r"(?m)^version +artifact +status +path +reason$", out)) == 1
-  assert out.count("Manifest: ") == 1 and f"Manifest: {export_dir}/manifests/2/manifest.json" in out
+  # Each earlier export in one line, the latest in full (a row per artifact), once.
+  assert re.findall(r"(?m)^version (\d+): \d+ \w+", out) == ["1", "2"]
+  assert len(re.findall(r"(?m)^artifact +status +path +reason$", out)) == 1
+  latest = manifests[-1]["artifacts"]
+  table = out[out.index("version 3 (latest):"):].splitlines()[3:3 + len(latest) + 1]
+  assert [line.split()[:2] for line in table[:-1]] == [[n, e["status"]] for n, e in latest.items()]
+  assert table[-1].split()[:1] not in ([n] for n in latest)  # and no other row
+  # Each footnote once, each of its reasons written once.
+  footnotes = re.findall(r"(?m)^\[(\d+)\] ", out)
+  assert footnotes == [str(n) for n in range(1, len(footnotes) + 1)]
+  for entry in latest.values():
+    if len(entry.get("reason") or "") > 48:
+      assert flat.count(" ".join(entry["reason"].split())) == 1, entry
+  assert out.count("Manifest: ") == 1 and f"Manifest: {export_dir}/manifests/3/manifest.json" in out
   assert "Calibration: " in out  # how the samples were split
-  assert "Epoch 2/2" in out  # Keras' own per-epoch lines stay
+  assert "Epoch 3/3" in out  # Keras' own per-epoch lines stay
+  assert len(out.splitlines()) <= 50, out
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +166,6 @@ def test_the_cli_prints_its_tables_and_manifest_path_only(model):
   _assert_quiet(result.stdout + result.stderr)
   assert result.stderr == ""
   out = result.stdout
-  assert len(re.findall(r"(?m)^version +artifact +status +path +reason$", out)) == 1
+  assert len(re.findall(r"(?m)^artifact +status +path +reason$", out)) == 1
   assert len(re.findall(r"(?m)^artifact +status +max abs err", out)) == 1  # the verification table
   assert out.rstrip().endswith(f"Manifest: {out_dir}/manifests/1/manifest.json")

@@ -44,13 +44,13 @@ def _assert_artifacts_as_a_user_expects(manifest, stdout):
     assert artifacts[name]["status"] in ("ok", "unverified") and artifacts[name]["engine_bytes"] > 0, artifacts[name]
   # The table at the end of training gives each artifact of this export its status, printed once.
   assert stdout.count("tftrt_keras exports:") == 1
-  table = stdout[stdout.index("tftrt_keras exports:"):stdout.index("Latest export, in")]
-  rows = {(line.split()[0], line.split()[1]): line.split()[2] for line in table.splitlines()[3:]
-          if line[:1].isdigit()}
+  table = stdout[stdout.index("tftrt_keras exports:"):stdout.index("Export version")]
+  latest = table[table.index(f"version {manifest['version']}"):].splitlines()[3:]
+  rows = {line.split()[0]: line.split()[1] for line in latest if len(line.split()) > 1}
   for name, entry in artifacts.items():
-    assert rows[(str(manifest["version"]), name)] == entry["status"]
+    assert rows[name] == entry["status"]
   # The closing lines: how the samples were split, and where the manifest is.
-  closing = stdout[stdout.index("Latest export, in"):]
+  closing = stdout[stdout.index("Export version"):]
   assert "Calibration: " in closing
   assert f"manifests/{manifest['version']}/manifest.json" in closing
 

@@ -76,4 +76,5 @@ def test_trains_exports_and_prints_the_summary(tmp_path):
     else:
       assert entry["status"] == "skipped" and entry["reason"] == tensorrt.reason, entry
   table = result.stdout[result.stdout.index("Exports in"):]
-  assert f"{versions[0]}  tftrt_int8" in table and f"frozen/{versions[0]}" in table
+  latest = table[table.index(f"version {versions[0]}"):]  # the latest export in full
+  assert "\ntftrt_int8 " in latest and f"frozen/{versions[0]}" in latest

@@ -389,7 +389,8 @@ def test_fit_with_trtexport_says_only_what_it_does(keras, kind, tmp_path, capsys
   """No Keras warning that fit without TrtExport would not give, no absl INFO line of ours in the trainer:
   one line per export naming the variants being built, and the table once at the end."""
   model = classifier(keras, kind)
-  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP16", "INT8"), verbose=1)
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP16", "INT8"), verbose=1,
+                                   backend=FAKE_BACKEND)  # the TEST DOUBLE: the variants are attempted everywhere
   caplog.set_level(python_logging.DEBUG)
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")

@@ -32,18 +32,20 @@ def _manifest(version, split=None, warnings=None):
 
 
 def _rows(text):
-  """{(version, artifact): row cells} of the table part (above the first blank line)."""
-  table = text.split("\n\n")[0].splitlines()[2:]
-  return {(line.split()[0], line.split()[1]): line.split(None, 4) for line in table}
+  """{artifact: row cells} of the latest export's table (below its heading, above the first blank line)."""
+  table = text.split("\n\n")[0].splitlines()
+  heading = max(i for i, line in enumerate(table) if line.startswith("version "))
+  assert table[heading + 1].split() == ["artifact", "status", "path", "reason"]
+  return {line.split()[0]: line.split(None, 3) for line in table[heading + 3:]}
 
 
 def test_long_reasons_are_referenced_and_written_once_in_full_below_the_table():
   text = summary.summary_table([_manifest(1), _manifest(2)], root="/exports", width=80)
   rows = _rows(text)
-  assert rows[("1", "tftrt_fp16")][4] == rows[("2", "tftrt_int8")][4] == "[1]"
-  assert rows[("1", "onnx_int8")][4] == "[2]"
-  assert rows[("2", "onnx_fp16")][4] == "built from onnx_fp32, which is failed"  # short: stands in the table
-  assert rows[("2", "onnx_int8")][:4] == ["2", "onnx_int8", "rejected", "onnx_int8/2"]
+  assert rows["tftrt_fp16"][3] == rows["tftrt_int8"][3] == "[1]"
+  assert rows["onnx_int8"][3] == "[2]"
+  assert rows["onnx_fp16"][3] == "built from onnx_fp32, which is failed"  # short: stands in the table
+  assert rows["onnx_int8"][:3] == ["onnx_int8", "rejected", "onnx_int8/2"]
   below = text.split("\n\n", 1)[1]
   assert "…" not in text
   # Each reason exactly once, every word of it intact (joined again, the wrapped text is the reason).
@@ -59,6 +61,41 @@ def test_long_reasons_are_referenced_and_written_once_in_full_below_the_table():
   assert max(len(line) for line in below.splitlines()) <= 80
 
 
+def test_earlier_exports_are_one_line_each_and_superseded_is_said_once():
+  superseded = "superseded: export version {} was due before this export's conversion started"
+  earlier = [_manifest(1)]
+  for version in (2, 3):
+    manifest = _manifest(version)
+    for name in ("tftrt_fp16", "tftrt_int8", "onnx_fp16", "onnx_int8"):
+      manifest["artifacts"][name] = {"status": "skipped", "path": None, "reason": superseded.format(version + 1)}
+    earlier.append(manifest)
+  text = summary.summary_table(earlier + [_manifest(4)], root="/exports", width=100)
+  lines = text.splitlines()
+  assert lines[:4] == ["version 1: 2 ok, 1 rejected, 1 failed, 2 skipped",
+                       "version 2: 2 ok, 4 skipped (4 superseded)",
+                       "version 3: 2 ok, 4 skipped (4 superseded)",
+                       "version 4 (latest):"]
+  assert set(_rows(text)) == set(_manifest(4)["artifacts"])  # the latest in full
+  assert " ".join(text.split()).count(" ".join(summary.SUPERSEDED_NOTE.split())) == 1
+  assert text.count("superseded:") == 1 and "version 3 was due" not in text
+  assert text.count(LONG_REASON[:40]) == 1  # the earlier exports' reasons are not repeated
+
+
+def test_reasons_said_before_training_are_not_written_again():
+  text = summary.summary_table([_manifest(1)], root="/exports", said=[LONG_REASON])
+  rows = _rows(text)
+  assert rows["tftrt_fp16"][3] == rows["tftrt_int8"][3] == "said above"
+  assert LONG_REASON[:40] not in text and OTHER_LONG_REASON in " ".join(text.split())
+
+
+def test_known_skips_are_one_sentence_per_reason_naming_the_variants():
+  text = summary.known_skips_text({"trt_fp32": "no TensorRT", "trt_int8": "no TensorRT", "tftrt_fp32": "no TF-TRT"},
+                                      width=400)
+  assert text.splitlines() == [
+      "tftrt_keras: skipped on this machine: trt_fp32, trt_int8: no TensorRT",
+      "tftrt_keras: skipped on this machine: tftrt_fp32: no TF-TRT"]
+
+
 def test_a_word_longer_than_the_width_stands_whole_on_its_line():
   path = "/very/long/path/" + "x" * 120 + "/model.onnx"
   manifest = {"version": 1, "artifacts": {"onnx_fp32": {"status": "failed", "reason": f"cannot read {path}"}}}
@@ -70,7 +107,8 @@ def test_table_without_reasons_has_no_notes():
   manifest = {"version": 3, "artifacts": {"native": {"status": "ok", "path": "../../3"}}}
   text = summary.summary_table([manifest], root="/r")
   assert "\n\n" not in text
-  assert text.splitlines()[2].split() == ["3", "native", "ok", "3"]
+  assert text.splitlines()[0] == "version 3:"  # one export: no "(latest)"
+  assert text.splitlines()[3].split() == ["native", "ok", "3"]
 
 
 def _write(tmp_path, manifest):
@@ -128,8 +166,8 @@ def _unverified_manifest(version):
 def test_unverified_is_a_status_of_its_own_with_its_reason_written_once():
   text = summary.summary_table([_unverified_manifest(5)], root="/exports", width=100)
   rows = _rows(text)
-  assert rows[("5", "frozen")][:4] == ["5", "frozen", "unverified", "frozen/5"]
-  assert rows[("5", "onnx_fp32")][2:] == ["unverified", "onnx_fp32/5", rows[("5", "frozen")][4]]
+  assert rows["frozen"][:3] == ["frozen", "unverified", "frozen/5"]
+  assert rows["onnx_fp32"][1:] == ["unverified", "onnx_fp32/5", rows["frozen"][3]]
   assert text.count("do not vary enough") == 1  # one reference for both, the reason once below the table
   assert " ".join(text.split("\n\n", 1)[1].split()).count(NOT_VARYING) == 1
 
@@ -159,26 +197,3 @@ def test_describe_export_lists_unverified_artifacts_in_their_own_column(tmp_path
                         f"{tmp_path / 'calibration' / '6'}", "  tftrt_fp16   skipped    -"]
   assert f"  frozen       unverified {tmp_path / 'frozen' / '6'}" in lines
   assert f"  frozen, onnx_fp32: {NOT_VARYING}" in lines
-
-
-def test_one_artifacts_reason_that_differs_between_versions_only_in_numbers_is_one_footnote():
-  untracked = ("AssertionError: Tried to export a function which references an 'untracked' resource. Function name = "
-               "b'__inference_signature_wrapper_{}' Trackable referencing this tensor = <StaticHashTable object at {}>")
-  manifests = []
-  for version, (function, address) in enumerate([(215, "0x7f0bae2f64d0"), (1187, "0x7f0bae2f9a10"),
-                                                  (2159, "0x7f0b9c01e2d0")], 1):
-    manifests.append({"version": version, "artifacts": {
-        "native": {"status": "failed", "path": None, "reason": untracked.format(function, address)},
-        "onnx_int8": {"status": "rejected", "path": None, "reason": f"{OTHER_LONG_REASON} ({version} of 3)"},
-        "onnx_fp16": {"status": "rejected", "path": None, "reason": f"{OTHER_LONG_REASON} ({version + 5} of 3)"}}})
-  text = summary.summary_table(manifests, width=80)
-  rows = _rows(text)
-  assert {rows[(v, "native")][4] for v in ("1", "2", "3")} == {"[1]"}
-  # Per artifact: onnx_int8 and onnx_fp16 keep a footnote each, both shared by their three versions.
-  assert {rows[(v, "onnx_int8")][4] for v in ("1", "2", "3")} == {"[2]"}
-  assert {rows[(v, "onnx_fp16")][4] for v in ("1", "2", "3")} == {"[3]"}
-  below = " ".join(text.split("\n\n", 1)[1].split())
-  assert below.count("Tried to export a function") == 1
-  assert below.startswith(f"[1] {untracked.format(215, '0x7f0bae2f64d0')} (also versions 2, 3, where only numbers "
-                          "differ; each manifest has its exact text) [2] ")
-  assert "[4]" not in below

@@ -51,6 +51,13 @@ def test_help_lists_the_flags_in_the_words_of_an_existing_saved_model():
   assert probe.stdout.split()[-2:] == ["0", "False"], probe.stdout + probe.stderr
 
 
+def _rows(block):
+  """{artifact: [artifact, status, path, reason...]} of the artifact table (below its "version N:" heading)."""
+  lines = block.splitlines()
+  assert lines[0] == "version 1:" and lines[1].split() == ["artifact", "status", "path", "reason"], lines[:2]
+  return {line.split()[0]: line.split() for line in lines[3:] if len(line.split()) > 1}
+
+
 def _sections(stdout):
   """The printed blocks (separated by blank lines): artifact table, reasons, notes, verification, manifest."""
   return [block for block in stdout.strip().split("\n\n") if block]
@@ -65,15 +72,13 @@ def test_fp16_int8_export_with_calibration_data(model):
   failed = [n for n, e in manifest["artifacts"].items() if e["status"] in ("failed", "rejected")]
   assert result.returncode == (1 if failed else 0), result.stderr[-3000:]
   blocks = _sections(result.stdout)
-  summary = blocks[0].splitlines()
-  assert summary[0].split() == ["version", "artifact", "status", "path", "reason"]
-  rows = {line.split()[1]: line.split() for line in summary[2:]}
+  rows = _rows(blocks[0])
   assert list(rows) == list(manifest["artifacts"])  # one row per artifact, only what was asked for
   assert "tftrt_fp32" not in rows and "onnx_fp32" in rows  # not asked for, but ONNX FP16/INT8 are built from it
   for name, entry in manifest["artifacts"].items():
-    assert rows[name][2] == entry["status"]
-  assert rows["native"][2] == rows["frozen"][2] == rows["calibration"][2] == "ok"
-  assert rows["onnx_fp32"][2] == "ok"  # ONNX runs everywhere
+    assert rows[name][1] == entry["status"]
+  assert rows["native"][1] == rows["frozen"][1] == rows["calibration"][1] == "ok"
+  assert rows["onnx_fp32"][1] == "ok"  # ONNX runs everywhere
   calibration = manifest["artifacts"]["calibration"]
   assert calibration["samples"] + calibration["verification_samples"] == 12
   assert f"Calibration: {calibration['split']}." in " ".join(result.stdout.split())
@@ -96,8 +101,8 @@ def test_unverified_variants_exit_0_and_the_output_says_which_and_why(model):
   fp16 = manifest["artifacts"]["onnx_fp16"]
   assert fp16["status"] == "unverified" and "too few verification samples to tell" in fp16["reason"], fp16
   assert manifest["artifacts"]["onnx_fp32"]["status"] == "ok"
-  rows = {line.split()[1]: line.split() for line in _sections(result.stdout)[0].splitlines()[2:]}
-  assert rows["onnx_fp16"][2:4] == ["unverified", "onnx_fp16/1"]
+  rows = _rows(_sections(result.stdout)[0])
+  assert rows["onnx_fp16"][1:3] == ["unverified", "onnx_fp16/1"]
   text = " ".join(result.stdout.split())
   assert " ".join(fp16["reason"].split()) in text  # the reason in full (below the table: it is long)
   assert "Unverified (usable, but no comparison vouches for them; the reasons are above): onnx_fp16." in text
@@ -117,9 +122,8 @@ def test_a_triton_publish_that_fails_exits_1_and_says_so_in_the_table_and_the_re
   triton = manifest["serving"]["triton"]
   assert triton["status"] == "failed", triton
   assert "NotADirectoryError" in triton["reason"], triton
-  rows = {line.split()[1]: line.split() for line in _sections(result.stdout)[0].splitlines()[2:]
-          if len(line.split()) > 2}
-  assert rows["serving:triton"][2:4] == ["failed", str(repository)]
+  rows = _rows(_sections(result.stdout)[0])
+  assert rows["serving:triton"][1:3] == ["failed", str(repository)]
   assert " ".join(triton["reason"].split()) in " ".join(result.stdout.split())
   report = (out / "manifests" / "1" / "report.md").read_text()
   assert f"Serving (triton): failed: {triton['reason']}" in report

@@ -24,7 +24,7 @@ from tftrt_keras.pipeline.worker_setup import (DEVICE_DONE, LIBRARY_PATH_DONE, e
                                                select_conversion_device)
 
 __all__ = ["TensorRTStatus", "check_tensorrt", "check_tensorrt_as_worker", "engine_builders_text", "formats_here",
-           "main", "require_tensorrt_or_raise", "tensorrt_formats_here"]
+           "main", "require_tensorrt_or_raise", "tensorrt_formats_here", "variants_skipped_here"]
 
 # The formats whose engines are TensorRT's: `require_tensorrt=True` asks that one of those requested works here.
 TENSORRT_FORMATS = ("tftrt", "trt", "trt_rtx")
@@ -200,6 +200,32 @@ def formats_here(options=None):
     except Exception as err:  # pylint: disable=broad-except
       rows[name] = f"could not tell: {type(err).__name__}: {err}"
   return rows
+
+
+def variants_skipped_here(options):
+  """{variant: reason} for the requested variants whose format cannot build here, asked in this process.
+
+  What the per-export line leaves out and what is said once before the first export. A format whose answer
+  could change in the worker (TF-TRT's libraries off this process's loader path, which the worker adds) or
+  whose check fails is left to the worker: its variants are attempted and the manifest says what happened.
+
+  Args:
+    options: the export's `ConversionOptions`.
+  """
+  from tftrt_keras import formats as formats_lib  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.options import artifact_names  # pylint: disable=g-import-not-at-top
+  reasons = {}
+  for name in formats_lib.resolve_formats(options.formats):
+    try:
+      if name == "tftrt" and getattr(options, "backend", DEFAULT_BACKEND) == DEFAULT_BACKEND and \
+          check_tensorrt().library_dir_to_add:
+        continue
+      reasons[name] = formats_lib.load_format(name).unavailable_reason(options)
+    except Exception:  # pylint: disable=broad-except
+      continue
+  return {variant: reasons[fmt] for variant in artifact_names(options) if formats_lib.is_variant(variant)
+          for fmt in [formats_lib.split_variant(variant)[0]] if reasons.get(fmt)}
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from tftrt_keras.artifacts.manifest import PENDING, fail_pending, read_manifest,
 from tftrt_keras.pipeline.prepare import prepare_export, record_failed_export
 from tftrt_keras.precisions import BASE_ARTIFACTS as _BASE_ARTIFACTS
 from tftrt_keras.precisions import PRECISIONS, normalize_precisions
-from tftrt_keras.verify.summary import summary_table
+from tftrt_keras.verify.summary import known_skips_text, summary_table
 
 
 # Export root -> the TrtExport of this process holding it (weak: a callback that is gone held nothing).
@@ -241,6 +241,7 @@ class TrtExport(keras_flavor.callback_base()):
     self._explicit_casts = []
     self._is_chief = True
     self._run_manifests = []  # this run's exports (manifest paths), for closing them if the run is abandoned
+    self._known_skips = {}  # {variant: why this machine cannot build it}, said once before the first export
 
   # --- training lifecycle
   def on_train_begin(self, logs=None):
@@ -276,6 +277,11 @@ class TrtExport(keras_flavor.callback_base()):
       _ROOT_HOLDERS[layout.root] = self
       layout.recover_interrupted()
       self._scheduler = ExportScheduler(exports_to_keep=self.exports_to_keep, on_done=self._on_export_done)
+      if self.verbose:
+        from tftrt_keras.preflight import variants_skipped_here  # pylint: disable=g-import-not-at-top
+        self._known_skips = variants_skipped_here(self.options)
+        if self._known_skips:
+          print(known_skips_text(self._known_skips), flush=True)
     if self.calibration_batches and self.calibration_data is None:
       self._install_capture(model)
 
@@ -374,7 +380,8 @@ class TrtExport(keras_flavor.callback_base()):
           # From disk: superseded and retained-away exports are part of the story too.
           manifests = [read_manifest(p) for p in self._run_manifests if os.path.exists(p)]
           if manifests:
-            print("tftrt_keras exports:\n" + summary_table(manifests, root=self.export_dir), flush=True)
+            said = set(self._known_skips.values())  # told at on_train_begin: "said above", not again
+            print("tftrt_keras exports:\n" + summary_table(manifests, self.export_dir, said=said), flush=True)
     finally:
       self._run_manifests = []
       self._scheduler = None
@@ -464,9 +471,9 @@ class TrtExport(keras_flavor.callback_base()):
       return
     self.manifest_paths.append(layout.manifest_path(version))
     if self.verbose:
-      variants = [n for n in artifact_names(self.options) if n not in _BASE_ARTIFACTS]
+      variants = [n for n in artifact_names(self.options) if n not in _BASE_ARTIFACTS and n not in self._known_skips]
       doing = (f"converting {', '.join(variants)} {'now' if self.blocking else 'in the background'}" if variants
-               else "freezing and verifying it (no variant requested)")
+               else "freezing and verifying it (no variant " + ("can be built here)" if self._known_skips else "requested)"))
       print(f"tftrt_keras: exported version {version} to {layout.path('native', version)}; {doing}", flush=True)
     self._scheduler.submit(request, blocking=self.blocking)
 

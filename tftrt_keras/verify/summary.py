@@ -1,15 +1,14 @@
-"""What a user reads at the end: the table of every artifact (end of training, `tftrt-export`) and the notes
-about one export (how the samples were split, warnings, where the manifest is). Reads manifests only.
+"""What a user reads at the end of a run, `tftrt-export` and the report: each earlier export in one line, the
+latest in full, and notes about one export (sample split, warnings, where the manifest is). Reads manifests only.
 
 Reasons are never cut: a short one stands in the table, a long one is referenced there (`[1]`) and written
-once below the table, wrapped at word boundaries with its continuation lines indented.
+once below it, wrapped at word boundaries.
 """
 
 import os
-import re
 import textwrap
 
-from tftrt_keras.artifacts.manifest import UNVERIFIED, serving_results
+from tftrt_keras.artifacts.manifest import FAILED, OK, PENDING, REJECTED, SKIPPED, UNVERIFIED, serving_results
 
 # A reason up to this long stands in the table; a longer one is referenced and written below it.
 INLINE_REASON_WIDTH = 48
@@ -23,66 +22,110 @@ def wrap(text, width=TEXT_WIDTH, first_prefix="", indent="    "):
                        subsequent_indent=indent, break_long_words=False, break_on_hyphens=False) or [first_prefix]
 
 
-def summary_table(manifests, root=None, inline_reason_width=INLINE_REASON_WIDTH, width=TEXT_WIDTH):
-  """Renders manifests as a fixed-width text table (version, artifact, status, path, reason).
+def summary_table(manifests, root=None, inline_reason_width=INLINE_REASON_WIDTH, width=TEXT_WIDTH, said=()):
+  """Renders a run's exports: each earlier one in one line, the latest (the last given) in full.
 
   Args:
-    manifests: manifest dicts, in the order to list them.
+    manifests: manifest dicts, oldest first.
     root: the export root; paths are shown relative to it (else as the manifest records them).
-    inline_reason_width: a reason up to this long is written in the table; a longer one as `[n]`, with the
-      full text once below the table (several artifacts with the same reason share one reference, and so do
-      one artifact's reasons of several versions that differ only in numbers).
-    width: width the reasons below the table wrap at.
+    inline_reason_width: a reason up to this long stands in the table; a longer one as `[n]`, written once
+      below the table (artifacts with the same reason share it).
+    width: width the lines below the table wrap at.
+    said: reasons already printed (the preflight's skips): shown as "said above", not repeated.
 
   Returns:
-    The table as text (no trailing newline).
+    The text (no trailing newline).
   """
-  rows = [("version", "artifact", "status", "path", "reason")]
-  references, texts, also = {}, [], {}
-  for manifest in manifests:
-    version = manifest["version"]
-    for name, entry in list(manifest["artifacts"].items()) + _serving_rows(manifest):
-      path = entry.get("path") or "-"
-      if root and entry.get("path") and not os.path.isabs(entry["path"]):
-        path = os.path.relpath(os.path.normpath(os.path.join(root, "manifests", str(version), entry["path"])), root)
-      reason = " ".join(str(entry.get("reason") or "").split())
-      if len(reason) > inline_reason_width:
-        number = references.get(reason) or references.get((name, _shape(reason)))
-        if number is None:
-          texts.append(reason)
-          number = references[(name, _shape(reason))] = len(texts)
-        elif reason not in references:
-          also.setdefault(number, []).append(str(version))
-        references.setdefault(reason, number)
-        reason = f"[{number}]"
-      rows.append((str(version), name, entry["status"], path, reason))
-  widths = [max(len(row[i]) for row in rows) for i in range(4)]
+  if not manifests:
+    return ""
+  *earlier, latest = manifests
+  lines = [earlier_line(m) for m in earlier]
+  lines.append(f"version {latest['version']}{' (latest)' if earlier else ''}:")
+  table, texts = artifact_table(latest, root, inline_reason_width, said)
+  lines += table
+  notes = [SUPERSEDED_NOTE] if any(_superseded(e) for m in earlier for _, e in _rows_of(m)) else []
+  if texts or notes:
+    lines.append("")
+  for number, reason in enumerate(texts, 1):
+    lines += wrap(reason, width, first_prefix=f"[{number}] ", indent=" " * (len(str(number)) + 3))
+  for note in notes:
+    lines += wrap(note, width)
+  return "\n".join(lines)
+
+
+# The order counts are given in on an earlier export's line.
+STATUS_ORDER = (OK, UNVERIFIED, REJECTED, FAILED, SKIPPED, PENDING)
+SUPERSEDED_NOTE = ("superseded: a newer export was due before its variants were built (conversion_policy='latest'; "
+                   "'every' converts all).")
+
+
+def earlier_line(manifest):
+  """One line for an export that is not the latest: its artifacts counted by status, "superseded" said once."""
+  counts, superseded = {}, 0
+  for _, entry in _rows_of(manifest):
+    counts[entry["status"]] = counts.get(entry["status"], 0) + 1
+    superseded += _superseded(entry)
+  order = list(STATUS_ORDER) + sorted(set(counts) - set(STATUS_ORDER))
+  parts = [f"{counts[s]} {s}" + (f" ({superseded} superseded)" if s == SKIPPED and superseded else "")
+           for s in order if counts.get(s)]
+  return f"version {manifest['version']}: {', '.join(parts) or 'no artifacts'}"
+
+
+def artifact_table(manifest, root=None, inline_reason_width=INLINE_REASON_WIDTH, said=()):
+  """(lines of the fixed-width table of one export's artifacts, the long reasons its `[n]` refer to)."""
+  said = {" ".join(str(r).split()) for r in said}
+  rows, texts = [("artifact", "status", "path", "reason")], []
+  for name, entry in _rows_of(manifest):
+    path = entry.get("path") or "-"
+    if root and entry.get("path") and not os.path.isabs(entry["path"]):
+      path = os.path.relpath(os.path.normpath(os.path.join(root, "manifests", str(manifest["version"]),
+                                                           entry["path"])), root)
+    reason = " ".join(str(entry.get("reason") or "").split())
+    if reason in said:
+      reason = "said above"
+    elif len(reason) > inline_reason_width:
+      if reason not in texts:
+        texts.append(reason)
+      reason = f"[{texts.index(reason) + 1}]"
+    rows.append((name, entry["status"], path, reason))
+  widths = [max(len(row[i]) for row in rows) for i in range(3)]
   lines = []
   for i, row in enumerate(rows):
-    lines.append("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4])
+    lines.append(("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths)) + "  " + row[3]).rstrip())
     if i == 0:
       lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 6)
-  lines = [line.rstrip() for line in lines]
-  if texts:
-    lines.append("")
-    for number, reason in enumerate(texts, 1):
-      if number in also:
-        versions = f"version{'s' if len(also[number]) > 1 else ''} {', '.join(also[number])}"
-        reason += f" (also {versions}, where only numbers differ; each manifest has its exact text)"
-      lines += wrap(reason, width, first_prefix=f"[{number}] ", indent=" " * (len(str(number)) + 3))
+  return lines, texts
+
+
+def known_skips_text(skips, width=TEXT_WIDTH):
+  """What is said once before the first export about variants this machine cannot build.
+
+  Args:
+    skips: {variant: reason}, as `preflight.variants_skipped_here` returns it.
+    width: the width lines wrap at.
+  """
+  by_reason = {}
+  for variant, reason in skips.items():
+    by_reason.setdefault(" ".join(str(reason).split()), []).append(variant)
+  lines = []
+  for reason, variants in by_reason.items():
+    lines += wrap(f"tftrt_keras: skipped on this machine: {', '.join(variants)}: "
+                  f"{reason}", width)
   return "\n".join(lines)
+
+
+def _rows_of(manifest):
+  return list(manifest.get("artifacts", {}).items()) + _serving_rows(manifest)
+
+
+def _superseded(entry):
+  return entry.get("status") == SKIPPED and str(entry.get("reason") or "").startswith("superseded")
 
 
 def _serving_rows(manifest):
   """(`serving:<target>`, {status, path: the repository, reason}) per serving target the export was published to."""
   return [(f"serving:{target}", {"status": r["status"], "path": r.get("repository"), "reason": r.get("reason")})
           for target, r in serving_results(manifest).items()]
-
-
-def _shape(reason):
-  """A reason with its numbers and addresses blanked: one artifact's failure at every version (an error that
-  names its function, object ids or measured values) is one footnote, not one per version."""
-  return re.sub(r"0x[0-9a-fA-F]+|\d+(?:\.\d+)?", "#", reason)
 
 
 def export_notes(manifest, width=TEXT_WIDTH):

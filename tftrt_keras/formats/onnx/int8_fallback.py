@@ -1,49 +1,17 @@
 """INT8 that earns its gate: choose the calibration method, and keep the layers that cost most in FP32.
 
-Plain post-training INT8 falls off a cliff on depthwise/SE networks (MobileNet, EfficientNet: top-1 agreement
-0.6-0.94 where ResNet50 keeps 0.99). `build_int8` runs in the export worker, never in `fit`:
-
-  1. The calibration samples are split: a part calibrates, a calibration-side hold-out judges (the
-     verification samples are kept apart by the worker and never reach a format's build).
-  2. Each calibration method in play (the user's `int8_calibration`, or for "auto" MinMax, then Percentile only
-     when MinMax misses) is built once by ONNX Runtime's `quantize_static`, on the calibration part, and judged on
-     the hold-out by the verdict rule verification uses (`tftrt_keras.agreement`: top-1 agreement on its 95%
-     Wilson lower bound for classifiers, per sample or per element; relative error against
-     `verify_tolerance_int8` otherwise, its 99th percentile for dense outputs). A method
-     that clears the gate ends it there: no search, so models that pass pay only the hold-out check (and the
-     shipped build, step 6).
-  3. Otherwise one "gated" model is made from the best Q/DQ model: every quantized input of every Conv/MatMul/
-     Gemm goes through `Where(gate, dequantized, fp32)`, with one boolean graph input per node, so any set of
-     nodes can be run quantized or FP32 by one ONNX Runtime session without rebuilding or recalibrating (exact:
-     `Where` selects, and the Q/DQ pairs are dedicated per node, so a node's gate is `nodes_to_exclude`).
-  4. Sensitivity, in one run of a probe model: every quantized node cloned onto its dequantized inputs, fed
-     FP32 activations, gives its local relative error (quantizing one node at a time would cost a run per
-     node, 50-80 on MobileNet/EfficientNet, more than the budget). Then the most sensitive nodes are kept FP32,
-     fewest first: 1, 2, 4, ... then bisection (Polygraphy's `debug precision` bisects the same way, by hand),
-     each step judged on the whole hold-out by the gated model (stopping as soon as it cannot pass), until the
-     gate holds or the budget (`int8_search_budget` times the plain build's seconds, a build counted as at
-     least MIN_BUILD_SECONDS) runs out; then the best set found (when none holds: the best margin on the whole
-     hold-out, each step that stopped early judged again on all of it).
-  5. The chosen model (method, nodes kept) is built by `quantize_static` with those nodes excluded, from the
-     cached calibration ranges, and judged on the hold-out once more: "after" is that real model's figure.
-  6. The model shipped is calibrated once more, on ALL the calibration samples (part and hold-out) with the
-     chosen method and kept nodes, as ModelOpt calibrates. With the same decisions, on the zoo's exports (352
-     samples; 345 verification samples judge) top-1 agreement went 0.965 -> 0.980 on MobileNetV3Small and
-     0.939 -> 0.954 on MobileNetV2, and was nowhere lower. Its hold-out figures would not be independent (the
-     hold-out calibrated it), so none is taken: "before"/"after" stay the half-calibrated models' figures, and
-     verification (samples no calibration saw) judges the shipped model. This build is not charged to the
-     search's budget: it is the INT8 build itself, which every INT8 variant pays, searched or not.
-
-Cost: a plain build and a hold-out check when plain INT8 clears the gate; otherwise the other method ("auto"), the
-search and the judged model within `int8_search_budget` times the first (half-calibrated) build; plus the shipped
-build (0.6-2.2 times the first on the zoo's CNNs: twice the samples, fewer nodes where many are kept).
-
+`build_int8` runs in the export worker. The calibration samples are split into a calibrating part and a
+hold-out judged by verification's rule (`tftrt_keras.agreement`); the verification samples never reach it.
+  1. Each method in play (`int8_calibration`; "auto": MinMax, then Percentile if MinMax misses the gate) is
+     built by ONNX Runtime's `quantize_static` and judged on the hold-out; one that passes ends the search.
+  2. Otherwise one gated model (`Where(gate, dequantized, fp32)` per Conv/MatMul/Gemm input) lets any set of
+     nodes run FP32 in one session without recalibrating; a probe model ranks the nodes by local error.
+  3. The most sensitive nodes are kept FP32, fewest first (1, 2, 4, ..., then bisection), until the gate holds
+     or `int8_search_budget` times the plain build's seconds is spent; else the best margin found is kept.
+  4. The chosen model is built with those nodes excluded and judged once more ("after"); the model shipped is
+     calibrated on all calibration samples with the same decisions, and verification judges it.
 Everything stays as TensorRT parses it: symmetric, zero point 0, no INT32 bias, FP32 where excluded.
-
-The gated model computes the Q/DQ arithmetic exactly as written (what TensorRT implements); ONNX Runtime's
-CPU graph optimizations run a Q/DQ model with other kernels whose results differ by up to a few percent of an
-output on these networks, so the before/after figures are the real models' in a default session (as
-verification runs them), and a search step's verdict can differ from the final model's.
+Figures (agreement before/after, cost on the zoo's CNNs): benchmarks/README.md.
 """
 
 import os
