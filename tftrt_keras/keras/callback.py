@@ -37,7 +37,7 @@ _OPTION_ARGUMENTS = ("precisions", "formats", "format_options", "max_batch_size"
                      "minimum_segment_size", "maximum_cached_engines", "require_tensorrt", "gpu_memory_limit_mb",
                      "timeout_seconds", "conversion_policy", "verification_samples", "conversion_device",
                      "triton_repository", "triton_model_name", "verify", "backend", "worker_threads",
-                     "worker_nice")
+                     "worker_nice", "max_metric_drop")
 
 
 class TrtExport(keras_flavor.callback_base()):
@@ -108,6 +108,9 @@ class TrtExport(keras_flavor.callback_base()):
     worker_threads, worker_nice: the conversion worker's threads per library and CPU niceness; "auto": a
       quarter of the cores (at least 1) at the lowest priority while training goes on, everything when
       `blocking=True` (see `ConversionOptions`).
+    max_metric_drop: {metric: allowed drop} of the model's own compiled metrics on the labelled verification
+      samples (a rise for losses and errors), e.g. {"accuracy": 0.005}; checked against the compiled metrics
+      in `on_train_begin` (see `ConversionOptions`).
   """
 
   def __init__(self, export_dir, precisions=PRECISIONS, monitor="val_loss", mode="auto", save_best_only=False,
@@ -117,7 +120,8 @@ class TrtExport(keras_flavor.callback_base()):
                input_signature=None, gpu_memory_limit_mb=None, timeout_seconds=DEFAULT_TIMEOUT_SECONDS,
                log_dir=None, verbose=1, seed=0, verify=True, backend=DEFAULT_BACKEND, formats="auto",
                format_options=None, conversion_policy="latest", verification_samples=500, conversion_device=None,
-               triton_repository=None, triton_model_name=None, worker_threads="auto", worker_nice="auto"):
+               triton_repository=None, triton_model_name=None, worker_threads="auto", worker_nice="auto",
+               max_metric_drop=None):
     super().__init__()
     if not isinstance(export_dir, (str, os.PathLike)) or not os.fspath(export_dir):
       raise invalid_argument("export_dir", export_dir, "a directory path")
@@ -132,7 +136,7 @@ class TrtExport(keras_flavor.callback_base()):
         conversion_policy=conversion_policy, verification_samples=verification_samples,
         conversion_device=conversion_device, triton_repository=triton_repository,
         triton_model_name=triton_model_name, verify=verify, backend=backend, worker_threads=worker_threads,
-        worker_nice=worker_nice)
+        worker_nice=worker_nice, max_metric_drop=max_metric_drop)
     if not isinstance(monitor, str) or not monitor:
       raise invalid_argument("monitor", monitor, "a metric name such as 'val_loss'")
     if mode not in ("auto", "min", "max"):
