@@ -22,6 +22,7 @@ from tftrt_keras.keras.capture import CapturingTestFunction
 from tftrt_keras.keras.checkpoint import BatchCounter, BestValue, saves_without_value
 from tftrt_keras.keras.fit_frames import callbacks_of, fit_frames, fit_has_validation
 from tftrt_keras.keras import snapshot as keras_snapshot
+from tftrt_keras.keras import task_labels
 from tftrt_keras.artifacts.manifest import PENDING, fail_pending, read_manifest, write_manifest
 from tftrt_keras.pipeline.prepare import prepare_export, record_failed_export
 from tftrt_keras.precisions import BASE_ARTIFACTS as _BASE_ARTIFACTS
@@ -108,9 +109,8 @@ class TrtExport(keras_flavor.callback_base()):
     worker_threads, worker_nice: the conversion worker's threads per library and CPU niceness; "auto": a
       quarter of the cores (at least 1) at the lowest priority while training goes on, everything when
       `blocking=True` (see `ConversionOptions`).
-    max_metric_drop: {metric: allowed drop} of the model's own compiled metrics on the labelled verification
-      samples (a rise for losses and errors), e.g. {"accuracy": 0.005}; checked against the compiled metrics
-      in `on_train_begin` (see `ConversionOptions`).
+    max_metric_drop: {metric: allowed drop} of the model's compiled metrics on the labelled verification samples
+      (a rise for losses), e.g. {"accuracy": 0.005}; checked in `on_train_begin` (see `ConversionOptions`).
   """
 
   def __init__(self, export_dir, precisions=PRECISIONS, monitor="val_loss", mode="auto", save_best_only=False,
@@ -200,8 +200,7 @@ class TrtExport(keras_flavor.callback_base()):
     if not export_dir:
       raise invalid_argument("export_dir", export_dir, "a directory (set --export_dir)")
 
-    def training_flag(name, old_name, default):
-      # The training-only flags were renamed with an `export_` prefix (a training script owns `--verify`...).
+    def training_flag(name, old_name, default):  # renamed with an `export_` prefix (scripts own `--verify`...)
       return getattr(flag_values, name, getattr(flag_values, old_name, default))
     kwargs = {name: getattr(options, name) for name in _OPTION_ARGUMENTS}
     kwargs.update(
@@ -225,11 +224,9 @@ class TrtExport(keras_flavor.callback_base()):
   def _implements_train_batch_hooks(self):
     return self.save_freq != "epoch"
 
-  def _implements_test_batch_hooks(self):
+  def _implements_test_batch_hooks(self):  # pylint: disable=no-self-use
     return False
-
-  def _implements_predict_batch_hooks(self):
-    return False
+  _implements_predict_batch_hooks = _implements_test_batch_hooks
 
   def _reset_run_state(self):
     self._epoch = 0
@@ -242,7 +239,7 @@ class TrtExport(keras_flavor.callback_base()):
     self._snapshotter = None
     self._chosen_signature = None
     self._explicit_batches = None
-    self._explicit_casts = []
+    self._explicit_casts, self._explicit_labels = [], None
     self._is_chief = True
     self._run_manifests = []  # this run's exports (manifest paths), for closing them if the run is abandoned
 
@@ -260,13 +257,15 @@ class TrtExport(keras_flavor.callback_base()):
       require_tensorrt_or_raise(self.options)
     if self.calibration_data is not None:
       # Keyed by input name now: data the model cannot take fails before the first step.
-      self._explicit_batches, self._explicit_casts = given_batches(
-          self.calibration_data, self._signature, self.calibration_batches or 16, self.options.max_batch_size)
+      self._explicit_batches, self._explicit_casts, self._explicit_labels = given_batches(
+          self.calibration_data, self._signature, self.calibration_batches or 16, self.options.max_batch_size,
+          label_keys=task_labels.label_keys(model))
     elif "INT8" in self.options.precisions and fit_has_validation(model) is False:
       raise invalid_argument(
           "calibration_data", None, "validation data in fit() or `calibration_data` when precisions include INT8",
           hint="INT8 calibrates on batches captured during validation, and this fit() call has no "
                "validation_data or validation_split. Pass one of them, pass `calibration_data=`, or drop INT8.")
+    task_labels.check_metric_drops(self.options.max_metric_drop, model)
     if self.input_signature is None and keras_snapshot.signature_from_model(model) is None and \
         self._explicit_batches is None and fit_has_validation(model) is False:
       raise invalid_argument("input_signature", None, "a TensorSpec structure for this model",
@@ -331,7 +330,8 @@ class TrtExport(keras_flavor.callback_base()):
     verification_samples = self.options.verification_samples if self.options.verify else 0
     reservoir = SplitReservoir(self.calibration_batches, 0, seed=self.seed)
     self._capture = CapturingTestFunction(model, original, reservoir, steps_per_execution=steps,
-                                          verification_samples=verification_samples)
+                                          verification_samples=verification_samples,
+                                          label_keys=task_labels.label_keys(model))
     self._original_test_function = original
     self._captured_model = model
     model.test_function = self._capture
@@ -441,6 +441,8 @@ class TrtExport(keras_flavor.callback_base()):
         if signature is None:
           raise ValueError("no input signature: pass `input_signature=` to TrtExport")
         self._snapshotter = keras_snapshot.SavedModelSnapshotter(self.model, signature)
+      labels = {"labels": self._explicit_labels, "verification_labels": getattr(
+          self._capture, "last_verification_labels", None)}
       if self._explicit_batches is not None:
         named, casts, problem = batches, self._explicit_casts, None
       else:
@@ -452,7 +454,8 @@ class TrtExport(keras_flavor.callback_base()):
       request = prepare_export(
           layout.root, version, source, self.options, write_native=self._snapshotter.save, batches=named,
           verification_batches=verification, sample_casts=casts, calibration_skip_reason=problem or
-          "no validation pass ran before this export and no `calibration_data` was given")
+          "no validation pass ran before this export and no `calibration_data` was given",
+          task_spec=task_labels.compile_spec(self.model), **labels)
     except Exception as err:  # pylint: disable=broad-except
       # Training goes on; the failure is on disk where the user looks for exports.
       logging.exception("tftrt_keras: export version %d failed before conversion", version)
