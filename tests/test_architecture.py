@@ -19,6 +19,7 @@ FLOORS = (
     ("front doors", ("flags", "preflight")),
     ("one export", ("pipeline",)),
     ("judging and serving", ("verify", "serving")),
+    ("the model's own metrics", ("task_metrics",)),
     ("options", ("options",)),
     ("formats", ("formats",)),
     ("storage and samples", ("artifacts", "samples")),

@@ -45,6 +45,20 @@ def _check_fraction(name, value, expected, *, upper):
     raise invalid_argument(name, value, expected)
 
 
+def _checked_metric_drops(value):
+  expected = "a dict {metric name: allowed drop >= 0}, e.g. {'accuracy': 0.005}"
+  if value is None:
+    return {}
+  if not isinstance(value, dict):
+    raise invalid_argument("max_metric_drop", value, expected)
+  for name, drop in value.items():
+    if not isinstance(name, str) or not name:
+      raise invalid_argument("max_metric_drop", value, expected, hint=f"Not a metric name: {name!r}.")
+    if isinstance(drop, bool) or not isinstance(drop, numbers.Real) or not drop >= 0:
+      raise invalid_argument("max_metric_drop", value, expected, hint=f"{name!r}: {drop!r} is not a number >= 0.")
+  return {name: float(drop) for name, drop in value.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class ConversionOptions:
   """What to build and how; every field is checked in `__post_init__`.
@@ -124,6 +138,10 @@ class ConversionOptions:
     worker_nice: the worker's CPU niceness, 0-19 (19: it runs on the time training leaves idle; its I/O
       priority follows, best-effort 7), or "auto" (default): 19 while training goes on, the caller's own in
       the foreground. Never below the caller's own (Linux lets only root raise a priority).
+    max_metric_drop: {metric name: largest allowed drop} of the model's own metrics (a rise for losses and
+      errors), e.g. {"accuracy": 0.005}, names as Keras logs them without `val_`. A variant whose paired 95%
+      interval shows a larger drop than the normal export's is `rejected`, one whose interval shows a smaller
+      one passes this gate, one whose interval straddles it is `unverified`. Added to the agreement gate.
   """
 
   precisions: tuple = PRECISIONS
@@ -154,6 +172,7 @@ class ConversionOptions:
   verify_latency_budget_seconds: float = 1.0
   worker_threads: object = AUTO_WORKER
   worker_nice: object = AUTO_WORKER
+  max_metric_drop: dict = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     object.__setattr__(self, "precisions", normalize_precisions(self.precisions))
@@ -196,6 +215,7 @@ class ConversionOptions:
         or self.verify_warmup_runs < 0):
       raise invalid_argument("verify_warmup_runs", self.verify_warmup_runs, "zero or a positive integer")
     self._check_worker_limits()
+    object.__setattr__(self, "max_metric_drop", _checked_metric_drops(self.max_metric_drop))
 
   def _check_worker_limits(self):
     threads = self.worker_threads

@@ -53,38 +53,60 @@ def check_calibration_source(data, input_signature=None):
     raise invalid_argument("calibration_data", f"arrays with {counts} samples",
                            "the same, non-zero number of samples (axis 0) in every array")
   if signature is not None:
-    batches_by_name(signature, batches_from(data, 1, 1), argument="calibration_data")
+    batches_by_name(signature, batches_from(data, 1, 1, signature=signature), argument="calibration_data")
 
 
-def batches_from(data, max_batches, max_batch_size):
-  """Turns `calibration_data` into at most `max_batches` input batches (structures of numpy arrays)."""
+def _labelled(data, signature):
+  """Whether numpy `calibration_data` is `(x, y)` or `(x, y, sample_weight)`: a tuple of 2 or 3 that the
+  model does not take as that many inputs."""
+  if signature is None or not isinstance(data, tuple) or len(data) not in (2, 3):
+    return False
+  expected = expected_inputs(signature)
+  return not (isinstance(expected, (list, tuple)) and len(expected) == len(data))
+
+
+def batches_from(data, max_batches, max_batch_size, signature=None, with_targets=False):
+  """Turns `calibration_data` into at most `max_batches` input batches (structures of numpy arrays); with
+  `with_targets`, into (inputs, y or None, sample_weight or None) triples."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.task_metrics.labels import split_element  # pylint: disable=g-import-not-at-top
   if isinstance(data, tf.data.Dataset):
-    return [tf.nest.map_structure(np.asarray, unpack_inputs(element))
-            for element in data.take(max_batches).as_numpy_iterator()]
-  size = max_batch_size or 32
-  total = len(_arrays(data)[0])
-  starts = range(0, total, size)
-  return [tf.nest.map_structure(lambda a, s=s: a[s:s + size], data) for s in list(starts)[:max_batches]]
+    elements = [tf.nest.map_structure(np.asarray, element) for element in data.take(max_batches).as_numpy_iterator()]
+  else:
+    size = max_batch_size or 32
+    total = len(_arrays(data)[0])
+    starts = list(range(0, total, size))[:max_batches]
+    elements = [tf.nest.map_structure(lambda a, s=s: a[s:s + size], data) for s in starts]
+    if not _labelled(data, signature):
+      elements = [(e,) for e in elements]
+  triples = [split_element(e) for e in elements]
+  return triples if with_targets else [x for x, _, _ in triples]
 
 
-def given_batches(data, signature_for, max_batches, max_batch_size):
+def given_batches(data, signature_for, max_batches, max_batch_size, label_keys=None):
   """`calibration_data` as batches keyed by the serving signature's input names, cast to its dtypes.
 
   Args:
     data: the `calibration_data` argument.
     signature_for: callable(raw batches) -> the serving signature's TensorSpec structure, or None.
     max_batches, max_batch_size: as `batches_from`.
+    label_keys: callable(y, sample_weight) -> the batch's labels by output name (`task_metrics.labels`).
 
   Returns:
-    ([{input name: array}], the casts' manifest entries).
+    ([{input name: array}], the casts' manifest entries, [labels per batch] or None when unlabelled).
 
   Raises:
     ValueError: naming `calibration_data`, when its structure cannot be matched to the inputs by name.
   """
-  raw = batches_from(data, max_batches, max_batch_size)
-  signature = signature_for(raw)
-  if not raw or signature is None:
-    return [], []
+  first = batches_from(data, max_batches, max_batch_size)
+  signature = signature_for(first)
+  if not first or signature is None:
+    return [], [], None
+  triples = batches_from(data, max_batches, max_batch_size, signature=signature, with_targets=True)
+  labels = None
+  if label_keys is not None and all(y is not None for _, y, _ in triples):
+    labels = [label_keys(y, weight) for _, y, weight in triples]
+    labels = labels if all(labels) else None
   report = by_name.CastReport()
-  return batches_by_name(signature, raw, argument="calibration_data", report=report), report.entries()
+  keyed = batches_by_name(signature, [x for x, _, _ in triples], argument="calibration_data", report=report)
+  return keyed, report.entries(), labels

@@ -22,6 +22,7 @@ from tftrt_keras.keras.capture import CapturingTestFunction
 from tftrt_keras.keras.checkpoint import BatchCounter, BestValue, saves_without_value
 from tftrt_keras.keras.fit_frames import callbacks_of, fit_frames, fit_has_validation
 from tftrt_keras.keras import snapshot as keras_snapshot
+from tftrt_keras.keras import task_labels
 from tftrt_keras.artifacts.manifest import PENDING, fail_pending, read_manifest, write_manifest
 from tftrt_keras.pipeline.prepare import prepare_export, record_failed_export
 from tftrt_keras.precisions import BASE_ARTIFACTS as _BASE_ARTIFACTS
@@ -37,7 +38,7 @@ _OPTION_ARGUMENTS = ("precisions", "formats", "format_options", "max_batch_size"
                      "minimum_segment_size", "maximum_cached_engines", "require_tensorrt", "gpu_memory_limit_mb",
                      "timeout_seconds", "conversion_policy", "verification_samples", "conversion_device",
                      "triton_repository", "triton_model_name", "verify", "backend", "worker_threads",
-                     "worker_nice")
+                     "worker_nice", "max_metric_drop")
 
 
 class TrtExport(keras_flavor.callback_base()):
@@ -108,6 +109,8 @@ class TrtExport(keras_flavor.callback_base()):
     worker_threads, worker_nice: the conversion worker's threads per library and CPU niceness; "auto": a
       quarter of the cores (at least 1) at the lowest priority while training goes on, everything when
       `blocking=True` (see `ConversionOptions`).
+    max_metric_drop: {metric: allowed drop} of the model's compiled metrics on the labelled verification samples
+      (a rise for losses), e.g. {"accuracy": 0.005}; checked in `on_train_begin` (see `ConversionOptions`).
   """
 
   def __init__(self, export_dir, precisions=PRECISIONS, monitor="val_loss", mode="auto", save_best_only=False,
@@ -117,7 +120,8 @@ class TrtExport(keras_flavor.callback_base()):
                input_signature=None, gpu_memory_limit_mb=None, timeout_seconds=DEFAULT_TIMEOUT_SECONDS,
                log_dir=None, verbose=1, seed=0, verify=True, backend=DEFAULT_BACKEND, formats="auto",
                format_options=None, conversion_policy="latest", verification_samples=500, conversion_device=None,
-               triton_repository=None, triton_model_name=None, worker_threads="auto", worker_nice="auto"):
+               triton_repository=None, triton_model_name=None, worker_threads="auto", worker_nice="auto",
+               max_metric_drop=None):
     super().__init__()
     if not isinstance(export_dir, (str, os.PathLike)) or not os.fspath(export_dir):
       raise invalid_argument("export_dir", export_dir, "a directory path")
@@ -132,7 +136,7 @@ class TrtExport(keras_flavor.callback_base()):
         conversion_policy=conversion_policy, verification_samples=verification_samples,
         conversion_device=conversion_device, triton_repository=triton_repository,
         triton_model_name=triton_model_name, verify=verify, backend=backend, worker_threads=worker_threads,
-        worker_nice=worker_nice)
+        worker_nice=worker_nice, max_metric_drop=max_metric_drop)
     if not isinstance(monitor, str) or not monitor:
       raise invalid_argument("monitor", monitor, "a metric name such as 'val_loss'")
     if mode not in ("auto", "min", "max"):
@@ -196,8 +200,7 @@ class TrtExport(keras_flavor.callback_base()):
     if not export_dir:
       raise invalid_argument("export_dir", export_dir, "a directory (set --export_dir)")
 
-    def training_flag(name, old_name, default):
-      # The training-only flags were renamed with an `export_` prefix (a training script owns `--verify`...).
+    def training_flag(name, old_name, default):  # renamed with an `export_` prefix (scripts own `--verify`...)
       return getattr(flag_values, name, getattr(flag_values, old_name, default))
     kwargs = {name: getattr(options, name) for name in _OPTION_ARGUMENTS}
     kwargs.update(
@@ -221,11 +224,9 @@ class TrtExport(keras_flavor.callback_base()):
   def _implements_train_batch_hooks(self):
     return self.save_freq != "epoch"
 
-  def _implements_test_batch_hooks(self):
+  def _implements_test_batch_hooks(self):  # pylint: disable=no-self-use
     return False
-
-  def _implements_predict_batch_hooks(self):
-    return False
+  _implements_predict_batch_hooks = _implements_test_batch_hooks
 
   def _reset_run_state(self):
     self._epoch = 0
@@ -238,7 +239,7 @@ class TrtExport(keras_flavor.callback_base()):
     self._snapshotter = None
     self._chosen_signature = None
     self._explicit_batches = None
-    self._explicit_casts = []
+    self._explicit_casts, self._explicit_labels = [], None
     self._is_chief = True
     self._run_manifests = []  # this run's exports (manifest paths), for closing them if the run is abandoned
     self._known_skips = {}  # {variant: why this machine cannot build it}, said once before the first export
@@ -257,13 +258,15 @@ class TrtExport(keras_flavor.callback_base()):
       require_tensorrt_or_raise(self.options)
     if self.calibration_data is not None:
       # Keyed by input name now: data the model cannot take fails before the first step.
-      self._explicit_batches, self._explicit_casts = given_batches(
-          self.calibration_data, self._signature, self.calibration_batches or 16, self.options.max_batch_size)
+      self._explicit_batches, self._explicit_casts, self._explicit_labels = given_batches(
+          self.calibration_data, self._signature, self.calibration_batches or 16, self.options.max_batch_size,
+          label_keys=task_labels.label_keys(model))
     elif "INT8" in self.options.precisions and fit_has_validation(model) is False:
       raise invalid_argument(
           "calibration_data", None, "validation data in fit() or `calibration_data` when precisions include INT8",
           hint="INT8 calibrates on batches captured during validation, and this fit() call has no "
                "validation_data or validation_split. Pass one of them, pass `calibration_data=`, or drop INT8.")
+    task_labels.check_metric_drops(self.options.max_metric_drop, model)
     if self.input_signature is None and keras_snapshot.signature_from_model(model) is None and \
         self._explicit_batches is None and fit_has_validation(model) is False:
       raise invalid_argument("input_signature", None, "a TensorSpec structure for this model",
@@ -333,7 +336,8 @@ class TrtExport(keras_flavor.callback_base()):
     verification_samples = self.options.verification_samples if self.options.verify else 0
     reservoir = SplitReservoir(self.calibration_batches, 0, seed=self.seed)
     self._capture = CapturingTestFunction(model, original, reservoir, steps_per_execution=steps,
-                                          verification_samples=verification_samples)
+                                          verification_samples=verification_samples,
+                                          label_keys=task_labels.label_keys(model))
     self._original_test_function = original
     self._captured_model = model
     model.test_function = self._capture
@@ -444,6 +448,8 @@ class TrtExport(keras_flavor.callback_base()):
         if signature is None:
           raise ValueError("no input signature: pass `input_signature=` to TrtExport")
         self._snapshotter = keras_snapshot.SavedModelSnapshotter(self.model, signature)
+      labels = {"labels": self._explicit_labels, "verification_labels": getattr(
+          self._capture, "last_verification_labels", None)}
       if self._explicit_batches is not None:
         named, casts, problem = batches, self._explicit_casts, None
       else:
@@ -455,7 +461,8 @@ class TrtExport(keras_flavor.callback_base()):
       request = prepare_export(
           layout.root, version, source, self.options, write_native=self._snapshotter.save, batches=named,
           verification_batches=verification, sample_casts=casts, calibration_skip_reason=problem or
-          "no validation pass ran before this export and no `calibration_data` was given")
+          "no validation pass ran before this export and no `calibration_data` was given",
+          task_spec=task_labels.compile_spec(self.model), **labels)
     except Exception as err:  # pylint: disable=broad-except
       # Training goes on; the failure is on disk where the user looks for exports.
       logging.exception("tftrt_keras: export version %d failed before conversion", version)

@@ -130,9 +130,12 @@ class CapturingTestFunction:
       execution is its unit); a kept execution contributes its first batch.
     verification_samples: samples the verification sample aims for (0: none); its number of batches is set
       from the first validation batch's size.
+    label_keys: callable(y, sample_weight) -> {key: array} of a batch's labels ({} when it has none), or None
+      to capture inputs only. Labels travel with their inputs through the reservoir and are kept for the
+      verification samples only (`last_verification_labels`).
   """
 
-  def __init__(self, model, original, reservoir, steps_per_execution=1, verification_samples=0):
+  def __init__(self, model, original, reservoir, steps_per_execution=1, verification_samples=0, label_keys=None):
     self._model = weakref.ref(model)
     self.original = original
     self._reservoir = reservoir
@@ -143,6 +146,9 @@ class CapturingTestFunction:
     self._sized = not self._verification_samples
     self.active = False   # capture only inside fit's validation passes
     self.pulled = 0       # batches whose values were copied out (a cost figure for benchmarks)
+    self._label_keys = label_keys
+    self._labelled = None  # whether this pass's kept batches are {"inputs", "labels"} pairs
+    self.last_verification_labels = []
 
   def begin_pass(self):
     """A validation pass of `fit` starts: capture from now on."""
@@ -153,6 +159,15 @@ class CapturingTestFunction:
     """The pass ended; `last_pass` and `last_verification` now hold its samples."""
     self.active = False
     self._reservoir.end_pass()
+    reservoir = self._reservoir
+    if self._labelled:
+      # Calibration needs no labels: only the verification samples keep theirs.
+      reservoir.last_pass = [b["inputs"] for b in reservoir.last_pass]
+      verification = getattr(reservoir, "last_verification", [])
+      self.last_verification_labels = [b["labels"] for b in verification]
+      reservoir.last_verification = [b["inputs"] for b in verification]
+    elif self._labelled is False:
+      self.last_verification_labels = []
 
   @property
   def last_pass(self):
@@ -180,14 +195,30 @@ class CapturingTestFunction:
         break
       if i == 0:
         inputs = _to_numpy(self._strategy, unpack_inputs(data))
-        self._reservoir.offer(inputs)
+        size = _batch_size(inputs)
+        labels = self._labels_of(data)
+        self._reservoir.offer({"inputs": inputs, "labels": labels} if self._labelled else inputs)
         self.pulled += 1
         if not self._sized:
           self._sized = True
           self._reservoir.set_verification_capacity(
-              math.ceil(self._verification_samples / max(1, _batch_size(inputs))), samples=self._verification_samples)
+              math.ceil(self._verification_samples / max(1, size)), samples=self._verification_samples)
       logs = self._step_on_data(self._local_parts(data))
     return logs
+
+  def _labels_of(self, data):
+    """The batch's labels keyed by `label_keys`; decides once per capture whether batches carry labels."""
+    if self._label_keys is None:
+      self._labelled = False
+      return None
+    from tftrt_keras.task_metrics.labels import split_element  # pylint: disable=g-import-not-at-top
+    _, y, sample_weight = split_element(data)
+    labels = {} if y is None else self._label_keys(_to_numpy(self._strategy, y),
+                                                   None if sample_weight is None
+                                                   else _to_numpy(self._strategy, sample_weight))
+    if self._labelled is None:
+      self._labelled = bool(labels)
+    return labels if self._labelled else None
 
   def _local_parts(self, data):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top

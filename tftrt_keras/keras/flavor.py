@@ -40,6 +40,13 @@ def keras_version(model):
     return "keras (unknown version)"
 
 
+def flavor_name(model):
+  """"keras3", "tf_keras" or "tf.keras": the Keras an export worker rebuilds the model's metrics with."""
+  if is_keras3_model(model):
+    return "keras3"
+  return "tf_keras" if type(model).__module__.split(".")[0] == "tf_keras" else "tf.keras"
+
+
 def is_chief(model):
   """True on the worker that writes: everywhere outside multi-worker training, the chief inside it."""
   strategy = getattr(model, "distribute_strategy", None)

@@ -13,7 +13,8 @@ from tftrt_keras.options import artifact_names
 from tftrt_keras.pipeline.request import ExportRequest
 from tftrt_keras.samples import calibration_data
 from tftrt_keras.samples.by_name import cast_warnings
-from tftrt_keras.samples.holdout import MORE_SAMPLES, concat_batches, sample_warnings, split_holdout
+from tftrt_keras.samples.holdout import MORE_SAMPLES, concat_batches, holdout_rows, sample_warnings, split_holdout
+from tftrt_keras.task_metrics import labels as task_labels
 
 
 def _new_manifest(version, source, options, signature_key):
@@ -25,7 +26,8 @@ def _new_manifest(version, source, options, signature_key):
 
 def prepare_export(root, version, source, options, *, write_native=None, native_dir=None, batches=None,
                    verification_batches=None, signature_key="serving_default", calibration_skip_reason=None,
-                   more_samples=MORE_SAMPLES, sample_casts=None):
+                   more_samples=MORE_SAMPLES, sample_casts=None, labels=None, verification_labels=None,
+                   task_spec=None):
   """Publishes the normal export and the samples, and writes the manifest and the worker's request.
 
   Args:
@@ -44,6 +46,11 @@ def prepare_export(root, version, source, options, *, write_native=None, native_
     more_samples: how a user gets more calibration samples, in the caller's own argument or flag names.
     sample_casts: `samples.by_name.CastReport.entries()` of the samples' casts to the signature's dtypes; the
       calibration entry lists them, and warns of those that lost information.
+    labels: the labels of `batches` ({"label:<output>": array...} per batch, see `task_metrics.labels`),
+      for when verification samples are held out of them; None: none.
+    verification_labels: the labels of `verification_batches`, batch for batch; None: none.
+    task_spec: the model's compiled loss and metrics (`task_metrics.spec.compile_spec`) for the worker to
+      compute on every variant; None: none.
 
   Returns:
     The `ExportRequest` for the worker.
@@ -64,7 +71,12 @@ def prepare_export(root, version, source, options, *, write_native=None, native_
 
   if verification_batches is None:
     calibration, verification, split = split_holdout(batches or [], options.verification_samples, seed=version)
+    held_labels = task_labels.concat(labels or [])
+    if held_labels and verification:
+      rows, _ = holdout_rows(task_labels.num_rows(held_labels), options.verification_samples, seed=version)
+      held_labels = {key: value[rows] for key, value in held_labels.items()}
   else:
+    held_labels = task_labels.concat([part for part, b in zip(verification_labels or [], verification_batches) if b])
     calibration, verification = list(batches or []), [b for b in verification_batches if b]
     split = (f"{sum(calibration_data.num_samples(b) for b in calibration)} samples captured for calibration and "
              f"{sum(calibration_data.num_samples(b) for b in verification)} apart from them for verification")
@@ -81,6 +93,8 @@ def prepare_export(root, version, source, options, *, write_native=None, native_
     calibration_data.save_samples(os.path.join(temp, CALIBRATION_FILE), concat_batches(calibration))
     if verification:
       calibration_data.save_samples(os.path.join(temp, VERIFICATION_FILE), concat_batches(verification))
+      if held_labels:
+        calibration_data.save_samples(os.path.join(temp, task_labels.LABELS_FILE), held_labels)
     path = layout.publish(temp, "calibration", version)
     warnings = cast_warnings(sample_casts or []) + sample_warnings(
         sum(request.calibration_batch_sizes), verify_count, "INT8" in options.precisions, more_samples)
@@ -95,6 +109,8 @@ def prepare_export(root, version, source, options, *, write_native=None, native_
   else:
     set_artifact(manifest, "calibration", SKIPPED,
                  reason=calibration_skip_reason or "no calibration data was given for this export")
+  if task_spec is not None:
+    manifest["task_metrics"] = task_labels.manifest_entry(task_spec, bool(verification and held_labels))
   manifest["worker"] = {"owner_pid": os.getpid()}
   directory = layout.manifest_dir(version)
   write_manifest(directory, manifest)

@@ -72,7 +72,8 @@ def _restore_user_log_level(env):
 
 
 def _package_parent():
-  return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  """The directory holding `tftrt_keras/` (never the package itself: its `keras/` would shadow Keras)."""
+  return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _describe_exit(returncode):

@@ -22,20 +22,26 @@ def split_holdout(batches, verification_samples, seed=0):
   Returns:
     (calibration batches, verification batches, a sentence saying how the samples were split).
   """
-  import numpy as np  # pylint: disable=g-import-not-at-top
   if not batches:
     return [], [], None
   samples = concat_batches(batches)
   total = calibration_data.num_samples(samples)
-  held = min(verification_samples, max(1, total // 4)) if total >= 2 else 0
-  order = np.random.default_rng(seed).permutation(total)
-  verify_index, calibrate_index = np.sort(order[:held]), np.sort(order[held:])
+  verify_index, calibrate_index = holdout_rows(total, verification_samples, seed)
+  held = len(verify_index)
   batch_size = max(calibration_data.num_samples(b) for b in batches)
   calibration = calibration_data.batches({k: v[calibrate_index] for k, v in samples.items()}, batch_size)
   verification = [{k: v[verify_index] for k, v in samples.items()}] if held else []
   note = (f"of {total} captured samples, {total - held} calibrate and {held} verify (held out at random over "
           "the whole pass)")
   return calibration, verification, note
+
+
+def holdout_rows(total, verification_samples, seed=0):
+  """(verification rows, calibration rows), each sorted, of `split_holdout` over `total` samples."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  held = min(verification_samples, max(1, total // 4)) if total >= 2 else 0
+  order = np.random.default_rng(seed).permutation(total)
+  return np.sort(order[:held]), np.sort(order[held:])
 
 
 def concat_batches(batches):

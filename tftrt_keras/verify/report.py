@@ -6,6 +6,7 @@ import os
 
 from tftrt_keras.artifacts.manifest import OK, REJECTED, UNVERIFIED, serving_results
 from tftrt_keras.verify.summary import split_lines
+from tftrt_keras.task_metrics import render as task_metrics_render
 
 REPORT_FILE = "report.md"
 LATENCY_PLOT_FILE = "latency.png"
@@ -188,6 +189,7 @@ def render_markdown(manifest, latency_plot=LATENCY_PLOT_FILE, plot_missing_reaso
   split = split_lines(manifest, width=10 ** 6)
   if split:
     lines += split + [""]
+  lines += task_metrics_render.markdown_lines(manifest)
   notes = _notes(manifest)
   if notes:
     lines += ["## Rejected or unverified", ""] + [f"- {note}" for note in notes] + [""]
@@ -346,6 +348,7 @@ def write_tensorboard_scalars(manifest, log_dir, step):
       scalars[f"verification/{name}/top1_agreement"] = top1
     for row in entry["verification"].get("latency") or []:
       scalars[f"verification/{name}/latency_p50_ms_batch{row['batch_size']}"] = row["p50_ms"]
+  scalars.update(task_metrics_render.tensorboard_scalars(manifest))
   writer = tf.summary.create_file_writer(str(log_dir))
   try:
     with writer.as_default():

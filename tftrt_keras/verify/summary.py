@@ -9,6 +9,7 @@ import os
 import textwrap
 
 from tftrt_keras.artifacts.manifest import FAILED, OK, PENDING, REJECTED, SKIPPED, UNVERIFIED, serving_results
+from tftrt_keras.task_metrics import render as task_metrics_render
 
 # A reason up to this long stands in the table; a longer one is referenced and written below it.
 INLINE_REASON_WIDTH = 48
@@ -153,6 +154,7 @@ def export_notes(manifest, width=TEXT_WIDTH):
     for output, words in sorted((verification.get("outputs_one_class") or {}).items()):
       lines += wrap(f"Warning: the normal export's output `{output}` gives one class nearly everywhere ({words}): "
                     "top-1 agreement cannot judge FP16/INT8 variants on it; verdicts by tolerance stand.", width)
+  lines += [w for line in task_metrics_render.summary_lines(manifest) for w in wrap(line, width)]
   lines += split_lines(manifest, width)
   unverified = [name for name, entry in manifest.get("artifacts", {}).items() if entry.get("status") == UNVERIFIED]
   if unverified:

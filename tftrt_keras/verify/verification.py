@@ -49,6 +49,7 @@ from tftrt_keras.artifacts.manifest import (FAILED, NOT_VERIFIED_YET, OK, REJECT
                                             USABLE_STATUSES)
 from tftrt_keras.formats.base import RunnerUnavailable
 from tftrt_keras.verify.split_runner import after_front
+from tftrt_keras.task_metrics.judge import VariantMetrics
 
 VERIFY_OFF = "verification turned off (verify=False)"
 NO_SAMPLES = ("no held-out samples: the export has fewer than two captured samples, or no calibration data at "
@@ -318,6 +319,7 @@ def _verify_all(run, summary, load_format):
   # How much the reference varies decides whether any artifact can be judged on it: said once, here.
   variation = {key: output_variation(value) for key, value in sorted(reference.items())}
   native_entry["verification"]["output_variation"] = {key: value for key, value in variation.items() if value}
+  own_metrics = VariantMetrics(run.manifest, run.samples, reference, options.max_metric_drop)
   not_varying, one_class = not_varying_words(variation), one_class_words(variation)
   if not_varying:
     summary["outputs_not_varying"] = not_varying
@@ -332,7 +334,7 @@ def _verify_all(run, summary, load_format):
       continue  # built from an artifact verification rejected: nothing it could show would make it usable
     try:
       entry["verification"] = _verify_artifact(name, path, run, samples, reference, batch, batch_sizes,
-                                               (not_varying, one_class), load_format)
+                                               (not_varying, one_class), load_format, own_metrics)
     except RunnerUnavailable as err:
       entry["verification"] = {"runner_unavailable": str(err)}
       _set_status(entry, UNVERIFIED, str(err))
@@ -359,7 +361,8 @@ def _trained_in_low_precision(artifacts, name):
   return False
 
 
-def _verify_artifact(name, path, run, samples, reference, batch, batch_sizes, cannot_tell, load_format):
+def _verify_artifact(name, path, run, samples, reference, batch, batch_sizes, cannot_tell, load_format,
+                     own_metrics=None):
   request = run.request
   precision = label = precision_of(name)
   thresholds = thresholds_for(precision, request.options)
@@ -385,5 +388,7 @@ def _verify_artifact(name, path, run, samples, reference, batch, batch_sizes, ca
     missing_text = f"outputs missing: {', '.join(missing)}"
     reason = (reason + "; " + missing_text if verdict == REJECTED else "verification failed: " + missing_text)
     verdict = REJECTED
+  if own_metrics is not None:  # the model's own metrics on these same outputs, and `max_metric_drop`
+    verdict, reason = own_metrics.judge(name, outputs, verdict, reason)
   return {"samples": _num_samples(samples), "precision": precision, "thresholds": thresholds, "outputs": figures,
           "verdict": verdict, "passed": verdict == OK, "reason": reason, "latency": latency}
