@@ -26,6 +26,7 @@ FORMAT_MODULES = {
 }
 FORMATS = tuple(FORMAT_MODULES)
 AUTO = "auto"
+FROZEN = "frozen"  # the frozen graph: an artifact of every export, run like a variant (`open_runner`)
 
 
 def load_format(name):
@@ -101,3 +102,18 @@ def is_variant(name):
   except ValueError:
     return False
   return True
+
+
+def open_runner(artifact, path, job, load=load_format):
+  """A `Runner` on a built model artifact: the frozen graph's, or the one its variant's format opens.
+
+  Args:
+    artifact: "frozen" or a variant name.
+    path: the artifact's version directory.
+    job: the export's `BuildJob`.
+    load: format name -> `Format` (`load_format`; injectable).
+  """
+  if artifact == FROZEN:
+    from tftrt_keras.formats.frozen import FrozenGraphRunner  # pylint: disable=g-import-not-at-top
+    return FrozenGraphRunner(path)
+  return load(split_variant(artifact)[0]).open_runner(path, job)

@@ -87,9 +87,6 @@ def _environment(options, variant_formats):
       environment["formats"][name] = formats_lib.load_format(name).environment(options)
     except Exception as err:  # pylint: disable=broad-except
       environment["formats"][name] = {"error": _error_text(err)}
-  # The TF-TRT facts stay at the top level too, where manifests of earlier releases had them.
-  for key, value in environment["formats"].get("tftrt", {}).items():
-    environment.setdefault(key, value)
   return environment
 
 
