@@ -157,13 +157,13 @@ def test_formats_do_not_import_each_other():
 
 
 def format_names():
-  """The registered format names, read from `FORMAT_MODULES` in formats/__init__.py without importing it."""
+  """The built-in format names, read from `BUILTIN_FORMATS` in formats/__init__.py without importing it."""
   with open(os.path.join(PACKAGE_DIR, "formats", "__init__.py"), encoding="utf-8") as f:
     tree = ast.parse(f.read())
   for node in tree.body:
-    if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "FORMAT_MODULES" for t in node.targets):
+    if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "BUILTIN_FORMATS" for t in node.targets):
       return {key.value for key in node.value.keys}
-  raise AssertionError("formats/__init__.py defines no FORMAT_MODULES dict")
+  raise AssertionError("formats/__init__.py defines no BUILTIN_FORMATS dict")
 
 
 def _docstrings(tree):

@@ -5,7 +5,8 @@ module of `tftrt_keras.formats` exposing `FORMAT`, an instance of a `Format` sub
 which artifact each precision is built from (`source_of`), whether it can run here (`unavailable_reason`),
 builds each variant into an empty directory (`build`) and opens a `Runner` on the result for verification
 (`open_runner`). Nothing else in the library knows a format's files or tools, so adding a format adds one
-module and one line in `tftrt_keras.formats.FORMAT_MODULES`, and touches no other format.
+module and one line in `tftrt_keras.formats.BUILTIN_FORMATS` (or an entry point, for another package), and
+touches no other format.
 
 Modelled on Polygraphy's backends: each framework has its loaders and its runner, and every comparison goes
 through the same runner interface.
