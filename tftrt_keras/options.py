@@ -77,7 +77,7 @@ class ConversionOptions:
     conversion_policy: when exports come faster than conversions: "latest" converts the newest export and
       lets a waiting older one be superseded (its frozen graph, samples and verification are still made);
       "every" converts every export in turn (the queue grows; training is never blocked either way).
-    backend: `module:attribute` of the conversion backend.
+    backend: deprecated and ignored; only its default value is accepted (with a DeprecationWarning).
     conversion_device: where the worker builds: None (the first GPU, or the CPU where there is none), "cpu",
       or "gpu:<index>" (e.g. "gpu:1", to keep conversion off the GPU a trainer has filled). The worker sees
       only that device (CUDA_VISIBLE_DEVICES).
