@@ -16,6 +16,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from tests import keras_models  # noqa: E402  (needs ROOT on sys.path)
 
 
+@pytest.fixture
+def fake_tftrt(monkeypatch):
+  """TEST DOUBLE: TF-TRT variants come from `tests.fake_trt_backend` (TF-TRT cannot run here), in this process
+  and in the export workers it starts (they inherit the environment)."""
+  from tftrt_keras.formats.tftrt.backend import CONVERTER_VARIABLE  # pylint: disable=g-import-not-at-top
+  from tests.saved_models import FAKE_BACKEND  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv(CONVERTER_VARIABLE, FAKE_BACKEND)
+
+
 def tensorrt_skip_reason():
   """Why the `trt` tier cannot run here, or None when TF-TRT and a GPU are usable.
 

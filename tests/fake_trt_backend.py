@@ -1,8 +1,8 @@
 """TEST DOUBLE. A stand-in for the TF-TRT converter, for tests only; the product never uses it.
 
 TF-TRT cannot run on machines without TensorRT and a GPU, so tests that need a "converted variant" on disk
-(verification, fault injection, layout) select this backend with
-`ConversionOptions(backend="tests.fake_trt_backend:FakeTrtBackendForTests")`. It does not convert anything:
+(verification, fault injection, layout) put it in TF-TRT's place through the format's test hook, the
+environment variable `TFTRT_KERAS_TEST_TFTRT_CONVERTER` (the `fake_tftrt` fixture in conftest.py). It does not convert anything:
 it re-saves the normal export's signature as a SavedModel, optionally with its float variables perturbed, and
 it can be told to misbehave. Its behaviour comes from environment variables, because it runs inside the
 export worker (a child process) that inherits the test's environment:

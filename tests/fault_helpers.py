@@ -230,6 +230,8 @@ def _keras_main(args):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tests.saved_models import FAKE_BACKEND  # pylint: disable=g-import-not-at-top
   from tftrt_keras import TrtExport  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tftrt.backend import CONVERTER_VARIABLE  # pylint: disable=g-import-not-at-top
+  os.environ[CONVERTER_VARIABLE] = FAKE_BACKEND  # TEST DOUBLE: its export workers inherit it
 
   keras = tf.keras
   keras.utils.set_random_seed(args.seed)
@@ -245,7 +247,7 @@ def _keras_main(args):
     callbacks.append(keras.callbacks.BackupAndRestore(args.backup_dir))
   export = TrtExport(args.export_dir, precisions=tuple(args.precisions.split(",")), calibration_batches=2,
                      exports_to_keep=args.exports_to_keep, blocking=args.blocking,
-                     timeout_seconds=args.timeout_seconds, backend=FAKE_BACKEND, formats=("tftrt",), verbose=0)
+                     timeout_seconds=args.timeout_seconds, formats=("tftrt",), verbose=0)
   callbacks.append(export)
   callbacks.append(keras.callbacks.LambdaCallback(
       on_epoch_end=lambda epoch, logs: print(f"EPOCH_END {epoch + 1}", flush=True)))

@@ -30,6 +30,9 @@ FLOOR_OF = {room: level for level, (_, rooms) in enumerate(FLOORS) for room in r
 # Each format's folder is complete in itself: formats share `formats/base.py` and the SavedModel helpers, not
 # each other's modules.
 FORMAT_FOLDERS = ("tftrt", "onnx", "tensorrt")
+# The rooms that must ask a format rather than know one: no format's name, variant name or module in them.
+FORMAT_BLIND_ROOMS = ("serving", "verify", "pipeline")
+_PRECISION_SUFFIXES = ("_fp32", "_fp16", "_int8")
 # About 400 lines, as the issue asked; the three longest (the two entry points' classes and the Triton
 # repository writer, 460-490) are one class each whose next seam would cut a method group in two.
 LONGEST_MODULE_LINES = 500
@@ -152,6 +155,89 @@ def test_formats_do_not_import_each_other():
           target_parts[2] != parts[2]:
         crossing.append((module, target))
   assert crossing == []
+
+
+def format_names():
+  """The built-in format names, read from `BUILTIN_FORMATS` in formats/__init__.py without importing it."""
+  with open(os.path.join(PACKAGE_DIR, "formats", "__init__.py"), encoding="utf-8") as f:
+    tree = ast.parse(f.read())
+  for node in tree.body:
+    if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "BUILTIN_FORMATS" for t in node.targets):
+      return {key.value for key in node.value.keys}
+  raise AssertionError("formats/__init__.py defines no BUILTIN_FORMATS dict")
+
+
+def _docstrings(tree):
+  """The docstring nodes of a module, its classes and functions (prose may name a format; code may not)."""
+  found = set()
+  for node in ast.walk(tree):
+    if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+      first = node.body[0]
+      if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        found.add(id(first.value))
+  return found
+
+
+def format_knowledge(source, names):
+  """What in `source` (Python text) knows a format: [(line, what)] for a format's or a variant's name as a
+  string, an import of a format's own package, or a variant name parsed with `rpartition`."""
+  tree = ast.parse(source)
+  prose = _docstrings(tree)
+  found = []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose:
+      value = node.value.lower()
+      if value in names or (value.endswith(_PRECISION_SUFFIXES) and value[:-5] in names):
+        found.append((node.lineno, f"names {node.value!r}"))
+    elif isinstance(node, (ast.Import, ast.ImportFrom)):
+      modules = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+          [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+      for module in modules:
+        parts = module.split(".")
+        if len(parts) >= 3 and parts[:2] == ["tftrt_keras", "formats"] and parts[2] in FORMAT_FOLDERS:
+          found.append((node.lineno, f"imports {module}"))
+          break
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "rpartition":
+      found.append((node.lineno, "parses a name with rpartition (ask `formats.split_variant`)"))
+  return found
+
+
+def format_aware_modules(package_dir=PACKAGE_DIR):
+  """{module path: [(line, what)]} for the serving, verification and pipeline modules that know a format."""
+  names = format_names()
+  known = {}
+  for room in FORMAT_BLIND_ROOMS:
+    for directory, _, files in os.walk(os.path.join(package_dir, room)):
+      for name in sorted(files):
+        if name.endswith(".py"):
+          path = os.path.join(directory, name)
+          with open(path, encoding="utf-8") as f:
+            found = format_knowledge(f.read(), names)
+          if found:
+            known[os.path.relpath(path, package_dir)] = found
+  return known
+
+
+def test_serving_verification_and_the_pipeline_ask_the_formats():
+  """They name no format, import no format's own modules and parse no variant names: a format added through
+  the registry is served, verified and built without an edit there."""
+  assert format_aware_modules() == {}
+
+
+def test_the_format_check_finds_what_it_is_for():
+  names = format_names()
+  assert {"tftrt", "onnx", "trt", "trt_rtx"} <= names
+  source = ('"""Serves onnx and trt variants."""\n'
+            'from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND\n'
+            'PLATFORMS = {"onnx": "onnxruntime_onnx"}\n'
+            'def f(variant):\n'
+            '  """The trt_fp16 case."""\n'
+            '  if variant == "trt_rtx_int8":\n'
+            '    return variant.rpartition("_")[0]\n'
+            '  return "model.onnx"\n')
+  assert format_knowledge(source, names) == [
+      (2, "imports tftrt_keras.formats.tftrt.backend"), (3, "names 'onnx'"), (6, "names 'trt_rtx_int8'"),
+      (7, "parses a name with rpartition (ask `formats.split_variant`)")]
 
 
 def test_no_module_name_repeats_its_folder():

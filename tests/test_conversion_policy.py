@@ -8,6 +8,7 @@ held mid-write by FAKE_TRT_RELEASE_FILE so that later exports queue behind the f
 import pytest
 
 from tests import saved_models
+from tftrt_keras.formats.tftrt.backend import CONVERTER_VARIABLE
 from tftrt_keras.pipeline import prepare
 from tftrt_keras.options import ConversionOptions
 from tftrt_keras.pipeline.scheduler import ExportScheduler
@@ -17,7 +18,8 @@ def _run_three_exports(tmp_path, monkeypatch, policy):
   saved_models.classifier(tmp_path / "model")
   release = tmp_path / "release"
   monkeypatch.setenv("FAKE_TRT_RELEASE_FILE", str(release))
-  options = ConversionOptions(backend=saved_models.FAKE_BACKEND, formats=("tftrt",), precisions=("FP32",),
+  monkeypatch.setenv(CONVERTER_VARIABLE, saved_models.FAKE_BACKEND)
+  options = ConversionOptions(formats=("tftrt",), precisions=("FP32",),
                               conversion_policy=policy, verify_timed_runs=1, verify_warmup_runs=0)
 
   write_native = saved_models.writer_copying(tmp_path / "model")

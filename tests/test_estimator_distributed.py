@@ -39,6 +39,7 @@ from tftrt_keras.options import ConversionOptions
 from tftrt_keras.estimator.exporter import TrtExporter
 
 model_dir, backend, max_steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+os.environ["TFTRT_KERAS_TEST_TFTRT_CONVERTER"] = backend  # TEST DOUBLE (the TF-TRT format's test hook)
 rng = np.random.default_rng(0)
 x = rng.normal(size=(512, 4)).astype("float32")
 y = (x[:, 0] + x[:, 1] > 0).astype("int64")
@@ -63,7 +64,7 @@ exporter = TrtExporter(
     "trt", tf.estimator.export.build_parsing_serving_input_receiver_fn(
         tf.feature_column.make_parse_example_spec(columns)),
     policy="latest", calibration_batches=4,
-    conversion_options=ConversionOptions(precisions=("FP32",), formats=("tftrt",), backend=backend, verify=False))
+    conversion_options=ConversionOptions(precisions=("FP32",), formats=("tftrt",), verify=False))
 tf.estimator.train_and_evaluate(
     estimator, tf.estimator.TrainSpec(train_input_fn, max_steps=max_steps),
     tf.estimator.EvalSpec(eval_input_fn, steps=None, exporters=[exporter], hooks=[exporter.calibration_hook],

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.saved_models import FAKE_BACKEND
 
 HAS_ESTIMATOR = hasattr(tf, "estimator")
 needs_estimator = pytest.mark.skipif(
@@ -475,7 +474,7 @@ VERIFICATION_SAMPLES = 100
 
 @needs_estimator
 @pytest.mark.tf
-def test_canned_estimator_parsing_signature_end_to_end(tmp_path):
+def test_canned_estimator_parsing_signature_end_to_end(tmp_path, fake_tftrt):
   """DNNClassifier + parsing serving signature, train_and_evaluate. Uses the TEST DOUBLE backend
   (FakeTrtBackendForTests) so that converted variants exist on disk.
 
@@ -487,7 +486,7 @@ def test_canned_estimator_parsing_signature_end_to_end(tmp_path):
   from tftrt_keras.formats.frozen import run_frozen_graph  # pylint: disable=g-import-not-at-top
   estimator = dnn_classifier(tmp_path / "model")
   exporter = TrtExporter("trt", parsing_receiver_fn(), calibration_batches=8,
-                         conversion_options=fast_options(backend=FAKE_BACKEND, formats=("tftrt",),
+                         conversion_options=fast_options(formats=("tftrt",),
                                                          verification_samples=VERIFICATION_SAMPLES))
   train_and_evaluate(estimator, exporter, max_steps=60)
   root = str(tmp_path / "model" / "export" / "trt")

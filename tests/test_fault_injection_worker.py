@@ -20,14 +20,15 @@ import numpy as np
 import pytest
 
 from tests import fault_helpers as fh
-from tests.saved_models import FAKE_BACKEND, classifier, samples
+from tests.saved_models import classifier, samples
+from tftrt_keras.formats.tftrt.backend import CONVERTER_VARIABLE
 from tftrt_keras.pipeline import prepare
 from tftrt_keras.options import ConversionOptions
 from tftrt_keras.artifacts.layout import ExportLayout, ExportRootBusy
 from tftrt_keras.pipeline.scheduler import ExportScheduler
 from tftrt_keras.pipeline.worker import ExportJob
 
-pytestmark = pytest.mark.tf
+pytestmark = [pytest.mark.tf, pytest.mark.usefixtures("fake_tftrt")]
 CONVERSIONS = ("tftrt_fp32", "tftrt_fp16")
 X = samples(5, seed=3)["x"]
 
@@ -61,7 +62,7 @@ def _prepare(root, source_dir, timeout_seconds=None, precisions=("FP32", "FP16")
   layout = ExportLayout(root)
   layout.ensure_root()
   # TF-TRT variants only: the faults are injected at its (test double) converter.
-  options = ConversionOptions(precisions=precisions, formats=("tftrt",), backend=FAKE_BACKEND,
+  options = ConversionOptions(precisions=precisions, formats=("tftrt",),
                               timeout_seconds=timeout_seconds)
   # One captured sample: calibration data on disk, no held-out verification step to slow the worker.
   return prepare.prepare_export(layout.root, layout.next_version(), {"kind": "fault_injection"}, options,
@@ -227,7 +228,7 @@ def test_export_due_while_previous_converts_supersedes_the_queued_ones_variants(
                 "made; v1 and v3 whole")
 
 
-def test_second_process_on_the_same_export_root_is_refused(root, source):
+def test_second_process_on_the_same_export_root_is_refused(root, source, fake_tftrt):
   holder = subprocess.Popen(
       [sys.executable, "-c", textwrap.dedent(f"""
           import sys
@@ -239,7 +240,7 @@ def test_second_process_on_the_same_export_root_is_refused(root, source):
   try:
     assert holder.stdout.readline().strip() == "LOCKED"
     from tftrt_keras.offline.export import export_saved_model  # pylint: disable=g-import-not-at-top
-    options = ConversionOptions(precisions=("FP32",), formats=("tftrt",), backend=FAKE_BACKEND)
+    options = ConversionOptions(precisions=("FP32",), formats=("tftrt",))
     with pytest.raises(ExportRootBusy) as caught:
       export_saved_model(source[0], root, options=options)
     assert f"in use by another process (pid {holder.pid})" in str(caught.value)
@@ -271,12 +272,13 @@ def test_truncated_calibration_file_fails_with_the_file_named(root, source):
   fh.record_row("truncated calibration .npz", root, "conversions failed naming the file")
 
 
-def test_backend_that_cannot_load_in_the_worker_is_named_in_the_manifest(root, source):
+def test_backend_that_cannot_load_in_the_worker_is_named_in_the_manifest(root, source, monkeypatch):
   """The configured backend's module is missing in the worker: the TF-TRT variant says so in the manifest (not
   only in worker.log), and the steps that do not need the backend (the frozen graph) still run."""
   layout = ExportLayout(root)
   layout.ensure_root()
-  options = ConversionOptions(precisions=("FP32",), formats=("tftrt",), backend="tests.no_such_backend_module:Backend")
+  monkeypatch.setenv(CONVERTER_VARIABLE, "tests.no_such_backend_module:Backend")
+  options = ConversionOptions(precisions=("FP32",), formats=("tftrt",))
   request = prepare.prepare_export(layout.root, 1, {"kind": "fault_injection"}, options,
                                     write_native=lambda d: (os.rmdir(d), shutil.copytree(source[0], d)))
   job = ExportJob(request)
@@ -311,14 +313,13 @@ def test_normal_export_missing_its_variables_fails_every_step_with_a_reason(root
                 ignore=(native,))
 
 
-def test_offline_export_of_a_saved_model_without_variables_is_refused_before_writing(root, source, tmp_path):
+def test_offline_export_of_a_saved_model_without_variables_is_refused_before_writing(root, source, tmp_path, fake_tftrt):
   broken = str(tmp_path / "broken")
   shutil.copytree(source[0], broken)
   shutil.rmtree(os.path.join(broken, "variables"))
   from tftrt_keras.offline.export import export_saved_model  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError) as caught:
-    export_saved_model(broken, root, options=ConversionOptions(precisions=("FP32",), formats=("tftrt",),
-                                                               backend=FAKE_BACKEND))
+    export_saved_model(broken, root, options=ConversionOptions(precisions=("FP32",), formats=("tftrt",)))
   assert "saved_model_dir" in str(caught.value) and broken in str(caught.value)
   assert not os.path.exists(root) or ExportLayout(root).next_version() == 1
   fh.record_row("offline source SavedModel missing variables/", root, "ValueError naming saved_model_dir, nothing "

@@ -18,7 +18,6 @@ import tensorflow as tf
 
 import tftrt_keras
 from tests.keras_models import assert_tftrt_outcome, classifier, indexed_validation, train_data
-from tests.saved_models import FAKE_BACKEND
 from tftrt_keras.formats.tftrt.format import tensorflow_has_tftrt
 
 pytestmark = pytest.mark.tf
@@ -307,11 +306,11 @@ def test_a_second_run_on_the_same_root_is_refused_while_the_first_fit_runs(prima
   assert _statuses(holder.manifest_paths[0])["native"] == "ok"  # the holder's run went on
 
 
-def test_a_conversion_failure_is_recorded_and_training_goes_on(keras, tmp_path, monkeypatch):
+def test_a_conversion_failure_is_recorded_and_training_goes_on(keras, tmp_path, monkeypatch, fake_tftrt):
   """Uses the TEST DOUBLE backend, told to fail FP16."""
   monkeypatch.setenv("FAKE_TRT_FAIL", "FP16")
   model = classifier(keras)
-  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP32", "FP16"), backend=FAKE_BACKEND,
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP32", "FP16"),
                                    verbose=0)
   history = _fit(model, callback, epochs=2)
   assert len(history.history["loss"]) == 2
@@ -335,7 +334,7 @@ def test_a_snapshot_failure_is_recorded_and_training_goes_on(primary_keras, tmp_
   assert not os.path.exists(tmp_path / "e" / "1")
 
 
-def test_blocking_export_is_complete_when_the_epoch_ends(primary_keras, tmp_path):
+def test_blocking_export_is_complete_when_the_epoch_ends(primary_keras, tmp_path, fake_tftrt):
   """Uses the TEST DOUBLE backend so that a variant is really written."""
   model = classifier(primary_keras)
   seen = []
@@ -343,8 +342,7 @@ def test_blocking_export_is_complete_when_the_epoch_ends(primary_keras, tmp_path
   class Inspect(primary_keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
       seen.append(_statuses(export.manifest_paths[-1]))
-  export = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP32",), blocking=True,
-                                 backend=FAKE_BACKEND, verbose=0)
+  export = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP32",), blocking=True, verbose=0)
   x, y = train_data()
   model.fit(x, y, validation_data=train_data(32, seed=1), epochs=1, batch_size=32, callbacks=[export, Inspect()],
             verbose=0)
@@ -408,7 +406,7 @@ def test_fit_with_trtexport_says_only_what_it_does(keras, kind, tmp_path, capsys
 
 
 def test_an_interrupted_fit_does_not_block_the_next_run_and_its_exports_are_closed(primary_keras, tmp_path,
-                                                                                      monkeypatch):
+                                                                                      monkeypatch, fake_tftrt):
   """Ctrl-C in a notebook: a KeyboardInterrupt raised mid-fit, then the same cell again in the same process.
   The first run's conversion is held mid-write by the TEST DOUBLE backend, so it is still running then."""
   root = tmp_path / "e"
@@ -420,14 +418,14 @@ def test_an_interrupted_fit_does_not_block_the_next_run_and_its_exports_are_clos
         raise KeyboardInterrupt
 
   model = classifier(primary_keras)
-  first = tftrt_keras.TrtExport(root, formats=TFTRT, precisions=("FP32",), backend=FAKE_BACKEND, verbose=0)
+  first = tftrt_keras.TrtExport(root, formats=TFTRT, precisions=("FP32",), verbose=0)
   with pytest.raises(KeyboardInterrupt):
     _fit(model, first, epochs=4, callbacks_after=[CtrlC()])
   assert [_manifest(p)["version"] for p in first.manifest_paths] == [1, 2]
   assert "pending" in _statuses(first.manifest_paths[-1]).values()  # its conversion is still running
 
   monkeypatch.delenv("FAKE_TRT_RELEASE_FILE")
-  second = tftrt_keras.TrtExport(root, formats=TFTRT, precisions=("FP32",), backend=FAKE_BACKEND, verbose=0)
+  second = tftrt_keras.TrtExport(root, formats=TFTRT, precisions=("FP32",), verbose=0)
   history = _fit(model, second, epochs=1)  # the same model, as a notebook cell run again
   assert len(history.history["loss"]) == 1
   assert [_manifest(p)["version"] for p in second.manifest_paths] == [3]
@@ -440,7 +438,7 @@ def test_an_interrupted_fit_does_not_block_the_next_run_and_its_exports_are_clos
   # The model validates with Keras' own function again, not the first run's capture.
   assert type(model.test_function).__name__ != "CapturingTestFunction"
   # And the directory is free for a third run.
-  third = tftrt_keras.TrtExport(root, formats=TFTRT, precisions=("FP32",), backend=FAKE_BACKEND, verbose=0)
+  third = tftrt_keras.TrtExport(root, formats=TFTRT, precisions=("FP32",), verbose=0)
   _fit(model, third, epochs=1)
   assert [_manifest(p)["version"] for p in third.manifest_paths] == [4]
 

@@ -13,7 +13,6 @@ import pytest
 import tensorflow as tf
 
 from tests import saved_models
-from tests.saved_models import FAKE_BACKEND
 from tftrt_keras.pipeline import prepare
 from tftrt_keras.pipeline import run as export_run
 from tftrt_keras.samples import holdout
@@ -72,7 +71,7 @@ def test_manifest_fields(tftrt_export):
   environment = manifest["environment"]
   assert environment["tensorflow"] == tf.__version__
   if tensorflow_has_tftrt():  # the TF-TRT preflight's facts, free GPU memory (or "unknown" and why) included
-    assert {"tensorflow", "tensorrt_linked", "tensorrt_loaded", "gpu", "gpu_memory"} <= set(environment)
+    assert {"tensorrt_linked", "tensorrt_loaded", "gpu", "gpu_memory"} <= set(environment["formats"]["tftrt"])
   else:
     assert environment["formats"]["tftrt"] == {}
   # Only what was asked for, in order.
@@ -148,10 +147,10 @@ def test_lookup_table_model_gets_a_frozen_graph_and_says_why_it_has_no_split(tmp
 
 
 @pytest.mark.tf
-def test_worker_in_background_produces_a_variant_that_serves(tmp_path, monkeypatch):
+def test_worker_in_background_produces_a_variant_that_serves(tmp_path, monkeypatch, fake_tftrt):
   """Uses the TEST DOUBLE FakeTrtBackendForTests: the worker child process converts "FP32" with it."""
   root = tmp_path / "exports"
-  request = _prepare(root, _options(precisions=("FP32",), backend=FAKE_BACKEND, conversion_device="cpu"))
+  request = _prepare(root, _options(precisions=("FP32",), conversion_device="cpu"))
   monkeypatch.delenv("FAKE_TRT_CRASH", raising=False)
   job = ExportJob(request)
   assert job.pid != os.getpid()
@@ -172,10 +171,11 @@ def test_worker_in_background_produces_a_variant_that_serves(tmp_path, monkeypat
 
 
 @pytest.mark.tf
-def test_a_programming_error_in_a_build_is_reported_as_a_bug_with_its_traceback_in_worker_log(tmp_path, monkeypatch):
+def test_a_programming_error_in_a_build_is_reported_as_a_bug_with_its_traceback_in_worker_log(tmp_path, monkeypatch,
+                                                                                             fake_tftrt):
   """Uses the TEST DOUBLE FakeTrtBackendForTests, told to raise TypeError for FP16 and RuntimeError for FP32."""
   root = tmp_path / "exports"
-  request = _prepare(root, _options(precisions=("FP32", "FP16"), backend=FAKE_BACKEND, conversion_device="cpu"))
+  request = _prepare(root, _options(precisions=("FP32", "FP16"), conversion_device="cpu"))
   monkeypatch.setenv("FAKE_TRT_FAIL", "FP32,FP16")
   monkeypatch.setenv("FAKE_TRT_FAIL_AS", "FP16:TypeError")
   manifest = ExportJob(request).wait(timeout=300)
@@ -190,10 +190,10 @@ def test_a_programming_error_in_a_build_is_reported_as_a_bug_with_its_traceback_
 
 
 @pytest.mark.tf
-def test_worker_killed_by_sigsegv_is_recorded_as_failed_with_how_it_died(tmp_path, monkeypatch):
+def test_worker_killed_by_sigsegv_is_recorded_as_failed_with_how_it_died(tmp_path, monkeypatch, fake_tftrt):
   """Uses the TEST DOUBLE FakeTrtBackendForTests, told to crash the worker (SIGSEGV) mid-write."""
   root = tmp_path / "exports"
-  request = _prepare(root, _options(precisions=("FP16",), backend=FAKE_BACKEND))
+  request = _prepare(root, _options(precisions=("FP16",)))
   monkeypatch.setenv("FAKE_TRT_CRASH", "SIGSEGV")
   manifest = ExportJob(request).wait(timeout=300)
   entry = manifest["artifacts"]["tftrt_fp16"]
@@ -208,20 +208,20 @@ def test_worker_killed_by_sigsegv_is_recorded_as_failed_with_how_it_died(tmp_pat
 
 
 @pytest.mark.tf
-def test_worker_sees_only_its_conversion_device_counted_among_the_trainers_gpus(tmp_path, monkeypatch):
+def test_worker_sees_only_its_conversion_device_counted_among_the_trainers_gpus(tmp_path, monkeypatch, fake_tftrt):
   """TEST DOUBLE backend; the device choice is real: CUDA_VISIBLE_DEVICES in a real worker process."""
   monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,7")
   request = _prepare(tmp_path / "exports",
-                     _options(precisions=("FP32",), backend=FAKE_BACKEND, conversion_device="gpu:1"))
+                     _options(precisions=("FP32",), conversion_device="gpu:1"))
   manifest = ExportJob(request).wait(timeout=300)
   assert manifest["environment"]["formats"]["tftrt"]["cuda_visible_devices"] == "7"
   assert manifest["environment"]["formats"]["tftrt"]["conversion_device"] == "gpu:1"
 
 
 @pytest.mark.tf
-def test_worker_given_a_gpu_the_trainer_cannot_see_fails_the_export_saying_so(tmp_path, monkeypatch):
+def test_worker_given_a_gpu_the_trainer_cannot_see_fails_the_export_saying_so(tmp_path, monkeypatch, fake_tftrt):
   monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
-  request = _prepare(tmp_path / "exports", _options(precisions=("FP32",), backend=FAKE_BACKEND,
+  request = _prepare(tmp_path / "exports", _options(precisions=("FP32",),
                                                     conversion_device="gpu:1"))
   manifest = ExportJob(request).wait(timeout=300)
   for name in ("frozen", "tftrt_fp32"):

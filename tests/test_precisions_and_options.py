@@ -65,7 +65,6 @@ def test_options_normalise_precisions_and_round_trip_through_json():
     ("gpu_memory_limit_mb", "4096", "a positive integer or None"),
     ("timeout_seconds", 0, "a positive number (seconds) or None"),
     ("require_tensorrt", "yes", "True or False"),
-    ("backend", "tftrt_keras.formats.tftrt.convert.TfTrtBackend", "a 'module:attribute' string"),
     ("conversion_device", "gpu", "None, 'cpu' or 'gpu:<index>'"),
     ("conversion_device", "cuda:0", "None, 'cpu' or 'gpu:<index>'"),
     ("conversion_device", 1, "None, 'cpu' or 'gpu:<index>'"),

@@ -281,11 +281,10 @@ def test_require_tensorrt_names_why_each_requested_tensorrt_format_cannot_run_he
 
 
 @pytest.mark.tf
-def test_require_tensorrt_is_met_by_one_requested_format_that_runs():
+def test_require_tensorrt_is_met_by_one_requested_format_that_runs(fake_tftrt):
   """TEST DOUBLE backend for TF-TRT (it can always "convert"): onnx + trt + tftrt with trt unusable here still
   satisfies require_tensorrt, and the answer says which format works."""
-  options = ConversionOptions(formats=("onnx", "trt", "tftrt"), require_tensorrt=True,
-                              backend=saved_models.FAKE_BACKEND)
+  options = ConversionOptions(formats=("onnx", "trt", "tftrt"), require_tensorrt=True)
   reasons = require_tensorrt_or_raise(options)
   assert set(reasons) == {"trt", "tftrt"} and reasons["tftrt"] is None, reasons
 

@@ -102,3 +102,17 @@ def test_the_preflight_is_a_runnable_module():
   spec = importlib.util.find_spec("tftrt_keras.preflight")
   assert spec is not None
   assert 'if __name__ == "__main__":' in open(spec.origin, encoding="utf-8").read()
+
+
+def test_backend_is_deprecated_and_a_stand_in_converter_is_refused(tmp_path):
+  """`backend=` was an argument only tests used: its one product value still works (with a DeprecationWarning)
+  for one release, any other is refused before training, saying where a converter of one's own goes now."""
+  default = "tftrt_keras.formats.tftrt.convert:TfTrtBackend"
+  with pytest.warns(DeprecationWarning, match="`backend=` is deprecated"):
+    options = tftrt_keras.ConversionOptions(backend=default)
+  assert options == tftrt_keras.ConversionOptions()
+  assert "backend" not in options.to_json()
+  with pytest.warns(DeprecationWarning):
+    tftrt_keras.TrtExport(tmp_path / "e", backend=default)
+  with pytest.raises(ValueError, match="Invalid value for argument `backend`.*entry-point group"):
+    tftrt_keras.TrtExport(tmp_path / "e", backend="tests.fake_trt_backend:FakeTrtBackendForTests")

@@ -14,7 +14,6 @@ import pytest
 
 from tests import saved_models
 from tests.fake_trt_backend import encode_engine_instance, write_engine_asset
-from tests.saved_models import FAKE_BACKEND
 from tftrt_keras.pipeline import prepare
 from tftrt_keras.pipeline import run as export_run
 from tftrt_keras.formats.tftrt import convert as trt_convert
@@ -244,13 +243,13 @@ def test_inputs_that_cannot_be_synthesized_say_why(tensor, says):
 def _export(root, precisions, batches, **options):
   request = prepare.prepare_export(
       str(root), 1, {"kind": "test"},
-      ConversionOptions(precisions=precisions, formats=("tftrt",), backend=FAKE_BACKEND, verify=False, **options),
+      ConversionOptions(precisions=precisions, formats=("tftrt",), verify=False, **options),
       write_native=lambda d: saved_models.classifier(d), batches=batches)
   return export_run.run_export(request)["artifacts"]
 
 
 @pytest.mark.tf
-def test_conversion_with_engines_is_built_and_records_them(tmp_path, monkeypatch):
+def test_conversion_with_engines_is_built_and_records_them(tmp_path, monkeypatch, fake_tftrt):
   monkeypatch.setenv("FAKE_TRT_ENGINES", "2")
   artifacts = _export(tmp_path / "exports", ("FP16", "INT8"), [saved_models.samples(8, seed=1)] * 3,
                       max_batch_size=16)
@@ -273,7 +272,7 @@ def test_conversion_with_engines_is_built_and_records_them(tmp_path, monkeypatch
                                 "minimum_segment_size=3)"),
     ({"FAKE_TRT_SERIALIZED": "0"}, "TF-TRT placed 1 TRTEngineOp(s) but serialized no TensorRT engine"),
 ])
-def test_conversion_without_engines_is_failed_and_leaves_no_directory(tmp_path, monkeypatch, knobs, reason):
+def test_conversion_without_engines_is_failed_and_leaves_no_directory(tmp_path, monkeypatch, knobs, reason, fake_tftrt):
   for name, value in knobs.items():
     monkeypatch.setenv(name, value)
   artifacts = _export(tmp_path / "exports", ("FP32",), [saved_models.samples(8, seed=1)])
@@ -283,7 +282,7 @@ def test_conversion_without_engines_is_failed_and_leaves_no_directory(tmp_path, 
 
 
 @pytest.mark.tf
-def test_without_samples_fp32_engines_are_built_from_the_signature_and_int8_is_skipped(tmp_path):
+def test_without_samples_fp32_engines_are_built_from_the_signature_and_int8_is_skipped(tmp_path, fake_tftrt):
   artifacts = _export(tmp_path / "exports", ("FP32", "INT8"), None, max_batch_size=4)
   fp32 = artifacts["tftrt_fp32"]
   assert fp32["status"] == "unverified", fp32  # built (verify=False)

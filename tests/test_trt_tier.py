@@ -110,7 +110,7 @@ def test_variant_is_built_loads_and_matches_native(trt_export, precision):
 @pytest.mark.tftrt
 def test_manifest_records_the_tensorrt_that_was_loaded(trt_export):
   _, _, manifest = trt_export
-  environment = manifest["environment"]
+  environment = manifest["environment"]["formats"]["tftrt"]  # each format's facts under its own name
   assert environment["tensorrt_loaded"] and environment["gpu"]
   assert environment["gpu_memory"]["source"] in ("nvidia-smi", "unknown")
   assert manifest["artifacts"]["frozen"]["status"] == "ok"

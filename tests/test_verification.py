@@ -345,7 +345,7 @@ def _logits(x, weights):
 
 
 @pytest.mark.tf
-def test_perturbed_int8_variant_is_rejected_with_its_figures(tmp_path, monkeypatch):
+def test_perturbed_int8_variant_is_rejected_with_its_figures(tmp_path, monkeypatch, fake_tftrt):
   """Uses the TEST DOUBLE FakeTrtBackendForTests (FAKE_TRT_PERTURB on INT8 only), end to end through
   `export_saved_model` and its worker process."""
   import tftrt_keras  # pylint: disable=g-import-not-at-top
@@ -357,7 +357,7 @@ def test_perturbed_int8_variant_is_rejected_with_its_figures(tmp_path, monkeypat
   out = tmp_path / "out"
   manifest = tftrt_keras.export_saved_model(
       str(tmp_path / "model"), str(out), calibration_data=saved_models.samples(64), calibration_batch_size=8,
-      options=ConversionOptions(backend=saved_models.FAKE_BACKEND, formats=("tftrt",), verify_timed_runs=5))
+      options=ConversionOptions(formats=("tftrt",), verify_timed_runs=5))
   artifacts = manifest["artifacts"]
   held_out = np.load(out / "calibration" / "1" / "verification.npz")["x"]
   calibration = np.load(out / "calibration" / "1" / "calibration.npz")["x"]
@@ -417,14 +417,14 @@ def _prepare(tmp_path, options, seed=1, samples=64):
 
 
 @pytest.mark.tf
-def test_small_perturbation_rejects_fp32_while_fp16_and_int8_keep_their_decisions(tmp_path, monkeypatch):
+def test_small_perturbation_rejects_fp32_while_fp16_and_int8_keep_their_decisions(tmp_path, monkeypatch, fake_tftrt):
   """Uses the TEST DOUBLE FakeTrtBackendForTests (selected by `backend`) in-process, FAKE_TRT_PERTURB on every
   precision: small enough to keep every decision on these samples, large enough for FP32's and FP16's (non-
   classifier) tolerances, within what FP16 arithmetic is allowed on a classifier's outputs."""
   from tests import saved_models  # pylint: disable=g-import-not-at-top
   monkeypatch.setenv("FAKE_TRT_PERTURB", "0.015")
   # A latency budget no call fits: every batch size of every artifact is timed MIN_TIMED_RUNS times, not 7.
-  options = ConversionOptions(backend=saved_models.FAKE_BACKEND, formats=("tftrt",), verify_timed_runs=7,
+  options = ConversionOptions(formats=("tftrt",), verify_timed_runs=7,
                               verify_latency_budget_seconds=1e-9)
   # 600 samples: 150 held out, enough for the agreement bound to pass when every decision is kept.
   request = _prepare(tmp_path, options, samples=600)
@@ -458,12 +458,12 @@ def test_small_perturbation_rejects_fp32_while_fp16_and_int8_keep_their_decision
 
 
 @pytest.mark.tf
-def test_an_artifact_that_cannot_run_is_recorded_not_raised(tmp_path):
+def test_an_artifact_that_cannot_run_is_recorded_not_raised(tmp_path, fake_tftrt):
   """Uses the TEST DOUBLE FakeTrtBackendForTests (selected by `backend`) in-process; the frozen graph is then
   corrupted on disk."""
   from tests import saved_models  # pylint: disable=g-import-not-at-top
   from tftrt_keras.pipeline import run as pipeline  # pylint: disable=g-import-not-at-top
-  request = _prepare(tmp_path, ConversionOptions(backend=saved_models.FAKE_BACKEND, precisions=("FP16",), formats=("tftrt",),
+  request = _prepare(tmp_path, ConversionOptions(precisions=("FP16",), formats=("tftrt",),
                                                  verify_timed_runs=2, verify_warmup_runs=0))
   export_run.run_export(request)
   with open(tmp_path / "out" / "frozen" / "1" / "frozen_graph.pb", "wb") as f:
@@ -482,11 +482,11 @@ def test_an_artifact_that_cannot_run_is_recorded_not_raised(tmp_path):
 
 
 @pytest.mark.tf
-def test_verify_false_records_why_and_writes_no_report(tmp_path):
+def test_verify_false_records_why_and_writes_no_report(tmp_path, fake_tftrt):
   """Uses the TEST DOUBLE FakeTrtBackendForTests (selected by `backend`) in-process."""
   from tests import saved_models  # pylint: disable=g-import-not-at-top
   from tftrt_keras.pipeline import run as pipeline  # pylint: disable=g-import-not-at-top
-  request = _prepare(tmp_path, ConversionOptions(backend=saved_models.FAKE_BACKEND, precisions=("FP32",), formats=("tftrt",),
+  request = _prepare(tmp_path, ConversionOptions(precisions=("FP32",), formats=("tftrt",),
                                                  verify=False))
   manifest = export_run.run_export(request)
   assert "verify=False" in manifest["verification"]["skipped"]

@@ -17,13 +17,15 @@ import pytest
 
 import tftrt_keras
 from tests import fault_helpers as fh
-from tests.saved_models import FAKE_BACKEND, classifier, samples
+from tests.saved_models import classifier, samples
 from tftrt_keras.artifacts.layout import ExportLayout
 from tftrt_keras.options import ConversionOptions
 from tftrt_keras.pipeline import prepare
 from tftrt_keras.pipeline.scheduler import ExportScheduler
 from tftrt_keras.pipeline.worker import ExportJob
 from tftrt_keras.pipeline.worker_setup import WorkerLimits, usable_cores, worker_limits
+
+pytestmark = pytest.mark.usefixtures("fake_tftrt")  # every worker here converts with the TEST DOUBLE
 
 BOUNDED = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
            "TF_NUM_INTEROP_THREADS", "TFTRT_KERAS_WORKER_THREADS")
@@ -142,7 +144,7 @@ def source(tmp_path_factory):
 def _prepare(root, source_dir, **options):
   layout = ExportLayout(root)
   layout.ensure_root()
-  options = ConversionOptions(precisions=("FP32",), formats=("tftrt",), backend=FAKE_BACKEND, **options)
+  options = ConversionOptions(precisions=("FP32",), formats=("tftrt",), **options)
   return prepare.prepare_export(layout.root, layout.next_version(), {"kind": "worker_manners"}, options,
                                 write_native=lambda d: (os.rmdir(d), shutil.copytree(source_dir, d)),
                                 batches=[samples(1)])

@@ -5,8 +5,8 @@ import numbers
 import os
 
 from tftrt_keras.errors import invalid_argument
-from tftrt_keras.formats import AUTO, FORMATS, load_format, normalize_formats, resolve_formats, variant_names
 from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND
+from tftrt_keras.formats import AUTO, FORMATS, load_format, normalize_formats, resolve_formats, variant_names
 from tftrt_keras.precisions import BASE_ARTIFACTS, PRECISIONS, normalize_precisions
 
 DEFAULT_WORKSPACE_BYTES = 1 << 30
@@ -91,7 +91,7 @@ class ConversionOptions:
     conversion_policy: when exports come faster than conversions: "latest" converts the newest export and
       lets a waiting older one be superseded (its frozen graph, samples and verification are still made);
       "every" converts every export in turn (the queue grows; training is never blocked either way).
-    backend: `module:attribute` of the conversion backend.
+    backend: deprecated and ignored; only its default value is accepted (with a DeprecationWarning).
     conversion_device: where the worker builds: None (the first GPU, or the CPU where there is none), "cpu",
       or "gpu:<index>" (e.g. "gpu:1", to keep conversion off the GPU a trainer has filled). The worker sees
       only that device (CUDA_VISIBLE_DEVICES).
@@ -152,7 +152,7 @@ class ConversionOptions:
   require_tensorrt: bool = False
   gpu_memory_limit_mb: int = None
   timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
-  backend: str = DEFAULT_BACKEND
+  backend: dataclasses.InitVar[object] = None  # deprecated: see `_deprecated_backend`
   formats: object = AUTO
   format_options: dict = dataclasses.field(default_factory=dict)
   conversion_policy: str = "latest"
@@ -174,7 +174,8 @@ class ConversionOptions:
   worker_nice: object = AUTO_WORKER
   max_metric_drop: dict = dataclasses.field(default_factory=dict)
 
-  def __post_init__(self):
+  def __post_init__(self, backend):
+    _deprecated_backend(backend)
     object.__setattr__(self, "precisions", normalize_precisions(self.precisions))
     object.__setattr__(self, "formats", normalize_formats(self.formats))
     object.__setattr__(self, "format_options", self._checked_format_options(self.format_options))
@@ -200,8 +201,6 @@ class ConversionOptions:
     _check_positive_number("timeout_seconds", self.timeout_seconds, allow_none=True)
     if not isinstance(self.require_tensorrt, bool):
       raise invalid_argument("require_tensorrt", self.require_tensorrt, "True or False")
-    if not isinstance(self.backend, str) or ":" not in self.backend:
-      raise invalid_argument("backend", self.backend, "a 'module:attribute' string")
     if not isinstance(self.verify, bool):
       raise invalid_argument("verify", self.verify, "True or False")
     for name in ("verify_tolerance_frozen", "verify_tolerance_fp32", "verify_tolerance_fp16",
@@ -270,3 +269,16 @@ class ConversionOptions:
 def artifact_names(options):
   """The manifest keys an export with these `ConversionOptions` has, in order (formats resolved here)."""
   return BASE_ARTIFACTS + variant_names(resolve_formats(options.formats), options.precisions)
+
+
+def _deprecated_backend(backend):
+  """`backend=` is deprecated: the default is accepted with a DeprecationWarning, anything else refused."""
+  if backend is None:
+    return
+  if backend != DEFAULT_BACKEND:
+    raise invalid_argument("backend", backend, "nothing: the argument is removed (TF-TRT is the only converter)",
+                           hint="A converter of your own is a format: register it under the `tftrt_keras.formats` "
+                                "entry-point group (see `tftrt_keras.formats`).")
+  import warnings  # pylint: disable=g-import-not-at-top
+  warnings.warn("`backend=` is deprecated and ignored (TF-TRT is the only converter); it will be removed in the "
+                "next release.", DeprecationWarning, stacklevel=4)

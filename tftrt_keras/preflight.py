@@ -19,9 +19,9 @@ import subprocess
 import sys
 
 from tftrt_keras.errors import TensorRTUnavailableError
-from tftrt_keras.formats.tftrt.status import TensorRTStatus, check_tensorrt
-from tftrt_keras.pipeline.worker_setup import (DEVICE_DONE, LIBRARY_PATH_DONE, ensure_tensorrt_findable,
-                                               select_conversion_device)
+from tftrt_keras.formats.tftrt.libraries import LIBRARY_PATH_DONE
+from tftrt_keras.formats.tftrt.status import TensorRTStatus, check_tensorrt, ensure_tensorrt_findable
+from tftrt_keras.pipeline.worker_setup import DEVICE_DONE, select_conversion_device
 
 __all__ = ["TensorRTStatus", "check_tensorrt", "check_tensorrt_as_worker", "engine_builders_text", "formats_here",
            "main", "require_tensorrt_or_raise", "tensorrt_formats_here", "variants_skipped_here"]
@@ -64,21 +64,21 @@ def check_tensorrt_as_worker(conversion_device=None, timeout=300):
 def tensorrt_formats_here(options=None):
   """{requested TensorRT format: None when it builds engines here that can run here, else why not}.
 
-  TF-TRT (its own converter) is asked in a worker-like child (`check_tensorrt_as_worker`); another TF-TRT
-  `backend`, TensorRT and TensorRT-RTX answer through their format. `formats="auto"` requests all three.
+  TF-TRT (its own converter) is asked in a worker-like child (`check_tensorrt_as_worker`); a test's stand-in
+  converter, TensorRT and TensorRT-RTX answer through their format. `formats="auto"` requests all three.
 
   Args:
-    options: the export's `ConversionOptions` (formats, conversion_device, backend), or None for the defaults.
+    options: the export's `ConversionOptions` (formats, conversion_device), or None for the defaults.
   """
   from tftrt_keras import formats as formats_lib  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND, converter_spec  # pylint: disable=g-import-not-at-top
   from tftrt_keras.options import ConversionOptions  # pylint: disable=g-import-not-at-top
   options = options or ConversionOptions()
   requested = formats_lib.FORMATS if options.formats == formats_lib.AUTO else options.formats
   reasons = {}
   for name in [f for f in requested if f in TENSORRT_FORMATS]:
     try:
-      if name == "tftrt" and options.backend == DEFAULT_BACKEND:
+      if name == "tftrt" and converter_spec() == DEFAULT_BACKEND:
         status = check_tensorrt_as_worker(options.conversion_device)
         reasons[name] = None if status.usable else (f"TF-TRT cannot run in the export worker: {status.reason}. "
                                                     f"Fix: {'; '.join(status.fixes)}")

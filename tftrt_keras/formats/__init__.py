@@ -9,28 +9,60 @@
 editions, asking the module (`tensorrt`, `tensorrt_rtx`) what it offers.
 
 A format module is imported only when its variants are built or verified (never by `import tftrt_keras`).
+
+A package adds a format with an entry point in the `tftrt_keras.formats` group: its name is the format's name,
+its value the module exposing `FORMAT` (a `formats.base.Format`), or `module:attribute`. For example, in
+pyproject.toml: `[project.entry-points."tftrt_keras.formats"]` then `echo = "my_package.echo_format"`. Its
+variants are built, verified and offered to Triton (as its `serving` says) like the built-in formats'.
 """
 
 import importlib
+import re
 
 from tftrt_keras.errors import invalid_argument
 from tftrt_keras.formats.base import NATIVE, artifact_name
 from tftrt_keras.precisions import PRECISIONS
 
-# Name -> package exposing FORMAT (each format is one folder: its builders, its runner, its options). Adding a format is one line here and one module; order is manifest order.
-FORMAT_MODULES = {
+# Name -> package exposing FORMAT (each format is one folder: its builders, its runner, its options); order is
+# manifest order. Formats of other packages follow, from their entry points.
+BUILTIN_FORMATS = {
     "tftrt": "tftrt_keras.formats.tftrt",
     "onnx": "tftrt_keras.formats.onnx",
     "trt": "tftrt_keras.formats.tensorrt",
     "trt_rtx": "tftrt_keras.formats.tensorrt.rtx",
 }
-FORMATS = tuple(FORMAT_MODULES)
+ENTRY_POINT_GROUP = "tftrt_keras.formats"
+_FORMAT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _plugin_formats():
+  """{name: "module" or "module:attribute"} of the formats other packages register, sorted by name."""
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  try:
+    points = metadata.entry_points(group=ENTRY_POINT_GROUP)
+  except TypeError:  # Python < 3.10 has no selection by group
+    points = metadata.entry_points().get(ENTRY_POINT_GROUP, [])
+  found = {}
+  for point in sorted(points, key=lambda p: p.name):
+    if point.name in BUILTIN_FORMATS or not _FORMAT_NAME.match(point.name) or point.name == AUTO:
+      from absl import logging  # pylint: disable=g-import-not-at-top
+      logging.warning("tftrt_keras: ignoring format entry point %r (%s): a built-in or invalid name",
+                      point.name, point.value)
+      continue
+    found.setdefault(point.name, point.value)
+  return found
+
+
 AUTO = "auto"
+FORMAT_MODULES = dict(BUILTIN_FORMATS, **_plugin_formats())
+FORMATS = tuple(FORMAT_MODULES)
+FROZEN = "frozen"  # the frozen graph: an artifact of every export, run like a variant (`open_runner`)
 
 
 def load_format(name):
   """The `Format` instance called `name`."""
-  return importlib.import_module(FORMAT_MODULES[name]).FORMAT
+  module, _, attribute = FORMAT_MODULES[name].partition(":")
+  return getattr(importlib.import_module(module), attribute or "FORMAT")
 
 
 def normalize_formats(formats, argument="formats"):
@@ -101,3 +133,18 @@ def is_variant(name):
   except ValueError:
     return False
   return True
+
+
+def open_runner(artifact, path, job, load=load_format):
+  """A `Runner` on a built model artifact: the frozen graph's, or the one its variant's format opens.
+
+  Args:
+    artifact: "frozen" or a variant name.
+    path: the artifact's version directory.
+    job: the export's `BuildJob`.
+    load: format name -> `Format` (`load_format`; injectable).
+  """
+  if artifact == FROZEN:
+    from tftrt_keras.formats.frozen import FrozenGraphRunner  # pylint: disable=g-import-not-at-top
+    return FrozenGraphRunner(path)
+  return load(split_variant(artifact)[0]).open_runner(path, job)

@@ -5,7 +5,8 @@ module of `tftrt_keras.formats` exposing `FORMAT`, an instance of a `Format` sub
 which artifact each precision is built from (`source_of`), whether it can run here (`unavailable_reason`),
 builds each variant into an empty directory (`build`) and opens a `Runner` on the result for verification
 (`open_runner`). Nothing else in the library knows a format's files or tools, so adding a format adds one
-module and one line in `tftrt_keras.formats.FORMAT_MODULES`, and touches no other format.
+module and one line in `tftrt_keras.formats.BUILTIN_FORMATS` (or an entry point, for another package), and
+touches no other format.
 
 Modelled on Polygraphy's backends: each framework has its loaders and its runner, and every comparison goes
 through the same runner interface.
@@ -16,6 +17,7 @@ import dataclasses
 from tftrt_keras.errors import invalid_argument
 
 NATIVE = "native"  # the normal export: the source of every chain of variants
+METADATA_FILE = "model.json"  # beside every ONNX and engine variant's model: its inputs/outputs and how it was built
 # Set by the conversion worker for its own process (`ConversionOptions.worker_threads`): every thread pool a
 # format opens (ONNX Runtime sessions, the TensorRT builder) takes this bound. Unset: each library's default.
 THREADS_VARIABLE = "TFTRT_KERAS_WORKER_THREADS"
@@ -61,6 +63,36 @@ class RunnerUnavailable(Exception):
   """The variant was built and build-checked, but nothing here can run it (e.g. no GPU of a compute capability
   its engines target): verification records it `unverified`, with the message (which says what can run it) as
   the reason. Raised by `Format.open_runner`."""
+
+
+class Unservable(Exception):
+  """Triton cannot serve this variant as it is: the message is the reason recorded in the manifest."""
+
+
+# Signature dtype -> Triton DataType (common/protobuf/model_config.proto).
+TRITON_DTYPES = {
+    "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "uint32": "TYPE_UINT32",
+    "uint64": "TYPE_UINT64", "int8": "TYPE_INT8", "int16": "TYPE_INT16", "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64", "float16": "TYPE_FP16", "float32": "TYPE_FP32", "float64": "TYPE_FP64",
+    "string": "TYPE_STRING", "bfloat16": "TYPE_BF16",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TritonServing:
+  """What Triton needs to serve a format's variants.
+
+  Attributes:
+    platform: the Triton platform (`onnxruntime_onnx`), or None when Triton cannot serve the format.
+    dtypes: the signature dtypes the model can take or give (None: every dtype Triton has).
+    dtypes_note: why other dtypes cannot be served (for the reason recorded in the manifest).
+    not_servable: with no platform, why Triton cannot serve the format (recorded for each usable variant).
+  """
+
+  platform: str = None
+  dtypes: frozenset = None
+  dtypes_note: str = ""
+  not_servable: str = ""
 
 
 class Runner:
@@ -142,6 +174,8 @@ class Format:
   name = None
   description = ""
   options_class = None
+  model_file = None  # the file in a variant directory that holds the model (None: a SavedModel directory)
+  serving = None  # a `TritonServing`, or None when the format is not meant for Triton at all
 
   def included_in_auto(self):
     """Whether `formats="auto"` selects this format in this environment (cheap; no heavy import)."""
@@ -152,11 +186,33 @@ class Format:
     del precision
     return NATIVE
 
+  def triton_batching(self, metadata, input_names, max_batch_size, batch_sizes):
+    """How Triton batches one variant: {"max_batch_size", "preferred_batch_sizes", "cc_model_filenames",
+    "default_model_filename", "notes"}; raises Unservable. This default serves the export's max batch size.
+
+    Args:
+      metadata: the variant's `model.json`.
+      input_names: its input names.
+      max_batch_size: the largest batch the export serves (`BuildJob.max_batch_size`).
+      batch_sizes: the captured batch sizes; the largest of them is preferred.
+    """
+    del metadata, input_names
+    if not max_batch_size or max_batch_size < 1:
+      raise Unservable(f"no max batch size for a {self.name} variant (got {max_batch_size!r})")
+    captured = [int(b) for b in batch_sizes if 0 < int(b) <= int(max_batch_size)]
+    return {"max_batch_size": int(max_batch_size), "preferred_batch_sizes": [max(captured)] if captured else [],
+            "cc_model_filenames": {}, "default_model_filename": None, "notes": []}
+
   def unavailable_reason(self, options):
     """None when this format can build here with `options` (`ConversionOptions`); else one line saying why
     not and what to install or change. Called once per export, before any of its variants is built."""
     del options
     return None
+
+  def prepare_worker(self, options, argv, module):
+    """Called first in a worker process (`python -m <module> argv[1:]`) that will build this format, before
+    TensorFlow loads: e.g. re-executes it with a library path the converter needs. Default: nothing."""
+    del options, argv, module
 
   def environment(self, options):
     """Versions and facts for the manifest's `environment["formats"][<format name>]`."""

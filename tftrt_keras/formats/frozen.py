@@ -3,6 +3,7 @@
 import json
 import os
 
+from tftrt_keras.formats.base import Runner
 from tftrt_keras.formats.signature import load_signature
 
 FROZEN_GRAPH_FILE = "frozen_graph.pb"
@@ -124,8 +125,9 @@ def _dangling_collections(graph):
                  for key, v in sorted(dangling.items()))
 
 
-class FrozenGraphSession:
-  """A frozen graph imported into a fresh `tf.compat.v1` graph and session, as a TF1 server would load it.
+class FrozenGraphRunner(Runner):
+  """A frozen graph imported into a fresh `tf.compat.v1` graph and session, as a TF1 server would load it: the
+  frozen artifact's `Runner` (one import serves every batch; the graph holds no state).
 
   Args:
     frozen_dir: directory with `frozen_graph.pb` and `frozen_graph.json`.
@@ -149,13 +151,8 @@ class FrozenGraphSession:
     self._inputs = {i["key"]: graph.get_tensor_by_name(i["tensor"]) for i in io["inputs"]}
 
   def prepared_call(self, feeds):
-    """A no-argument callable running the graph on `feeds` ({signature input key: array}); for timing."""
     feed_dict = {self._inputs[name]: value for name, value in feeds.items()}
     return lambda: self._session.run(self._fetches, feed_dict=feed_dict)
-
-  def run(self, feeds):
-    """{signature output key: numpy array} for `feeds`."""
-    return self.prepared_call(feeds)()
 
   def run_tensors(self, feeds, tensors):
     """{tensor name: numpy array} of any tensors of the graph, for `feeds`."""
@@ -166,12 +163,6 @@ class FrozenGraphSession:
 
   def close(self):
     self._session.close()
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    self.close()
 
 
 def run_frozen_graph(frozen_dir, feeds):
@@ -184,5 +175,5 @@ def run_frozen_graph(frozen_dir, feeds):
   Returns:
     {signature output key: numpy array}.
   """
-  with FrozenGraphSession(frozen_dir) as session:
+  with FrozenGraphRunner(frozen_dir) as session:
     return session.run(feeds)

@@ -12,7 +12,7 @@ from absl import logging
 from tftrt_keras.keras import flavor as keras_flavor
 from tftrt_keras.errors import invalid_argument
 from tftrt_keras.samples.reservoir import SplitReservoir
-from tftrt_keras.options import (DEFAULT_BACKEND, DEFAULT_TIMEOUT_SECONDS, DEFAULT_WORKSPACE_BYTES,
+from tftrt_keras.options import (DEFAULT_TIMEOUT_SECONDS, DEFAULT_WORKSPACE_BYTES,
                                  ConversionOptions, artifact_names)
 from tftrt_keras.artifacts.layout import ExportLayout, RootLock
 from tftrt_keras.pipeline.scheduler import ExportScheduler
@@ -37,7 +37,7 @@ _ROOT_HOLDERS = weakref.WeakValueDictionary()
 _OPTION_ARGUMENTS = ("precisions", "formats", "format_options", "max_batch_size", "max_workspace_size_bytes",
                      "minimum_segment_size", "maximum_cached_engines", "require_tensorrt", "gpu_memory_limit_mb",
                      "timeout_seconds", "conversion_policy", "verification_samples", "conversion_device",
-                     "triton_repository", "triton_model_name", "verify", "backend", "worker_threads",
+                     "triton_repository", "triton_model_name", "verify", "worker_threads",
                      "worker_nice", "max_metric_drop")
 
 
@@ -105,7 +105,7 @@ class TrtExport(keras_flavor.callback_base()):
     verify: check each variant against the normal export on the held-out samples; a variant outside the
       thresholds is marked `rejected`, one the comparison cannot vouch for `unverified` with the reason (see
       `ConversionOptions` for the thresholds). False: every variant is `unverified`.
-    backend: `module:attribute` of the TF-TRT conversion backend (advanced).
+    backend: deprecated and ignored (TF-TRT is the only converter); any other value than its default is refused.
     worker_threads, worker_nice: the conversion worker's threads per library and CPU niceness; "auto": a
       quarter of the cores (at least 1) at the lowest priority while training goes on, everything when
       `blocking=True` (see `ConversionOptions`).
@@ -118,7 +118,7 @@ class TrtExport(keras_flavor.callback_base()):
                exports_to_keep=5, max_batch_size=None, max_workspace_size_bytes=DEFAULT_WORKSPACE_BYTES,
                minimum_segment_size=3, maximum_cached_engines=1, require_tensorrt=False, blocking=False,
                input_signature=None, gpu_memory_limit_mb=None, timeout_seconds=DEFAULT_TIMEOUT_SECONDS,
-               log_dir=None, verbose=1, seed=0, verify=True, backend=DEFAULT_BACKEND, formats="auto",
+               log_dir=None, verbose=1, seed=0, verify=True, backend=None, formats="auto",
                format_options=None, conversion_policy="latest", verification_samples=500, conversion_device=None,
                triton_repository=None, triton_model_name=None, worker_threads="auto", worker_nice="auto",
                max_metric_drop=None):

@@ -87,9 +87,6 @@ def _environment(options, variant_formats):
       environment["formats"][name] = formats_lib.load_format(name).environment(options)
     except Exception as err:  # pylint: disable=broad-except
       environment["formats"][name] = {"error": _error_text(err)}
-  # The TF-TRT facts stay at the top level too, where manifests of earlier releases had them.
-  for key, value in environment["formats"].get("tftrt", {}).items():
-    environment.setdefault(key, value)
   return environment
 
 
@@ -186,7 +183,7 @@ def _build_variants(run, variants):
         reason = fmt.unavailable_reason(run.request.options)
         unavailable[format_name] = (SKIPPED, reason) if reason else None
       except Exception as err:  # pylint: disable=broad-except
-        # Not a limit of this machine but a broken set-up (e.g. a `backend` module that does not import).
+        # Not a limit of this machine but a broken set-up (e.g. a converter module that does not import).
         logging.error("tftrt_keras: checking %s failed:\n%s", format_name, traceback.format_exc())
         unavailable[format_name] = (FAILED, f"could not tell whether {format_name} runs here: {_error_text(err)}")
     if unavailable[format_name]:

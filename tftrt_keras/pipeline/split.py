@@ -15,7 +15,7 @@ import numpy as np
 
 from tftrt_keras.artifacts.manifest import FAILED, OK
 from tftrt_keras.formats import split_graph
-from tftrt_keras.formats.frozen import FrozenGraphSession
+from tftrt_keras.formats.frozen import FrozenGraphRunner
 from tftrt_keras.formats.savedmodel import SavedModelRunner
 
 FRONT = "front"
@@ -83,7 +83,7 @@ def _check_front(front_dir, frozen_dir, plan, samples):
     got = front.run(feeds)
   finally:
     front.close()
-  with FrozenGraphSession(frozen_dir) as session:
+  with FrozenGraphRunner(frozen_dir) as session:
     want = session.run_tensors(feeds, [t["tensor"] for t in plan["cut"]])
   for t in plan["cut"]:
     if not np.array_equal(got[t["name"]], want[t["tensor"]]):

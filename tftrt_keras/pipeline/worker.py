@@ -281,12 +281,12 @@ def _record_limits(request, nice, tensorflow_threads):
     print(f"tftrt_keras worker: could not record the limits in the manifest: {err}", flush=True)
 
 
-def _ensure_tensorrt_findable(argv):
-  """Re-executes this worker with TensorRT's directory on LD_LIBRARY_PATH when it is installed off-path
-  (the loader reads LD_LIBRARY_PATH only at process start). The same function answers
-  `python -m tftrt_keras.preflight --json`, which `require_tensorrt=True` runs: one question, one answer."""
-  from tftrt_keras.pipeline.worker_setup import ensure_tensorrt_findable  # pylint: disable=g-import-not-at-top
-  ensure_tensorrt_findable(argv, "tftrt_keras.pipeline.worker")
+def _prepare_formats(request, argv):
+  """Lets each format this export builds set up the process before TensorFlow loads (`Format.prepare_worker`;
+  e.g. TF-TRT re-executes the worker with TensorRT's directory on LD_LIBRARY_PATH)."""
+  from tftrt_keras import formats  # pylint: disable=g-import-not-at-top
+  for name in formats.resolve_formats(request.options.formats):
+    formats.load_format(name).prepare_worker(request.options, argv, "tftrt_keras.pipeline.worker")
 
 
 def _record_worker_error(request, err):
@@ -304,14 +304,12 @@ def main(argv):
   from tftrt_keras.pipeline.worker_setup import apply_worker_nice  # pylint: disable=g-import-not-at-top
   nice = apply_worker_nice()  # first: every thread a library starts from here on inherits it
   from tftrt_keras.pipeline import run as export_run  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND  # pylint: disable=g-import-not-at-top
   from tftrt_keras.pipeline.worker_setup import select_conversion_device  # pylint: disable=g-import-not-at-top
   request = ExportRequest.read(argv[1])
   try:
     # Before anything loads TensorFlow (the library-path check below does), and once across its re-exec.
     select_conversion_device(request.options.conversion_device)
-    if request.options.backend == DEFAULT_BACKEND:
-      _ensure_tensorrt_findable(argv)
+    _prepare_formats(request, argv)
     tensorflow_threads = _configure_tensorflow(request.options.gpu_memory_limit_mb)
     _record_limits(request, nice, tensorflow_threads)
     manifest = export_run.run_export(request)

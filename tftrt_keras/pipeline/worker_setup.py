@@ -9,12 +9,7 @@ import sys
 import time
 
 from tftrt_keras.formats.base import THREADS_VARIABLE
-from tftrt_keras.formats.tftrt.libraries import worker_environment
-from tftrt_keras.formats.tftrt.status import check_tensorrt
 from tftrt_keras.options import ALL_THREADS, AUTO_WORKER, LOWEST_PRIORITY
-
-
-LIBRARY_PATH_DONE = "TFTRT_KERAS_WORKER_LIBRARY_PATH_SET"
 
 
 DEVICE_DONE = "TFTRT_KERAS_WORKER_DEVICE_SET"
@@ -179,20 +174,3 @@ def select_conversion_device(conversion_device, environ=None):
       environ["CUDA_VISIBLE_DEVICES"] = value
     environ[DEVICE_DONE] = "1"
   return environ.get("CUDA_VISIBLE_DEVICES")
-
-
-def ensure_tensorrt_findable(argv, module):
-  """Re-executes `python -m <module> argv[1:]` with TensorRT's directory on LD_LIBRARY_PATH when it is
-  installed off-path (the loader reads LD_LIBRARY_PATH only at process start); returns when nothing needs
-  adding or this process is already the re-executed one.
-
-  The export worker and `python -m tftrt_keras.preflight --json` both call this before asking: the answer a
-  trainer gets is the one the worker will get.
-  """
-  if os.environ.get(LIBRARY_PATH_DONE):
-    return
-  status = check_tensorrt(nvidia_smi=None)
-  if status.library_dir_to_add:
-    env = worker_environment(status)
-    env[LIBRARY_PATH_DONE] = "1"
-    os.execve(sys.executable, [sys.executable, "-m", module] + list(argv[1:]), env)

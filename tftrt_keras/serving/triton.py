@@ -32,16 +32,12 @@ import re
 import shutil
 import uuid
 
+from tftrt_keras import formats
 from tftrt_keras.artifacts.manifest import FAILED, OK, SKIPPED, USABLE_STATUSES
+from tftrt_keras.formats.base import METADATA_FILE, TRITON_DTYPES, Unservable
 
 CONFIG_FILE = "config.pbtxt"
 MARKER = ".tftrt_keras"
-METADATA_FILE = "model.json"
-# The Triton platform of each variant format and the file Triton opens in a version directory.
-PLATFORMS = {"onnx": "onnxruntime_onnx", "trt": "tensorrt_plan"}
-MODEL_FILES = {"onnx": "model.onnx", "trt": "model.plan"}
-# Variant formats Triton cannot serve at all, with the reason recorded in `left_out` for each of their variants.
-NOT_SERVABLE = {"trt_rtx": "Triton's tensorrt_plan backend cannot load TensorRT-RTX plans"}
 # A variant of a split model's back takes the cut tensors; its ensemble with the TF front needs Triton's
 # TensorFlow backend, which this library's Triton (Python backend only) lacks, so no ensemble is written unchecked.
 AFTER_FRONT = ("it takes the cut tensors of a TF front (see the manifest's `split`): serving it needs an ensemble "
@@ -51,22 +47,8 @@ AFTER_FRONT = ("it takes the cut tensors of a TF front (see the manifest's `spli
 # The newest export is the one served; older versions stay on disk (for a rollback by config) until retention.
 VERSION_POLICY = "latest { num_versions: 1 }"
 
-# Signature dtype -> Triton DataType (common/protobuf/model_config.proto).
-TRITON_DTYPES = {
-    "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "uint32": "TYPE_UINT32",
-    "uint64": "TYPE_UINT64", "int8": "TYPE_INT8", "int16": "TYPE_INT16", "int32": "TYPE_INT32",
-    "int64": "TYPE_INT64", "float16": "TYPE_FP16", "float32": "TYPE_FP32", "float64": "TYPE_FP64",
-    "string": "TYPE_STRING", "bfloat16": "TYPE_BF16",
-}
-# What a TensorRT engine can take or give at its boundary (TensorRT 10 I/O types).
-TENSORRT_DTYPES = frozenset({"bool", "uint8", "int8", "int32", "int64", "float16", "float32", "bfloat16"})
-
 _TEMP = re.compile(r"^\.tmp-(\d+)-(\d+)-[0-9a-f]+$")  # .tmp-<version>-<pid>-<random>, as ExportLayout's temps
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-class Unservable(Exception):
-  """Triton cannot serve this variant as it is: the message is the reason recorded in the manifest."""
 
 
 def model_name_prefix(root, options):
@@ -84,16 +66,15 @@ def triton_model_name(prefix, variant):
 
 # --- the config ------------------------------------------------------------------------------------------------
 
-def _tensor_entry(tensor, format_name, kind):
+def _tensor_entry(tensor, serving, kind):
   """(name, Triton data type, dims, reshape or None) of one tensor; raises Unservable."""
   name, dtype, shape = tensor.get("name"), tensor.get("dtype"), tensor.get("shape")
   if not name:
     raise Unservable(f"an {kind} has no name: {tensor}")
   if dtype not in TRITON_DTYPES:
     raise Unservable(f"{kind} {name!r} has dtype {dtype!r}, which Triton has no type for")
-  if format_name == "trt" and dtype not in TENSORRT_DTYPES:
-    raise Unservable(f"{kind} {name!r} has dtype {dtype!r}, which a TensorRT plan cannot take or give "
-                     f"(TensorRT I/O types: {sorted(TENSORRT_DTYPES)})")
+  if serving.dtypes is not None and dtype not in serving.dtypes:
+    raise Unservable(f"{kind} {name!r} has dtype {dtype!r}, {serving.dtypes_note}")
   if shape is None:
     raise Unservable(f"{kind} {name!r} has an unknown rank; Triton needs the rank in `dims`")
   if not shape:
@@ -112,12 +93,12 @@ def _is_known(dim):
   return isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0
 
 
-def _tensors(metadata, key, format_name):
+def _tensors(metadata, key, serving):
   tensors = metadata.get(key)
   if not tensors:
     raise Unservable(f"the variant's {METADATA_FILE} lists no {key}")
   kind = key[:-1]
-  entries = [_tensor_entry(t, format_name, kind) for t in tensors]
+  entries = [_tensor_entry(t, serving, kind) for t in tensors]
   names = [e[0] for e in entries]
   if len(set(names)) != len(names):
     raise Unservable(f"duplicate {key} names: {names}")
@@ -130,67 +111,31 @@ def model_config(variant, metadata, *, model_name, max_batch_size=None, batch_si
   Args:
     variant: the variant's name (`onnx_fp16`, `trt_int8`).
     metadata: the variant's `model.json`: {"inputs", "outputs"} each [{"name", "dtype", "shape"}] (batch first,
-      None where dynamic); a TensorRT variant adds "profiles" {input: {"min", "opt", "max"}} and
-      "compute_capability" ("8.6").
+      None where dynamic), and what the format's `triton_batching` reads (a plan's "profiles").
     model_name: the Triton model's name.
-    max_batch_size: the largest batch an ONNX variant serves (the export's). A TensorRT plan's comes from its
-      optimization profile.
-    batch_sizes: the captured batch sizes; an ONNX model prefers the largest of them.
+    max_batch_size: the export's largest batch (a format may serve its own instead, e.g. a plan's profile).
+    batch_sizes: the captured batch sizes.
 
   Returns:
     {"name", "platform", "max_batch_size", "inputs", "outputs", "preferred_batch_sizes", "cc_model_filenames",
     "default_model_filename", "notes"},
     inputs/outputs as [(name, data type, dims, reshape or None)].
   """
-  format_name = variant.rpartition("_")[0]
-  if format_name not in PLATFORMS:
-    raise Unservable(f"{variant} is not a format Triton serves here (only {sorted(PLATFORMS)})")
-  inputs = _tensors(metadata, "inputs", format_name)
-  outputs = _tensors(metadata, "outputs", format_name)
-  cc_model_filenames, default_model_filename, notes = {}, None, []
-  if format_name == "trt":
-    max_batch, preferred = _engine_batch_sizes(metadata, [i[0] for i in inputs])
-    capability = metadata.get("compute_capability")
-    if not capability or not re.fullmatch(r"\d+\.\d+", str(capability)):
-      raise Unservable(f"the plan's compute capability is unknown ({capability!r}); Triton would load it on any "
-                       "GPU and fail there")
-    compatibility = metadata.get("compatibility") or {}
-    if compatibility.get("hardware_compatibility") != "ampere_plus":  # an ampere_plus plan loads on any 8.0+
-      # Only GPUs of this compute capability open model.plan; on any other Triton's fallback, the default model
-      # file, names a file that is not there, so the model fails to load there instead of loading a foreign plan.
-      cc_model_filenames[str(capability)] = MODEL_FILES["trt"]
-      default_model_filename = f"no-plan-for-this-gpu-built-for-cc-{capability}.plan"
-    if compatibility.get("version_compatible"):
-      notes.append("a version-compatible plan: start tritonserver with --backend-config=tensorrt,"
-                   "version-compatible=true to load it with a later TensorRT")
-  else:
-    if not max_batch_size or max_batch_size < 1:
-      raise Unservable(f"no max batch size for {variant} (got {max_batch_size!r})")
-    max_batch = int(max_batch_size)
-    captured = [int(b) for b in batch_sizes if 0 < int(b) <= max_batch]
-    preferred = [max(captured)] if captured else []
-  return {"name": model_name, "platform": PLATFORMS[format_name], "max_batch_size": max_batch,
-          "inputs": inputs, "outputs": outputs, "preferred_batch_sizes": preferred,
-          "cc_model_filenames": cc_model_filenames, "default_model_filename": default_model_filename,
-          "notes": notes}
+  fmt = _format_of(variant)
+  if fmt is None or fmt.serving is None or not fmt.serving.platform:
+    raise Unservable(f"{variant} is not a format Triton serves here")
+  inputs = _tensors(metadata, "inputs", fmt.serving)
+  outputs = _tensors(metadata, "outputs", fmt.serving)
+  batching = fmt.triton_batching(metadata, [i[0] for i in inputs], max_batch_size, batch_sizes)
+  return dict(batching, name=model_name, platform=fmt.serving.platform, inputs=inputs, outputs=outputs)
 
 
-def _engine_batch_sizes(metadata, input_names):
-  """(max batch, preferred sizes) of a TensorRT plan from its optimization profile; raises Unservable."""
-  profiles = metadata.get("profiles") or {}
-  missing = [n for n in input_names if n not in profiles]
-  if missing:
-    raise Unservable(f"the plan's model.json has no optimization profile for inputs {missing}")
+def _format_of(variant):
+  """The `Format` of a variant name, or None for an artifact that is no variant."""
   try:
-    mins = [int(profiles[n]["min"][0]) for n in input_names]
-    opts = [int(profiles[n]["opt"][0]) for n in input_names]
-    maxes = [int(profiles[n]["max"][0]) for n in input_names]
-  except (KeyError, IndexError, TypeError, ValueError) as err:
-    raise Unservable(f"the plan's optimization profile is not {{input: {{min, opt, max}}}} shapes: {err}") from err
-  if max(mins) > 1:
-    raise Unservable(f"the plan's profile starts at batch {max(mins)}; Triton sends batches from 1 up")
-  max_batch = min(maxes)
-  return max_batch, sorted({o for o in opts if 1 <= o <= max_batch})
+    return formats.load_format(formats.split_variant(variant)[0])
+  except ValueError:
+    return None
 
 
 def _quote(text):
@@ -385,15 +330,15 @@ def publish_export(run):
   staging, failures = None, []
   try:
     for variant, entry in run.manifest["artifacts"].items():
-      format_name = variant.rpartition("_")[0]
-      if format_name not in PLATFORMS and format_name not in NOT_SERVABLE:
+      fmt = _format_of(variant)
+      if fmt is None or fmt.serving is None:
         continue
       if entry.get("status") not in USABLE_STATUSES:  # first: why this variant is not usable at all
         reason = entry.get("reason")
         record["left_out"][variant] = f"the variant is {entry.get('status')}" + (f": {reason}" if reason else "")
         continue
-      if format_name in NOT_SERVABLE:
-        record["left_out"][variant] = NOT_SERVABLE[format_name]
+      if not fmt.serving.platform:
+        record["left_out"][variant] = fmt.serving.not_servable
         continue
       source = entry.get("built_from")
       source_status = (run.manifest["artifacts"].get(source) or {}).get("status", "missing") if source else OK
@@ -409,8 +354,8 @@ def publish_export(run):
         if variant_dir is None or not os.path.isdir(variant_dir):
           raise Unservable(f"the variant's directory is missing ({entry.get('path')!r})")
         metadata = _read_metadata(variant_dir)
-        if not os.path.isfile(os.path.join(variant_dir, MODEL_FILES[format_name])):
-          raise Unservable(f"{variant_dir} has no {MODEL_FILES[format_name]}")
+        if not os.path.isfile(os.path.join(variant_dir, fmt.model_file)):
+          raise Unservable(f"{variant_dir} has no {fmt.model_file}")
         config = model_config(variant, metadata, model_name=name, max_batch_size=run.job.max_batch_size,
                               batch_sizes=run.request.calibration_batch_sizes)
         if staging is None:

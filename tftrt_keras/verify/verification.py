@@ -43,7 +43,6 @@ from tftrt_keras.agreement import (agreement_lower_bound, agreement_upper_bound,
                                    is_classifier_like, judge, not_varying_words, one_class_words, output_variation,
                                    thresholds_for)
 from tftrt_keras.formats.savedmodel import SavedModelRunner
-from tftrt_keras.formats.frozen import FrozenGraphSession
 from tftrt_keras.artifacts.layout import VERIFICATION_FILE
 from tftrt_keras.artifacts.manifest import (FAILED, NOT_VERIFIED_YET, OK, REJECTED, SKIPPED, UNVERIFIED,
                                             USABLE_STATUSES)
@@ -161,13 +160,8 @@ def _runnable_artifacts(run):
 
 
 def _open_runner(name, path, run, load_format):
-  """The runner for one artifact: the frozen graph's own, or the runner of the variant's format."""
-  if name == "frozen":
-    # One import of the frozen graph serves the latency and the comparison, as one import serves a TF1 server
-    # (the graph holds no state). A fresh import per batch cost 45 s of 108 s verifying a ResNet50 export.
-    return FrozenGraphSession(path)
-  format_name, _ = formats_lib.split_variant(name)
-  runner = load_format(format_name).open_runner(path, run.job)
+  """The runner for one artifact (`formats.open_runner`), behind the TF front where it runs after one."""
+  runner = formats_lib.open_runner(name, path, run.job, load=load_format)
   return after_front(runner, run.manifest["artifacts"][name], run)
 
 

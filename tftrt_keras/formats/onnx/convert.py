@@ -6,10 +6,7 @@ tf2onnx leaves an op it has no handler for in the graph under its TensorFlow nam
 result is checked against ONNX's own op schemas and any such op is named in a `ConversionError`.
 """
 
-import contextlib
-
-from absl import logging
-
+from tftrt_keras.formats.onnx import tf2onnx_private
 from tftrt_keras.quiet_console import logger_at_error
 
 # dtypes a signature may carry into ONNX: strings and resources do not survive as numeric ONNX tensors that
@@ -27,27 +24,6 @@ STRING_INPUT_ADVICE = (
 
 class ConversionError(Exception):
   """The SavedModel cannot become an ONNX model; the message names the op or tensor and why."""
-
-
-# The conversion's two shortcuts through tf2onnx (each falls back to tf2onnx's own route when it cannot run).
-SHORTCUTS = {"freeze": "frozen GraphDef not rewrapped into a function",
-             "optimize": "optimizer passes in place, inapplicable ones skipped"}
-
-
-def shortcut_taken(routes, stage):
-  """Records in `routes` (a dict, or None) that `stage`'s shortcut ran."""
-  if routes is not None:
-    routes[stage] = f"shortcut: {SHORTCUTS[stage]}"
-
-
-def shortcut_fell_back(routes, stage, err):
-  """Records in `routes` (a dict, or None), and logs, that `stage`'s shortcut raised `err` and tf2onnx's own,
-  slower route ran instead: the result is the same, only the time differs, but a shortcut that stopped
-  working (a new TensorFlow or tf2onnx) must be visible."""
-  text = f"tf2onnx's own route: the shortcut ({SHORTCUTS[stage]}) failed: {type(err).__name__}: {err}"
-  logging.warning("tftrt_keras: ONNX conversion, %s: %s", stage, text)
-  if routes is not None:
-    routes[stage] = text
 
 
 def refused_tensors(signature):
@@ -105,7 +81,7 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset, routes
   with logger_at_error("tf2onnx"):
     try:
       # large_model=False keeps tf2onnx off its >2 GB path, the one that calls np.product (gone in numpy 2).
-      with _freezing_without_rewrap(tf_loader, routes):
+      with tf2onnx_private.freezing_without_rewrap(tf_loader, routes):
         graph_def, inputs, outputs, tables, renames = tf_loader.from_saved_model(
             str(saved_model_dir), None, None, tag=["serve"], signatures=[signature_key], large_model=False,
             return_initialized_tables=True, return_tensors_to_rename=True)
@@ -170,7 +146,7 @@ def _to_onnx(graph_def, inputs, outputs, renames, tables, signature, opset, labe
                                         custom_op_handlers=CUSTOM_OP_HANDLERS)
       except Exception as err:  # pylint: disable=broad-except
         raise ConversionError(f"tf2onnx failed converting the graph: {type(err).__name__}: {err}") from err
-      graph = _optimize(graph, optimizer, routes)
+      graph = tf2onnx_private.optimize(graph, optimizer, routes)
       model = graph.make_model(label)
       if bfloat16:
         mixed.mark_bfloat16(model, bfloat16)
@@ -187,131 +163,6 @@ def _to_onnx(graph_def, inputs, outputs, renames, tables, signature, opset, labe
   except Exception as err:  # pylint: disable=broad-except
     raise ConversionError(f"tf2onnx produced an invalid ONNX model: {type(err).__name__}: {err}") from err
   return model
-
-
-# tf2onnx optimizers that rewrite only nodes of these types (tf2onnx 1.17's optimizer sources) and whose types
-# no other optimizer creates: skipped when the graph has none. tf2onnx runs its 12 optimizers until nothing
-# changes (3 rounds on the zoo's CNNs), so each one skipped saves a pass over the graph.
-_OPTIMIZER_NEEDS = {
-    "remove_redundant_upsample": {"Upsample"}, "const_dequantize_optimizer": {"DequantizeLinear"},
-    "q_dq_optimizer": {"QuantizeLinear", "DequantizeLinear"}, "loop_optimizer": {"Loop"},
-    "einsum_optimizer": {"Einsum"},
-}
-
-
-@contextlib.contextmanager
-def _freezing_without_rewrap(tf_loader, routes=None):
-  """tf2onnx's loader freezes the signature with TF's `convert_variables_to_constants_v2`, which builds the
-  frozen GraphDef and then wraps it into a new ConcreteFunction (`wrap_function.function_from_graph_def`:
-  import, prune, and `lift_to_graph` copying every op in Python), only for tf2onnx to take the GraphDef back
-  out (`frozen_func.graph.as_graph_def(add_shapes=True)`). On ResNet50 the wrapping was 17 of the conversion's
-  ~50 s. Here the loader gets the same GraphDef imported into a plain graph, with shapes, and no wrapping;
-  its nodes the wrapping would have pruned (none reach the outputs) are removed by tf2onnx's own grappler pass
-  and output pruning after it. Where TensorFlow's private freezing functions are not found, nothing changes.
-  """
-  try:
-    from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-import-not-at-top
-    converter_data = convert_to_constants._FunctionConverterDataInEager  # pylint: disable=protected-access
-    replace = convert_to_constants._replace_variables_by_constants  # pylint: disable=protected-access
-  except (ImportError, AttributeError) as err:
-    shortcut_fell_back(routes, "freeze", err)
-    yield
-    return
-
-  def freeze(func, lower_control_flow=True, aggressive_inlining=False):
-    graph_def, _ = replace(converter_data=converter_data(
-        func=func, lower_control_flow=lower_control_flow, aggressive_inlining=aggressive_inlining))
-    return _FrozenFunction(graph_def)
-
-  original = tf_loader.convert_variables_to_constants_v2
-  tf_loader.convert_variables_to_constants_v2 = freeze
-  shortcut_taken(routes, "freeze")
-  try:
-    yield
-  finally:
-    tf_loader.convert_variables_to_constants_v2 = original
-
-
-class _FrozenFunction:
-  """What tf2onnx's `from_function` reads of a frozen ConcreteFunction: `.graph.as_graph_def(add_shapes=...)`."""
-
-  def __init__(self, graph_def):
-    self.graph = self
-    self._graph_def = graph_def
-
-  def as_graph_def(self, add_shapes=False):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    with tf.Graph().as_default() as graph:
-      tf.import_graph_def(self._graph_def, name="")
-    return graph.as_graph_def(add_shapes=add_shapes)
-
-
-def _optimize(graph, optimizer, routes=None):
-  """tf2onnx's graph optimizers, with the inapplicable ones left out, without a copy per optimizer, and
-  without writing the whole graph back to protobuf after every pass.
-
-  `optimize_graph(catch_errors=True)` deep-copies the whole graph, weights included, before each of its ~36
-  optimizer passes so that a failing optimizer can be skipped (18 of ResNet50's 38 s of conversion). Here
-  one copy is kept, the passes run in place, and only if one raises are they rerun tf2onnx's careful way on
-  the copy: the same result as before whenever every optimizer succeeds, and the same fallback when not.
-
-  Each pass also ends with `Graph.update_proto()`, which copies every node's attributes, every weight
-  included, into its NodeProto (0.45 s a pass on ResNet50's 94 MB, 10 s in all). No optimizer reads those
-  protos (they work on the nodes' Python state), and `make_graph` writes them once at the end, so for a
-  graph without subgraphs the passes skip it. A graph with Loop/Scan/If bodies keeps tf2onnx's own pass:
-  there `update_proto` also prunes and sorts each body between passes.
-  """
-  import copy  # pylint: disable=g-import-not-at-top
-  present = _tf2onnx_op_types(graph)
-  chosen = optimizer._get_optimizers() if hasattr(optimizer, "_get_optimizers") else None  # pylint: disable=protected-access
-  if chosen is not None:  # tf2onnx's own ordered list; absent, its default is used
-    chosen = type(chosen)((name, factory) for name, factory in chosen.items()
-                          if name not in _OPTIMIZER_NEEDS or _OPTIMIZER_NEEDS[name] & present)
-    if not _has_subgraphs(graph):
-      chosen = type(chosen)((name, _without_proto_writes(factory)) for name, factory in chosen.items())
-  backup = copy.deepcopy(graph)
-  try:
-    optimized = optimizer.optimize_graph(graph, catch_errors=False, optimizers=chosen)
-  except Exception as err:  # pylint: disable=broad-except
-    shortcut_fell_back(routes, "optimize", err)
-    return optimizer.optimize_graph(backup, catch_errors=True, optimizers=chosen)
-  shortcut_taken(routes, "optimize")
-  return optimized
-
-
-def _has_subgraphs(graph):
-  return any(node.get_body_graphs() for node in graph.get_nodes())
-
-
-def _skip_proto_write(*args, **kwargs):
-  del args, kwargs
-
-
-def _without_proto_writes(factory):
-  """`factory` whose optimizer runs tf2onnx's own `optimize` with the graph's `update_proto` a no-op."""
-  def make():
-    instance = factory()
-    run = instance.optimize
-
-    def optimize(graph, iteration):
-      graph.update_proto = _skip_proto_write  # shadows the method on this graph object only
-      try:
-        return run(graph, iteration)
-      finally:
-        del graph.update_proto
-    instance.optimize = optimize
-    return instance
-  return make
-
-
-def _tf2onnx_op_types(graph):
-  """Op types of a tf2onnx `Graph` and of the graphs in its nodes' bodies."""
-  types = set()
-  for node in graph.get_nodes():
-    types.add(node.type)
-    for body in node.get_body_graphs().values() if node.get_body_graphs() else ():
-      types |= _tf2onnx_op_types(body)
-  return types
 
 
 def unsupported_ops(model):

@@ -61,8 +61,9 @@ import os
 import tempfile
 
 from tftrt_keras.errors import invalid_argument
-from tftrt_keras.formats.base import NATIVE, Format, VariantFailed, VariantUnavailable, artifact_name, tensorflow_version
-from tftrt_keras.formats.onnx.runner import METADATA_FILE, MODEL_FILE, OnnxRuntimeRunner, session_options
+from tftrt_keras.formats.base import (METADATA_FILE, NATIVE, Format, TritonServing, VariantFailed, VariantUnavailable,
+                                     artifact_name, tensorflow_version)
+from tftrt_keras.formats.onnx.runner import MODEL_FILE, OnnxRuntimeRunner, session_options
 
 # tf2onnx 1.17 writes opsets 7-18. 17 is the newest that TensorRT 8.6 (the one pip TF 2.15-2.17 load) parses
 # too, TensorRT 10 and ONNX Runtime 1.32 take it, and it has LayerNormalization. Below 13 there is no
@@ -199,6 +200,8 @@ class OnnxFormat(Format):
   name = "onnx"
   description = "ONNX model (model.onnx + model.json)"
   options_class = OnnxOptions
+  model_file = MODEL_FILE
+  serving = TritonServing(platform="onnxruntime_onnx")
 
   def source_of(self, precision):
     return NATIVE if precision == "FP32" else artifact_name("onnx", "FP32")

@@ -3,10 +3,9 @@
 import json
 import os
 
-from tftrt_keras.formats.base import Runner, thread_limit
+from tftrt_keras.formats.base import METADATA_FILE, Runner, thread_limit
 
 MODEL_FILE = "model.onnx"
-METADATA_FILE = "model.json"
 # Preferred first; ONNX Runtime takes the first that is present and falls back along the list.
 _PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 

@@ -24,6 +24,7 @@ from absl import logging
 
 from tftrt_keras.errors import invalid_argument
 from tftrt_keras.formats.base import Format, RunnerUnavailable, VariantFailed, VariantUnavailable, artifact_name
+from tftrt_keras.formats.tensorrt.serving import TRT_SERVING, plan_batching
 from tftrt_keras.formats.tensorrt.compat import HARDWARE_LEVELS, host_code_allowed, plan_refusal, runs_on
 from tftrt_keras.formats.tensorrt.variant import (METADATA_FILE, PLAN_FILE, build_checks, check_integer_options,
                                                   file_sha256, inspect_layers, plan_metadata, source_model,
@@ -192,6 +193,12 @@ class TensorRTFormat(Format):
   name = "trt"
   description = "TensorRT engine (model.plan + model.json), built from the ONNX variant of the same precision"
   options_class = TensorRTOptions
+  model_file = PLAN_FILE
+  serving = TRT_SERVING
+
+  def triton_batching(self, metadata, input_names, max_batch_size, batch_sizes):
+    del max_batch_size, batch_sizes  # a plan serves what its optimization profile covers
+    return plan_batching(metadata, input_names)
 
   def source_of(self, precision):
     return artifact_name("onnx", precision)

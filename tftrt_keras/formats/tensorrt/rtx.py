@@ -30,6 +30,7 @@ from absl import logging
 from tftrt_keras.errors import invalid_argument
 from tftrt_keras.formats.base import Format, RunnerUnavailable, VariantUnavailable, artifact_name
 from tftrt_keras.formats.tensorrt.format import probe
+from tftrt_keras.formats.tensorrt.serving import RTX_SERVING
 from tftrt_keras.formats.tensorrt.variant import (METADATA_FILE, PLAN_FILE, build_checks, check_integer_options,
                                                   file_sha256, inspect_layers, plan_metadata, source_model,
                                                   write_variant)
@@ -138,6 +139,8 @@ class TensorRTRTXFormat(Format):
   description = ("TensorRT-RTX engine (model.plan + model.json), built from the ONNX variant of the same precision "
                  "on any machine; runs on RTX-class GPUs")
   options_class = TensorRTRTXOptions
+  model_file = PLAN_FILE
+  serving = RTX_SERVING
 
   def source_of(self, precision):
     return artifact_name("onnx", precision)

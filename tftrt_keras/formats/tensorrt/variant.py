@@ -22,11 +22,15 @@ import re
 import time
 
 from tftrt_keras.errors import invalid_argument
-from tftrt_keras.formats.base import VariantFailed
+from tftrt_keras.formats.base import METADATA_FILE, VariantFailed
 
 PLAN_FILE = "model.plan"
-METADATA_FILE = "model.json"
-ONNX_FILE = "model.onnx"
+
+
+def source_file(source):
+  """The model file of the source variant `source` (`model.onnx` of `onnx_fp16`), as its format declares it."""
+  from tftrt_keras import formats  # pylint: disable=g-import-not-at-top
+  return formats.load_format(formats.split_variant(source)[0]).model_file
 
 
 def check_integer_options(options, argument, bounds):
@@ -74,9 +78,9 @@ def source_model(job, source, source_dir):
     VariantFailed: the source has no model.onnx, or no profile can be made from what the export captured.
   """
   from tftrt_keras.formats.tensorrt.profile import ProfileError, engine_profile  # pylint: disable=g-import-not-at-top
-  onnx_path = os.path.join(source_dir, ONNX_FILE)
+  onnx_path = os.path.join(source_dir, source_file(source))
   if not os.path.isfile(onnx_path):
-    raise VariantFailed(f"{source} has no {ONNX_FILE} to build from")
+    raise VariantFailed(f"{source} has no {source_file(source)} to build from")
   io = model_io(source_dir, job.signature)
   samples = job.calibration_samples() if needs_samples(io["inputs"]) else None
   try:
@@ -109,7 +113,7 @@ def build_checks(built, io, profile, source, max_batch_size):
   if not built.plan:
     raise VariantFailed("the builder returned an empty plan")
   checks["plan"] = (f"passed: the builder returned a {len(built.plan)}-byte plan for the network parsed from "
-                    f"{source}/{ONNX_FILE}")
+                    f"{source}/{source_file(source)}")
   wanted = {spec["name"]: spec.get("dtype") for spec in io["inputs"]}
   got = {spec.name: spec.dtype for spec in built.inputs}
   wrong = sorted(n for n in set(wanted) | set(got) if n not in got or n not in wanted or
@@ -259,7 +263,7 @@ def plan_metadata(*, format_name, precision, source_artifact, source_sha256, bui
       "tensorrt_version": built.tensorrt_version,
       "profiles": profile,
       "builder": dict(builder, strongly_typed=built.strongly_typed, builder_flags=list(built.builder_flags)),
-      "source": {"artifact": source_artifact, "file": ONNX_FILE, "sha256": source_sha256},
+      "source": {"artifact": source_artifact, "file": source_file(source_artifact), "sha256": source_sha256},
       "build_seconds": round(built.seconds, 3),
       "engine_bytes": len(built.plan),
       "engine_sha256": hashlib.sha256(built.plan).hexdigest(),

@@ -14,15 +14,22 @@ when the conversion itself failed (recorded as `failed`).
                                           # "trt_engine_ops", "segments", "ops_converted", "ops_in_tensorflow"
                                           # (see `tftrt_keras.formats.tftrt.convert.conversion_summary`)
 
-The format (`tftrt_keras.formats.tftrt.format`) judges that summary together with the engines it finds serialized in
+The product's converter is TF-TRT's (`DEFAULT_BACKEND`); tests put a double in its place through
+`CONVERTER_VARIABLE`. The format (`tftrt_keras.formats.tftrt.format`) judges that summary together with the engines it finds serialized in
 `output_dir/assets`: a conversion that built no engine is `failed`, whatever the backend says.
 """
 
 import importlib
+import os
 
-# Where the worker finds the converter: any `module:attribute` that follows the interface above. TF-TRT is the
-# only one the product ships; tests give a double of it (TF-TRT cannot run without a GPU).
 DEFAULT_BACKEND = "tftrt_keras.formats.tftrt.convert:TfTrtBackend"
+# Test hook, not an option: `module:attribute` of a stand-in converter (TF-TRT needs a GPU); read only here.
+CONVERTER_VARIABLE = "TFTRT_KERAS_TEST_TFTRT_CONVERTER"
+
+
+def converter_spec():
+  """`module:attribute` of the converter this process uses: TF-TRT's, unless the test hook names another."""
+  return os.environ.get(CONVERTER_VARIABLE) or DEFAULT_BACKEND
 
 
 class ConversionUnavailable(Exception):

@@ -1,11 +1,11 @@
 """TF-TRT SavedModels (`tftrt_fp32`, `tftrt_fp16`, `tftrt_int8`): TensorFlow 2.15-2.17 only.
 
-The converter itself is behind `ConversionOptions.backend` (`tftrt_keras.formats.tftrt.convert:TfTrtBackend`, the only
-module that talks to TF-TRT); this module decides what to build it with (calibration and build batches) and
+The converter itself is `tftrt_keras.formats.tftrt.convert:TfTrtBackend` (the only module that talks to TF-TRT;
+see `backend` for the test hook that replaces it); this module decides what to build it with (calibration and build batches) and
 what its result must show to count as a variant.
 """
 
-from tftrt_keras.formats.tftrt.backend import ConversionUnavailable, load_backend
+from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND, ConversionUnavailable, converter_spec, load_backend
 from tftrt_keras.formats.base import Format, VariantFailed, VariantUnavailable, tensorflow_version
 from tftrt_keras.formats.savedmodel import SavedModelRunner
 
@@ -199,20 +199,25 @@ class TfTrtFormat(Format):
       self._backends[spec] = load_backend(spec)
     return self._backends[spec]
 
+  def prepare_worker(self, options, argv, module):
+    del options
+    if converter_spec() == DEFAULT_BACKEND:
+      from tftrt_keras.formats.tftrt.status import ensure_tensorrt_findable  # pylint: disable=g-import-not-at-top
+      ensure_tensorrt_findable(argv, module)
+
   def unavailable_reason(self, options):
-    from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND  # pylint: disable=g-import-not-at-top
-    spec = options.backend if options else DEFAULT_BACKEND
+    del options
+    spec = converter_spec()
     if spec == DEFAULT_BACKEND and not tensorflow_has_tftrt():
       # TF-TRT's own converter cannot exist here: the preflight's words, so the manifest says what
-      # `python -m tftrt_keras.preflight` says. Another converter (`backend=`) answers for itself.
+      # `python -m tftrt_keras.preflight` says. A test's stand-in converter answers for itself.
       from tftrt_keras.formats.tftrt.status import check_tensorrt  # pylint: disable=g-import-not-at-top
       return check_tensorrt().reason
     return self._backend(spec).unavailable_reason()
 
   def environment(self, options):
     import os  # pylint: disable=g-import-not-at-top
-    from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND  # pylint: disable=g-import-not-at-top
-    spec = options.backend if options else DEFAULT_BACKEND
+    spec = converter_spec()
     if spec == DEFAULT_BACKEND and not tensorflow_has_tftrt():
       return {}  # nothing of TF-TRT to report; `unavailable_reason` says why
     environment = dict(self._backend(spec).environment())
@@ -240,7 +245,7 @@ class TfTrtFormat(Format):
       build, no_build_reason = synthesize_build_inputs(job.signature, sizes)
       build_source = "synthesized from the signature (no samples were captured)" if build else None
     try:
-      summary = self._backend(options.backend).convert(source_dir, job.signature_key, precision, options,
+      summary = self._backend(converter_spec()).convert(source_dir, job.signature_key, precision, options,
                                                        calibration, build, output_dir)
     except ConversionUnavailable as err:
       raise VariantUnavailable(str(err)) from err

@@ -13,6 +13,8 @@ import subprocess
 import sysconfig
 
 
+# Set in a process re-executed with TensorRT's directory on LD_LIBRARY_PATH: it must not re-execute again.
+LIBRARY_PATH_DONE = "TFTRT_KERAS_WORKER_LIBRARY_PATH_SET"
 _LIBNVINFER = re.compile(r"^libnvinfer\.so\.(\d+)(?:\.(\d+))?(?:\.(\d+))?$")
 
 

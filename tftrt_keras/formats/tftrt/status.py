@@ -7,10 +7,11 @@ not loadable, so it is only asked once `is_tensorrt_enabled()` said yes.
 
 import dataclasses
 import os
+import sys
 
 from tftrt_keras.formats.tftrt.gpu_memory import describe_gpu_memory, query_gpu_memory
 from tftrt_keras.formats.tftrt.libraries import (TensorRTLibrary, compatible_library, find_tensorrt_libraries,
-                                                 linked_file_name)
+                                                 LIBRARY_PATH_DONE, linked_file_name, worker_environment)
 
 
 @dataclasses.dataclass
@@ -187,3 +188,20 @@ def diagnose(tensorflow_version, linked, loaded, enabled, gpus, libraries):
     status.problems.append("no GPU visible to TensorFlow; TensorRT engines need an NVIDIA GPU")
     status.fixes.append('pip install "tensorflow[and-cuda]" and check `nvidia-smi`; TF-TRT does not run on CPU')
   return status
+
+
+def ensure_tensorrt_findable(argv, module):
+  """Re-executes `python -m <module> argv[1:]` with TensorRT's directory on LD_LIBRARY_PATH when it is
+  installed off-path (the loader reads LD_LIBRARY_PATH only at process start); returns when nothing needs
+  adding or this process is already the re-executed one.
+
+  A worker that builds TF-TRT variants (`Format.prepare_worker`) and `python -m tftrt_keras.preflight --json` both call this before asking: the answer a
+  trainer gets is the one the worker will get.
+  """
+  if os.environ.get(LIBRARY_PATH_DONE):
+    return
+  status = check_tensorrt(nvidia_smi=None)
+  if status.library_dir_to_add:
+    env = worker_environment(status)
+    env[LIBRARY_PATH_DONE] = "1"
+    os.execve(sys.executable, [sys.executable, "-m", module] + list(argv[1:]), env)
