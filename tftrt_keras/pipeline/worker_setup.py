@@ -10,7 +10,7 @@ import time
 
 from tftrt_keras.formats.base import THREADS_VARIABLE
 from tftrt_keras.formats.tftrt.libraries import worker_environment
-from tftrt_keras.formats.tftrt.status import check_tensorrt
+from tftrt_keras.formats.tftrt.status import check_tftrt
 from tftrt_keras.options import ALL_THREADS, AUTO_WORKER, LOWEST_PRIORITY
 
 
@@ -191,7 +191,7 @@ def ensure_tensorrt_findable(argv, module):
   """
   if os.environ.get(LIBRARY_PATH_DONE):
     return
-  status = check_tensorrt(nvidia_smi=None)
+  status = check_tftrt(nvidia_smi=None)
   if status.library_dir_to_add:
     env = worker_environment(status)
     env[LIBRARY_PATH_DONE] = "1"
