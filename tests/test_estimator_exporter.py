@@ -192,8 +192,9 @@ def test_import_without_estimator_says_tf215_supports_it():
     (dict(max_batch_size=0), "max_batch_size"),
     (dict(serving_input_receiver_fn=None), "serving_input_receiver_fn"),
     (dict(calibration_input_fn=[1, 2]), "calibration_input_fn"),
-    (dict(conversion_options=fast_options(), minimum_segment_size=5), "conversion_options"),
-    (dict(conversion_options=fast_options(), formats=("onnx",)), "conversion_options"),
+    (dict(options=fast_options(), minimum_segment_size=5), "options"),
+    (dict(options=fast_options(), formats=("onnx",)), "options"),
+    (dict(options="FP16"), "options"),
     (dict(signature_key=""), "signature_key"),
     (dict(signature_key=3), "signature_key"),
     (dict(formats=("tensorflow",)), "formats"),
@@ -487,7 +488,7 @@ def test_canned_estimator_parsing_signature_end_to_end(tmp_path):
   from tftrt_keras.formats.frozen import run_frozen_graph  # pylint: disable=g-import-not-at-top
   estimator = dnn_classifier(tmp_path / "model")
   exporter = TrtExporter("trt", parsing_receiver_fn(), calibration_batches=8,
-                         conversion_options=fast_options(backend=FAKE_BACKEND, formats=("tftrt",),
+                         options=fast_options(backend=FAKE_BACKEND, formats=("tftrt",),
                                                          verification_samples=VERIFICATION_SAMPLES))
   train_and_evaluate(estimator, exporter, max_steps=60)
   root = str(tmp_path / "model" / "export" / "trt")
@@ -551,7 +552,7 @@ def test_custom_model_fn_latest_policy_keeps_newest_exports(tmp_path):
   from tftrt_keras.preflight import check_tftrt  # pylint: disable=g-import-not-at-top
   estimator = custom_estimator(tmp_path / "model", save_every=10)
   exporter = TrtExporter("trt", raw_receiver_fn(), policy="latest", exports_to_keep=2, calibration_batches=4,
-                         conversion_options=fast_options(precisions=("FP32", "INT8"), formats=("tftrt",)))
+                         options=fast_options(precisions=("FP32", "INT8"), formats=("tftrt",)))
   train_and_evaluate(estimator, exporter, max_steps=30)
   root = str(tmp_path / "model" / "export" / "trt")
   kept = manifests(root)

@@ -102,6 +102,9 @@ def test_unknown_precision_is_said_plainly():
     (["--export_worker_threads=many"], "--export_worker_threads=many", "or auto"),
     (["--export_worker_nice=20"], "--export_worker_nice=20", "expected a niceness from 0 to 19"),
     (["--export_worker_nice=-5"], "--export_worker_nice=-5", "or auto"),
+    (["--export_verify_min_agreement=1.5"], "--export_verify_min_agreement=1.5", "a fraction between 0 and 1"),
+    (["--export_verify_timed_runs=0"], "--export_verify_timed_runs=0", "a positive integer"),
+    (["--export_verify_tolerance_fp16=-1"], "--export_verify_tolerance_fp16=-1", "a non-negative number"),
     (["--export_precisions=FP16,INT8", "--export_calibration_batches=0"], "--export_calibration_batches=0",
      "needs calibration data"),
 ])
@@ -128,7 +131,8 @@ def test_every_option_comes_from_its_flag():
       "--export_verification_samples=700", "--export_worker_threads=3", "--export_worker_nice=10"])
   options = tftrt_flags.conversion_options_from_flags(fv)
   assert options.precisions == ("FP16", "INT8") and options.formats == ("tftrt", "onnx")
-  assert options.format_options["onnx"] == tftrt_keras.ConversionOptions(format_options={"onnx": {}}).format_options["onnx"]
+  onnx_defaults = tftrt_keras.ConversionOptions(format_options={"onnx": {}}).format_options["onnx"]
+  assert options.format_options["onnx"] == onnx_defaults
   # TF-TRT's own settings live with TF-TRT, whatever spelling set them.
   assert options.format_options["tftrt"] == {"minimum_segment_size": 5, "maximum_cached_engines": 2}
   assert (options.max_batch_size, options.max_workspace_size_bytes, options.minimum_segment_size,
