@@ -11,7 +11,7 @@ import inspect
 import os
 
 from tftrt_keras import checks
-from tftrt_keras.checks import CLI, ENTRY_POINTS, KERAS, OFFLINE, TRAINING, option
+from tftrt_keras.checks import ENTRY_POINTS, KERAS, OFFLINE, TRAINING, option
 from tftrt_keras.errors import invalid_argument
 from tftrt_keras.formats import AUTO, FORMATS, load_format, normalize_formats, resolve_formats, variant_names
 from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND
@@ -99,9 +99,11 @@ def _tolerance(default, doc):
   return option(default, doc, check=checks.fraction(_TOLERANCE), kind="float")
 
 
-# THE OPTION TABLE. To add an option, add one field here with `option(...)`: it becomes a keyword of every entry
-# point in `where`, a flag `--export_<name>` (FLAG_KINDS in tftrt_keras/flags.py must know its `kind`), a line of
-# the docs below, and a row tests/test_options_table.py checks; the worker reads it from `ConversionOptions`.
+# THE OPTION TABLE. To add an option (e.g. `max_metric_drop: float = option(0.01, "...",
+# check=checks.fraction("a fraction between 0 and 1", upper=1), kind="float")`), add its field here: it becomes a
+# keyword of every entry point in `where`, the flag `--export_<name>`, a line of the docstring below and a value
+# the worker reads; then give it a non-default value in NON_DEFAULT of tests/test_options_table.py, which proves
+# all of that. A new `kind` needs a parser in tftrt_keras.flags.FLAG_KINDS.
 # Fields of a `FLAT_FORMAT_OPTIONS` class are rows too, stored in `format_options` (declared there, and as an
 # InitVar here so that `ConversionOptions(minimum_segment_size=...)` keeps working).
 @dataclasses.dataclass(frozen=True)
