@@ -23,7 +23,8 @@ import json
 from absl import flags
 
 from tftrt_keras import checks
-from tftrt_keras.options import ALL_THREADS, AUTO_WORKER, LOWEST_PRIORITY, ConversionOptions, option_table
+from tftrt_keras.options import (ALL_THREADS, AUTO_WORKER, DEFAULT_CALIBRATION_BATCHES, DEFAULT_EXPORTS_TO_KEEP,
+                                 LOWEST_PRIORITY, ConversionOptions, option_table)
 from tftrt_keras.formats import AUTO, FORMATS, normalize_formats
 from tftrt_keras.precisions import PRECISIONS, normalize_precisions
 
@@ -224,14 +225,14 @@ def define_export_flags(flag_values=flags.FLAGS, *, export_dir=True, training=Tr
     _define(_CheckedParser(_then_check(parse, row), type_name, syntax), name, _flag_default(row), help_text, fv,
             _serializer(row.kind))
   if training:
-    flags.DEFINE_integer("export_exports_to_keep", 5, "Keep only the newest N exports this library wrote "
-                         "under --export_dir.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("export_exports_to_keep", DEFAULT_EXPORTS_TO_KEEP, "Keep only the newest N exports this "
+                         "library wrote under --export_dir.", lower_bound=1, flag_values=fv)
   else:
     flags.DEFINE_integer("export_exports_to_keep", None, "Keep only the newest N versions this tool wrote into "
                          "--output_dir (default: keep all).", lower_bound=1, flag_values=fv)
   if training:
-    flags.DEFINE_integer("export_calibration_batches", 16, "Validation batches captured (spread over the "
-                         "validation pass) for INT8 calibration and verification.", lower_bound=0,
+    flags.DEFINE_integer("export_calibration_batches", DEFAULT_CALIBRATION_BATCHES, "Validation batches captured "
+                         "(spread over the validation pass) for INT8 calibration and verification.", lower_bound=0,
                          flag_values=fv)
     flags.DEFINE_boolean("export_save_best_only", False, "Export only when --export_monitor improves.",
                          flag_values=fv)

@@ -22,6 +22,9 @@ DEFAULT_WORKSPACE_BYTES = 1 << 30
 # A TensorRT build that hangs must not hold `fit()` at its end forever; an hour covers large models on slow GPUs.
 DEFAULT_TIMEOUT_SECONDS = 3600.0
 CONVERSION_POLICIES = ("latest", "every")
+# Training settings shared by `TrtExport`, `TrtExporter` and the training flags (not conversion options).
+DEFAULT_CALIBRATION_BATCHES = 16
+DEFAULT_EXPORTS_TO_KEEP = 5
 # `worker_threads` / `worker_nice`: "auto" is polite beside training, everything the machine has in the foreground.
 AUTO_WORKER = "auto"
 ALL_THREADS = "all"

@@ -34,7 +34,8 @@ import numpy as np
 
 from tftrt_keras.errors import invalid_argument
 from tftrt_keras.checks import ESTIMATOR
-from tftrt_keras.options import option_table, options_from_keywords, with_option_keywords
+from tftrt_keras.options import (DEFAULT_CALIBRATION_BATCHES, DEFAULT_EXPORTS_TO_KEEP, option_table,
+                                 options_from_keywords, with_option_keywords)
 from tftrt_keras.estimator.calibration import CalibrationCaptureHook, CalibrationUnusable, ReceiverSpec, signature_keys
 from tftrt_keras.estimator.export_policy import best_from_event_files, loss_smaller, metric_compare_fn
 from tftrt_keras.estimator.samples import EvaluationSamples
@@ -145,10 +146,10 @@ class TrtExporter(_exporter_lib.Exporter):
   """
 
   @with_option_keywords(ESTIMATOR)
-  def __init__(self, name, serving_input_receiver_fn, *, compare_fn=None, exports_to_keep=5, calibration_batches=16,
-               calibration_input_fn=None, policy="best", event_file_pattern=DEFAULT_EVENT_FILE_PATTERN,
-               blocking=False, assets_extra=None, as_text=False, signature_key=None, options=None,
-               **option_keywords):
+  def __init__(self, name, serving_input_receiver_fn, *, compare_fn=None, exports_to_keep=DEFAULT_EXPORTS_TO_KEEP,
+               calibration_batches=DEFAULT_CALIBRATION_BATCHES, calibration_input_fn=None, policy="best",
+               event_file_pattern=DEFAULT_EVENT_FILE_PATTERN, blocking=False, assets_extra=None, as_text=False,
+               signature_key=None, options=None, **option_keywords):
     _check_name(name)
     if not callable(serving_input_receiver_fn):
       raise invalid_argument("serving_input_receiver_fn", serving_input_receiver_fn,

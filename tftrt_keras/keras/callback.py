@@ -12,7 +12,8 @@ from tftrt_keras.keras import flavor as keras_flavor
 from tftrt_keras.errors import invalid_argument
 from tftrt_keras.samples.reservoir import SplitReservoir
 from tftrt_keras.checks import KERAS
-from tftrt_keras.options import artifact_names, option_table, options_from_keywords, with_option_keywords
+from tftrt_keras.options import (DEFAULT_CALIBRATION_BATCHES, DEFAULT_EXPORTS_TO_KEEP, artifact_names, option_table,
+                                 options_from_keywords, with_option_keywords)
 from tftrt_keras.artifacts.layout import ExportLayout, RootLock
 from tftrt_keras.pipeline.scheduler import ExportScheduler
 from tftrt_keras.keras.calibration_source import check_calibration_source, given_batches
@@ -81,9 +82,9 @@ class TrtExport(keras_flavor.callback_base()):
 
   @with_option_keywords(KERAS)
   def __init__(self, export_dir, monitor="val_loss", verbose=1, save_best_only=False, mode="auto",
-               save_freq="epoch", initial_value_threshold=None, *, calibration_batches=16, calibration_data=None,
-               exports_to_keep=5, blocking=False, input_signature=None, log_dir=None, seed=0, options=None,
-               **option_keywords):
+               save_freq="epoch", initial_value_threshold=None, *, calibration_batches=DEFAULT_CALIBRATION_BATCHES,
+               calibration_data=None, exports_to_keep=DEFAULT_EXPORTS_TO_KEEP, blocking=False, input_signature=None,
+               log_dir=None, seed=0, options=None, **option_keywords):
     super().__init__()
     if not isinstance(export_dir, (str, os.PathLike)) or not os.fspath(export_dir):
       raise invalid_argument("export_dir", export_dir, "a directory path")
@@ -205,7 +206,8 @@ class TrtExport(keras_flavor.callback_base()):
     if self.calibration_data is not None:
       # Keyed by input name now: data the model cannot take fails before the first step.
       self._explicit_batches, self._explicit_casts = given_batches(
-          self.calibration_data, self._signature, self.calibration_batches or 16, self.options.max_batch_size)
+          self.calibration_data, self._signature, self.calibration_batches or DEFAULT_CALIBRATION_BATCHES,
+          self.options.max_batch_size)
     elif "INT8" in self.options.precisions and fit_has_validation(model) is False:
       raise invalid_argument(
           "calibration_data", None, "validation data in fit() or `calibration_data` when precisions include INT8",
