@@ -213,6 +213,10 @@ def test_tftrt_settings_live_with_tftrt_and_the_flat_spelling_is_kept():
   nested = ConversionOptions(format_options={"tftrt": {"minimum_segment_size": 5, "maximum_cached_engines": 2}})
   assert flat == nested and flat.format_options["tftrt"] == {"minimum_segment_size": 5, "maximum_cached_engines": 2}
   assert (flat.minimum_segment_size, flat.maximum_cached_engines) == (5, 2)
+  from tftrt_keras.formats import load_format  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tftrt.options import TfTrtOptions  # pylint: disable=g-import-not-at-top
+  assert load_format("tftrt").options_class is TfTrtOptions
+  assert flat.options_for("tftrt") == TfTrtOptions(minimum_segment_size=5, maximum_cached_engines=2)
   assert ConversionOptions() == ConversionOptions(minimum_segment_size=3)  # the default is TF-TRT's own
   assert "minimum_segment_size" not in {f.name for f in dataclasses.fields(ConversionOptions)}
   assert dataclasses.replace(flat, max_batch_size=8).minimum_segment_size == 5

@@ -339,4 +339,4 @@ def _table_doc():
   return "\n\nAttributes:\n" + "\n".join(lines) + "\n"
 
 
-ConversionOptions.__doc__ += _table_doc()
+ConversionOptions.__doc__ = (ConversionOptions.__doc__ or "") + _table_doc()  # None under python -OO
