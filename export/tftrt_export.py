@@ -17,14 +17,12 @@ Flags of this tool:
   --calibration_batch_size  batch size for calibration and engine building (default --export_max_batch_size
                         or 8).
   --json                print the manifest as JSON instead of the tables.
-Export flags (shared with the training scripts, see `tftrt_keras.flags`): --export_precisions,
---export_formats, --export_format_options (JSON), --export_max_batch_size, --export_max_workspace_size_bytes,
---export_minimum_segment_size, --export_maximum_cached_engines, --export_require_tensorrt,
---export_gpu_memory_limit_mb, --export_conversion_device, --export_timeout_seconds, --export_verify,
---export_verification_samples, --export_exports_to_keep, --export_triton_repository (publish the servable
-ONNX and TensorRT variants into a Triton model repository), --export_triton_model_name, --export_worker_threads
-and --export_worker_nice (default: every core at this command's own priority, since nothing competes with it;
---export_worker_nice=19 --export_worker_threads=2 to convert politely beside other work).
+Export flags (shared with the training scripts, see `tftrt_keras.flags`): `--export_<option>` for every option
+of `tftrt_keras.ConversionOptions` but conversion_policy (e.g. --export_precisions, --export_formats,
+--export_format_options as JSON, --export_max_batch_size, --export_minimum_segment_size,
+--export_verify_tolerance_fp16, --export_triton_repository), and --export_exports_to_keep. The worker defaults
+to every core at this command's own priority (--export_worker_nice=19 --export_worker_threads=2 to convert
+politely beside other work).
 
 Prints the artifact table, how the samples were split, which artifacts are unverified, the verification table
 and the manifest's path.

@@ -30,8 +30,8 @@ def tensorrt_skip_reason():
 
   Asked as the export worker asks (a child process with the worker's library path), so a pip TensorRT that
   only the worker makes findable counts as usable."""
-  from tftrt_keras.preflight import check_tensorrt_as_worker  # pylint: disable=g-import-not-at-top
-  status = check_tensorrt_as_worker()
+  from tftrt_keras.preflight import check_tftrt_as_worker  # pylint: disable=g-import-not-at-top
+  status = check_tftrt_as_worker()
   return None if status.usable else f"TF-TRT cannot run on this machine: {status.reason}"
 
 

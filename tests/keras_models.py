@@ -72,8 +72,8 @@ def indexed_validation(n=160, features=8):
 
 @functools.lru_cache(maxsize=None)
 def _tensorrt_status():
-  from tftrt_keras.preflight import check_tensorrt  # pylint: disable=g-import-not-at-top
-  return check_tensorrt()
+  from tftrt_keras.preflight import check_tftrt  # pylint: disable=g-import-not-at-top
+  return check_tftrt()
 
 
 def assert_tftrt_outcome(entry):

@@ -23,7 +23,7 @@ FLOORS = (
     ("options", ("options",)),
     ("formats", ("formats",)),
     ("storage and samples", ("artifacts", "samples")),
-    ("names and rules", ("precisions", "quiet_console", "agreement", "monitor")),
+    ("names and rules", ("precisions", "quiet_console", "agreement", "monitor", "checks")),
     ("ground", ("errors",)),
 )
 FLOOR_OF = {room: level for level, (_, rooms) in enumerate(FLOORS) for room in rooms}

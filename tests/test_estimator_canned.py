@@ -75,7 +75,7 @@ def new_exporter(name, receiver_fn, **kwargs):
   from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
   from tftrt_keras.options import ConversionOptions  # pylint: disable=g-import-not-at-top
   return TrtExporter(name, receiver_fn, policy="latest", calibration_batches=CALIBRATION_BATCHES,
-                     conversion_options=ConversionOptions(formats=(), verification_samples=VERIFICATION_SAMPLES,
+                     options=ConversionOptions(formats=(), verification_samples=VERIFICATION_SAMPLES,
                                                           verify_warmup_runs=0, verify_timed_runs=1),
                      **kwargs)
 

@@ -64,7 +64,7 @@ exporter = TrtExporter(
     "trt", tf.estimator.export.build_parsing_serving_input_receiver_fn(
         tf.feature_column.make_parse_example_spec(columns)),
     policy="latest", calibration_batches=4,
-    conversion_options=ConversionOptions(precisions=("FP32",), formats=("tftrt",), verify=False))
+    options=ConversionOptions(precisions=("FP32",), formats=("tftrt",), verify=False))
 tf.estimator.train_and_evaluate(
     estimator, tf.estimator.TrainSpec(train_input_fn, max_steps=max_steps),
     tf.estimator.EvalSpec(eval_input_fn, steps=None, exporters=[exporter], hooks=[exporter.calibration_hook],

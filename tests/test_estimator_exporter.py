@@ -191,8 +191,9 @@ def test_import_without_estimator_says_tf215_supports_it():
     (dict(max_batch_size=0), "max_batch_size"),
     (dict(serving_input_receiver_fn=None), "serving_input_receiver_fn"),
     (dict(calibration_input_fn=[1, 2]), "calibration_input_fn"),
-    (dict(conversion_options=fast_options(), minimum_segment_size=5), "conversion_options"),
-    (dict(conversion_options=fast_options(), formats=("onnx",)), "conversion_options"),
+    (dict(options=fast_options(), minimum_segment_size=5), "options"),
+    (dict(options=fast_options(), formats=("onnx",)), "options"),
+    (dict(options="FP16"), "options"),
     (dict(signature_key=""), "signature_key"),
     (dict(signature_key=3), "signature_key"),
     (dict(formats=("tensorflow",)), "formats"),
@@ -228,8 +229,8 @@ def test_int8_without_captured_batches_is_fine_with_calibration_input_fn():
 def test_require_tensorrt_fails_in_init_before_training(tmp_path):
   """require_tensorrt=True on a machine without TF-TRT raises at construction: no training step is wasted."""
   from tftrt_keras import TensorRTUnavailableError, TrtExporter  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.preflight import check_tensorrt  # pylint: disable=g-import-not-at-top
-  if check_tensorrt().usable:
+  from tftrt_keras.preflight import check_tftrt  # pylint: disable=g-import-not-at-top
+  if check_tftrt().usable:
     pytest.skip("TF-TRT can run here, so require_tensorrt=True is satisfied")
   with pytest.raises(TensorRTUnavailableError, match="require_tensorrt=True"):
     TrtExporter("trt", raw_receiver_fn(), require_tensorrt=True)
@@ -486,7 +487,7 @@ def test_canned_estimator_parsing_signature_end_to_end(tmp_path, fake_tftrt):
   from tftrt_keras.formats.frozen import run_frozen_graph  # pylint: disable=g-import-not-at-top
   estimator = dnn_classifier(tmp_path / "model")
   exporter = TrtExporter("trt", parsing_receiver_fn(), calibration_batches=8,
-                         conversion_options=fast_options(formats=("tftrt",),
+                         options=fast_options(formats=("tftrt",),
                                                          verification_samples=VERIFICATION_SAMPLES))
   train_and_evaluate(estimator, exporter, max_steps=60)
   root = str(tmp_path / "model" / "export" / "trt")
@@ -547,10 +548,10 @@ def test_custom_model_fn_latest_policy_keeps_newest_exports(tmp_path):
   raw evaluation features. The TF-TRT variants are `ok` where TF-TRT runs, else `skipped` with the
   preflight's reason."""
   from tftrt_keras import TrtExporter  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.preflight import check_tensorrt  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.preflight import check_tftrt  # pylint: disable=g-import-not-at-top
   estimator = custom_estimator(tmp_path / "model", save_every=10)
   exporter = TrtExporter("trt", raw_receiver_fn(), policy="latest", exports_to_keep=2, calibration_batches=4,
-                         conversion_options=fast_options(precisions=("FP32", "INT8"), formats=("tftrt",)))
+                         options=fast_options(precisions=("FP32", "INT8"), formats=("tftrt",)))
   train_and_evaluate(estimator, exporter, max_steps=30)
   root = str(tmp_path / "model" / "export" / "trt")
   kept = manifests(root)
@@ -562,7 +563,7 @@ def test_custom_model_fn_latest_policy_keeps_newest_exports(tmp_path):
   assert [m["source"]["step"] for m in kept] == [20, 30]
   last = kept[-1]
   assert last["signature_key"] == "serving_default"
-  tensorrt = check_tensorrt()
+  tensorrt = check_tftrt()
   for artifact in ("tftrt_fp32", "tftrt_int8"):
     entry = last["artifacts"][artifact]
     if tensorrt.usable:

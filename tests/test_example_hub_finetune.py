@@ -33,9 +33,9 @@ def _assert_artifacts_as_a_user_expects(manifest, stdout):
   # A variables-only hub module freezes; should a module ever not, the manifest must say why.
   assert artifacts["frozen"]["status"] == "ok" or (artifacts["frozen"]["status"] == "skipped"
                                                    and artifacts["frozen"]["reason"]), artifacts["frozen"]
-  from tftrt_keras.preflight import check_tensorrt  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.preflight import check_tftrt  # pylint: disable=g-import-not-at-top
   for name in [n for n in artifacts if n.startswith(("tftrt_", "trt_")) and not n.startswith("trt_rtx_")]:
-    if check_tensorrt().usable:
+    if check_tftrt().usable:
       assert artifacts[name]["status"] == "ok", artifacts[name]
     else:
       assert artifacts[name]["status"] == "skipped" and "TensorRT" in artifacts[name]["reason"], artifacts[name]

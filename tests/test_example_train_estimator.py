@@ -67,8 +67,8 @@ def test_trains_exports_and_prints_the_summary(tmp_path):
   # from those 7 by sample, so calibration's samples may come from any of them.
   assert len(manifest["source"]["calibration"]["batch_indices"]) == 3 + 4 and 0 < calibration["samples"] <= 3 * 32
   assert calibration["verification_samples"] == 100
-  from tftrt_keras.preflight import check_tensorrt  # pylint: disable=g-import-not-at-top
-  tensorrt = check_tensorrt()
+  from tftrt_keras.preflight import check_tftrt  # pylint: disable=g-import-not-at-top
+  tensorrt = check_tftrt()
   for name in ("tftrt_fp16", "tftrt_int8"):
     entry = manifest["artifacts"][name]
     if tensorrt.usable:

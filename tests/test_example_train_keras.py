@@ -46,8 +46,8 @@ def test_trains_and_ends_with_verified_onnx_variants_and_a_triton_repository(tmp
   for name in ("onnx_fp32", "onnx_fp16", "onnx_int8"):
     assert statuses[name] == "ok", artifacts[name]
     assert artifacts[name]["verification"]["passed"] is True
-  from tftrt_keras.preflight import check_tensorrt  # pylint: disable=g-import-not-at-top
-  tensorrt_here = check_tensorrt().usable
+  from tftrt_keras.preflight import check_tftrt  # pylint: disable=g-import-not-at-top
+  tensorrt_here = check_tftrt().usable
   for name in [n for n in artifacts if n.startswith(("tftrt_", "trt_")) and not n.startswith("trt_rtx_")]:
     if tensorrt_here:
       assert statuses[name] == "ok", artifacts[name]

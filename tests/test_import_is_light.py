@@ -43,7 +43,7 @@ def test_the_export_machinery_loads_no_tensorrt_at_import():
   """The modules the trainer imports to schedule exports, and the one TF-TRT module itself, import lazily."""
   loaded = _modules_after("import tftrt_keras.pipeline.run, tftrt_keras.offline.export, tftrt_keras.pipeline.worker, "
                           "tftrt_keras.pipeline.scheduler, tftrt_keras.formats.frozen, tftrt_keras.formats.tftrt.convert, "
-                          "tftrt_keras.preflight\nfrom tftrt_keras import check_tensorrt, ConversionOptions")
+                          "tftrt_keras.preflight\nfrom tftrt_keras import check_tftrt, ConversionOptions")
   assert loaded == {"trt": [], "tensorflow": False}
 
 

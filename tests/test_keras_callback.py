@@ -220,7 +220,7 @@ def test_bad_arguments_are_refused_with_the_argument_named(kwargs, argument, tmp
 def test_require_tensorrt_fails_before_the_first_step_where_tensorrt_cannot_run(primary_keras, tmp_path):
   model = classifier(primary_keras)
   callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, require_tensorrt=True, verbose=0)
-  if tensorflow_has_tftrt() and tftrt_keras.check_tensorrt().usable:
+  if tensorflow_has_tftrt() and tftrt_keras.check_tftrt().usable:
     _fit(model, callback, epochs=1)  # TensorRT runs here: training goes on
     assert int(model.optimizer.iterations.numpy()) > 0
     return

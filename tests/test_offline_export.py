@@ -15,7 +15,7 @@ from tftrt_keras.options import ConversionOptions
 from tftrt_keras.errors import TensorRTUnavailableError
 from tftrt_keras.formats import load_format
 from tftrt_keras.offline.export import export_saved_model
-from tftrt_keras.preflight import check_tensorrt
+from tftrt_keras.preflight import check_tftrt
 
 pytestmark = pytest.mark.tf
 
@@ -97,7 +97,7 @@ def test_tftrt_variants_skipped_with_the_formats_reason_or_built(exported):
 
 
 def test_require_tensorrt_raises_before_any_work(models):
-  if check_tensorrt().usable:
+  if check_tftrt().usable:
     pytest.skip("TF-TRT is usable here: require_tensorrt=True does not raise")
   out = models / "required"
   with pytest.raises(TensorRTUnavailableError) as info:

@@ -1,9 +1,9 @@
-"""Preflight: what `check_tensorrt()` reports, for each way TensorRT can be missing, and on this machine.
+"""Preflight: what `check_tftrt()` reports, for each way TensorRT can be missing, and on this machine.
 
 The diagnosis is tested through `preflight.diagnose` (pure: facts in, report out) and through
-`check_tensorrt()` given real temporary directories to search (empty files named like the libraries: they are
+`check_tftrt()` given real temporary directories to search (empty files named like the libraries: they are
 only listed, never loaded). Nothing in the product is patched. The worker-side question
-(`check_tensorrt_as_worker`, what `require_tensorrt=True` asks) runs in a real child process and is compared with
+(`check_tftrt_as_worker`, what `require_tensorrt=True` asks) runs in a real child process and is compared with
 what a real export worker records.
 """
 
@@ -173,7 +173,7 @@ def test_check_tensorrt_reads_the_libraries_it_finds(tmp_path):
   trt10 = tmp_path / "tensorrt_libs"
   trt10.mkdir()
   (trt10 / "libnvinfer.so.10").write_bytes(b"")
-  status = preflight.check_tensorrt(search_dirs=[str(trt10)], on_loader_path=[str(trt10)], nvidia_smi=None)
+  status = preflight.check_tftrt(search_dirs=[str(trt10)], on_loader_path=[str(trt10)], nvidia_smi=None)
   if status.tftrt_enabled or not status.tensorrt_linked:
     pytest.skip(f"this TensorFlow has TensorRT loaded or no TF-TRT at all ({status.environment()})")
   assert "TensorRT 10" in status.reason and "not compatible" in status.reason and str(trt10) in status.reason
@@ -200,7 +200,7 @@ def test_gpu_memory_is_unknown_without_nvidia_smi():
 
 @pytest.mark.tf
 def test_gpu_memory_is_recorded_in_the_status_and_the_report():
-  status = preflight.check_tensorrt()
+  status = preflight.check_tftrt()
   memory = status.environment()["gpu_memory"]
   if shutil.which("nvidia-smi"):
     assert memory["source"] in ("nvidia-smi", "unknown")
@@ -244,7 +244,7 @@ def test_select_conversion_device_applies_once_across_a_re_exec():
 @pytest.mark.slow
 def test_require_tensorrt_asks_a_worker_like_child_and_gets_the_workers_answer(tmp_path):
   """The child's reason is the reason a real export worker records for its TF-TRT variants."""
-  child = preflight.check_tensorrt_as_worker()
+  child = preflight.check_tftrt_as_worker()
   request = prepare.prepare_export(str(tmp_path / "exports"), 1, {"kind": "test"},
                                     ConversionOptions(precisions=("FP32",), formats=("tftrt",), verify=False),
                                     write_native=lambda d: saved_models.classifier(d),
@@ -298,7 +298,7 @@ def test_require_tensorrt_without_a_tensorrt_format_is_a_bad_argument():
 @pytest.mark.tf
 def test_the_child_check_applies_the_conversion_device(monkeypatch):
   monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
-  status = preflight.check_tensorrt_as_worker("gpu:3")
+  status = preflight.check_tftrt_as_worker("gpu:3")
   assert not status.usable
   assert status.reason == ("conversion_device='gpu:3', but the training process sees only 1 GPU(s) "
                            "(CUDA_VISIBLE_DEVICES='0')")
@@ -310,13 +310,13 @@ def test_status_round_trips_through_json():
   status.gpu_memory = {"source": "unknown", "reason": "nvidia-smi not found"}
   data = status.to_json()
   assert data["usable"] is False and data["reason"] == status.reason
-  assert preflight.TensorRTStatus.from_json(data) == status
+  assert preflight.TfTrtStatus.from_json(data) == status
 
 
 @pytest.mark.tf
 def test_check_tensorrt_on_this_machine():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  status = preflight.check_tensorrt()
+  status = preflight.check_tftrt()
   if status.usable:
     pytest.skip("TF-TRT is usable here; the not-usable report is what this test checks")
   assert status.tensorflow == tf.__version__
@@ -356,7 +356,7 @@ def test_preflight_lists_which_formats_run_here_and_exits_by_tensorrt():
   for name, line in zip(expected, lines[start + 1:]):
     reason = formats.load_format(name).unavailable_reason(ConversionOptions())
     assert line == f"  {name:<8} {'yes' if reason is None else 'no: ' + reason}"
-  tensorrt_route = preflight.check_tensorrt().usable or expected.get("trt", "") is None
+  tensorrt_route = preflight.check_tftrt().usable or expected.get("trt", "") is None
   assert done.returncode == (0 if tensorrt_route else 1), done.stderr[-2000:]
   assert preflight.engine_builders_text() in done.stdout
 

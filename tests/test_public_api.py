@@ -21,8 +21,8 @@ FACADE = {
     "TrtExport": "class",
     "TrtExporter": "class",
     "export_saved_model": "function",
-    "check_tensorrt": "function",
-    "TensorRTStatus": "class",
+    "check_tftrt": "function",
+    "TfTrtStatus": "class",
     "ConversionOptions": "class",
     "TensorRTUnavailableError": "class",
     "ExportRootBusy": "class",
@@ -71,21 +71,44 @@ def test_documented_module_paths_hold_their_names(module, names):
 
 
 def test_the_exporters_take_the_documented_arguments():
-  """The arguments the README shows in its examples, by name."""
+  """The arguments the README shows in its examples, by name; every option also as `options=`."""
   callback = inspect.signature(tftrt_keras.TrtExport).parameters
-  for argument in ("export_dir", "precisions", "formats", "monitor", "mode", "save_best_only", "save_freq",
-                   "initial_value_threshold", "exports_to_keep", "calibration_batches", "verification_samples",
+  # ModelCheckpoint's own order first (filepath, monitor, verbose, save_best_only, ..., mode, save_freq, ...).
+  assert list(callback)[:7] == ["export_dir", "monitor", "verbose", "save_best_only", "mode", "save_freq",
+                                "initial_value_threshold"]
+  for argument in ("precisions", "formats", "exports_to_keep", "calibration_batches", "verification_samples",
                    "calibration_data", "conversion_policy", "timeout_seconds", "format_options",
-                   "triton_repository"):
+                   "triton_repository", "verify_tolerance_fp16", "verify_min_agreement", "verify_timed_runs",
+                   "max_batch_size", "max_workspace_size_bytes", "minimum_segment_size", "options"):
     assert argument in callback, argument
   if _has_estimator():
     exporter = inspect.signature(tftrt_keras.TrtExporter).parameters
     for argument in ("name", "serving_input_receiver_fn", "precisions", "policy", "signature_key",
-                     "triton_repository"):
+                     "triton_repository", "minimum_segment_size", "options"):
       assert argument in exporter, argument
   offline = inspect.signature(tftrt_keras.export_saved_model).parameters
-  for argument in ("saved_model_dir", "output_dir", "calibration_data", "options"):
+  for argument in ("saved_model_dir", "output_dir", "calibration_data", "options", "precisions"):
     assert argument in offline, argument
+
+
+@pytest.mark.parametrize("old, new", [("check_tensorrt", "check_tftrt"), ("TensorRTStatus", "TfTrtStatus")])
+def test_old_names_still_work_with_a_deprecation_warning(old, new):
+  """`check_tensorrt` checked TF-TRT only (require_tensorrt=True checks every TensorRT format): renamed."""
+  from tftrt_keras import preflight  # pylint: disable=g-import-not-at-top
+  with pytest.warns(DeprecationWarning, match=f"{old} is deprecated: use (tftrt_keras.)?{new}"):
+    assert getattr(tftrt_keras, old) is getattr(tftrt_keras, new)
+  with pytest.warns(DeprecationWarning, match=f"preflight.{old} is deprecated: use {new}"):
+    assert getattr(preflight, old) is getattr(tftrt_keras, new)
+  assert old not in tftrt_keras.__all__
+
+
+def test_trt_exporter_conversion_options_is_now_options():
+  if not _has_estimator():
+    pytest.skip("TrtExporter needs tf.estimator (TensorFlow 2.15)")
+  from tests.test_estimator_exporter import raw_receiver_fn  # pylint: disable=g-import-not-at-top
+  options = tftrt_keras.ConversionOptions(precisions=("FP16",))
+  with pytest.warns(DeprecationWarning, match="TrtExporter\\(conversion_options=...\\) is deprecated"):
+    assert tftrt_keras.TrtExporter("trt", raw_receiver_fn(), conversion_options=options).options is options
 
 
 def test_the_console_script_points_at_the_command_line_exporter():

@@ -196,7 +196,7 @@ def test_estimator_vocabulary_column_gets_a_frozen_graph_and_a_split(tmp_path):
   receiver = tf.estimator.export.build_raw_serving_input_receiver_fn(
       {"x": tf.zeros([1, 2], tf.float32), "color": tf.constant(["red"])})
   exporter = TrtExporter("split", receiver, policy="latest", calibration_batches=40,
-                         conversion_options=options(formats=("onnx",), precisions=("FP32",)))
+                         options=options(formats=("onnx",), precisions=("FP32",)))
 
   def data(n, seed):
     features = color_samples(n, seed)

@@ -1,18 +1,30 @@
-"""The knobs of one export, validated once, shared by every entry point and sent to the worker as JSON."""
+"""The knobs of one export: the option table every entry point derives from, sent to the worker as JSON.
+
+`ConversionOptions`' fields ARE the table: each is declared once with `checks.option` (default, check, one-line
+doc, flag, entry points). `TrtExport`, `TrtExporter` and `export_saved_model` take the fields as keywords (or
+`options=ConversionOptions(...)`), `tftrt_keras.flags` defines a flag per field, and
+tests/test_options_table.py proves each reaches every entry point it names.
+"""
 
 import dataclasses
-import numbers
+import inspect
 import os
 
+from tftrt_keras import checks
+from tftrt_keras.checks import ENTRY_POINTS, KERAS, OFFLINE, TRAINING, option
 from tftrt_keras.errors import invalid_argument
-from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND
 from tftrt_keras.formats import AUTO, FORMATS, load_format, normalize_formats, resolve_formats, variant_names
+from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND
+from tftrt_keras.formats.tftrt.options import TfTrtOptions
 from tftrt_keras.precisions import BASE_ARTIFACTS, PRECISIONS, normalize_precisions
 
 DEFAULT_WORKSPACE_BYTES = 1 << 30
 # A TensorRT build that hangs must not hold `fit()` at its end forever; an hour covers large models on slow GPUs.
 DEFAULT_TIMEOUT_SECONDS = 3600.0
 CONVERSION_POLICIES = ("latest", "every")
+# Training settings shared by `TrtExport`, `TrtExporter` and the training flags (not conversion options).
+DEFAULT_CALIBRATION_BATCHES = 16
+DEFAULT_EXPORTS_TO_KEEP = 5
 # `worker_threads` / `worker_nice`: "auto" is polite beside training, everything the machine has in the foreground.
 AUTO_WORKER = "auto"
 ALL_THREADS = "all"
@@ -21,234 +33,227 @@ LOWEST_PRIORITY = 19  # the largest niceness Linux gives: the scheduler runs the
 # keras.applications CNNs (0.038, EfficientNetB0), under every conversion broken on purpose there (0.09-1.0);
 # benchmarks/README.md, "bench_fp16_tolerance.py".
 DEFAULT_FP16_CLASSIFIER_TOLERANCE = 8e-2
+# Format options also accepted flat (the seed's TF-TRT keywords and flags): {format: its options class}.
+FLAT_FORMAT_OPTIONS = {"tftrt": TfTrtOptions}
+_TOLERANCE = "a non-negative number (error relative to the output's scale)"
 
 
-def _check_positive_int(name, value, *, allow_none):
-  if value is None and allow_none:
-    return
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-    expected = "a positive integer" + (" or None" if allow_none else "")
-    raise invalid_argument(name, value, expected)
+def _precisions(name, value):
+  return normalize_precisions(value, name)
 
 
-def _check_positive_number(name, value, *, allow_none):
-  if value is None and allow_none:
-    return
-  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-    expected = "a positive number (seconds)" + (" or None" if allow_none else "")
-    raise invalid_argument(name, value, expected)
+def _formats(name, value):
+  return normalize_formats(value, name)
 
 
-def _check_fraction(name, value, expected, *, upper):
-  if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0
-      or (upper is not None and not value <= upper)):
-    raise invalid_argument(name, value, expected)
+def _format_options(name, values):
+  """{format: dict} with each format's options validated by that format (stored as plain dicts: JSON)."""
+  if values is None:
+    return {}
+  if not isinstance(values, dict):
+    raise invalid_argument(name, values, f"a dict {{format name: dict of options}}, formats {FORMATS}")
+  checked = {}
+  for format_name, given in values.items():
+    if format_name not in FORMATS:
+      raise invalid_argument(name, values, f"keys among {FORMATS}", hint=f"Unknown format: {format_name!r}.")
+    instance = load_format(format_name).check_options(given, argument=f"{name}[{format_name!r}]")
+    checked[format_name] = dataclasses.asdict(instance) if instance is not None else {}
+  return checked
 
 
-def _checked_metric_drops(value):
+def _metric_drops(name, value):
   expected = "a dict {metric name: allowed drop >= 0}, e.g. {'accuracy': 0.005}"
   if value is None:
     return {}
   if not isinstance(value, dict):
-    raise invalid_argument("max_metric_drop", value, expected)
-  for name, drop in value.items():
-    if not isinstance(name, str) or not name:
-      raise invalid_argument("max_metric_drop", value, expected, hint=f"Not a metric name: {name!r}.")
-    if isinstance(drop, bool) or not isinstance(drop, numbers.Real) or not drop >= 0:
-      raise invalid_argument("max_metric_drop", value, expected, hint=f"{name!r}: {drop!r} is not a number >= 0.")
-  return {name: float(drop) for name, drop in value.items()}
+    raise invalid_argument(name, value, expected)
+  for metric, drop in value.items():
+    if not isinstance(metric, str) or not metric:
+      raise invalid_argument(name, value, expected, hint=f"Not a metric name: {metric!r}.")
+    if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not drop >= 0:
+      raise invalid_argument(name, value, expected, hint=f"{metric!r}: {drop!r} is not a number >= 0.")
+  return {metric: float(drop) for metric, drop in value.items()}
 
 
+def _deprecated_backend(backend):
+  """`backend=` is deprecated: the default is accepted with a DeprecationWarning, anything else refused."""
+  if backend is None:
+    return
+  if backend != DEFAULT_BACKEND:
+    raise invalid_argument("backend", backend, "nothing: the argument is removed (TF-TRT is the only converter)",
+                           hint="A converter of your own is a format: register it under the `tftrt_keras.formats` "
+                                "entry-point group (see `tftrt_keras.formats`).")
+  import warnings  # pylint: disable=g-import-not-at-top
+  warnings.warn("`backend=` is deprecated and ignored (TF-TRT is the only converter); it will be removed in the "
+                "next release.", DeprecationWarning, stacklevel=4)
+
+
+def _conversion_device(name, value):
+  if value is None:
+    return None
+  device = value.strip().lower() if isinstance(value, str) else None
+  if device is None or not (device == "cpu" or (device.startswith("gpu:") and device[4:].isdigit())):
+    raise invalid_argument(name, value, "None, 'cpu' or 'gpu:<index>'")
+  return device
+
+
+def _path(name, value):
+  return checks.optional_text(name, os.fspath(value) if isinstance(value, os.PathLike) else value)
+
+
+def _worker_threads(name, value):
+  if isinstance(value, str) and value.strip().lower() in (AUTO_WORKER, ALL_THREADS):
+    return value.strip().lower()
+  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    raise invalid_argument(name, value, f"a positive integer, {ALL_THREADS!r} or {AUTO_WORKER!r}",
+                           hint="The conversion worker's threads per library (TensorFlow, ONNX Runtime, BLAS).")
+  return int(value)
+
+
+def _worker_nice(name, value):
+  if isinstance(value, str) and value.strip().lower() == AUTO_WORKER:
+    return AUTO_WORKER
+  if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= LOWEST_PRIORITY:
+    raise invalid_argument(name, value, f"an integer from 0 to {LOWEST_PRIORITY} or {AUTO_WORKER!r}",
+                           hint=f"The conversion worker's CPU niceness; {LOWEST_PRIORITY} is the lowest priority.")
+  return int(value)
+
+
+def _tolerance(default, doc):
+  return option(default, doc, check=checks.fraction(_TOLERANCE), kind="float")
+
+
+# THE OPTION TABLE. To add an option (e.g. `max_metric_drop: float = option(0.01, "...",
+# check=checks.fraction("a fraction between 0 and 1", upper=1), kind="float")`), add its field here: it becomes a
+# keyword of every entry point in `where`, the flag `--export_<name>`, a line of the docstring below and a value
+# the worker reads; then give it a non-default value in NON_DEFAULT of tests/test_options_table.py, which proves
+# all of that. A new `kind` needs a parser in tftrt_keras.flags.FLAG_KINDS.
+# Fields of a `FLAT_FORMAT_OPTIONS` class are rows too, stored in `format_options` (declared there, and as an
+# InitVar here so that `ConversionOptions(minimum_segment_size=...)` keeps working).
 @dataclasses.dataclass(frozen=True)
 class ConversionOptions:
-  """What to build and how; every field is checked in `__post_init__`.
+  """What to build and how: every option of an export, each checked on construction.
 
-  Attributes:
-    precisions: subset of ("FP32", "FP16", "INT8"); one variant per format each.
-    formats: "auto" or a subset of ("tftrt", "onnx", "trt", "trt_rtx") (see `tftrt_keras.formats`). "auto":
-      `tftrt` where the installed TensorFlow has TF-TRT, `onnx` always, `trt` and `trt_rtx` always (skipped with
-      the reason where TensorRT or a GPU is missing, or TensorRT-RTX is not installed). A variant's source is
-      built too (`onnx_fp32` for `onnx_int8`).
-    format_options: {format name: dict of that format's options} (each format validates its own).
-    max_batch_size: largest batch the engines must serve. TF2 has no static batch size: it becomes the
-      upper end of the dynamic-shape profile the engines are prebuilt for. None: the largest captured batch.
-    max_workspace_size_bytes: TensorRT builder workspace per engine.
-    minimum_segment_size: smallest subgraph TF-TRT replaces with an engine.
-    maximum_cached_engines: engines kept per TRT op (one per input-shape profile).
-    require_tensorrt: fail before any work when no requested TensorRT format (tftrt, trt, trt_rtx) can build
-      and run engines here, instead of recording skipped variants.
-    gpu_memory_limit_mb: a cap on the worker's GPU memory, TensorRT's included: the worker's GPU becomes a
-      logical device with this memory limit. TF-TRT gets TensorRT's memory from TensorFlow's own GPU allocator
-      (its TRTDeviceAllocator wraps the device allocator: tf2tensorrt/utils/trt_lru_cache.cc, and the builder,
-      calibration and execution contexts use it, convert_nodes.cc and trt_engine_op.cc), so the builder
-      workspace (`max_workspace_size_bytes`), the engines and TensorFlow's own tensors all come out of this one
-      limit; nothing is left outside it "for TensorRT" (TF 1.x's per_process_gpu_memory_fraction advice does
-      not apply to TF2's TF-TRT). Set it to keep the worker beside a trainer on the same GPU; it must exceed
-      the workspace. None: TensorFlow's memory grows on demand (memory growth), up to what the GPU has free.
-    timeout_seconds: a worker still running after this long is killed and its export recorded as failed
-      (default one hour; None waits for ever). Time it spent waiting for a CPU (its low priority beside busy
-      training: `worker_nice`) does not count.
-    conversion_policy: when exports come faster than conversions: "latest" converts the newest export and
-      lets a waiting older one be superseded (its frozen graph, samples and verification are still made);
-      "every" converts every export in turn (the queue grows; training is never blocked either way).
-    backend: deprecated and ignored; only its default value is accepted (with a DeprecationWarning).
-    conversion_device: where the worker builds: None (the first GPU, or the CPU where there is none), "cpu",
-      or "gpu:<index>" (e.g. "gpu:1", to keep conversion off the GPU a trainer has filled). The worker sees
-      only that device (CUDA_VISIBLE_DEVICES).
-    triton_repository: a Triton model repository to publish the ONNX and TensorRT variants into (one Triton
-      model per variant, versions = export versions; see `tftrt_keras.serving.triton`). None: no repository.
-    triton_model_name: the name Triton models start with (`<name>_onnx_fp16`); default: the export root's
-      directory name.
-    verify: run every produced artifact on the held-out verification samples, compare it with the normal
-      export and time it (see `tftrt_keras.verify.verification`); an artifact outside its thresholds is `rejected`.
-      False: every variant is recorded `unverified` ("verification turned off (verify=False)").
-    verify_tolerance_frozen, verify_tolerance_fp32, verify_tolerance_fp16, verify_tolerance_int8: the largest
-      allowed error of a float output, relative to the output's scale: max |artifact - normal| / max |normal|.
-      FP32 allows 1e-3 because TensorRT and TensorFlow both use TF32 matmuls on Ampere and newer GPUs, and their
-      kernels round differently. The frozen graph runs in TensorFlow itself, but grappler folds its constants
-      (BatchNormalization into the convolution before it, scales into weights), which reorders FP32 arithmetic:
-      measured 2e-6 to 9e-6 on ResNet50, MobileNetV2/V3, ConvNeXt and 3.0e-5 on EfficientNetB0
-      (benchmarks/bench_zoo.py), hence 1e-4, still ten times tighter than a converted FP32 variant. FP16 and
-      INT8 use theirs only for outputs that are not classifier-like (see `verify_min_agreement`).
-    verify_tolerance_fp16_classifier: the largest allowed relative error of a classifier-like output under FP16,
-      where the top-1 agreement is judged too: what FP16 arithmetic gives on deep depthwise/SE networks
-      (measured by benchmarks/bench_fp16_tolerance.py, see its README), with margin, yet far below what a
-      broken conversion gives (an overflowing softmax, a lost layer).
-    verify_min_agreement: smallest fraction of samples on which an artifact must agree with the normal export:
-      on the top-1 class of classifier-like outputs (rank-2 float, more than one column) under INT8 and FP16,
-      and on the exact value of integer, boolean and string outputs under every precision. Under INT8 and FP16
-      (which are expected to change a few answers) judged on the one-sided 95% Wilson bounds of the observed
-      agreement: `ok` when the lower bound reaches it, `rejected` when the upper bound is below it, `unverified`
-      (too few samples to tell) in between. 100 agreeing samples bound it at 0.973, 500 at 0.995. Elsewhere
-      the observed agreement must reach it.
-    verification_samples: held-out samples verification aims for (never used for calibration); fewer when the
-      validation pass or the calibration data has fewer.
-    verify_warmup_runs: untimed calls before latency is measured (after the timed first call).
-    verify_timed_runs: timed calls per batch size, at most; median and p99 come from these.
-    verify_latency_budget_seconds: once the timed calls of one artifact at one batch size have taken this many
-      seconds in all, timing stops as soon as 5 of them are in (`verification.MIN_TIMED_RUNS`; fewer only when
-      `verify_timed_runs` is lower): a big model's large batch costs seconds a call, and 20 of them per artifact
-      were most of verification. Each latency row's `timed_runs` in the manifest says how many were timed.
-      Default 1.0; None: always `verify_timed_runs`. What is compared and the verdicts do not depend on it.
-    worker_threads: threads the conversion worker gives each library it runs (TensorFlow's intra- and inter-op
-      pools, ONNX Runtime sessions, numpy's BLAS, the TensorRT builder): a positive integer, "all" (each
-      library's own default: every core) or "auto" (default): max(1, cores // 4) while training goes on
-      (`blocking=False`), "all" when nothing else runs (`blocking=True`, `tftrt-export`, and the exports still
-      queued when `fit` ends and waits for them).
-    worker_nice: the worker's CPU niceness, 0-19 (19: it runs on the time training leaves idle; its I/O
-      priority follows, best-effort 7), or "auto" (default): 19 while training goes on, the caller's own in
-      the foreground. Never below the caller's own (Linux lets only root raise a priority).
-    max_metric_drop: {metric name: largest allowed drop} of the model's own metrics (a rise for losses and
-      errors), e.g. {"accuracy": 0.005}, names as Keras logs them without `val_`. A variant whose paired 95%
-      interval shows a larger drop than the normal export's is `rejected`, one whose interval shows a smaller
-      one passes this gate, one whose interval straddles it is `unverified`. Added to the agreement gate.
+  Each entry point (`TrtExport`, `TrtExporter`, `export_saved_model`) takes these as keywords, or one
+  `options=ConversionOptions(...)`; `tftrt_keras.flags` defines `--export_<name>` for each.
   """
 
-  precisions: tuple = PRECISIONS
-  max_batch_size: int = None
-  max_workspace_size_bytes: int = DEFAULT_WORKSPACE_BYTES
-  minimum_segment_size: int = 3
-  maximum_cached_engines: int = 1
-  require_tensorrt: bool = False
-  gpu_memory_limit_mb: int = None
-  timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+  precisions: tuple = option(
+      PRECISIONS, "Precisions to build in every format, a subset of FP32,FP16,INT8 (empty: the frozen graph and "
+      "samples only).", check=_precisions, kind="precisions")
+  max_batch_size: int = option(
+      None, "Largest batch the engines must serve (default: the largest captured validation batch).",
+      doc_offline="Largest batch the engines must serve (default: --calibration_batch_size, or 8).",
+      check=checks.positive_int(allow_none=True), kind="int")
+  max_workspace_size_bytes: int = option(
+      DEFAULT_WORKSPACE_BYTES, "TensorRT builder workspace per engine, in bytes (TF-TRT, and trt/trt_rtx "
+      "without their own workspace_mb).", check=checks.positive_int(), kind="int")
+  minimum_segment_size: dataclasses.InitVar[int] = None  # TfTrtOptions: format_options["tftrt"]
+  maximum_cached_engines: dataclasses.InitVar[int] = None  # TfTrtOptions: format_options["tftrt"]
+  require_tensorrt: bool = option(
+      False, "Fail before training starts when no requested TensorRT format (tftrt, trt, trt_rtx) can build "
+      "and run engines here, instead of recording them as skipped.",
+      doc_offline="Fail before any work starts when no requested TensorRT format (tftrt, trt, trt_rtx) can "
+      "build and run engines here, instead of recording them as skipped.", check=checks.boolean, kind="bool")
+  gpu_memory_limit_mb: int = option(
+      None, "Cap, in MB, on the conversion worker's GPU memory, TensorRT's included (default: grow on demand).",
+      check=checks.positive_int(allow_none=True), kind="int")
+  timeout_seconds: float = option(
+      DEFAULT_TIMEOUT_SECONDS, "Kill a conversion worker that runs longer than this many seconds and record "
+      "the export failed (None, or 0 as a flag: no limit).", check=checks.positive_seconds(allow_none=True),
+      kind="seconds")
   backend: dataclasses.InitVar[object] = None  # deprecated: see `_deprecated_backend`
-  formats: object = AUTO
-  format_options: dict = dataclasses.field(default_factory=dict)
-  conversion_policy: str = "latest"
-  conversion_device: str = None
-  triton_repository: str = None
-  triton_model_name: str = None
-  verify: bool = True
-  verify_tolerance_frozen: float = 1e-4
-  verify_tolerance_fp32: float = 1e-3
-  verify_tolerance_fp16: float = 1e-2
-  verify_tolerance_fp16_classifier: float = DEFAULT_FP16_CLASSIFIER_TOLERANCE
-  verify_tolerance_int8: float = 1e-1
-  verify_min_agreement: float = 0.97
-  verification_samples: int = 500
-  verify_warmup_runs: int = 3
-  verify_timed_runs: int = 20
-  verify_latency_budget_seconds: float = 1.0
-  worker_threads: object = AUTO_WORKER
-  worker_nice: object = AUTO_WORKER
-  max_metric_drop: dict = dataclasses.field(default_factory=dict)
+  formats: object = option(
+      AUTO, f"Deployment formats, {AUTO} or a subset of {','.join(FORMATS)} ({AUTO}: those that can run here; "
+      "the rest recorded as skipped with the reason).", check=_formats, kind="formats")
+  format_options: dict = option(
+      doc="Per-format options {format: {option: value}}, e.g. {\"onnx\": {\"opset\": 17}} (JSON as a flag; "
+      "each format documents its own).", check=_format_options, kind="json", default_factory=dict)
+  conversion_policy: str = option(
+      "latest", "When exports come faster than conversions: latest converts the newest (an older waiting one is "
+      "superseded), every converts each in turn.", check=checks.one_of(CONVERSION_POLICIES), kind="text",
+      where=TRAINING + (OFFLINE,))
+  conversion_device: str = option(
+      None, "Device the conversion worker builds on: cpu or gpu:<index> (default: the first GPU, else the "
+      "CPU); the worker sees only that device.", check=_conversion_device, kind="device")
+  triton_repository: str = option(
+      None, "Triton model repository to publish the servable ONNX and TensorRT variants into (one model per "
+      "variant, versions = export versions).", check=_path, kind="text")
+  triton_model_name: str = option(
+      None, "Prefix of the Triton model names (<name>_onnx_fp16; default: the export directory's name).",
+      check=checks.optional_text, kind="text")
+  verify: bool = option(
+      True, "Check every variant against the normal export on held-out samples (errors, agreement, latency) "
+      "and reject those outside the thresholds; False: every variant is unverified.", check=checks.boolean,
+      kind="bool")
+  verify_tolerance_frozen: float = _tolerance(
+      1e-4, "Largest error of the frozen graph's float outputs, relative to the output's scale.")
+  verify_tolerance_fp32: float = _tolerance(
+      1e-3, "Largest relative error of an FP32 variant's float outputs (TF32 matmuls round differently).")
+  verify_tolerance_fp16: float = _tolerance(
+      1e-2, "Largest relative error of an FP16 variant's outputs that are not classifier-like.")
+  verify_tolerance_fp16_classifier: float = _tolerance(
+      DEFAULT_FP16_CLASSIFIER_TOLERANCE, "Largest relative error of an FP16 variant's classifier-like outputs "
+      "(top-1 agreement is judged too).")
+  verify_tolerance_int8: float = _tolerance(
+      1e-1, "Largest relative error of an INT8 variant's outputs that are not classifier-like.")
+  verify_min_agreement: float = option(
+      0.97, "Smallest fraction of samples on which a variant must agree with the normal export (top-1 class "
+      "under FP16/INT8 judged on 95% Wilson bounds; exact integer, boolean and string outputs).",
+      check=checks.fraction("a fraction between 0 and 1", upper=1), kind="float")
+  verification_samples: int = option(
+      500, "Held-out samples verification aims for (never used for calibration); fewer when fewer were "
+      "captured.", doc_offline="Held-out samples verification aims for (never used for calibration); fewer "
+      "when fewer were given.", check=checks.positive_int(), kind="int")
+  verify_warmup_runs: int = option(
+      3, "Untimed calls before latency is measured.", check=checks.non_negative_int, kind="int")
+  verify_timed_runs: int = option(
+      20, "Timed calls per batch size, at most (median and p99 come from these).", check=checks.positive_int(),
+      kind="int")
+  verify_latency_budget_seconds: float = option(
+      1.0, "Once an artifact's timed calls at one batch size took this long, stop after 5 (None, or 0 as a "
+      "flag: always verify_timed_runs).", check=checks.positive_seconds(allow_none=True), kind="seconds")
+  worker_threads: object = option(
+      AUTO_WORKER, f"Threads the conversion worker gives each library (TensorFlow, ONNX Runtime, BLAS, the "
+      f"TensorRT builder): a number, {ALL_THREADS} or {AUTO_WORKER} (max(1, cores // 4) while training goes "
+      f"on, every core when blocking).", doc_offline=f"Threads the conversion worker gives each library "
+      f"(TensorFlow, ONNX Runtime, BLAS, the TensorRT builder): a number, {ALL_THREADS} or {AUTO_WORKER} (every "
+      f"core).", check=_worker_threads, kind="threads")
+  worker_nice: object = option(
+      AUTO_WORKER, f"CPU niceness of the conversion worker, 0-{LOWEST_PRIORITY} ({LOWEST_PRIORITY}: lowest "
+      f"priority), or {AUTO_WORKER} ({LOWEST_PRIORITY} while training goes on, unchanged when blocking).",
+      doc_offline=f"CPU niceness of the conversion worker, 0-{LOWEST_PRIORITY} ({LOWEST_PRIORITY}: lowest "
+      f"priority), or {AUTO_WORKER} (unchanged).", check=_worker_nice, kind="nice")
 
-  def __post_init__(self, backend):
+  max_metric_drop: dict = option(
+      doc="{metric name: largest allowed drop} of the model's own metrics (a rise for losses and errors), e.g. "
+      "{'accuracy': 0.005}: a variant whose paired 95% interval shows a larger drop is rejected, one that cannot "
+      "tell is unverified (added to the agreement gate).", default_factory=dict, check=_metric_drops, kind="json",
+      where=(KERAS,))
+
+  def __post_init__(self, minimum_segment_size, maximum_cached_engines, backend):
     _deprecated_backend(backend)
-    object.__setattr__(self, "precisions", normalize_precisions(self.precisions))
-    object.__setattr__(self, "formats", normalize_formats(self.formats))
-    object.__setattr__(self, "format_options", self._checked_format_options(self.format_options))
-    if self.conversion_policy not in CONVERSION_POLICIES:
-      raise invalid_argument("conversion_policy", self.conversion_policy, f"one of {CONVERSION_POLICIES}")
-    _check_positive_int("verification_samples", self.verification_samples, allow_none=False)
-    if self.conversion_device is not None:
-      device = self.conversion_device.strip().lower() if isinstance(self.conversion_device, str) else None
-      if device is None or not (device == "cpu" or (device.startswith("gpu:") and device[4:].isdigit())):
-        raise invalid_argument("conversion_device", self.conversion_device, "None, 'cpu' or 'gpu:<index>'")
-      object.__setattr__(self, "conversion_device", device)
-    if isinstance(self.triton_repository, os.PathLike):
-      object.__setattr__(self, "triton_repository", os.fspath(self.triton_repository))
-    for name in ("triton_repository", "triton_model_name"):
-      value = getattr(self, name)
-      if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise invalid_argument(name, value, "a non-empty string or None")
-    _check_positive_int("max_batch_size", self.max_batch_size, allow_none=True)
-    _check_positive_int("max_workspace_size_bytes", self.max_workspace_size_bytes, allow_none=False)
-    _check_positive_int("minimum_segment_size", self.minimum_segment_size, allow_none=False)
-    _check_positive_int("maximum_cached_engines", self.maximum_cached_engines, allow_none=False)
-    _check_positive_int("gpu_memory_limit_mb", self.gpu_memory_limit_mb, allow_none=True)
-    _check_positive_number("timeout_seconds", self.timeout_seconds, allow_none=True)
-    if not isinstance(self.require_tensorrt, bool):
-      raise invalid_argument("require_tensorrt", self.require_tensorrt, "True or False")
-    if not isinstance(self.verify, bool):
-      raise invalid_argument("verify", self.verify, "True or False")
-    for name in ("verify_tolerance_frozen", "verify_tolerance_fp32", "verify_tolerance_fp16",
-                 "verify_tolerance_fp16_classifier", "verify_tolerance_int8"):
-      _check_fraction(name, getattr(self, name), "a non-negative number (error relative to the output's scale)",
-                      upper=None)
-    _check_fraction("verify_min_agreement", self.verify_min_agreement, "a fraction between 0 and 1", upper=1)
-    _check_positive_int("verify_timed_runs", self.verify_timed_runs, allow_none=False)
-    _check_positive_number("verify_latency_budget_seconds", self.verify_latency_budget_seconds, allow_none=True)
-    if (isinstance(self.verify_warmup_runs, bool) or not isinstance(self.verify_warmup_runs, numbers.Integral)
-        or self.verify_warmup_runs < 0):
-      raise invalid_argument("verify_warmup_runs", self.verify_warmup_runs, "zero or a positive integer")
-    self._check_worker_limits()
-    object.__setattr__(self, "max_metric_drop", _checked_metric_drops(self.max_metric_drop))
+    for field in dataclasses.fields(self):
+      object.__setattr__(self, field.name, field.metadata["check"](field.name, getattr(self, field.name)))
+    self._fold_flat("tftrt", {"minimum_segment_size": minimum_segment_size,
+                              "maximum_cached_engines": maximum_cached_engines})
 
-  def _check_worker_limits(self):
-    threads = self.worker_threads
-    if isinstance(threads, str) and threads.strip().lower() in (AUTO_WORKER, ALL_THREADS):
-      object.__setattr__(self, "worker_threads", threads.strip().lower())
-    elif isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads <= 0:
-      raise invalid_argument("worker_threads", threads, f"a positive integer, {ALL_THREADS!r} or {AUTO_WORKER!r}",
-                             hint="The conversion worker's threads per library (TensorFlow, ONNX Runtime, BLAS).")
-    else:
-      object.__setattr__(self, "worker_threads", int(threads))
-    nice = self.worker_nice
-    if isinstance(nice, str) and nice.strip().lower() == AUTO_WORKER:
-      object.__setattr__(self, "worker_nice", AUTO_WORKER)
-    elif (isinstance(nice, bool) or not isinstance(nice, numbers.Integral)
-          or not 0 <= nice <= LOWEST_PRIORITY):
-      raise invalid_argument("worker_nice", nice, f"an integer from 0 to {LOWEST_PRIORITY} or {AUTO_WORKER!r}",
-                             hint=f"The conversion worker's CPU niceness; {LOWEST_PRIORITY} is the lowest priority.")
-    else:
-      object.__setattr__(self, "worker_nice", int(nice))
-
-  @staticmethod
-  def _checked_format_options(values):
-    """{format: dict} with each format's options validated by that format (stored as plain dicts: JSON)."""
-    if values is None:
-      return {}
-    if not isinstance(values, dict):
-      raise invalid_argument("format_options", values, f"a dict {{format name: dict of options}}, formats {FORMATS}")
-    checked = {}
-    for name, given in values.items():
-      if name not in FORMATS:
-        raise invalid_argument("format_options", values, f"keys among {FORMATS}", hint=f"Unknown format: {name!r}.")
-      instance = load_format(name).check_options(given, argument=f"format_options[{name!r}]")
-      checked[name] = dataclasses.asdict(instance) if instance is not None else {}
-    return checked
+  def _fold_flat(self, format_name, flat):
+    """Moves flat keywords of a format's options into `format_options[format_name]`; a flat value that differs
+    from both the default and what `format_options` says is a clash."""
+    options_class = FLAT_FORMAT_OPTIONS[format_name]
+    fields = {f.name: f for f in dataclasses.fields(options_class)}
+    given = {name: fields[name].metadata["check"](name, value) for name, value in flat.items() if value is not None}
+    explicit = format_name in self.format_options
+    current = dict(self.format_options[format_name]) if explicit else dataclasses.asdict(options_class())
+    for name, value in given.items():
+      if explicit and value != current[name] and value != fields[name].default:
+        raise invalid_argument(name, value, f"{current[name]!r}, the value format_options[{format_name!r}] gives",
+                               hint="Set it in one place only.")
+      if not explicit or value != fields[name].default:
+        current[name] = value
+    if explicit or current != dataclasses.asdict(options_class()):
+      object.__setattr__(self, "format_options", dict(self.format_options, **{format_name: current}))
 
   def options_for(self, format_name):
     """The options instance of one format (its defaults where `format_options` says nothing)."""
@@ -271,14 +276,99 @@ def artifact_names(options):
   return BASE_ARTIFACTS + variant_names(resolve_formats(options.formats), options.precisions)
 
 
-def _deprecated_backend(backend):
-  """`backend=` is deprecated: the default is accepted with a DeprecationWarning, anything else refused."""
-  if backend is None:
-    return
-  if backend != DEFAULT_BACKEND:
-    raise invalid_argument("backend", backend, "nothing: the argument is removed (TF-TRT is the only converter)",
-                           hint="A converter of your own is a format: register it under the `tftrt_keras.formats` "
-                                "entry-point group (see `tftrt_keras.formats`).")
-  import warnings  # pylint: disable=g-import-not-at-top
-  warnings.warn("`backend=` is deprecated and ignored (TF-TRT is the only converter); it will be removed in the "
-                "next release.", DeprecationWarning, stacklevel=4)
+def _flat_property(format_name, name):
+  return property(lambda self: getattr(self.options_for(format_name), name),
+                  doc=f"`format_options[{format_name!r}].{name}` (also accepted as a keyword).")
+
+
+for _format_name, _options_class in FLAT_FORMAT_OPTIONS.items():
+  for _field in dataclasses.fields(_options_class):
+    setattr(ConversionOptions, _field.name, _flat_property(_format_name, _field.name))
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionRow:
+  """One row of the option table: a `ConversionOptions` field, or a flat `format_options` field (`format`)."""
+
+  name: str
+  default: object
+  doc: str
+  doc_offline: str
+  kind: str
+  where: tuple
+  flag: str
+  check: object
+  format: str = None
+
+
+def _row(field, format_name=None):
+  meta = field.metadata
+  default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+  return OptionRow(field.name, default, meta["doc"], meta["doc_offline"], meta["kind"], meta["where"],
+                   meta["flag"] or f"export_{field.name}", meta["check"], format_name)
+
+
+def option_table(entry_point=None):
+  """The option table in declaration order, or the rows `entry_point` (see `checks.ENTRY_POINTS`) carries."""
+  rows = [_row(f) for f in dataclasses.fields(ConversionOptions)]
+  for format_name, options_class in FLAT_FORMAT_OPTIONS.items():
+    rows += [_row(f, format_name) for f in dataclasses.fields(options_class)]
+  if entry_point is not None and entry_point not in ENTRY_POINTS:
+    raise ValueError(f"unknown entry point {entry_point!r}; one of {ENTRY_POINTS}")
+  return tuple(r for r in rows if entry_point is None or entry_point in r.where)
+
+
+# Keywords still accepted, with a DeprecationWarning, though no longer options (see `ConversionOptions`).
+DEPRECATED_KEYWORDS = frozenset({"backend"})
+
+
+def options_from_keywords(entry_point, options, keywords, caller):
+  """The `ConversionOptions` an entry point runs with: `options`, or one made of its option keywords.
+
+  Args:
+    entry_point: one of `checks.ENTRY_POINTS`.
+    options: a `ConversionOptions` or None.
+    keywords: {option name: value}.
+    caller: the entry point's name, for the TypeError.
+
+  Raises:
+    TypeError: a keyword that is no option of `entry_point` (as Python says of an unknown argument).
+    ValueError: `options` is no `ConversionOptions`, is given together with option keywords, or a keyword's
+      value is invalid.
+  """
+  known = {row.name for row in option_table(entry_point)} | DEPRECATED_KEYWORDS
+  unknown = sorted(set(keywords) - known)
+  if unknown:
+    documented = sorted(row.name for row in option_table(entry_point) if row.doc)
+    raise TypeError(f"{caller}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; its options "
+                    f"are {', '.join(documented)} (see tftrt_keras.ConversionOptions)")
+  if options is None:
+    return ConversionOptions(**keywords)
+  if not isinstance(options, ConversionOptions):
+    raise invalid_argument("options", options, "None or a tftrt_keras.ConversionOptions")
+  if keywords:
+    raise invalid_argument("options", "ConversionOptions(...)", "either options= or option keywords, not both",
+                           hint=f"Also given: {', '.join(sorted(keywords))}; put them in ConversionOptions(...).")
+  return options
+
+
+def with_option_keywords(entry_point):
+  """Decorates a function taking `**option_keywords` so that its signature lists `entry_point`'s options."""
+  def decorate(function):
+    signature = inspect.signature(function)
+    parameters = [p for p in signature.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    parameters += [inspect.Parameter(row.name, inspect.Parameter.KEYWORD_ONLY, default=row.default)
+                   for row in option_table(entry_point)]
+    function.__signature__ = signature.replace(parameters=parameters)
+    return function
+  return decorate
+
+
+def _table_doc():
+  lines = [f"    {row.name}: {row.doc} (default {row.default!r}"
+           + (f"; stored in format_options[{row.format!r}])" if row.format else ")")
+           for row in option_table() if row.doc]
+  return "\n\nAttributes:\n" + "\n".join(lines) + "\n"
+
+
+ConversionOptions.__doc__ = (ConversionOptions.__doc__ or "") + _table_doc()  # None under python -OO

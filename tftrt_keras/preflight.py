@@ -1,7 +1,7 @@
 """What can run here, asked as the export worker would ask it.
 
-`check_tensorrt()` (in `tftrt_keras.formats.tftrt.status`, re-exported here) says whether TF-TRT can convert
-in this process; `check_tensorrt_as_worker()` asks the same in a child started as the worker is;
+`check_tftrt()` (in `tftrt_keras.formats.tftrt.status`, re-exported here) says whether TF-TRT can convert
+in this process; `check_tftrt_as_worker()` asks the same in a child started as the worker is;
 `require_tensorrt_or_raise()` is what `require_tensorrt=True` calls before any training time is spent: at least
 one requested TensorRT format (`tftrt`, `trt`, `trt_rtx`) must build engines here that something here can run
 (TensorRT-RTX engines built ahead of time for GPUs elsewhere do not count).
@@ -20,27 +20,41 @@ import sys
 
 from tftrt_keras.errors import TensorRTUnavailableError
 from tftrt_keras.formats.tftrt.libraries import LIBRARY_PATH_DONE
-from tftrt_keras.formats.tftrt.status import TensorRTStatus, check_tensorrt, ensure_tensorrt_findable
+from tftrt_keras.formats.tftrt.status import TfTrtStatus, check_tftrt, ensure_tensorrt_findable
 from tftrt_keras.pipeline.worker_setup import DEVICE_DONE, select_conversion_device
 
-__all__ = ["TensorRTStatus", "check_tensorrt", "check_tensorrt_as_worker", "engine_builders_text", "formats_here",
+__all__ = ["TfTrtStatus", "check_tftrt", "check_tftrt_as_worker", "engine_builders_text", "formats_here",
            "main", "require_tensorrt_or_raise", "tensorrt_formats_here", "variants_skipped_here"]
 
 # The formats whose engines are TensorRT's: `require_tensorrt=True` asks that one of those requested works here.
 TENSORRT_FORMATS = ("tftrt", "trt", "trt_rtx")
 
 
+# Old names: they said "TensorRT" for a check of TF-TRT alone (`require_tensorrt_or_raise` asks every format).
+_DEPRECATED = {"check_tensorrt": "check_tftrt", "check_tensorrt_as_worker": "check_tftrt_as_worker",
+               "TensorRTStatus": "TfTrtStatus"}
+
+
+def __getattr__(name):
+  if name in _DEPRECATED:
+    import warnings  # pylint: disable=g-import-not-at-top
+    warnings.warn(f"tftrt_keras.preflight.{name} is deprecated: use {_DEPRECATED[name]}", DeprecationWarning,
+                  stacklevel=2)
+    return globals()[_DEPRECATED[name]]
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _package_parent():
   return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def check_tensorrt_as_worker(conversion_device=None, timeout=300):
+def check_tftrt_as_worker(conversion_device=None, timeout=300):
   """Asks the export worker's question in a child process started as the worker is: this package on
   PYTHONPATH, `conversion_device` applied to CUDA_VISIBLE_DEVICES, and an installed but off-path TensorRT
   made findable (the child re-executes itself with the worker's LD_LIBRARY_PATH) before TensorFlow is asked.
 
   Returns:
-    The child's `TensorRTStatus`.
+    The child's `TfTrtStatus`.
 
   Raises:
     RuntimeError: the child did not answer (it crashed or printed no report); the message holds its output.
@@ -58,13 +72,13 @@ def check_tensorrt_as_worker(conversion_device=None, timeout=300):
   if not lines:
     raise RuntimeError(f"the TensorRT check in a worker-like child process gave no answer (exit status "
                        f"{done.returncode}): {(done.stderr or done.stdout).strip()[-2000:]}")
-  return TensorRTStatus.from_json(json.loads(lines[-1]))
+  return TfTrtStatus.from_json(json.loads(lines[-1]))
 
 
 def tensorrt_formats_here(options=None):
   """{requested TensorRT format: None when it builds engines here that can run here, else why not}.
 
-  TF-TRT (its own converter) is asked in a worker-like child (`check_tensorrt_as_worker`); a test's stand-in
+  TF-TRT (its own converter) is asked in a worker-like child (`check_tftrt_as_worker`); a test's stand-in
   converter, TensorRT and TensorRT-RTX answer through their format. `formats="auto"` requests all three.
 
   Args:
@@ -79,7 +93,7 @@ def tensorrt_formats_here(options=None):
   for name in [f for f in requested if f in TENSORRT_FORMATS]:
     try:
       if name == "tftrt" and converter_spec() == DEFAULT_BACKEND:
-        status = check_tensorrt_as_worker(options.conversion_device)
+        status = check_tftrt_as_worker(options.conversion_device)
         reasons[name] = None if status.usable else (f"TF-TRT cannot run in the export worker: {status.reason}. "
                                                     f"Fix: {'; '.join(status.fixes)}")
       else:
@@ -148,7 +162,7 @@ def main(argv=None):
                         "problems": [str(err)], "fixes": ["pick a conversion_device the trainer can see"]}))
       return 1
     ensure_tensorrt_findable(argv, "tftrt_keras.preflight")
-  status = check_tensorrt()
+  status = check_tftrt()
   if as_json:
     print(json.dumps(status.to_json()), flush=True)
     return 0 if status.usable else 1
@@ -213,13 +227,13 @@ def variants_skipped_here(options):
     options: the export's `ConversionOptions`.
   """
   from tftrt_keras import formats as formats_lib  # pylint: disable=g-import-not-at-top
-  from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND, converter_spec  # pylint: disable=g-import-not-at-top
   from tftrt_keras.options import artifact_names  # pylint: disable=g-import-not-at-top
   reasons = {}
   for name in formats_lib.resolve_formats(options.formats):
     try:
-      if name == "tftrt" and getattr(options, "backend", DEFAULT_BACKEND) == DEFAULT_BACKEND and \
-          check_tensorrt().library_dir_to_add:
+      if name == "tftrt" and converter_spec() == DEFAULT_BACKEND and \
+          check_tftrt().library_dir_to_add:
         continue
       reasons[name] = formats_lib.load_format(name).unavailable_reason(options)
     except Exception:  # pylint: disable=broad-except

@@ -1,11 +1,11 @@
 """`TrtExporter`: a `tf.estimator.Exporter` that writes deployment variants next to the normal export (TF 2.15).
 
 The normal export is exactly what `tf.estimator.BestExporter` (or `LatestExporter` / `FinalExporter`, see
-`policy`) writes at `<model_dir>/export/<name>/<timestamp>`; frozen graph, calibration samples, TF-TRT
-variants and the manifest sit beside it in the shared layout (see `export_layout`):
+`policy`) writes at `<model_dir>/export/<name>/<timestamp>`; frozen graph, calibration samples,
+deployment variants and the manifest sit beside it in the shared layout (see `tftrt_keras.artifacts.layout`):
 
     export/<name>/1700000000/                 the normal SavedModel (what BestExporter writes)
-    export/<name>/tftrt_fp16/1700000000/      TF-TRT variants (each a TF Serving base path)
+    export/<name>/tftrt_fp16/1700000000/      TF-TRT SavedModels (each a TF Serving base path)
     export/<name>/onnx_int8/1700000000/       ONNX variants (model.onnx), TensorRT engines (trt_*)
     export/<name>/frozen/1700000000/
     export/<name>/calibration/1700000000/
@@ -24,17 +24,18 @@ serialized `tf.Example`s for a parsing receiver, raw arrays for a raw one.
 Estimator exists only up to TensorFlow 2.15; on newer TensorFlow importing this module raises ImportError.
 """
 
-import dataclasses
-import inspect
 import math
 import numbers
 import os
+import warnings
 
 from absl import logging
 import numpy as np
 
 from tftrt_keras.errors import invalid_argument
-from tftrt_keras.options import DEFAULT_TIMEOUT_SECONDS, DEFAULT_WORKSPACE_BYTES, ConversionOptions
+from tftrt_keras.checks import ESTIMATOR
+from tftrt_keras.options import (DEFAULT_CALIBRATION_BATCHES, DEFAULT_EXPORTS_TO_KEEP, option_table,
+                                 options_from_keywords, with_option_keywords)
 from tftrt_keras.estimator.calibration import CalibrationCaptureHook, CalibrationUnusable, ReceiverSpec, signature_keys
 from tftrt_keras.estimator.export_policy import best_from_event_files, loss_smaller, metric_compare_fn
 from tftrt_keras.estimator.samples import EvaluationSamples
@@ -44,7 +45,6 @@ from tftrt_keras.preflight import require_tensorrt_or_raise
 from tftrt_keras.artifacts.layout import ExportLayout, ExportRootBusy, RootLock
 from tftrt_keras.pipeline.scheduler import ExportScheduler
 from tftrt_keras.pipeline.prepare import prepare_export, record_failed_export
-from tftrt_keras.precisions import PRECISIONS
 
 import tensorflow as tf
 
@@ -85,21 +85,6 @@ def _is_count(value, minimum):
   return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= minimum
 
 
-def _flag(flag_values, name, default):
-  """The flag's value, or `default` where the script did not define it."""
-  return flag_values[name].value if name in flag_values else default
-
-
-def _constructor_defaults():
-  return {k: p.default for k, p in inspect.signature(TrtExporter.__init__).parameters.items()}
-
-
-def _option_arguments():
-  """The constructor arguments that are `ConversionOptions` fields (the individual knobs)."""
-  arguments = _constructor_defaults()
-  return tuple(f.name for f in dataclasses.fields(ConversionOptions) if f.name in arguments)
-
-
 # ----------------------------------------------------------------------------------------------- exporter
 def _scalar_metrics(eval_result):
   metrics = {}
@@ -129,7 +114,6 @@ class TrtExporter(_exporter_lib.Exporter):
   Args:
     name: the exporter's name: exports go to `<model_dir>/export/<name>`.
     serving_input_receiver_fn: as for `BestExporter`; the normal export's serving signatures.
-    precisions: precisions to build in every format, a subset of ("FP32", "FP16", "INT8").
     compare_fn: `callable(best_eval_result, current_eval_result)` returning True when the current evaluation is
       better (policy "best" only). Default: smaller `loss`, as `BestExporter`.
     exports_to_keep: keep the newest N exports of ours (None: all). Deletes only what our manifests list.
@@ -142,15 +126,6 @@ class TrtExporter(_exporter_lib.Exporter):
     signature_key: the normal export's signature every variant is built from. None: `serving_default` when
       the export has it, else `predict`, else its only signature. A key the export lacks raises ValueError
       (listing the available ones) at the first export.
-    formats: "auto" or a subset of ("tftrt", "onnx", "trt", "trt_rtx"); see `ConversionOptions`.
-    verification_samples: evaluation samples held out for verification, apart from the calibration batches
-      and spread over the whole evaluation (fewer when the evaluation has fewer).
-    max_batch_size, max_workspace_size_bytes, minimum_segment_size, maximum_cached_engines, require_tensorrt,
-      gpu_memory_limit_mb, timeout_seconds, format_options, conversion_policy, conversion_device,
-      triton_repository, triton_model_name, worker_threads, worker_nice: see `ConversionOptions`.
-      `require_tensorrt=True` raises `TensorRTUnavailableError` here, before any training, when no requested
-      TensorRT format can run.
-    conversion_options: a complete `ConversionOptions` to use instead of the individual knobs above.
     policy: "best" (export when the evaluation improves, as `BestExporter`; the best result is read back from
       the evaluation event files after a restart), "latest" (every evaluation, as `LatestExporter`) or
       "final" (only the export at the end of training, as `FinalExporter`).
@@ -158,20 +133,23 @@ class TrtExporter(_exporter_lib.Exporter):
     blocking: wait for each conversion instead of converting in the background while training goes on (the
       final export always waits).
     assets_extra, as_text: passed to `estimator.export_saved_model`, as by `BestExporter`.
+    options: a `ConversionOptions`, instead of option keywords (`conversion_options=`: its old, deprecated name).
+    **option_keywords: any `ConversionOptions` option (precisions, formats, verification_samples, ...; see its
+      docstring). `verification_samples` are held out of the evaluation apart from the calibration batches.
+      `require_tensorrt=True` raises `TensorRTUnavailableError` here, before any training, when no requested
+      TensorRT format can run.
 
   Raises:
-    ValueError: a bad argument (the message names it).
+    ValueError: a bad argument (the message names it), or `options` together with option keywords.
+    TypeError: an unknown keyword.
     TensorRTUnavailableError: `require_tensorrt=True` and no requested TensorRT format can run on this machine.
   """
 
-  def __init__(self, name, serving_input_receiver_fn, precisions=PRECISIONS, compare_fn=None, exports_to_keep=5,
-               calibration_batches=16, calibration_input_fn=None, max_batch_size=None,
-               max_workspace_size_bytes=DEFAULT_WORKSPACE_BYTES, minimum_segment_size=3, require_tensorrt=False,
-               maximum_cached_engines=1, gpu_memory_limit_mb=None, timeout_seconds=DEFAULT_TIMEOUT_SECONDS,
-               conversion_options=None, policy="best", event_file_pattern=DEFAULT_EVENT_FILE_PATTERN,
-               blocking=False, assets_extra=None, as_text=False, signature_key=None, formats="auto",
-               format_options=None, conversion_policy="latest", verification_samples=500, conversion_device=None,
-               triton_repository=None, triton_model_name=None, worker_threads="auto", worker_nice="auto"):
+  @with_option_keywords(ESTIMATOR)
+  def __init__(self, name, serving_input_receiver_fn, *, compare_fn=None, exports_to_keep=DEFAULT_EXPORTS_TO_KEEP,
+               calibration_batches=DEFAULT_CALIBRATION_BATCHES, calibration_input_fn=None, policy="best",
+               event_file_pattern=DEFAULT_EVENT_FILE_PATTERN, blocking=False, assets_extra=None, as_text=False,
+               signature_key=None, options=None, **option_keywords):
     _check_name(name)
     if not callable(serving_input_receiver_fn):
       raise invalid_argument("serving_input_receiver_fn", serving_input_receiver_fn,
@@ -194,25 +172,14 @@ class TrtExporter(_exporter_lib.Exporter):
       raise invalid_argument("blocking", blocking, "True or False")
     if signature_key is not None and (not isinstance(signature_key, str) or not signature_key.strip()):
       raise invalid_argument("signature_key", signature_key, "None or the name of a signature of the export")
-    knobs = dict(precisions=precisions, max_batch_size=max_batch_size,
-                 max_workspace_size_bytes=max_workspace_size_bytes, minimum_segment_size=minimum_segment_size,
-                 maximum_cached_engines=maximum_cached_engines, require_tensorrt=require_tensorrt,
-                 gpu_memory_limit_mb=gpu_memory_limit_mb, timeout_seconds=timeout_seconds, formats=formats,
-                 format_options=format_options, conversion_policy=conversion_policy,
-                 verification_samples=verification_samples, conversion_device=conversion_device,
-                 triton_repository=triton_repository, triton_model_name=triton_model_name,
-                 worker_threads=worker_threads, worker_nice=worker_nice)
-    if conversion_options is not None:
-      if not isinstance(conversion_options, ConversionOptions):
-        raise invalid_argument("conversion_options", conversion_options, "None or a ConversionOptions")
-      defaults = _constructor_defaults()
-      changed = sorted(k for k, v in knobs.items() if v is not defaults[k] and v != defaults[k])
-      if changed:
-        raise invalid_argument("conversion_options", conversion_options, "either conversion_options or the "
-                               f"individual options, not both (also given: {', '.join(changed)})")
-      options = conversion_options
-    else:
-      options = ConversionOptions(**knobs)
+    if "conversion_options" in option_keywords:
+      warnings.warn("TrtExporter(conversion_options=...) is deprecated: pass options=... instead",
+                    DeprecationWarning, stacklevel=2)
+      if options is not None:
+        raise invalid_argument("conversion_options", "ConversionOptions(...)", "None when options= is given",
+                               hint="conversion_options is the old name of options; pass one of them.")
+      options = option_keywords.pop("conversion_options")
+    options = options_from_keywords(ESTIMATOR, options, option_keywords, type(self).__name__)
     if "INT8" in options.precisions and calibration_batches == 0 and calibration_input_fn is None:
       raise invalid_argument("calibration_batches", calibration_batches,
                              "1 or more when precisions include INT8 and no calibration_input_fn is given",
@@ -259,22 +226,21 @@ class TrtExporter(_exporter_lib.Exporter):
     Estimator's `loss`), otherwise "latest". A flag that is not defined leaves its argument at its default.
     `overrides` (any constructor argument) win over the flags.
     """
-    from tftrt_keras.flags import conversion_options_from_flags  # pylint: disable=g-import-not-at-top
+    from tftrt_keras import flags as tftrt_flags  # pylint: disable=g-import-not-at-top
     fv = flag_values
-    defaults = _constructor_defaults()
-    # ConversionOptions fields given as overrides go into the options built from the flags.
-    knob_overrides = {k: overrides.pop(k) for k in _option_arguments() if k in overrides}
-    if "conversion_options" not in overrides:
-      overrides["conversion_options"] = conversion_options_from_flags(fv, **knob_overrides)
-    elif knob_overrides:
-      overrides.update(knob_overrides)  # the constructor says that both cannot be given
-    save_best_only = _flag(fv, "export_save_best_only", False)
-    monitor = _flag(fv, "export_monitor", "val_loss")
-    arguments = dict(exports_to_keep=_flag(fv, "export_exports_to_keep", defaults["exports_to_keep"]),
-                     calibration_batches=_flag(fv, "export_calibration_batches", defaults["calibration_batches"]),
-                     blocking=_flag(fv, "export_blocking", defaults["blocking"]),
-                     signature_key=_flag(fv, "export_signature_key", None) or None,
-                     policy="best" if save_best_only else "latest")
+    settings = tftrt_flags.training_settings_from_flags(fv)
+    save_best_only, monitor = settings.pop("save_best_only", False), settings.pop("monitor", "val_loss")
+    settings.pop("export_dir", None)  # the Estimator exports under its model_dir
+    settings["signature_key"] = settings.get("signature_key") or None
+    if "conversion_options" in overrides and "options" not in overrides:
+      overrides["options"] = overrides.pop("conversion_options")  # the constructor's deprecation, said once
+      warnings.warn("TrtExporter(conversion_options=...) is deprecated: pass options=... instead",
+                    DeprecationWarning, stacklevel=2)
+    names = {row.name for row in option_table(ESTIMATOR)}
+    if "options" not in overrides:
+      overrides["options"] = tftrt_flags.conversion_options_from_flags(
+          fv, **{k: overrides.pop(k) for k in list(overrides) if k in names})
+    arguments = dict(settings, policy="best" if save_best_only else "latest")
     if save_best_only and monitor not in ("loss", "val_loss"):
       arguments["compare_fn"] = metric_compare_fn(monitor)
     arguments.update(overrides)
@@ -361,11 +327,11 @@ class TrtExporter(_exporter_lib.Exporter):
         raise
       except ExportRootBusy as err:
         # Another process owns this directory: write nothing into it, not even a manifest.
-        logging.error("tftrt_keras: %s The normal export %s was written; its TF-TRT variants were not.",
+        logging.error("tftrt_keras: %s The normal export %s was written; its deployment variants were not.",
                       err, native_dir)
       except Exception as err:  # pylint: disable=broad-except
         # The normal export is written and stays usable; the conversion's failure is recorded, never raised.
-        logging.exception("tftrt_keras: preparing the TF-TRT export of %s failed", native_dir)
+        logging.exception("tftrt_keras: preparing the deployment variants of %s failed", native_dir)
         self._record_failure(native_dir, signature_key, checkpoint_path, eval_result, err)
       return export_result
     finally:

@@ -1,6 +1,5 @@
 """`TrtExport`: the Keras callback that writes deployment variants next to a normal SavedModel while `fit` runs."""
 
-import dataclasses
 import importlib.util
 import math
 import os
@@ -12,8 +11,9 @@ from absl import logging
 from tftrt_keras.keras import flavor as keras_flavor
 from tftrt_keras.errors import invalid_argument
 from tftrt_keras.samples.reservoir import SplitReservoir
-from tftrt_keras.options import (DEFAULT_TIMEOUT_SECONDS, DEFAULT_WORKSPACE_BYTES,
-                                 ConversionOptions, artifact_names)
+from tftrt_keras.checks import KERAS
+from tftrt_keras.options import (DEFAULT_CALIBRATION_BATCHES, DEFAULT_EXPORTS_TO_KEEP, artifact_names, option_table,
+                                 options_from_keywords, with_option_keywords)
 from tftrt_keras.artifacts.layout import ExportLayout, RootLock
 from tftrt_keras.pipeline.scheduler import ExportScheduler
 from tftrt_keras.keras.calibration_source import check_calibration_source, given_batches
@@ -26,19 +26,11 @@ from tftrt_keras.keras import task_labels
 from tftrt_keras.artifacts.manifest import PENDING, fail_pending, read_manifest, write_manifest
 from tftrt_keras.pipeline.prepare import prepare_export, record_failed_export
 from tftrt_keras.precisions import BASE_ARTIFACTS as _BASE_ARTIFACTS
-from tftrt_keras.precisions import PRECISIONS, normalize_precisions
 from tftrt_keras.verify.summary import known_skips_text, summary_table
 
 
 # Export root -> the TrtExport of this process holding it (weak: a callback that is gone held nothing).
 _ROOT_HOLDERS = weakref.WeakValueDictionary()
-
-# ConversionOptions fields that are TrtExport arguments of the same name.
-_OPTION_ARGUMENTS = ("precisions", "formats", "format_options", "max_batch_size", "max_workspace_size_bytes",
-                     "minimum_segment_size", "maximum_cached_engines", "require_tensorrt", "gpu_memory_limit_mb",
-                     "timeout_seconds", "conversion_policy", "verification_samples", "conversion_device",
-                     "triton_repository", "triton_model_name", "verify", "worker_threads",
-                     "worker_nice", "max_metric_drop")
 
 
 class TrtExport(keras_flavor.callback_base()):
@@ -63,82 +55,48 @@ class TrtExport(keras_flavor.callback_base()):
 
   Args:
     export_dir: export root. Each export gets a new version number, also across resumed runs.
-    precisions: precisions to build in every format, a subset of ("FP32", "FP16", "INT8").
-    formats: "auto" (default) or a subset of ("tftrt", "onnx", "trt", "trt_rtx"). "auto": `tftrt` where the
-      installed TensorFlow has TF-TRT (2.15-2.17), `onnx` always, `trt` and `trt_rtx` always (recorded as skipped
-      with the reason where TensorRT or a GPU is missing, or TensorRT-RTX is not installed). A variant's source
-      is built too (`onnx_fp32` for `onnx_int8`).
-    format_options: {format name: dict of that format's options}, e.g. `{"onnx": {...}}` (see
-      `tftrt_keras.formats`); each format checks its own.
-    monitor, mode, save_best_only, save_freq, initial_value_threshold: as in the `keras.callbacks.ModelCheckpoint`
-      of the model's Keras, decided by its rules: `save_freq` counts batches (with `steps_per_execution`
-      too), `mode="auto"` takes that Keras' direction for the metric, a missing monitored value exports on
-      Keras 3.10+ and skips on older Keras, and the best value carries over to the next `fit`.
+    monitor, verbose, save_best_only, mode, save_freq, initial_value_threshold: as in the
+      `keras.callbacks.ModelCheckpoint` of the model's Keras, decided by its rules: `save_freq` counts batches
+      (with `steps_per_execution` too), `mode="auto"` takes that Keras' direction for the metric, a missing
+      monitored value exports on Keras 3.10+ and skips on older Keras, and the best value carries over to the
+      next `fit`. `verbose`: 0 silent; 1 one line per export and the summary table at the end of `fit`.
     calibration_batches: validation batches kept for INT8 calibration (0: capture nothing, no verification
       sample either).
-    verification_samples: validation samples kept for verification, apart from the calibration samples
-      (default 500). A shorter pass is shared in proportion, verification keeping at least a quarter of it.
     calibration_data: overrides capture: a `tf.data.Dataset` of batches (x or (x, y)), a numpy array, or a
       list/tuple (input order) or dict (input names) of arrays, samples along axis 0, cast to the inputs'
       dtypes as `fit` casts them; checked before the first step. A random part is held out for verification.
     exports_to_keep: keep only the newest N exports (default 5, as `TrtExporter`; None: all). Retention deletes
       only what this library wrote.
-    max_batch_size: largest batch the engines must serve (default: the largest captured batch).
-    max_workspace_size_bytes, minimum_segment_size, maximum_cached_engines: TensorRT / TF-TRT settings.
-    require_tensorrt: fail in `on_train_begin`, before the first step, when no requested TensorRT format (tftrt,
-      trt, trt_rtx) can build and run engines here.
     blocking: wait for each conversion instead of converting in the background.
     input_signature: TensorSpec (or list/dict of them) for the serving signature; default: the model's own
       inputs, or the structure of the validation batches.
-    gpu_memory_limit_mb: TensorFlow's GPU memory in the conversion worker (see `ConversionOptions`).
-    timeout_seconds: kill a conversion worker that runs longer (default one hour; None: no bound).
-    conversion_policy: "latest" (default) converts the newest export when exports come faster than conversions
-      (a waiting older one is superseded; its frozen graph, samples and verification are still made); "every"
-      converts every export in turn.
-    conversion_device: where the worker converts: None (the first GPU, else the CPU), "cpu" or "gpu:<index>"
-      (keep conversion off the GPU training fills).
-    triton_repository: a Triton model repository to publish the ONNX and TensorRT variants into (None: none).
-    triton_model_name: the prefix of those Triton models (default: the export directory's name).
     log_dir: TensorBoard directory for verification scalars (e.g. the `TensorBoard` callback's log_dir).
-    verbose: 0 silent; 1 one line per export and the summary table at the end of `fit`.
     seed: seeds the batch sampling (identical on every worker of a distributed run).
-    verify: check each variant against the normal export on the held-out samples; a variant outside the
-      thresholds is marked `rejected`, one the comparison cannot vouch for `unverified` with the reason (see
-      `ConversionOptions` for the thresholds). False: every variant is `unverified`.
-    backend: deprecated and ignored (TF-TRT is the only converter); any other value than its default is refused.
-    worker_threads, worker_nice: the conversion worker's threads per library and CPU niceness; "auto": a
-      quarter of the cores (at least 1) at the lowest priority while training goes on, everything when
-      `blocking=True` (see `ConversionOptions`).
-    max_metric_drop: {metric: allowed drop} of the model's compiled metrics on the labelled verification samples
-      (a rise for losses), e.g. {"accuracy": 0.005}; checked in `on_train_begin` (see `ConversionOptions`).
+    options: a `ConversionOptions`, instead of option keywords.
+    **option_keywords: any `ConversionOptions` option (precisions, formats, format_options, max_batch_size,
+      require_tensorrt, verify, verify_tolerance_fp16, ...; see its docstring for each).
+
+  Raises:
+    ValueError: a bad argument (the message names it), or `options` together with option keywords.
+    TypeError: an unknown keyword.
   """
 
-  def __init__(self, export_dir, precisions=PRECISIONS, monitor="val_loss", mode="auto", save_best_only=False,
-               save_freq="epoch", initial_value_threshold=None, calibration_batches=16, calibration_data=None,
-               exports_to_keep=5, max_batch_size=None, max_workspace_size_bytes=DEFAULT_WORKSPACE_BYTES,
-               minimum_segment_size=3, maximum_cached_engines=1, require_tensorrt=False, blocking=False,
-               input_signature=None, gpu_memory_limit_mb=None, timeout_seconds=DEFAULT_TIMEOUT_SECONDS,
-               log_dir=None, verbose=1, seed=0, verify=True, backend=None, formats="auto",
-               format_options=None, conversion_policy="latest", verification_samples=500, conversion_device=None,
-               triton_repository=None, triton_model_name=None, worker_threads="auto", worker_nice="auto",
-               max_metric_drop=None):
+  @with_option_keywords(KERAS)
+  def __init__(self, export_dir, monitor="val_loss", verbose=1, save_best_only=False, mode="auto",
+               save_freq="epoch", initial_value_threshold=None, *, calibration_batches=DEFAULT_CALIBRATION_BATCHES,
+               calibration_data=None, exports_to_keep=DEFAULT_EXPORTS_TO_KEEP, blocking=False, input_signature=None,
+               log_dir=None, seed=0, options=None, **option_keywords):
     super().__init__()
     if not isinstance(export_dir, (str, os.PathLike)) or not os.fspath(export_dir):
       raise invalid_argument("export_dir", export_dir, "a directory path")
     if os.path.exists(export_dir) and not os.path.isdir(export_dir):
       raise invalid_argument("export_dir", os.fspath(export_dir), "a directory (this path is an existing file)")
     self.export_dir = os.fspath(export_dir)
-    self.options = ConversionOptions(
-        precisions=normalize_precisions(precisions), formats=formats, format_options=format_options,
-        max_batch_size=max_batch_size, max_workspace_size_bytes=max_workspace_size_bytes,
-        minimum_segment_size=minimum_segment_size, maximum_cached_engines=maximum_cached_engines,
-        require_tensorrt=require_tensorrt, gpu_memory_limit_mb=gpu_memory_limit_mb, timeout_seconds=timeout_seconds,
-        conversion_policy=conversion_policy, verification_samples=verification_samples,
-        conversion_device=conversion_device, triton_repository=triton_repository,
-        triton_model_name=triton_model_name, verify=verify, backend=backend, worker_threads=worker_threads,
-        worker_nice=worker_nice, max_metric_drop=max_metric_drop)
     if not isinstance(monitor, str) or not monitor:
-      raise invalid_argument("monitor", monitor, "a metric name such as 'val_loss'")
+      raise invalid_argument("monitor", monitor, "a metric name such as 'val_loss'",
+                             hint="Precisions and the other options are keywords: "
+                                  "TrtExport(export_dir, precisions=(...)).")
+    self.options = options_from_keywords(KERAS, options, option_keywords, type(self).__name__)
     if mode not in ("auto", "min", "max"):
       raise invalid_argument("mode", mode, "one of 'auto', 'min', 'max'")
     if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq <= 0):
@@ -194,28 +152,17 @@ class TrtExport(keras_flavor.callback_base()):
     Raises:
       ValueError: `--export_dir` is not set (and no `export_dir` override), or a flag's value is invalid.
     """
-    from tftrt_keras.flags import conversion_options_from_flags  # pylint: disable=g-import-not-at-top
-    options = conversion_options_from_flags(flag_values)
-    export_dir = overrides.pop("export_dir", getattr(flag_values, "export_dir", None))
+    from tftrt_keras import flags as tftrt_flags  # pylint: disable=g-import-not-at-top
+    settings = tftrt_flags.training_settings_from_flags(flag_values)
+    settings.pop("signature_key", None)  # the Estimator's
+    export_dir = overrides.pop("export_dir", settings.pop("export_dir", None))
     if not export_dir:
       raise invalid_argument("export_dir", export_dir, "a directory (set --export_dir)")
-
-    def training_flag(name, old_name, default):  # renamed with an `export_` prefix (scripts own `--verify`...)
-      return getattr(flag_values, name, getattr(flag_values, old_name, default))
-    kwargs = {name: getattr(options, name) for name in _OPTION_ARGUMENTS}
-    kwargs.update(
-        export_dir=export_dir,
-        calibration_batches=training_flag("export_calibration_batches", "calibration_batches", 16),
-        exports_to_keep=training_flag("export_exports_to_keep", "exports_to_keep", 5),
-        save_best_only=training_flag("export_save_best_only", "export_save_best_only", False),
-        monitor=training_flag("export_monitor", "export_monitor", "val_loss"),
-        blocking=training_flag("export_blocking", "export_blocking", False))
-    kwargs.update(overrides)
-    callback = cls(**kwargs)
-    # Options without a TrtExport argument (verification thresholds...) come from the flags as they are.
-    callback.options = dataclasses.replace(options, **{name: getattr(callback.options, name)
-                                                       for name in _OPTION_ARGUMENTS})
-    return callback
+    names = {row.name for row in option_table(KERAS)}
+    if "options" not in overrides:
+      overrides["options"] = tftrt_flags.conversion_options_from_flags(
+          flag_values, **{name: overrides.pop(name) for name in list(overrides) if name in names})
+    return cls(export_dir, **dict(settings, **overrides))
 
   # --- Keras 2 CallbackList asks every callback these (Keras 3 ignores them).
   _supports_tf_logs = False
@@ -259,8 +206,8 @@ class TrtExport(keras_flavor.callback_base()):
     if self.calibration_data is not None:
       # Keyed by input name now: data the model cannot take fails before the first step.
       self._explicit_batches, self._explicit_casts, self._explicit_labels = given_batches(
-          self.calibration_data, self._signature, self.calibration_batches or 16, self.options.max_batch_size,
-          label_keys=task_labels.label_keys(model))
+          self.calibration_data, self._signature, self.calibration_batches or DEFAULT_CALIBRATION_BATCHES,
+          self.options.max_batch_size, label_keys=task_labels.label_keys(model))
     elif "INT8" in self.options.precisions and fit_has_validation(model) is False:
       raise invalid_argument(
           "calibration_data", None, "validation data in fit() or `calibration_data` when precisions include INT8",

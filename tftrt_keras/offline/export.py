@@ -5,7 +5,8 @@ import shutil
 
 from tftrt_keras.samples import calibration_data
 from tftrt_keras.errors import invalid_argument
-from tftrt_keras.options import ConversionOptions
+from tftrt_keras.checks import OFFLINE
+from tftrt_keras.options import options_from_keywords, with_option_keywords
 from tftrt_keras.preflight import require_tensorrt_or_raise
 from tftrt_keras.artifacts.layout import ExportLayout, RootLock
 from tftrt_keras.pipeline.scheduler import ExportScheduler
@@ -34,8 +35,10 @@ def _samples_from(calibration, signature):
   return arrays
 
 
+@with_option_keywords(OFFLINE)
 def export_saved_model(saved_model_dir, output_dir, *, signature_key=DEFAULT_SIGNATURE_KEY, calibration_data=None,
-                       calibration_batch_size=None, options=None, source=None, exports_to_keep=None):
+                       calibration_batch_size=None, source=None, exports_to_keep=None, options=None,
+                       **option_keywords):
   """Copies a SavedModel into `output_dir`'s layout as a new version and builds every artifact for it.
 
   All arguments are checked before anything is written; a bad one raises ValueError naming it.
@@ -47,20 +50,20 @@ def export_saved_model(saved_model_dir, output_dir, *, signature_key=DEFAULT_SIG
     calibration_data: `.npz` path or {input name: array}, samples along axis 0. Required for INT8.
     calibration_batch_size: how the samples are batched for calibration and engine building
       (default: `options.max_batch_size` or 8).
-    options: `ConversionOptions` (default: all precisions).
     source: extra fields for the manifest's `source`.
     exports_to_keep: keep only this many versions in `output_dir`.
+    options: a `ConversionOptions`, instead of option keywords.
+    **option_keywords: any `ConversionOptions` option (precisions, formats, ...; see its docstring).
 
   Returns:
     The closed manifest (a dict).
 
   Raises:
-    ValueError: a bad argument (the message names it).
+    ValueError: a bad argument (the message names it), or `options` together with option keywords.
+    TypeError: an unknown keyword.
     TensorRTUnavailableError: `options.require_tensorrt` and no requested TensorRT format can run here.
   """
-  options = options or ConversionOptions()
-  if not isinstance(options, ConversionOptions):
-    raise invalid_argument("options", options, "a tftrt_keras.ConversionOptions")
+  options = options_from_keywords(OFFLINE, options, option_keywords, "export_saved_model")
   _check_output_dir(output_dir)
   loaded, _, signature = load_signature(saved_model_dir, signature_key)
   del loaded

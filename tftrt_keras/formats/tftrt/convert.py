@@ -191,7 +191,7 @@ class TfTrtBackend:
   """TF-TRT (`TrtGraphConverterV2`) as a conversion backend.
 
   Args:
-    status: the `preflight.TensorRTStatus` to go by; None: ask `preflight.check_tensorrt()` in this process
+    status: the `preflight.TfTrtStatus` to go by; None: ask `preflight.check_tftrt()` in this process
       (the export worker, whose library path and device are already set).
   """
 
@@ -199,8 +199,8 @@ class TfTrtBackend:
 
   def __init__(self, status=None):
     if status is None:
-      from tftrt_keras.formats.tftrt.status import check_tensorrt  # pylint: disable=g-import-not-at-top
-      status = check_tensorrt()
+      from tftrt_keras.formats.tftrt.status import check_tftrt  # pylint: disable=g-import-not-at-top
+      status = check_tftrt()
     self.status = status
 
   def unavailable_reason(self):
@@ -288,8 +288,8 @@ class TfTrtBackend:
         input_saved_model_signature_key=signature_key,
         precision_mode=precision,
         max_workspace_size_bytes=options.max_workspace_size_bytes,
-        minimum_segment_size=options.minimum_segment_size,
-        maximum_cached_engines=options.maximum_cached_engines,
+        minimum_segment_size=options.options_for("tftrt").minimum_segment_size,
+        maximum_cached_engines=options.options_for("tftrt").maximum_cached_engines,
         use_calibration=precision == "INT8",
         use_dynamic_shape=True,
         dynamic_shape_profile_strategy="Range",

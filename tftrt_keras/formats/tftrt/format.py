@@ -8,6 +8,7 @@ what its result must show to count as a variant.
 from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND, ConversionUnavailable, converter_spec, load_backend
 from tftrt_keras.formats.base import Format, VariantFailed, VariantUnavailable, tensorflow_version
 from tftrt_keras.formats.savedmodel import SavedModelRunner
+from tftrt_keras.formats.tftrt.options import TfTrtOptions
 
 
 # TF-TRT's last release line: TensorFlow 2.18 disabled it (its Python files remain, but no build links
@@ -187,6 +188,7 @@ def judge_conversion(summary, engines, build_sizes, max_batch_size, minimum_segm
 class TfTrtFormat(Format):
   name = "tftrt"
   description = "TF-TRT SavedModel (TensorRT engines inside TRTEngineOp nodes; serve with TF Serving + TensorRT)"
+  options_class = TfTrtOptions
 
   def __init__(self):
     self._backends = {}
@@ -211,8 +213,8 @@ class TfTrtFormat(Format):
     if spec == DEFAULT_BACKEND and not tensorflow_has_tftrt():
       # TF-TRT's own converter cannot exist here: the preflight's words, so the manifest says what
       # `python -m tftrt_keras.preflight` says. A test's stand-in converter answers for itself.
-      from tftrt_keras.formats.tftrt.status import check_tensorrt  # pylint: disable=g-import-not-at-top
-      return check_tensorrt().reason
+      from tftrt_keras.formats.tftrt.status import check_tftrt  # pylint: disable=g-import-not-at-top
+      return check_tftrt().reason
     return self._backend(spec).unavailable_reason()
 
   def environment(self, options):
@@ -250,7 +252,8 @@ class TfTrtFormat(Format):
     except ConversionUnavailable as err:
       raise VariantUnavailable(str(err)) from err
     details = judge_conversion(summary or {}, trt_convert.read_engine_assets(output_dir),
-                               [_num_samples(b) for b in build], max_batch, options.minimum_segment_size,
+                               [_num_samples(b) for b in build], max_batch,
+                               job.format_options(self.name).minimum_segment_size,
                                no_build_reason)
     details["build_inputs"] = build_source or no_build_reason
     if calibration_note:

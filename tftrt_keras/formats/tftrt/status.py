@@ -1,6 +1,6 @@
 """Can TF-TRT run here, and if not, what exactly should the user do?
 
-`check_tensorrt()` answers without ever aborting the process: TensorFlow's own
+`check_tftrt()` answers without ever aborting the process: TensorFlow's own
 `get_loaded_tensorrt_version()` calls `abort()` ("getInferLibVersion symbol not found") when TensorRT is
 not loadable, so it is only asked once `is_tensorrt_enabled()` said yes.
 """
@@ -15,8 +15,8 @@ from tftrt_keras.formats.tftrt.libraries import (TensorRTLibrary, compatible_lib
 
 
 @dataclasses.dataclass
-class TensorRTStatus:
-  """What `check_tensorrt()` found. `usable` is the one thing most callers need."""
+class TfTrtStatus:
+  """What `check_tftrt()` found. `usable` is the one thing most callers need."""
   tensorflow: str
   tensorrt_linked: tuple
   tensorrt_loaded: tuple
@@ -97,11 +97,11 @@ def _tftrt_probe():
   return linked, loaded, enabled
 
 
-def check_tensorrt(search_dirs=None, on_loader_path=None, nvidia_smi="nvidia-smi"):
+def check_tftrt(search_dirs=None, on_loader_path=None, nvidia_smi="nvidia-smi"):
   """Reports whether TF-TRT can convert in this process, and the exact fix when it cannot.
 
   A trainer that wants the export worker's answer (its library path and device included) asks
-  `check_tensorrt_as_worker()` instead.
+  `check_tftrt_as_worker()` instead.
 
   Args:
     search_dirs: where to look for `libnvinfer.so.*` (see `find_tensorrt_libraries`); None: the usual places.
@@ -109,10 +109,10 @@ def check_tensorrt(search_dirs=None, on_loader_path=None, nvidia_smi="nvidia-smi
     nvidia_smi: the `nvidia-smi` command used to read free GPU memory; None: do not ask.
 
   Returns:
-    A `TensorRTStatus`; `str()` of it is the printable report, `.reason` a one-line summary.
+    A `TfTrtStatus`; `str()` of it is the printable report, `.reason` a one-line summary.
 
   Example:
-    >>> status = tftrt_keras.check_tensorrt()
+    >>> status = tftrt_keras.check_tftrt()
     >>> print(status)
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -136,13 +136,13 @@ def diagnose(tensorflow_version, linked, loaded, enabled, gpus, libraries):
     libraries: `TensorRTLibrary` records found on disk.
 
   Returns:
-    A `TensorRTStatus`.
+    A `TfTrtStatus`.
   """
   linked, loaded = tuple(linked or ()), tuple(loaded or ())
   # TensorFlow 2.18+ answers the linked-version question with 0.0.0: built without TF-TRT.
   linked = linked if any(linked) else ()
   loaded = loaded if any(loaded) else ()
-  status = TensorRTStatus(tensorflow_version, linked, loaded, enabled, list(gpus), list(libraries))
+  status = TfTrtStatus(tensorflow_version, linked, loaded, enabled, list(gpus), list(libraries))
   linked_text = ".".join(map(str, linked))
   if not linked:
     status.problems.append(f"TensorFlow {tensorflow_version} has no TF-TRT (TF-TRT exists in TensorFlow 2.15-2.17)")
@@ -200,7 +200,7 @@ def ensure_tensorrt_findable(argv, module):
   """
   if os.environ.get(LIBRARY_PATH_DONE):
     return
-  status = check_tensorrt(nvidia_smi=None)
+  status = check_tftrt(nvidia_smi=None)
   if status.library_dir_to_add:
     env = worker_environment(status)
     env[LIBRARY_PATH_DONE] = "1"
