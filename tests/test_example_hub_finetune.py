@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests import console_table
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "examples", "hub_finetune.py")
 
@@ -44,13 +46,11 @@ def _assert_artifacts_as_a_user_expects(manifest, stdout):
     assert artifacts[name]["status"] in ("ok", "unverified") and artifacts[name]["engine_bytes"] > 0, artifacts[name]
   # The table at the end of training gives each artifact of this export its status, printed once.
   assert stdout.count("tftrt_keras exports:") == 1
-  table = stdout[stdout.index("tftrt_keras exports:"):stdout.index("Export version")]
-  latest = table[table.index(f"version {manifest['version']}"):].splitlines()[3:]
-  rows = {line.split()[0]: line.split()[1] for line in latest if len(line.split()) > 1}
-  for name, entry in artifacts.items():
-    assert rows[name] == entry["status"]
+  table = stdout[stdout.index("tftrt_keras exports:"):stdout.index("Calibration: ")]
+  rows = console_table.statuses(table, artifacts)
+  assert {n: s for n, (s, _) in rows.items()} == {n: e["status"] for n, e in artifacts.items()}
   # The closing lines: how the samples were split, and where the manifest is.
-  closing = stdout[stdout.index("Export version"):]
+  closing = stdout[stdout.index("Calibration: "):]
   assert "Calibration: " in closing
   assert f"manifests/{manifest['version']}/manifest.json" in closing
 

@@ -77,4 +77,4 @@ def test_trains_exports_and_prints_the_summary(tmp_path):
       assert entry["status"] == "skipped" and entry["reason"] == tensorrt.reason, entry
   table = result.stdout[result.stdout.index("Exports in"):]
   latest = table[table.index(f"version {versions[0]}"):]  # the latest export in full
-  assert "\ntftrt_int8 " in latest and f"frozen/{versions[0]}" in latest
+  assert "\ntftrt " in latest and f"frozen/{versions[0]}" in latest

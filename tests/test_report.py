@@ -71,6 +71,18 @@ def _manifest_with_unverified():
 
 
 @pytest.mark.unit
+def test_a_reason_shared_by_several_artifacts_is_written_once_in_the_report(tmp_path):
+  manifest = _manifest_with_unverified()
+  manifest["artifacts"]["trt_int8"] = dict(manifest["artifacts"]["trt_fp16"], path="../../trt_int8/7")
+  manifest["artifacts"]["trt_fp32"] = {"status": "skipped", "path": None, "reason": "not requested"}
+  manifest["artifacts"]["trt_bf16"] = {"status": "skipped", "path": None, "reason": "not requested"}
+  report.write_report(manifest, str(tmp_path))
+  text = (tmp_path / "report.md").read_text()
+  assert f"- trt_fp16, trt_int8: unverified: {NO_GPU}" in text.splitlines() and text.count(NO_GPU) == 1
+  assert "- trt_fp32, trt_bf16: skipped (not requested)" in text.splitlines()
+
+
+@pytest.mark.unit
 def test_unverified_artifacts_are_shown_as_such_with_their_reasons_and_figures(tmp_path):
   text = report.verification_table(_manifest_with_unverified())
   rows = _table_rows(text)

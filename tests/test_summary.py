@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from tests import console_table
 from tftrt_keras.verify import summary
 
 pytestmark = pytest.mark.unit
@@ -32,33 +33,50 @@ def _manifest(version, split=None, warnings=None):
 
 
 def _rows(text):
-  """{artifact: row cells} of the latest export's table (below its heading, above the first blank line)."""
-  table = text.split("\n\n")[0].splitlines()
-  heading = max(i for i, line in enumerate(table) if line.startswith("version "))
-  assert table[heading + 1].split() == ["artifact", "status", "path", "reason"]
-  return {line.split()[0]: line.split(None, 3) for line in table[heading + 3:]}
+  """{row label: row cells} of the latest export's table."""
+  header, *rows = console_table.table_lines(text)
+  cuts = [header.index("status"), header.index("path", header.index("status"))]
+  if "reason" in header[cuts[1]:]:
+    cuts.append(header.index("reason", cuts[1]))
+  return {row[:cuts[0]].strip(): [row[a:b].strip() for a, b in zip([0] + cuts, cuts + [None])] for row in rows}
 
 
-def test_long_reasons_are_referenced_and_written_once_in_full_below_the_table():
-  text = summary.summary_table([_manifest(1), _manifest(2)], root="/exports", width=80)
-  rows = _rows(text)
-  assert rows["tftrt_fp16"][3] == rows["tftrt_int8"][3] == "[1]"
-  assert rows["onnx_int8"][3] == "[2]"
-  assert rows["onnx_fp16"][3] == "built from onnx_fp32, which is failed"  # short: stands in the table
-  assert rows["onnx_int8"][:3] == ["onnx_int8", "rejected", "onnx_int8/2"]
-  below = text.split("\n\n", 1)[1]
-  assert "…" not in text
-  # Each reason exactly once, every word of it intact (joined again, the wrapped text is the reason).
+def _footnotes(text):
+  """{"[n]": the reason, its wrapped lines joined again} below the table."""
   notes = {}
-  for line in below.splitlines():
+  for line in text.splitlines():
     if line.startswith("["):
       number, _, rest = line.partition("] ")
       notes[number + "]"] = [rest]
-    else:
-      assert line.startswith("    "), line  # continuation lines are indented under the text
+    elif notes and line.startswith("    "):  # continuation lines are indented under the text
       notes[list(notes)[-1]].append(line.strip())
-  assert {k: " ".join(v) for k, v in notes.items()} == {"[1]": LONG_REASON, "[2]": OTHER_LONG_REASON}
-  assert max(len(line) for line in below.splitlines()) <= 80
+    elif notes:
+      break
+  return {k: " ".join(v) for k, v in notes.items()}
+
+
+def test_a_format_is_one_row_and_each_reason_is_a_footnote_written_once():
+  text = summary.summary_table([_manifest(1), _manifest(2)], root="/exports", width=80)
+  rows = _rows(text)
+  assert text.splitlines()[1].split() == ["version", "2", "(latest)", "status", "(fp16", "/", "int8)", "path"]
+  assert rows["tftrt"] == ["tftrt", "skipped [1]", "-"]  # both precisions agree: one word
+  assert rows["onnx"] == ["onnx", "failed [2] / rejected [3]", "onnx_int8/2"]
+  assert rows["calibration"] == ["calibration", "ok", "calibration/2"]
+  assert "…" not in text and "onnx_fp16" not in text.split("[1]")[0]
+  # Each reason exactly once, every word of it intact (joined again, the wrapped text is the reason).
+  assert _footnotes(text) == {"[1]": LONG_REASON, "[2]": "built from onnx_fp32, which is failed",
+                              "[3]": OTHER_LONG_REASON}
+  assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_a_short_reason_a_whole_row_shares_stands_in_the_table():
+  manifest = {"version": 7, "artifacts": {
+      "native": {"status": "ok", "path": "../../7"},
+      "onnx_fp32": {"status": "skipped", "path": None, "reason": "not requested here"},
+      "onnx_int8": {"status": "skipped", "path": None, "reason": "not requested here"}}}
+  text = summary.summary_table([manifest], root="/exports")
+  assert _rows(text)["onnx"] == ["onnx", "skipped", "-", "not requested here"]
+  assert "[1]" not in text
 
 
 def test_earlier_exports_are_one_line_each_and_superseded_is_said_once():
@@ -71,11 +89,12 @@ def test_earlier_exports_are_one_line_each_and_superseded_is_said_once():
     earlier.append(manifest)
   text = summary.summary_table(earlier + [_manifest(4)], root="/exports", width=100)
   lines = text.splitlines()
-  assert lines[:4] == ["version 1: 2 ok, 1 rejected, 1 failed, 2 skipped",
+  assert lines[:3] == ["version 1: 2 ok, 1 rejected, 1 failed, 2 skipped",
                        "version 2: 2 ok, 4 skipped (4 superseded)",
                        "version 3: 2 ok, 4 skipped (4 superseded)",
-                       "version 4 (latest):"]
-  assert set(_rows(text)) == set(_manifest(4)["artifacts"])  # the latest in full
+                       ]
+  assert lines[3].startswith("version 4 (latest)  status")
+  assert set(_rows(text)) == {"native", "calibration", "tftrt", "onnx"}  # the latest in full
   assert " ".join(text.split()).count(" ".join(summary.SUPERSEDED_NOTE.split())) == 1
   assert text.count("superseded:") == 1 and "version 3 was due" not in text
   assert text.count(LONG_REASON[:40]) == 1  # the earlier exports' reasons are not repeated
@@ -84,7 +103,7 @@ def test_earlier_exports_are_one_line_each_and_superseded_is_said_once():
 def test_reasons_said_before_training_are_not_written_again():
   text = summary.summary_table([_manifest(1)], root="/exports", said=[LONG_REASON])
   rows = _rows(text)
-  assert rows["tftrt_fp16"][3] == rows["tftrt_int8"][3] == "said above"
+  assert rows["tftrt"] == ["tftrt", "skipped", "-", "said above"]
   assert LONG_REASON[:40] not in text and OTHER_LONG_REASON in " ".join(text.split())
 
 
@@ -92,8 +111,21 @@ def test_known_skips_are_one_sentence_per_reason_naming_the_variants():
   text = summary.known_skips_text({"trt_fp32": "no TensorRT", "trt_int8": "no TensorRT", "tftrt_fp32": "no TF-TRT"},
                                       width=400)
   assert text.splitlines() == [
-      "tftrt_keras: skipped on this machine: trt_fp32, trt_int8: no TensorRT",
-      "tftrt_keras: skipped on this machine: tftrt_fp32: no TF-TRT"]
+      "tftrt_keras: skipped on this machine: trt fp32/int8: no TensorRT",
+      "tftrt_keras: skipped on this machine: tftrt fp32: no TF-TRT"]
+
+
+def test_variants_are_named_by_format_with_their_precisions():
+  assert summary.variant_groups(["onnx_fp32", "onnx_int8", "trt_rtx_fp16", "native"]) == (
+      "onnx fp32/int8, trt_rtx fp16, native")
+
+
+def test_formats_skipped_for_a_reason_said_above_share_one_row():
+  manifest = _manifest(3)
+  manifest["artifacts"].update({name: {"status": "skipped", "path": None, "reason": LONG_REASON.upper()}
+                                for name in ("trt_fp16", "trt_int8")})
+  text = summary.summary_table([manifest], root="/exports", said=[LONG_REASON, LONG_REASON.upper()])
+  assert _rows(text)["tftrt, trt"] == ["tftrt, trt", "skipped", "-", "said above"]
 
 
 def test_a_word_longer_than_the_width_stands_whole_on_its_line():
@@ -106,9 +138,7 @@ def test_a_word_longer_than_the_width_stands_whole_on_its_line():
 def test_table_without_reasons_has_no_notes():
   manifest = {"version": 3, "artifacts": {"native": {"status": "ok", "path": "../../3"}}}
   text = summary.summary_table([manifest], root="/r")
-  assert "\n\n" not in text
-  assert text.splitlines()[0] == "version 3:"  # one export: no "(latest)"
-  assert text.splitlines()[3].split() == ["native", "ok", "3"]
+  assert text.splitlines() == ["version 3  status  path", "native     ok      3"]  # one export: no "(latest)"
 
 
 def _write(tmp_path, manifest):
@@ -127,11 +157,11 @@ def test_describe_export_says_how_samples_were_split_and_warns(tmp_path):
   path = _write(tmp_path, manifest)
   text = summary.describe_export(str(path), width=400)
   lines = text.splitlines()
-  assert lines[0] == "Export version 2:"
-  assert f"  Calibration: {split}." in lines
-  assert f"  Warning: {warning}." in lines
-  assert "  Verification judged on 16 held-out samples; servable: native, onnx_fp32; rejected: onnx_int8." in lines
-  assert "  tftrt_fp16, tftrt_int8: " + LONG_REASON in lines  # each reason once, with the artifacts it applies to
+  assert lines[0].split()[:2] == ["version", "2"] and _rows(text)["onnx"][1] == "failed [2] / rejected [3]"
+  assert _footnotes(text)["[1]"] == LONG_REASON  # each reason once
+  assert f"Calibration: {split}." in lines
+  assert f"Warning: {warning}." in lines
+  assert "Verification judged on 16 held-out samples." in lines  # statuses are the table's, not repeated
   assert lines[-1] == f"Manifest: {path}"
 
 
@@ -141,9 +171,8 @@ def test_describe_export_without_the_listing_keeps_only_the_notes(tmp_path):
   path = _write(tmp_path, manifest)
   text = summary.describe_export(str(path), list_artifacts=False)
   assert text.splitlines() == [
-      "Export version 4:", "  Calibration: of 10 captured samples, 8 calibrate and 2 verify.",
-      "  Not verified: verification turned off (ConversionOptions.verify=False).", f"Manifest: {path}"]
-
+      "Calibration: of 10 captured samples, 8 calibrate and 2 verify.",
+      "Not verified: verification turned off (ConversionOptions.verify=False).", f"Manifest: {path}"]
 
 
 SPREAD = "spread across samples 2e-07 of its largest value 0.1 (< 0.001)"
@@ -166,20 +195,18 @@ def _unverified_manifest(version):
 def test_unverified_is_a_status_of_its_own_with_its_reason_written_once():
   text = summary.summary_table([_unverified_manifest(5)], root="/exports", width=100)
   rows = _rows(text)
-  assert rows["frozen"][:3] == ["frozen", "unverified", "frozen/5"]
-  assert rows["onnx_fp32"][1:] == ["unverified", "onnx_fp32/5", rows["frozen"][3]]
+  assert rows["frozen"] == ["frozen", "unverified [2]", "frozen/5"]
+  assert rows["onnx"] == ["onnx", "unverified [2] / ok / rejected [3]", "onnx_*/5"]  # precisions in the header's order
   assert text.count("do not vary enough") == 1  # one reference for both, the reason once below the table
-  assert " ".join(text.split("\n\n", 1)[1].split()).count(NOT_VARYING) == 1
+  assert _footnotes(text)["[2]"] == NOT_VARYING
 
 
-def test_export_notes_name_the_unverified_artifacts_and_the_outputs_that_do_not_vary():
+def test_export_notes_say_what_unverified_means_and_which_outputs_do_not_vary():
   lines = summary.export_notes(_unverified_manifest(5), width=400)
   assert lines == [
-      "Verification judged on 24 held-out samples; servable: native, frozen, onnx_fp32, onnx_fp16; rejected: "
-      "onnx_int8.",
+      "Verification judged on 24 held-out samples (unverified: usable, but nothing vouches for them).",
       f"Warning: the normal export's output `probabilities` does not vary over these samples ({SPREAD}): no "
-      "variant can be judged on it.",
-      "Unverified (usable, but no comparison vouches for them; the reasons are above): frozen, onnx_fp32."]
+      "variant can be judged on it."]
 
 
 def test_export_notes_say_when_top1_agreement_cannot_judge_one_class():
@@ -188,12 +215,3 @@ def test_export_notes_say_when_top1_agreement_cannot_judge_one_class():
   assert ("Warning: the normal export's output `logits` gives one class nearly everywhere (top-1 class 0 for 24 of "
           "24 samples): top-1 agreement cannot judge FP16/INT8 variants on it; verdicts by tolerance stand."
           in summary.export_notes(manifest, width=400))
-
-
-def test_describe_export_lists_unverified_artifacts_in_their_own_column(tmp_path):
-  path = _write(tmp_path, _unverified_manifest(6))
-  lines = summary.describe_export(str(path), width=400).splitlines()
-  assert lines[1:4] == [f"  native       ok         {tmp_path / '6'}", f"  calibration  ok         "
-                        f"{tmp_path / 'calibration' / '6'}", "  tftrt_fp16   skipped    -"]
-  assert f"  frozen       unverified {tmp_path / 'frozen' / '6'}" in lines
-  assert f"  frozen, onnx_fp32: {NOT_VARYING}" in lines

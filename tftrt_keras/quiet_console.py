@@ -1,25 +1,14 @@
 """A quiet console for the entry points: TensorFlow's start-up noise and INFO lines stay out of the user's log.
 
-TensorFlow prints, on import and on first use, C++ lines a user can do nothing about (cuFFT/cuDNN/cuBLAS
-"Unable to register ... factory", "oneDNN custom operations are on", "Could not find cuda drivers",
-"TF-TRT Warning: Could not find TensorRT", CPU feature notes), and its Python side logs INFO lines through
-absl for every SavedModel it writes. The training log of an entry point should show the per-export line
-and the final table only; the export worker writes everything to its own `worker.log`.
-
-`quiet_tensorflow()` must run before TensorFlow is imported: the C++ log level is read once, when the
-library loads. It sets only what a user has not set: an explicit `TF_CPP_MIN_LOG_LEVEL` or absl
-`--verbosity` wins. It never touches `TF_ENABLE_ONEDNN_OPTS` (that changes numerics; only its log line is
-hidden, through the log level).
-
-Since TensorFlow 2.18 some start-up lines go through Abseil's C++ logging before it is initialised ("All log
-messages before absl::InitializeLog() is called are written to STDERR"), which no log level reaches:
-`import_tensorflow()` imports TensorFlow with the process's stderr (file descriptor 2) set aside, and shows
-what was printed only when the import fails.
+TensorFlow's C++ start-up lines (cuDNN factories, oneDNN, missing CUDA/TensorRT) and absl's INFO lines are
+nothing a user can act on; the worker keeps its own `worker.log`. `quiet_tensorflow()` must run before
+TensorFlow loads (the C++ log level is read once) and sets only what the user has not (`TF_CPP_MIN_LOG_LEVEL`,
+absl `--verbosity`); `TF_ENABLE_ONEDNN_OPTS` is never touched (it changes numerics). `import_tensorflow()`
+sets file descriptor 2 aside while importing, for the lines Abseil prints before it is initialised (TF 2.18+),
+and shows them only when the import fails.
 
 Example:
-  from tftrt_keras import quiet_console
   quiet_console.quiet_tensorflow()   # before `import tensorflow`
-  ...
   tf = quiet_console.import_tensorflow()
 """
 

@@ -26,7 +26,7 @@ from tftrt_keras.keras import task_labels
 from tftrt_keras.artifacts.manifest import PENDING, fail_pending, read_manifest, write_manifest
 from tftrt_keras.pipeline.prepare import prepare_export, record_failed_export
 from tftrt_keras.precisions import BASE_ARTIFACTS as _BASE_ARTIFACTS
-from tftrt_keras.verify.summary import known_skips_text, summary_table
+from tftrt_keras.verify.summary import known_skips_text, summary_table, variant_groups
 
 
 # Export root -> the TrtExport of this process holding it (weak: a callback that is gone held nothing).
@@ -426,7 +426,7 @@ class TrtExport(keras_flavor.callback_base()):
     self.manifest_paths.append(layout.manifest_path(version))
     if self.verbose:
       variants = [n for n in artifact_names(self.options) if n not in _BASE_ARTIFACTS and n not in self._known_skips]
-      doing = (f"converting {', '.join(variants)} {'now' if self.blocking else 'in the background'}" if variants
+      doing = (f"converting {variant_groups(variants)} {'now' if self.blocking else 'in the background'}" if variants
                else "freezing and verifying it (no variant " + ("can be built here)" if self._known_skips else "requested)"))
       print(f"tftrt_keras: exported version {version} to {layout.path('native', version)}; {doing}", flush=True)
     self._scheduler.submit(request, blocking=self.blocking)

@@ -14,7 +14,7 @@ class ExportRequest:
   """One export, after the fast part (normal SavedModel, calibration samples) is on disk.
 
   Attributes:
-    root: the export root (see `export_layout`).
+    root: the export root (see `artifacts.layout`).
     version: the export's version number.
     signature_key: signature of the normal export to freeze and convert.
     options: `ConversionOptions`.

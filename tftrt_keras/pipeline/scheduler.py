@@ -149,7 +149,7 @@ class ExportScheduler:
 def _stop_live_schedulers():
   """The training process is exiting (Ctrl-C, an exception) with exports running or queued: the running one
   is stopped and the queued ones are closed, so no manifest stays `pending`. Registered after
-  `export_worker`'s own hook, so it runs first (atexit is last-in, first-out)."""
+  `pipeline.worker`'s own hook, so it runs first (atexit is last-in, first-out)."""
   for scheduler in list(_LIVE_SCHEDULERS):
     scheduler.stop("interrupted: the training process exited before this export finished")
 

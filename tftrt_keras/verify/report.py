@@ -104,11 +104,13 @@ def verification_table(manifest, notes=True):
 
 def _notes(manifest):
   """One line per rejected or unverified artifact that verification ran (or tried to run): its status and why."""
-  notes = []
+  grouped = {}  # artifacts with the same status and reason share one line: each reason is written once
   for name in verified_artifacts(manifest):
     entry = manifest["artifacts"][name]
     if entry["status"] in (REJECTED, UNVERIFIED):
-      notes.append(f"{name}: {entry['status']}: {entry.get('reason') or entry['verification'].get('error')}")
+      why = entry.get("reason") or entry["verification"].get("error")
+      grouped.setdefault((entry["status"], why), []).append(name)
+  notes = [f"{', '.join(names)}: {status}: {why}" for (status, why), names in grouped.items()]
   error = (manifest.get("verification") or {}).get("error")
   if error:
     notes.append(f"verification stopped: {error}")
@@ -196,7 +198,10 @@ def render_markdown(manifest, latency_plot=LATENCY_PLOT_FILE, plot_missing_reaso
   not_run = [(n, e) for n, e in manifest["artifacts"].items() if "verification" not in e and n != "calibration"]
   if not_run:
     lines += ["## Not produced", ""]
-    lines += [f"- {n}: {e['status']}" + (f" ({e['reason']})" if e.get("reason") else "") for n, e in not_run]
+    grouped = {}
+    for name, entry in not_run:
+      grouped.setdefault((entry["status"], entry.get("reason")), []).append(name)
+    lines += [f"- {', '.join(names)}: {status}" + (f" ({why})" if why else "") for (status, why), names in grouped.items()]
     lines.append("")
   details = [n for n in verified_artifacts(manifest) if (manifest["artifacts"][n]["verification"].get("outputs"))]
   if details:

@@ -1,20 +1,25 @@
 """What a user reads at the end of a run, `tftrt-export` and the report: each earlier export in one line, the
-latest in full, and notes about one export (sample split, warnings, where the manifest is). Reads manifests only.
+latest as a table with one row per format (its precisions in one cell), and notes about one export.
 
-Reasons are never cut: a short one stands in the table, a long one is referenced there (`[1]`) and written
-once below it, wrapped at word boundaries.
+Reasons are never cut: a short one shared by a whole row stands in the table, any other is numbered (`[1]`) and
+written once below it, wrapped at word boundaries. Reads manifests only.
 """
 
 import os
+import re
 import textwrap
 
 from tftrt_keras.artifacts.manifest import FAILED, OK, PENDING, REJECTED, SKIPPED, UNVERIFIED, serving_results
 from tftrt_keras.task_metrics import render as task_metrics_render
 
-# A reason up to this long stands in the table; a longer one is referenced and written below it.
+# A reason up to this long, shared by a whole row, stands in the table; any other is a numbered footnote.
 INLINE_REASON_WIDTH = 48
 # Lines below the table (reasons, notes) wrap at this width.
 TEXT_WIDTH = 100
+# A variant's name is its format's and its precision's: `trt_rtx_int8`.
+_VARIANT = re.compile(r"^(?P<format>.+)_(?P<precision>fp32|fp16|bf16|fp8|int8)$")
+_PRECISION_ORDER = ("fp32", "fp16", "bf16", "fp8", "int8")
+SAID_ABOVE = "said above"
 
 
 def wrap(text, width=TEXT_WIDTH, first_prefix="", indent="    "):
@@ -24,13 +29,13 @@ def wrap(text, width=TEXT_WIDTH, first_prefix="", indent="    "):
 
 
 def summary_table(manifests, root=None, inline_reason_width=INLINE_REASON_WIDTH, width=TEXT_WIDTH, said=()):
-  """Renders a run's exports: each earlier one in one line, the latest (the last given) in full.
+  """Renders a run's exports: each earlier one in one line, the latest (the last given) as a table.
 
   Args:
     manifests: manifest dicts, oldest first.
     root: the export root; paths are shown relative to it (else as the manifest records them).
-    inline_reason_width: a reason up to this long stands in the table; a longer one as `[n]`, written once
-      below the table (artifacts with the same reason share it).
+    inline_reason_width: a reason up to this long that a whole row shares stands in the table; any other is a
+      footnote `[n]`, written once below the table.
     width: width the lines below the table wrap at.
     said: reasons already printed (the preflight's skips): shown as "said above", not repeated.
 
@@ -41,23 +46,19 @@ def summary_table(manifests, root=None, inline_reason_width=INLINE_REASON_WIDTH,
     return ""
   *earlier, latest = manifests
   lines = [earlier_line(m) for m in earlier]
-  lines.append(f"version {latest['version']}{' (latest)' if earlier else ''}:")
-  table, texts = artifact_table(latest, root, inline_reason_width, said)
+  table, texts = artifact_table(latest, root, inline_reason_width, said,
+                                title=f"version {latest['version']}{' (latest)' if earlier else ''}")
   lines += table
-  notes = [SUPERSEDED_NOTE] if any(_superseded(e) for m in earlier for _, e in _rows_of(m)) else []
-  if texts or notes:
-    lines.append("")
   for number, reason in enumerate(texts, 1):
     lines += wrap(reason, width, first_prefix=f"[{number}] ", indent=" " * (len(str(number)) + 3))
-  for note in notes:
-    lines += wrap(note, width)
+  if any(_superseded(e) for m in earlier for _, e in _rows_of(m)):
+    lines += wrap(SUPERSEDED_NOTE, width)
   return "\n".join(lines)
 
 
 # The order counts are given in on an earlier export's line.
 STATUS_ORDER = (OK, UNVERIFIED, REJECTED, FAILED, SKIPPED, PENDING)
-SUPERSEDED_NOTE = ("superseded: a newer export was due before its variants were built (conversion_policy='latest'; "
-                   "'every' converts all).")
+SUPERSEDED_NOTE = "superseded: a newer export was due first (conversion_policy='latest'; 'every' converts all)."
 
 
 def earlier_line(manifest):
@@ -72,30 +73,80 @@ def earlier_line(manifest):
   return f"version {manifest['version']}: {', '.join(parts) or 'no artifacts'}"
 
 
-def artifact_table(manifest, root=None, inline_reason_width=INLINE_REASON_WIDTH, said=()):
-  """(lines of the fixed-width table of one export's artifacts, the long reasons its `[n]` refer to)."""
+def variant_groups(names):
+  """Variant names grouped by format, precisions joined: "onnx fp32/fp16/int8, trt_rtx int8, native"."""
+  return ", ".join(fmt if members[0][0] is None else f"{fmt} {'/'.join(p for p, _ in members)}"
+                   for fmt, members in _by_format(names))
+
+
+def _by_format(names):
+  """[(format or name, [(precision or None, name)])]: a format's variants together, in first-seen order."""
+  groups = {}
+  for name in names:
+    match = _VARIANT.match(name)
+    key = (match.group("format"), True) if match else (name, False)
+    groups.setdefault(key, []).append((match.group("precision") if match else None, name))
+  return [(key[0], members) for key, members in groups.items()]
+
+
+def artifact_table(manifest, root=None, inline_reason_width=INLINE_REASON_WIDTH, said=(), title="artifact"):
+  """(lines of the fixed-width table of one export's artifacts, the reasons its `[n]` refer to).
+
+  One row per format, its precisions in one cell ("ok / ok / rejected [1]", or one word when they agree); formats
+  skipped for a reason said above share one row. Header: `title`, status (and precisions), path, reason.
+  """
   said = {" ".join(str(r).split()) for r in said}
-  rows, texts = [("artifact", "status", "path", "reason")], []
-  for name, entry in _rows_of(manifest):
-    path = entry.get("path") or "-"
-    if root and entry.get("path") and not os.path.isabs(entry["path"]):
-      path = os.path.relpath(os.path.normpath(os.path.join(root, "manifests", str(manifest["version"]),
-                                                           entry["path"])), root)
-    reason = " ".join(str(entry.get("reason") or "").split())
-    if reason in said:
-      reason = "said above"
-    elif len(reason) > inline_reason_width:
-      if reason not in texts:
-        texts.append(reason)
-      reason = f"[{texts.index(reason) + 1}]"
-    rows.append((name, entry["status"], path, reason))
+  entries = dict(_rows_of(manifest))
+  precisions = sorted({p for _, members in _by_format(entries) for p, _ in members if p},
+                      key=lambda p: _PRECISION_ORDER.index(p))
+  texts, rows, merged = [], [], {}
+  for fmt, members in _by_format(entries):
+    reasons = {" ".join(str(entries[n].get("reason") or "").split()) for _, n in members}
+    shared = reasons.pop() if len(reasons) == 1 else None
+    inline = shared if shared in said or (shared and len(shared) <= inline_reason_width) else ""
+    if shared in said:
+      inline = SAID_ABOVE
+    names = dict(members)
+    cells = {p: _cell(entries[names[p]], texts, inline, said) for p in [None] + precisions if p in names}
+    path = _group_path([(n, _path(manifest, entries[n], root)) for _, n in members], fmt)
+    row = [fmt, cells.popitem()[1] if len(set(cells.values())) == 1 else " / ".join(
+        cells.get(p, "-") for p in precisions), path, inline]
+    key = tuple(row[1:])
+    if path == "-" and inline and key in merged:  # e.g. "tftrt, trt  skipped  -  said above"
+      merged[key][0] += f", {fmt}"
+      continue
+    merged[key] = row
+    rows.append(row)
+  status = "status" + (f" ({' / '.join(precisions)})" if len(precisions) > 1 else "")
+  rows.insert(0, [title, status, "path", "reason" if any(r[3] for r in rows) else ""])
   widths = [max(len(row[i]) for row in rows) for i in range(3)]
-  lines = []
-  for i, row in enumerate(rows):
-    lines.append(("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths)) + "  " + row[3]).rstrip())
-    if i == 0:
-      lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 6)
-  return lines, texts
+  return [("  ".join(c.ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3]).rstrip() for row in rows], texts
+
+
+def _cell(entry, texts, inline, said):
+  """An artifact's status, with the number of its footnote when its reason is not in the row's reason column."""
+  reason = " ".join(str(entry.get("reason") or "").split())
+  if not reason or reason == inline or reason in said:
+    return entry["status"]
+  if reason not in texts:
+    texts.append(reason)
+  return f"{entry['status']} [{texts.index(reason) + 1}]"
+
+
+def _path(manifest, entry, root):
+  path = entry.get("path")
+  if root and path and not os.path.isabs(path):
+    return os.path.relpath(os.path.normpath(os.path.join(root, "manifests", str(manifest["version"]), path)), root)
+  return path or None
+
+
+def _group_path(named_paths, fmt):
+  """One path, `onnx_*/3` for a format whose variants' paths differ by their precision only, or a list."""
+  paths = [(n, p) for n, p in named_paths if p]
+  if len(paths) <= 1:
+    return paths[0][1] if paths else "-"
+  globbed = {p.replace(n, f"{fmt}_*") for n, p in paths}
+  return globbed.pop() if len(globbed) == 1 else ", ".join(p for _, p in paths)
 
 
 def known_skips_text(skips, width=TEXT_WIDTH):
@@ -110,8 +161,7 @@ def known_skips_text(skips, width=TEXT_WIDTH):
     by_reason.setdefault(" ".join(str(reason).split()), []).append(variant)
   lines = []
   for reason, variants in by_reason.items():
-    lines += wrap(f"tftrt_keras: skipped on this machine: {', '.join(variants)}: "
-                  f"{reason}", width)
+    lines += wrap(f"tftrt_keras: skipped on this machine: {variant_groups(variants)}: {reason}", width)
   return "\n".join(lines)
 
 
@@ -130,9 +180,9 @@ def _serving_rows(manifest):
 
 
 def export_notes(manifest, width=TEXT_WIDTH):
-  """Lines about one export beyond its artifacts: how the captured samples were split between calibration and
-  verification, warnings about them, what verification judged on, and which artifacts are usable but
-  `unverified` ([] when there is nothing to say)."""
+  """Lines about one export beyond its table: how the captured samples were split, warnings about them, what
+  verification judged on, the model's own metrics, the split ([] when there is nothing to say). Statuses and
+  reasons are the table's: not repeated here."""
   lines = []
   calibration = manifest.get("artifacts", {}).get("calibration") or {}
   if calibration.get("split"):
@@ -143,11 +193,10 @@ def export_notes(manifest, width=TEXT_WIDTH):
   if verification.get("skipped"):
     lines += wrap(f"Not verified: {verification['skipped']}.", width)
   elif verification.get("samples") is not None:
-    judged = f"Verification judged on {verification['samples']} held-out samples"
-    servable, rejected = verification.get("servable") or [], verification.get("rejected") or []
-    parts = [f"servable: {', '.join(servable)}" if servable else None,
-             f"rejected: {', '.join(rejected)}" if rejected else None]
-    lines += wrap(judged + "".join(f"; {p}" for p in parts if p) + ".", width)
+    unverified = any(e.get("status") == UNVERIFIED for e in manifest.get("artifacts", {}).values())
+    lines += wrap(f"Verification judged on {verification['samples']} held-out samples"
+                  + (" (unverified: usable, but nothing vouches for them)" if unverified else "") + ".",
+                  width)
     for output, words in sorted((verification.get("outputs_not_varying") or {}).items()):
       lines += wrap(f"Warning: the normal export's output `{output}` does not vary over these samples ({words}): "
                     "no variant can be judged on it.", width)
@@ -156,10 +205,6 @@ def export_notes(manifest, width=TEXT_WIDTH):
                     "top-1 agreement cannot judge FP16/INT8 variants on it; verdicts by tolerance stand.", width)
   lines += [w for line in task_metrics_render.summary_lines(manifest) for w in wrap(line, width)]
   lines += split_lines(manifest, width)
-  unverified = [name for name, entry in manifest.get("artifacts", {}).items() if entry.get("status") == UNVERIFIED]
-  if unverified:
-    lines += wrap(f"Unverified (usable, but no comparison vouches for them; the reasons are above): "
-                  f"{', '.join(unverified)}.", width)
   return lines
 
 
@@ -168,27 +213,17 @@ def describe_export(manifest_path, list_artifacts=True, width=TEXT_WIDTH):
 
   Args:
     manifest_path: the export's `manifest.json`.
-    list_artifacts: list each artifact's status and where it is, then each reason once with the artifacts it
-      applies to (False when the table of `summary_table` was printed already).
+    list_artifacts: start with the export's table (`summary_table`'s; False when it was printed already).
     width: the width long lines wrap at (between words).
 
   Returns:
-    The text: the artifacts (when asked), the notes of `export_notes`, and the manifest's path.
+    The text: the table (when asked), the notes of `export_notes`, and the manifest's path.
   """
   from tftrt_keras.artifacts.manifest import read_manifest  # pylint: disable=g-import-not-at-top
   manifest = read_manifest(manifest_path)
-  directory = os.path.dirname(os.path.abspath(manifest_path))
-  lines = [f"Export version {manifest['version']}:"]
-  if list_artifacts:
-    reasons = {}
-    for name, entry in list(manifest["artifacts"].items()) + _serving_rows(manifest):
-      where = os.path.normpath(os.path.join(directory, entry["path"])) if entry.get("path") else "-"
-      lines.append(f"  {name:<12} {entry['status']:<10} {where}")
-      if entry.get("reason"):
-        reasons.setdefault(" ".join(str(entry["reason"]).split()), []).append(name)
-    for reason, names in reasons.items():
-      lines += wrap(f"{', '.join(names)}: {reason}", width, first_prefix="  ", indent="      ")
-  lines += ["  " + line for line in export_notes(manifest, width - 2)]
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(manifest_path))))
+  lines = [summary_table([manifest], root=root, width=width)] if list_artifacts else []
+  lines += export_notes(manifest, width)
   lines.append(f"Manifest: {manifest_path}")
   return "\n".join(lines)
 

@@ -1,5 +1,5 @@
 """Running a TensorRT plan: device memory and a stream from cuda-python (or pycuda, on request), the engine
-from `tensorrt_build`, names, dtypes and shapes from `engine_binding`.
+from `tensorrt.build`, names, dtypes and shapes from `tensorrt.binding`.
 
 cuda-python is the default: it installs from wheels, imports without a driver, and TensorRT's own samples moved
 to it (10.14). pycuda is used for the few memory and stream calls only where a user asks for it
