@@ -35,7 +35,9 @@ import numpy as np
 
 from tftrt_keras.errors import invalid_argument
 from tftrt_keras.options import DEFAULT_TIMEOUT_SECONDS, DEFAULT_WORKSPACE_BYTES, ConversionOptions
-from tftrt_keras.estimator.calibration import CalibrationCaptureHook, CalibrationUnusable, ReceiverSpec, signature_keys
+from tftrt_keras.estimator.calibration import (CalibrationCaptureHook, CalibrationUnusable, ReceiverSpec, signature_keys,
+                                               signature_of)
+from tftrt_keras.estimator.own_metrics import task_inputs
 from tftrt_keras.estimator.export_policy import best_from_event_files, loss_smaller, metric_compare_fn
 from tftrt_keras.estimator.samples import EvaluationSamples
 from tftrt_keras.estimator.signatures import choose_signature_key
@@ -147,7 +149,8 @@ class TrtExporter(_exporter_lib.Exporter):
       and spread over the whole evaluation (fewer when the evaluation has fewer).
     max_batch_size, max_workspace_size_bytes, minimum_segment_size, maximum_cached_engines, require_tensorrt,
       gpu_memory_limit_mb, timeout_seconds, format_options, conversion_policy, conversion_device,
-      triton_repository, triton_model_name, worker_threads, worker_nice: see `ConversionOptions`.
+      triton_repository, triton_model_name, worker_threads, worker_nice, max_metric_drop: see
+      `ConversionOptions`. `max_metric_drop` names canned evaluation keys, e.g. {"accuracy": 0.01}.
       `require_tensorrt=True` raises `TensorRTUnavailableError` here, before any training, when no requested
       TensorRT format can run.
     conversion_options: a complete `ConversionOptions` to use instead of the individual knobs above.
@@ -171,7 +174,8 @@ class TrtExporter(_exporter_lib.Exporter):
                conversion_options=None, policy="best", event_file_pattern=DEFAULT_EVENT_FILE_PATTERN,
                blocking=False, assets_extra=None, as_text=False, signature_key=None, formats="auto",
                format_options=None, conversion_policy="latest", verification_samples=500, conversion_device=None,
-               triton_repository=None, triton_model_name=None, worker_threads="auto", worker_nice="auto"):
+               triton_repository=None, triton_model_name=None, worker_threads="auto", worker_nice="auto",
+               max_metric_drop=None):
     _check_name(name)
     if not callable(serving_input_receiver_fn):
       raise invalid_argument("serving_input_receiver_fn", serving_input_receiver_fn,
@@ -201,7 +205,7 @@ class TrtExporter(_exporter_lib.Exporter):
                  format_options=format_options, conversion_policy=conversion_policy,
                  verification_samples=verification_samples, conversion_device=conversion_device,
                  triton_repository=triton_repository, triton_model_name=triton_model_name,
-                 worker_threads=worker_threads, worker_nice=worker_nice)
+                 worker_threads=worker_threads, worker_nice=worker_nice, max_metric_drop=max_metric_drop)
     if conversion_options is not None:
       if not isinstance(conversion_options, ConversionOptions):
         raise invalid_argument("conversion_options", conversion_options, "None or a ConversionOptions")
@@ -438,13 +442,14 @@ class TrtExporter(_exporter_lib.Exporter):
       batches, verification_batches, calibration_origin, casts = self._samples.collect(native_dir, signature_key)
     except CalibrationUnusable as err:
       batches, verification_batches, calibration_problem = [], None, str(err)
+    own_metrics = task_inputs(self._samples, signature_of(native_dir, signature_key)[0], eval_result)
     source = self._source(checkpoint_path, eval_result, calibration=calibration_origin,
                           signature={"key": signature_key, "available": available, "requested": self._signature_key})
     request = prepare_export(
         root=layout.root, version=version, source=source, options=self._options, native_dir=native_dir,
         batches=batches, verification_batches=verification_batches, signature_key=signature_key, sample_casts=casts,
         calibration_skip_reason=calibration_problem or "calibration_batches=0 and no calibration_input_fn",
-        more_samples="raise calibration_batches")
+        more_samples="raise calibration_batches", **own_metrics)
     self._scheduler.submit(request, blocking=self._blocking or bool(is_the_final_export))
 
   def _record_failure(self, native_dir, signature_key, checkpoint_path, eval_result, err):
