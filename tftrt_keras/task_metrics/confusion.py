@@ -25,6 +25,8 @@ def _flat(y_true, y_pred):
 def evaluate(built, y_true, y_pred, weights):
   """(numerators, denominators) per sample for Precision/Recall, a callable(indices) for AUC, else None."""
   name = type(built).__name__
+  if name == "MeanIoU":
+    return _mean_iou(_config(built), y_true, y_pred, weights)
   config = _config(built) if name in ("Precision", "Recall", "AUC") else None
   flat = _flat(y_true, y_pred) if config else None
   if flat is None:
@@ -55,6 +57,38 @@ def evaluate(built, y_true, y_pred, weights):
     drawn = np.bincount(indices, minlength=len(scores)) * weights
     return auc(drawn * positive @ above, drawn * (1 - positive) @ above, (drawn * positive).sum(),
                (drawn * (1 - positive)).sum(), curve)
+  return value
+
+
+def _mean_iou(config, y_true, y_pred, weights):
+  """Keras' MeanIoU as a callable(indices): per-sample confusion matrices, summed over each resample."""
+  if not config or config.get("axis", -1) != -1:
+    return None
+  classes = int(config["num_classes"])
+  y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+  truth = y_true if config.get("sparse_y_true", True) else np.argmax(y_true, axis=-1)
+  guess = y_pred if config.get("sparse_y_pred", True) else np.argmax(y_pred, axis=-1)
+  count = len(truth)
+  truth, guess = truth.reshape(count, -1).astype(np.int64), guess.reshape(count, -1).astype(np.int64)
+  if truth.shape != guess.shape:
+    return None
+  keep = np.ones(truth.shape, dtype=np.float64)
+  if config.get("ignore_class") is not None:
+    keep = (truth != config["ignore_class"]).astype(np.float64)
+  cells = np.clip(truth, 0, classes - 1) * classes + np.clip(guess, 0, classes - 1)
+  per_sample = np.zeros((count, classes * classes))
+  np.add.at(per_sample, (np.repeat(np.arange(count), truth.shape[1]), cells.reshape(-1)), keep.reshape(-1))
+  if weights is not None:
+    weights = np.asarray(weights, dtype=np.float64).reshape(count, -1).mean(axis=1)
+    # Keras casts the weights to the metric's dtype (MeanIoU's may be an int: 1.7 counts as 1).
+    per_sample *= (np.trunc(weights) if "int" in str(config.get("dtype")) else weights)[:, None]
+
+  def value(indices):
+    matrix = (np.bincount(indices, minlength=count) @ per_sample).reshape(classes, classes)
+    hits = np.diag(matrix)
+    union = matrix.sum(axis=0) + matrix.sum(axis=1) - hits
+    valid = np.count_nonzero(union)
+    return float(_divide(hits, union).sum() / valid) if valid else 0.0
   return value
 
 
