@@ -67,8 +67,8 @@ def rebuild(keras, config, kind, y_true, y_pred):
     return _accuracy_like(keras, config, y_true, y_pred)
   module = keras.losses if kind == "loss" else keras.metrics
   built = module.get(config)
-  if built is None:
-    raise ValueError(f"Keras returned nothing for {config!r}")
+  if built is None or not (callable(built) or hasattr(built, "update_state")):
+    raise ValueError(f"Keras returned {built!r} for {config!r}, not a metric")
   return built
 
 
@@ -228,9 +228,11 @@ class TaskMetrics:
     evaluations = {}
     for figure in self._figures:
       try:
-        evaluations[figure.name] = figure.evaluate(np.asarray(self._labels[LABEL_PREFIX + figure.output]),
-                                                   np.asarray(outputs[figure.output]),
-                                                   self._labels.get(WEIGHT_PREFIX + figure.output))
+        evaluation = figure.evaluate(np.asarray(self._labels[LABEL_PREFIX + figure.output]),
+                                     np.asarray(outputs[figure.output]), self._labels.get(WEIGHT_PREFIX + figure.output))
+        if callable(evaluation):
+          evaluation(np.arange(self.samples))  # fails here, for this metric alone, if it cannot be computed
+        evaluations[figure.name] = evaluation
       except Exception as err:  # pylint: disable=broad-except
         self.left_out.setdefault(figure.name, f"could not be computed: {type(err).__name__}: {err}")
     if self._total is not None and all(f.name in evaluations and isinstance(evaluations[f.name], tuple)
