@@ -170,3 +170,31 @@ def test_a_segmentation_model_reports_pixel_accuracy_and_mean_iou_as_keras_evalu
   _, accuracy, mean_iou = model.evaluate(samples["image"], labels, batch_size=80, verbose=0)
   assert metrics["normal"]["accuracy"] == pytest.approx(accuracy, abs=1e-6) and accuracy > 0.5
   assert metrics["normal"]["mean_iou"] == pytest.approx(mean_iou, abs=1e-5)
+
+
+@pytest.mark.tf
+@pytest.mark.skipif(FLAVOR != "keras3", reason="keras.utils.PyDataset is Keras 3's")
+def test_pydataset_validation_data_is_labelled(keras, tmp_path):
+  model, x, y = _digits(keras, ["accuracy"], count=320)
+
+  class Batches(keras.utils.PyDataset):
+    def __len__(self):
+      return 10
+
+    def __getitem__(self, index):
+      rows = slice(index * 32, index * 32 + 32)
+      return x[rows], y[rows]
+
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=("onnx",), precisions=("FP32",), blocking=True, verbose=0,
+                                   calibration_batches=2, verification_samples=64)
+  model.fit(x, y, validation_data=Batches(), epochs=1, batch_size=32, callbacks=[callback], verbose=0)
+  manifest = _manifest(callback)
+  metrics = manifest["task_metrics"]
+  from tftrt_keras.samples.calibration_data import load_samples  # pylint: disable=g-import-not-at-top
+  directory = os.path.join(tmp_path / "e", "calibration", str(manifest["version"]))
+  samples = load_samples(os.path.join(directory, "verification.npz"))["image"]
+  labels = load_samples(os.path.join(directory, "verification_labels.npz"))["label:probs"]
+  assert metrics["samples"] == len(labels) == len(samples) == 64
+  _, accuracy = model.evaluate(samples, labels, batch_size=64, verbose=0)
+  assert metrics["normal"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+  assert "accuracy" in metrics["variants"]["onnx_fp32"]
