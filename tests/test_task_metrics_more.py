@@ -153,7 +153,7 @@ def test_a_segmentation_model_reports_pixel_accuracy_and_mean_iou_as_keras_evalu
                 metrics=["accuracy", keras.metrics.MeanIoU(num_classes=3, sparse_y_pred=False, name="mean_iou")])
   callback = tftrt_keras.TrtExport(tmp_path / "e", formats=("onnx",), precisions=("FP32",), blocking=True, verbose=0,
                                    calibration_batches=2, verification_samples=80)
-  model.fit(x, y, validation_data=(x[:160], y[:160]), epochs=3, batch_size=32, callbacks=[callback], verbose=0)
+  model.fit(x, y, validation_data=(x[:160], y[:160]), epochs=1, batch_size=8, callbacks=[callback], verbose=0)
   manifest = _manifest(callback)
   metrics = manifest["task_metrics"]
   for name in ("accuracy", "mean_iou"):
