@@ -198,3 +198,19 @@ def test_pydataset_validation_data_is_labelled(keras, tmp_path):
   _, accuracy = model.evaluate(samples, labels, batch_size=64, verbose=0)
   assert metrics["normal"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
   assert "accuracy" in metrics["variants"]["onnx_fp32"]
+
+
+@pytest.mark.unit
+def test_canned_estimator_keys_map_to_the_signature_outputs_and_the_rest_is_named():
+  from tftrt_keras.estimator.own_metrics import canned_spec  # pylint: disable=g-import-not-at-top
+  keys = {"average_loss": 1.0, "loss": 1.0, "label/mean": 0.1, "prediction/mean": 0.2, "global_step": 5}
+  regression = canned_spec(keys, ["predictions"], np.zeros(3, "float32"))
+  assert regression["metrics"] == {"predictions": [{"class_name": "MeanSquaredError",
+                                                    "config": {"name": "average_loss"}}]}
+  assert set(regression["left_out"]) == {"loss", "label/mean", "prediction/mean"}
+  multi = canned_spec({"accuracy": 0.9, "average_loss": 0.3, "custom": 1.0}, ["probabilities", "classes"],
+                      np.zeros(3, "int64"))
+  assert [m["config"]["name"] for m in multi["metrics"]["probabilities"]] == ["accuracy", "average_loss"]
+  assert "not a standard metric" in multi["left_out"]["custom"]
+  words = canned_spec({"accuracy": 0.9}, ["logits"], np.array([b"cat", b"dog"]))
+  assert words["metrics"] == {} and "label_vocabulary" in words["left_out"]["accuracy"]
