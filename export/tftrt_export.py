@@ -16,6 +16,8 @@ Flags of this tool:
                         Some samples are held out for verification; the output says how many.
   --calibration_batch_size  batch size for calibration and engine building (default --export_max_batch_size
                         or 8).
+  --metrics             Keras metrics (e.g. accuracy,mae) computed on every variant from `label:<output>` arrays
+                        in --calibration_data (row for row with the inputs), beside the normal export's.
   --json                print the manifest as JSON instead of the tables.
 Export flags (shared with the training scripts, see `tftrt_keras.flags`): `--export_<option>` for every option
 of `tftrt_keras.ConversionOptions` but conversion_policy (e.g. --export_precisions, --export_formats,
@@ -55,6 +57,8 @@ def define_flags(flag_values=FLAGS):
                       flag_values=flag_values)
   flags.DEFINE_integer("calibration_batch_size", None, "Batch size for calibration and engine building "
                        "(default: --export_max_batch_size or 8).", lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_list("metrics", [], "Keras metrics computed on every variant from the label:<output> arrays of "
+                    "--calibration_data (e.g. accuracy,mae).", flag_values=flag_values)
   flags.DEFINE_boolean("json", False, "Print the manifest as JSON instead of the tables.", flag_values=flag_values)
   tftrt_flags.define_export_flags(flag_values, export_dir=False, training=False)
 
@@ -86,7 +90,7 @@ def run_from_flags(flag_values=FLAGS, out=sys.stdout):
     manifest = export_saved_model(
         flag_values.saved_model_dir, flag_values.output_dir, signature_key=flag_values.signature_key,
         calibration_data=flag_values.calibration_data, calibration_batch_size=flag_values.calibration_batch_size,
-        options=options, exports_to_keep=flag_values.export_exports_to_keep)
+        options=options, exports_to_keep=flag_values.export_exports_to_keep, metrics=flag_values.metrics)
   except (ValueError, TensorRTUnavailableError) as err:
     print(f"tftrt-export: {err}", file=sys.stderr)
     return 2

@@ -38,10 +38,10 @@ OWN_ARGUMENTS = {
                 "calibration_input_fn", "policy", "event_file_pattern", "blocking", "assets_extra", "as_text",
                 "signature_key", "options"},
     OFFLINE: {"saved_model_dir", "output_dir", "signature_key", "calibration_data", "calibration_batch_size",
-              "source", "exports_to_keep", "options"},
+              "source", "exports_to_keep", "metrics", "options"},
     FLAGS: set(tftrt_flags.TRAINING_SETTINGS),
     CLI: {"saved_model_dir", "output_dir", "signature_key", "calibration_data", "calibration_batch_size", "json",
-          "export_exports_to_keep"},
+          "metrics", "export_exports_to_keep"},
 }
 
 

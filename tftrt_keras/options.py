@@ -228,8 +228,7 @@ class ConversionOptions:
   max_metric_drop: dict = option(
       doc="{metric name: largest allowed drop} of the model's own metrics (a rise for losses and errors), e.g. "
       "{'accuracy': 0.005}: a variant whose paired 95% interval shows a larger drop is rejected, one that cannot "
-      "tell is unverified (added to the agreement gate).", default_factory=dict, check=_metric_drops, kind="json",
-      where=(KERAS,))
+      "tell is unverified (added to the agreement gate).", default_factory=dict, check=_metric_drops, kind="json")
 
   def __post_init__(self, minimum_segment_size, maximum_cached_engines, backend):
     _deprecated_backend(backend)

@@ -13,6 +13,8 @@ from tftrt_keras.formats.signature import SignatureInfo, TensorInfo
 # Appended to a serialized tf.Example that would end in NUL: `.npz` string arrays are fixed-width numpy
 # bytes, which drop trailing NULs, and a truncated Example no longer parses. Parsing ignores unknown features.
 _PADDING_FEATURE = "~tftrt_keras_padding"
+# The key the evaluation labels are fetched under beside the features (for the model's own metrics).
+LABEL_KEY = "~tftrt_keras_label"
 
 
 class CalibrationUnusable(Exception):
@@ -182,6 +184,16 @@ def find_feature_tensors(graph, receiver):
   return {k: outputs[i] for k, i in zip(keys, matches[0])}
 
 
+def find_label_tensor(graph, features):
+  """The evaluation labels: the iterator's last output (`(features, labels)` flattens labels last) when it is
+  not a served feature and holds one value or one row per sample; None otherwise (dict labels, no labels)."""
+  (iterator,) = [op for op in graph.get_operations() if op.type in ("IteratorGetNext", "IteratorGetNextSync")]
+  last = iterator.outputs[-1]
+  if any(last is t for t in features.values()) or last.shape.rank not in (None, 1, 2):
+    return None
+  return last
+
+
 class CalibrationCaptureHook(tf.compat.v1.train.SessionRunHook):
   """Keeps, from each evaluation pass, a calibration sample and a disjoint verification sample.
 
@@ -197,6 +209,7 @@ class CalibrationCaptureHook(tf.compat.v1.train.SessionRunHook):
   Attributes (of the last captured evaluation):
     batches, indices: the calibration sample ([{feature key: array}]) and its batch positions, in pass order.
     verification_batches, verification_indices: the verification sample and its batch positions.
+    labels, verification_labels: the evaluation labels of those batches, batch for batch (None: none).
     batches_seen: batches in the pass.
     global_step: the checkpoint step the pass evaluated.
     problem: why the pass could not be captured, or None.
@@ -217,6 +230,7 @@ class CalibrationCaptureHook(tf.compat.v1.train.SessionRunHook):
     self.global_step = None
     self.batches, self.indices = [], []
     self.verification_batches, self.verification_indices = [], []
+    self.labels, self.verification_labels = [], []
     self.batches_seen = 0
 
   @property
@@ -236,6 +250,9 @@ class CalibrationCaptureHook(tf.compat.v1.train.SessionRunHook):
       return
     try:
       self._tensors = find_feature_tensors(tf.compat.v1.get_default_graph(), self._exporter.receiver_spec())
+      label = find_label_tensor(tf.compat.v1.get_default_graph(), self._tensors)
+      if label is not None:
+        self._tensors[LABEL_KEY] = label
     except CalibrationUnusable as err:
       self.problem = str(err)
       logging.warning("tftrt_keras: %s", err)
@@ -271,11 +288,16 @@ class CalibrationCaptureHook(tf.compat.v1.train.SessionRunHook):
       return
     self.batches_seen = self._reservoir.seen
     self._reservoir.end_pass()
-    self.batches = list(self._reservoir.last_pass)
+    self.batches, self.labels = _without_labels(self._reservoir.last_pass)
     self.indices = list(self._reservoir.last_indices)
     self.verification_indices = list(self._reservoir.last_verification_indices)
-    self.verification_batches = list(self._reservoir.last_verification)
+    self.verification_batches, self.verification_labels = _without_labels(self._reservoir.last_verification)
     self.global_step = self._step_of_pass
+
+
+def _without_labels(batches):
+  """([features batch], [labels array, or None when the pass had none]) of captured batches."""
+  return [{k: v for k, v in b.items() if k != LABEL_KEY} for b in batches], [b.get(LABEL_KEY) for b in batches]
 
 
 def _batch_size(batch):

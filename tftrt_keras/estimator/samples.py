@@ -23,6 +23,9 @@ class EvaluationSamples:
     self._calibration_input_fn = calibration_input_fn
     self._calibration_batches = calibration_batches
     self._receiver_spec = receiver_spec
+    # The evaluation labels of the last `collect`'s batches, batch for batch (None: unlabelled), for the
+    # model's own metrics: (calibration batches' labels, verification batches' labels).
+    self.last_labels = (None, None)
 
   def collect(self, native_dir, signature_key):
     """Calibration and verification batches keyed by the signature's input names, and where they came from.
@@ -37,6 +40,7 @@ class EvaluationSamples:
     """
     signature, tensor_names = signature_of(native_dir, signature_key)
     hook = self._hook
+    self.last_labels = (None, None)
     if self._calibration_input_fn is not None:
       raw = self._batches_from_input_fn()
       if not raw:
@@ -51,10 +55,12 @@ class EvaluationSamples:
         raise CalibrationUnusable("no evaluation batches were captured: add exporter.calibration_hook to "
                                    "EvalSpec(hooks=[...]) or pass calibration_input_fn")
       raw = hook.batches
+      self.last_labels = (_labels(hook.labels), None)
       origin = {"from": "evaluation", "eval_step": hook.global_step, "batch_indices": hook.indices,
                 "batches_in_evaluation": hook.batches_seen}
     held_out = hook.verification_batches if not hook.problem else []
     if held_out:
+      self.last_labels = (self.last_labels[0], _labels(hook.verification_labels))
       origin["verification"] = {"from": "evaluation", "eval_step": hook.global_step,
                                 "batch_indices": hook.verification_indices,
                                 "samples": sum(len(next(iter(b.values()))) for b in held_out),
@@ -119,6 +125,10 @@ class EvaluationSamples:
             f"the serving input receiver transforms its input {receiver_key!r} before the model sees it, so "
             "evaluation features cannot be fed to the signature; pass calibration_input_fn with signature inputs")
     return inputs
+
+
+def _labels(per_batch):
+  return list(per_batch) if per_batch and all(label is not None for label in per_batch) else None
 
 
 def _as_input(array, tensor):

@@ -12,6 +12,7 @@ from tftrt_keras.artifacts.layout import ExportLayout, RootLock
 from tftrt_keras.pipeline.scheduler import ExportScheduler
 from tftrt_keras.pipeline.prepare import prepare_export
 from tftrt_keras.formats.signature import DEFAULT_SIGNATURE_KEY, load_signature
+from tftrt_keras.offline.labels import metrics_spec, split_labels
 
 
 # tftrt-export has no calibration_batches: every sample it calibrates on comes from --calibration_data.
@@ -19,9 +20,10 @@ MORE_SAMPLES = "put more samples in the calibration data (--calibration_data)"
 
 
 def _samples_from(calibration, signature):
-  """Accepts an `.npz` path or {input name: array}; returns {name: array} checked against the signature."""
+  """Accepts an `.npz` path or {input name: array}; returns ({name: array} checked against the signature,
+  the `label:<output>` arrays beside them)."""
   if calibration is None:
-    return None
+    return None, {}
   if isinstance(calibration, (str, os.PathLike)):
     if not os.path.isfile(calibration):
       raise invalid_argument("calibration_data", str(calibration), "the path of an existing .npz file")
@@ -31,13 +33,14 @@ def _samples_from(calibration, signature):
   else:
     raise invalid_argument("calibration_data", type(calibration).__name__,
                            "an .npz path or a dict {input name: array}")
+  arrays, labels = split_labels(arrays, signature)
   calibration_data.check_against_signature(arrays, signature)
-  return arrays
+  return arrays, labels
 
 
 @with_option_keywords(OFFLINE)
 def export_saved_model(saved_model_dir, output_dir, *, signature_key=DEFAULT_SIGNATURE_KEY, calibration_data=None,
-                       calibration_batch_size=None, source=None, exports_to_keep=None, options=None,
+                       calibration_batch_size=None, source=None, exports_to_keep=None, metrics=None, options=None,
                        **option_keywords):
   """Copies a SavedModel into `output_dir`'s layout as a new version and builds every artifact for it.
 
@@ -47,13 +50,16 @@ def export_saved_model(saved_model_dir, output_dir, *, signature_key=DEFAULT_SIG
     saved_model_dir: an existing SavedModel.
     output_dir: export root (created when missing).
     signature_key: the signature to freeze and convert.
-    calibration_data: `.npz` path or {input name: array}, samples along axis 0. Required for INT8.
+    calibration_data: `.npz` path or {input name: array}, samples along axis 0. Required for INT8. Arrays
+      named `label:<output>` (and `sample_weight:<output>`) are the samples' labels, for `metrics`.
     calibration_batch_size: how the samples are batched for calibration and engine building
       (default: `options.max_batch_size` or 8).
     source: extra fields for the manifest's `source`.
     exports_to_keep: keep only this many versions in `output_dir`.
     options: a `ConversionOptions`, instead of option keywords.
     **option_keywords: any `ConversionOptions` option (precisions, formats, ...; see its docstring).
+    metrics: Keras metrics computed on every variant from the labels, e.g. ["accuracy"] (every labelled
+      output) or {output: ["mae"]}; see `max_metric_drop` for a gate on them.
 
   Returns:
     The closed manifest (a dict).
@@ -67,7 +73,8 @@ def export_saved_model(saved_model_dir, output_dir, *, signature_key=DEFAULT_SIG
   _check_output_dir(output_dir)
   loaded, _, signature = load_signature(saved_model_dir, signature_key)
   del loaded
-  samples = _samples_from(calibration_data, signature)
+  samples, labels = _samples_from(calibration_data, signature)
+  task_spec = metrics_spec(metrics, labels)
   if "INT8" in options.precisions and samples is None:
     raise invalid_argument("calibration_data", None, "calibration samples (.npz) when precisions include INT8",
                            hint="Pass --calibration_data, or drop INT8 from --export_precisions.")
@@ -87,7 +94,8 @@ def export_saved_model(saved_model_dir, output_dir, *, signature_key=DEFAULT_SIG
         layout.root, version, dict({"kind": "saved_model", "saved_model_dir": os.path.abspath(saved_model_dir)},
                                    **(source or {})),
         options, write_native=lambda d: _copy_tree(saved_model_dir, d), batches=batches,
-        signature_key=signature_key, more_samples=MORE_SAMPLES)
+        signature_key=signature_key, more_samples=MORE_SAMPLES, task_spec=task_spec,
+        labels=calibration_data_batches(labels, batch_size) if task_spec else None)
     scheduler = ExportScheduler(exports_to_keep=exports_to_keep)
     scheduler.submit(request, blocking=True)
     return scheduler.finished[-1]

@@ -11,7 +11,7 @@ import importlib
 
 import numpy as np
 
-from tftrt_keras.task_metrics import interval
+from tftrt_keras.task_metrics import confusion, interval
 from tftrt_keras.task_metrics.spec import config_name
 
 LABEL_PREFIX = "label:"
@@ -42,6 +42,8 @@ def _same_rank(y_true, y_pred):
     return (y_true[..., None], y_pred) if y_true.ndim == 1 else (y_true, y_pred[..., 0])
   if y_true.ndim == y_pred.ndim + 1 and y_true.shape[-1] == 1:
     return (y_true, y_pred[..., None]) if y_pred.ndim == 1 else (y_true[..., 0], y_pred)
+  if y_true.ndim == y_pred.ndim == 1:  # one value per sample: Keras' functions reduce the last axis
+    return y_true[..., None], y_pred[..., None]
   return y_true, y_pred
 
 
@@ -65,8 +67,8 @@ def rebuild(keras, config, kind, y_true, y_pred):
     return _accuracy_like(keras, config, y_true, y_pred)
   module = keras.losses if kind == "loss" else keras.metrics
   built = module.get(config)
-  if built is None:
-    raise ValueError(f"Keras returned nothing for {config!r}")
+  if built is None or not (callable(built) or hasattr(built, "update_state")):
+    raise ValueError(f"Keras returned {built!r} for {config!r}, not a metric")
   return built
 
 
@@ -81,6 +83,9 @@ def _per_sample(built, kind, y_true, y_pred):
     kwargs = dict(getattr(built, "_fn_kwargs", None) or {})
     if function is None:
       return None
+    # As the metric's update_state does: both sides in its dtype (int labels meet float predictions).
+    dtype = getattr(getattr(built, "dtype", None), "name", None) or getattr(built, "dtype", None) or "float32"
+    y_true, y_pred = np.asarray(y_true).astype(dtype), np.asarray(y_pred).astype(dtype)
   elif callable(built):
     function, kwargs = built, {}
   else:
@@ -108,6 +113,9 @@ class _Figure:
   def evaluate(self, y_true, y_pred, sample_weight):
     """(numerators, denominators) per sample for a mean-type metric, else a callable(indices) -> value."""
     weights = _weights(sample_weight, len(y_true)) if self.weighted else None
+    fast = confusion.evaluate(self.built, y_true, y_pred, weights)
+    if fast is not None:
+      return fast
     values = _per_sample(self.built, self.kind, y_true, y_pred)
     if values is not None:
       if weights is None:
@@ -119,11 +127,29 @@ class _Figure:
   def _stateful(self, y_true, y_pred, weights, indices):
     built = self.built
     if hasattr(built, "reset_state"):
+      # A resample is the whole sample set weighted by how often each sample was drawn: every resample has
+      # the same shapes, so one traced update serves them all (eager updates cost 20x more).
+      counts = np.bincount(indices, minlength=len(y_true)).astype(np.float32)
+      counts = counts if weights is None else counts * weights.astype(np.float32)
+      # Per-element metrics (MeanIoU on (N, H, W) labels) take a weight per element.
+      counts = np.broadcast_to(counts.reshape((-1,) + (1,) * (np.ndim(y_true) - 1)), np.shape(y_true))
       built.reset_state()
-      built.update_state(y_true[indices], y_pred[indices],
-                         **({} if weights is None else {"sample_weight": weights[indices]}))
+      self._update(y_true, y_pred, counts)
       return float(np.asarray(built.result()))
     return float(np.asarray(built(y_true[indices], y_pred[indices])))
+
+  def _update(self, y_true, y_pred, weights):
+    def update(labels, outputs, sample_weight):
+      self.built.update_state(labels, outputs, sample_weight=sample_weight)
+    if getattr(self, "_traced", None) is None:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      self._traced = tf.function(update)
+      try:
+        return self._traced(y_true, y_pred, weights)
+      except Exception:  # pylint: disable=broad-except
+        self._traced = update  # not traceable: eager
+        self.built.reset_state()
+    return self._traced(y_true, y_pred, weights)
 
 
 class _TotalLoss:
@@ -152,11 +178,13 @@ class TaskMetrics:
   def __init__(self, spec, labels, reference):
     self.left_out = dict(spec.get("left_out") or {})
     self._labels = labels
+    self._columns = dict(spec.get("columns") or {})
+    reference = self._with_columns(reference)
     count = len(next(iter(reference.values())))
     self.samples = count
     keras = load_keras(spec["keras"])
     outputs = [o for o in spec["outputs"] if o in reference]
-    several = len(spec["outputs"]) > 1
+    several = len(spec["outputs"]) > 1 and not spec.get("flat_names")
     self._figures, losses = [], []
     for output in outputs:
       y_true = labels.get(LABEL_PREFIX + output)
@@ -184,6 +212,13 @@ class TaskMetrics:
     self.resamples = interval.RESAMPLES if all(isinstance(v, tuple) for v in self._reference.values()) \
         else interval.SLOW_RESAMPLES
     self._indices = interval.resample_indices(count, self.resamples)
+    self._reference_resampled = {}
+
+  def _with_columns(self, outputs):
+    """The outputs plus the derived ones `spec["columns"]` names ({derived: [output, column]})."""
+    derived = {name: np.asarray(outputs[source])[..., column]
+               for name, (source, column) in self._columns.items() if source in outputs}
+    return {**outputs, **derived}
 
   @property
   def names(self):
@@ -193,9 +228,11 @@ class TaskMetrics:
     evaluations = {}
     for figure in self._figures:
       try:
-        evaluations[figure.name] = figure.evaluate(np.asarray(self._labels[LABEL_PREFIX + figure.output]),
-                                                   np.asarray(outputs[figure.output]),
-                                                   self._labels.get(WEIGHT_PREFIX + figure.output))
+        evaluation = figure.evaluate(np.asarray(self._labels[LABEL_PREFIX + figure.output]),
+                                     np.asarray(outputs[figure.output]), self._labels.get(WEIGHT_PREFIX + figure.output))
+        if callable(evaluation):
+          evaluation(np.arange(self.samples))  # fails here, for this metric alone, if it cannot be computed
+        evaluations[figure.name] = evaluation
       except Exception as err:  # pylint: disable=broad-except
         self.left_out.setdefault(figure.name, f"could not be computed: {type(err).__name__}: {err}")
     if self._total is not None and all(f.name in evaluations and isinstance(evaluations[f.name], tuple)
@@ -216,14 +253,16 @@ class TaskMetrics:
       ({metric name: figures}, (verdict, reason) of the gate, or None when no gated metric was computed).
     """
     everything = np.arange(self.samples)
-    evaluations = self._evaluate(outputs)
+    evaluations = self._evaluate(self._with_columns(outputs))
     figures, verdicts = {}, []
     for name, reference in self._reference.items():
       mine = evaluations.get(name)
       if mine is None:
         continue
       value, normal = _value(mine, everything), _value(reference, everything)
-      differences = _resampled(mine, self._indices) - _resampled(reference, self._indices)
+      if name not in self._reference_resampled:  # the normal export's side is the same for every variant
+        self._reference_resampled[name] = _resampled(reference, self._indices)
+      differences = _resampled(mine, self._indices) - self._reference_resampled[name]
       bounds = interval.percentile_interval(differences)
       figures[name] = {"value": value, "normal": normal, "difference": value - normal, "interval": bounds,
                        "lower_is_better": interval.lower_is_better(name)}

@@ -1,6 +1,8 @@
 """The worker's part: the model's own metrics on the normal export and each variant, from the outputs
 verification computed anyway (nothing runs twice), into the manifest, with the `max_metric_drop` gate."""
 
+import json
+import os
 import time
 import traceback
 
@@ -10,6 +12,7 @@ from tftrt_keras.task_metrics import interval
 from tftrt_keras.task_metrics.compute import TaskMetrics
 
 _WORSE = {"ok": 0, "unverified": 1, "rejected": 2}
+METADATA_FILE = "model.json"  # beside an ONNX model or a TensorRT plan (see formats/onnx, formats/tensorrt)
 
 
 class VariantMetrics:
@@ -47,9 +50,10 @@ class VariantMetrics:
     if self._entry is not None:
       self._entry["seconds"] = round(self.seconds, 3)
 
-  def judge(self, name, outputs, verdict, reason):
-    """The variant's figures into `task_metrics.variants[name]`; returns the (verdict, reason) after the gate:
-    the worse of the agreement verdict and the metric gate's."""
+  def judge(self, name, outputs, verdict, reason, path=None):
+    """The variant's figures into `task_metrics.variants[name]` and into the `model.json` in `path` (where the
+    variant has one); returns the (verdict, reason) after the gate: the worse of the agreement verdict and the
+    metric gate's."""
     if self._metrics is None:
       if self._drops and self._entry is not None and verdict == "ok":
         why = self._entry.get("skipped") or self._entry.get("error") or "no labels"
@@ -62,9 +66,28 @@ class VariantMetrics:
       logging.error("tftrt_keras: the model's own metrics failed on %s:\n%s", name, traceback.format_exc())
       figures, gated = {"error": f"{type(err).__name__}: {err}"}, None
     self._entry.setdefault("variants", {})[name] = figures
+    if path is not None:
+      self._into_metadata(path, figures)
     self._record(started)
     if self._drops and gated is None:
       gated = ("unverified", "max_metric_drop names no metric computed here")
     if gated is None or _WORSE.get(gated[0], 0) <= _WORSE.get(verdict, 0):
       return verdict, reason
     return gated[0], (f"{reason}; " if reason else "") + f"metric gate: {gated[1]}"
+
+  def _into_metadata(self, path, figures):
+    """`model.json`'s `task_metrics`: the figures travel with the variant (a Triton repository, a copy)."""
+    metadata_path = os.path.join(path, METADATA_FILE)
+    if not os.path.isfile(metadata_path):
+      return
+    try:
+      with open(metadata_path) as f:
+        metadata = json.load(f)
+      metadata["task_metrics"] = {"samples": self._entry.get("samples"), "method": self._entry.get("method"),
+                                  "metrics": figures, "left_out": dict(self._metrics.left_out)}
+      temporary = metadata_path + ".tmp"
+      with open(temporary, "w") as f:
+        json.dump(metadata, f, indent=2, sort_keys=True)
+      os.replace(temporary, metadata_path)
+    except (OSError, ValueError) as err:
+      logging.warning("tftrt_keras: could not add the model's own metrics to %s: %s", metadata_path, err)

@@ -383,6 +383,6 @@ def _verify_artifact(name, path, run, samples, reference, batch, batch_sizes, ca
     reason = (reason + "; " + missing_text if verdict == REJECTED else "verification failed: " + missing_text)
     verdict = REJECTED
   if own_metrics is not None:  # the model's own metrics on these same outputs, and `max_metric_drop`
-    verdict, reason = own_metrics.judge(name, outputs, verdict, reason)
+    verdict, reason = own_metrics.judge(name, outputs, verdict, reason, path=path)
   return {"samples": _num_samples(samples), "precision": precision, "thresholds": thresholds, "outputs": figures,
           "verdict": verdict, "passed": verdict == OK, "reason": reason, "latency": latency}
