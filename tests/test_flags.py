@@ -17,7 +17,7 @@ COMMON_FLAGS = ("export_precisions", "export_max_batch_size", "export_verify", "
                 "export_worker_nice", "export_verify_tolerance_frozen", "export_verify_tolerance_fp32",
                 "export_verify_tolerance_fp16", "export_verify_tolerance_fp16_classifier",
                 "export_verify_tolerance_int8", "export_verify_min_agreement", "export_verify_warmup_runs",
-                "export_verify_timed_runs", "export_verify_latency_budget_seconds")
+                "export_verify_timed_runs", "export_verify_latency_budget_seconds", "export_max_metric_drop")
 TRAINING_FLAGS = ("export_dir", "export_calibration_batches", "export_conversion_policy", "export_signature_key",
                   "export_save_best_only", "export_monitor", "export_blocking")
 
