@@ -5,7 +5,7 @@ manners cost the worker.
 
 Training: a CNN image classifier (64x64x3, three conv blocks, ~100k parameters) trained by `fit` in this process,
 one timed epoch at a time. Conversion: a MobileNetV2 (96x96, weights=None) SavedModel exported to ONNX FP32 and
-FP16 and verified, started through the product's own pipeline (`prepare_export`, then `ExportJob`, the worker
+FP16 and verified, started through the product's own pipeline (`prepare_export`, then `ConversionWorker`, the worker
 process `ExportScheduler` starts for `TrtExport`). Two workers live side by side:
   polite   the defaults: worker_threads="auto" (max(1, cores // 4)), worker_nice="auto" (19)
   old      worker_threads="all", worker_nice=0: what the worker did before (every library's own thread count,
@@ -85,7 +85,7 @@ class Conversion:
     from tftrt_keras.artifacts.layout import ExportLayout  # pylint: disable=g-import-not-at-top
     from tftrt_keras.options import ConversionOptions  # pylint: disable=g-import-not-at-top
     from tftrt_keras.pipeline import prepare  # pylint: disable=g-import-not-at-top
-    from tftrt_keras.pipeline.worker import ExportJob  # pylint: disable=g-import-not-at-top
+    from tftrt_keras.pipeline.worker import ConversionWorker  # pylint: disable=g-import-not-at-top
     layout = ExportLayout(root)
     layout.ensure_root()
     options = ConversionOptions(precisions=("FP32", "FP16"), formats=("onnx",), **limits)
@@ -93,7 +93,7 @@ class Conversion:
                                      write_native=lambda d: (os.rmdir(d), shutil.copytree(source, d)),
                                      batches=batches)
     self.started = time.monotonic()
-    self.job = ExportJob(request)  # beside training: foreground=False, as TrtExport(blocking=False)
+    self.job = ConversionWorker(request)  # beside training: foreground=False, as TrtExport(blocking=False)
     self.active = 0.0  # seconds it was let run
 
   def hold(self, running):

@@ -26,7 +26,7 @@ from tftrt_keras.pipeline import prepare
 from tftrt_keras.options import ConversionOptions
 from tftrt_keras.artifacts.layout import ExportLayout, ExportRootBusy
 from tftrt_keras.pipeline.scheduler import ExportScheduler
-from tftrt_keras.pipeline.worker import ExportJob
+from tftrt_keras.pipeline.worker import ConversionWorker
 
 pytestmark = [pytest.mark.tf, pytest.mark.usefixtures("fake_tftrt")]
 CONVERSIONS = ("tftrt_fp32", "tftrt_fp16")
@@ -84,7 +84,7 @@ def _check_after_fault(root, source, job, manifest):
   # Training goes on: its next export, with nothing injected, comes out whole at the next version.
   for name in [n for n in os.environ if n.startswith("FAKE_TRT_")]:
     del os.environ[name]  # monkeypatch restores them after the test
-  following = ExportJob(_prepare(root, path))
+  following = ConversionWorker(_prepare(root, path))
   after = following.wait(120)
   assert following.version == job.version + 1
   assert fh.statuses(after) == fh.BUILT_WITHOUT_HELD_OUT_SAMPLES
@@ -96,7 +96,7 @@ def _check_after_fault(root, source, job, manifest):
 
 def test_worker_sigkilled_mid_write_fails_that_variant_and_leaves_no_partial_directory(root, source, fake_env):
   started, _ = fake_env(release_file="/nonexistent-gate-never-opens")
-  job = ExportJob(_prepare(root, source[0]))
+  job = ConversionWorker(_prepare(root, source[0]))
   worker_pid = int(fh.wait_for_file(started))
   assert worker_pid == job.pid
   half_written = [d for d in os.listdir(os.path.join(root, "tftrt_fp32")) if d.startswith(".tmp-")]
@@ -119,7 +119,7 @@ def test_worker_sigkilled_mid_write_fails_that_variant_and_leaves_no_partial_dir
                                          ("SIGABRT", "aborted")])
 def test_worker_crash_mid_write_is_recorded_with_the_signal(root, source, fake_env, crash, hint):
   fake_env(crash=crash)
-  job = ExportJob(_prepare(root, source[0]))
+  job = ConversionWorker(_prepare(root, source[0]))
   manifest = _check_after_fault(root, source, job, job.wait(120))
   assert job.returncode == -getattr(signal, crash)
   fp32 = manifest["artifacts"]["tftrt_fp32"]
@@ -131,7 +131,7 @@ def test_worker_crash_mid_write_is_recorded_with_the_signal(root, source, fake_e
 
 def test_worker_hanging_past_timeout_is_killed_and_recorded(root, source, fake_env):
   fake_env(sleep_seconds=600)
-  job = ExportJob(_prepare(root, source[0], timeout_seconds=12))
+  job = ConversionWorker(_prepare(root, source[0], timeout_seconds=12))
   manifest = _check_after_fault(root, source, job, job.wait(300))
   assert job.returncode == -signal.SIGKILL
   for name in CONVERSIONS:
@@ -148,7 +148,7 @@ def test_file_size_limit_in_the_worker_fails_the_variants_not_the_export(root, s
   soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
   resource.setrlimit(resource.RLIMIT_FSIZE, (8192, hard))
   try:
-    job = ExportJob(request)
+    job = ConversionWorker(request)
   finally:
     resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
   manifest = _check_after_fault(root, source, job, job.wait(120))
@@ -177,7 +177,7 @@ def test_disk_filling_up_during_the_export_fails_the_variants_not_the_export(sma
   root = os.path.join(small_filesystem, "exports")
   request = _prepare(root, source[0])
   filler = fh.fill_filesystem(small_filesystem, leave_bytes=10 * 4096)
-  job = ExportJob(request)
+  job = ConversionWorker(request)
   manifest = job.wait(120)
   fh.assert_closed(manifest)
   assert fh.read_manifest(root, job.version)["artifacts"] == manifest["artifacts"]
@@ -260,7 +260,7 @@ def test_truncated_calibration_file_fails_with_the_file_named(root, source):
   npz = os.path.join(ExportLayout(root).path("calibration", request.version), "calibration.npz")
   with open(npz, "r+b") as f:
     f.truncate(os.path.getsize(npz) // 2)
-  job = ExportJob(request)
+  job = ConversionWorker(request)
   manifest = job.wait(120)
   fh.assert_closed(manifest)
   for name in CONVERSIONS:
@@ -281,7 +281,7 @@ def test_backend_that_cannot_load_in_the_worker_is_named_in_the_manifest(root, s
   options = ConversionOptions(precisions=("FP32",), formats=("tftrt",))
   request = prepare.prepare_export(layout.root, 1, {"kind": "fault_injection"}, options,
                                     write_native=lambda d: (os.rmdir(d), shutil.copytree(source[0], d)))
-  job = ExportJob(request)
+  job = ConversionWorker(request)
   manifest = job.wait(120)
   fh.assert_closed(manifest)
   assert job.returncode == 0
@@ -299,7 +299,7 @@ def test_normal_export_missing_its_variables_fails_every_step_with_a_reason(root
   request = _prepare(root, source[0])
   native = ExportLayout(root).path("native", request.version)
   shutil.rmtree(os.path.join(native, "variables"))  # the normal export got damaged after it was written
-  job = ExportJob(request)
+  job = ConversionWorker(request)
   manifest = job.wait(120)
   fh.assert_closed(manifest)
   for name in ("frozen",) + CONVERSIONS:

@@ -18,7 +18,7 @@ from tftrt_keras.pipeline import run as export_run
 from tftrt_keras.samples import holdout
 from tftrt_keras.options import ConversionOptions
 from tftrt_keras.artifacts.layout import ExportLayout
-from tftrt_keras.pipeline.worker import ExportJob
+from tftrt_keras.pipeline.worker import ConversionWorker
 from tftrt_keras.formats import load_format
 from tftrt_keras.formats.tftrt.format import tensorflow_has_tftrt
 from tftrt_keras.artifacts.manifest import FINAL_STATUSES, read_manifest
@@ -152,7 +152,7 @@ def test_worker_in_background_produces_a_variant_that_serves(tmp_path, monkeypat
   root = tmp_path / "exports"
   request = _prepare(root, _options(precisions=("FP32",), conversion_device="cpu"))
   monkeypatch.delenv("FAKE_TRT_CRASH", raising=False)
-  job = ExportJob(request)
+  job = ConversionWorker(request)
   assert job.pid != os.getpid()
   manifest = job.wait(timeout=300)
   assert job.done() and job.returncode == 0
@@ -178,7 +178,7 @@ def test_a_programming_error_in_a_build_is_reported_as_a_bug_with_its_traceback_
   request = _prepare(root, _options(precisions=("FP32", "FP16"), conversion_device="cpu"))
   monkeypatch.setenv("FAKE_TRT_FAIL", "FP32,FP16")
   monkeypatch.setenv("FAKE_TRT_FAIL_AS", "FP16:TypeError")
-  manifest = ExportJob(request).wait(timeout=300)
+  manifest = ConversionWorker(request).wait(timeout=300)
   bug, routine = manifest["artifacts"]["tftrt_fp16"], manifest["artifacts"]["tftrt_fp32"]
   assert bug["status"] == routine["status"] == "failed", manifest["artifacts"]
   assert bug["reason"] == ("internal error (a bug in tftrt_keras, please report): "
@@ -195,7 +195,7 @@ def test_worker_killed_by_sigsegv_is_recorded_as_failed_with_how_it_died(tmp_pat
   root = tmp_path / "exports"
   request = _prepare(root, _options(precisions=("FP16",)))
   monkeypatch.setenv("FAKE_TRT_CRASH", "SIGSEGV")
-  manifest = ExportJob(request).wait(timeout=300)
+  manifest = ConversionWorker(request).wait(timeout=300)
   entry = manifest["artifacts"]["tftrt_fp16"]
   assert entry["status"] == "failed"
   assert "killed by SIGSEGV" in entry["reason"] and "tftrt_fp16" in entry["reason"]
@@ -213,7 +213,7 @@ def test_worker_sees_only_its_conversion_device_counted_among_the_trainers_gpus(
   monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,7")
   request = _prepare(tmp_path / "exports",
                      _options(precisions=("FP32",), conversion_device="gpu:1"))
-  manifest = ExportJob(request).wait(timeout=300)
+  manifest = ConversionWorker(request).wait(timeout=300)
   assert manifest["environment"]["formats"]["tftrt"]["cuda_visible_devices"] == "7"
   assert manifest["environment"]["formats"]["tftrt"]["conversion_device"] == "gpu:1"
 
@@ -223,7 +223,7 @@ def test_worker_given_a_gpu_the_trainer_cannot_see_fails_the_export_saying_so(tm
   monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
   request = _prepare(tmp_path / "exports", _options(precisions=("FP32",),
                                                     conversion_device="gpu:1"))
-  manifest = ExportJob(request).wait(timeout=300)
+  manifest = ConversionWorker(request).wait(timeout=300)
   for name in ("frozen", "tftrt_fp32"):
     entry = manifest["artifacts"][name]
     assert entry["status"] == "failed" and "conversion_device='gpu:1', but the training process sees only 1 GPU" in (

@@ -249,8 +249,8 @@ def test_require_tensorrt_asks_a_worker_like_child_and_gets_the_workers_answer(t
                                     ConversionOptions(precisions=("FP32",), formats=("tftrt",), verify=False),
                                     write_native=lambda d: saved_models.classifier(d),
                                     batches=[saved_models.samples(4)])
-  from tftrt_keras.pipeline.worker import ExportJob  # pylint: disable=g-import-not-at-top
-  entry = ExportJob(request).wait(timeout=300)["artifacts"]["tftrt_fp32"]
+  from tftrt_keras.pipeline.worker import ConversionWorker  # pylint: disable=g-import-not-at-top
+  entry = ConversionWorker(request).wait(timeout=300)["artifacts"]["tftrt_fp32"]
   if child.usable:
     # Built (its engines counted); verify=False: never compared, so unverified, saying so.
     assert entry["status"] == "unverified" and entry["engines_serialized"] >= 1, entry

@@ -22,7 +22,7 @@ from tftrt_keras.artifacts.layout import ExportLayout
 from tftrt_keras.options import ConversionOptions
 from tftrt_keras.pipeline import prepare
 from tftrt_keras.pipeline.scheduler import ExportScheduler
-from tftrt_keras.pipeline.worker import ExportJob
+from tftrt_keras.pipeline.worker import ConversionWorker
 from tftrt_keras.pipeline.worker_setup import WorkerLimits, usable_cores, worker_limits
 
 pytestmark = pytest.mark.usefixtures("fake_tftrt")  # every worker here converts with the TEST DOUBLE
@@ -172,7 +172,7 @@ def test_a_worker_beside_training_runs_at_the_lowest_priority_with_bounded_threa
   monkeypatch.setenv("OMP_NUM_THREADS", "64")  # the trainer's own setting does not leak into the worker
   own = os.getpriority(os.PRIO_PROCESS, 0)
   request = _prepare(str(tmp_path / "exports"), source)
-  job = ExportJob(request)  # as `ExportScheduler.submit(blocking=False)` starts it
+  job = ConversionWorker(request)  # as `ExportScheduler.submit(blocking=False)` starts it
   try:
     _wait_for(lambda: set(_niceness(job.pid).values()) == {19}, "niceness 19 on every thread")
     if _autogroups() and os.getsid(job.pid) == job.pid:  # alone in its session (Python < 3.11): it yields too

@@ -20,7 +20,7 @@ from tftrt_keras.keras.calibration_source import check_calibration_source, given
 from tftrt_keras.keras.inputs_by_name import captured_by_name
 from tftrt_keras.keras.capture import CapturingTestFunction
 from tftrt_keras.keras.checkpoint import BatchCounter, BestValue, saves_without_value
-from tftrt_keras.keras.fit_frames import callbacks_of, fit_frames, fit_has_validation
+from tftrt_keras.keras import internals as keras_internals
 from tftrt_keras.keras import snapshot as keras_snapshot
 from tftrt_keras.keras import task_labels
 from tftrt_keras.artifacts.manifest import PENDING, fail_pending, read_manifest, write_manifest
@@ -33,7 +33,7 @@ from tftrt_keras.verify.summary import known_skips_text, summary_table, variant_
 _ROOT_HOLDERS = weakref.WeakValueDictionary()
 
 
-class TrtExport(keras_flavor.callback_base()):
+class TrtExport(keras_internals.Keras2CallbackFlags, keras_flavor.callback_base()):
   """Exports the model at checkpoint time: the normal SavedModel, its frozen graph, calibration samples and the
   deployment variants (TF-TRT SavedModels, ONNX models, TensorRT engines), each verified against the normal
   export, with a manifest per export of what was made, skipped, rejected or failed and why.
@@ -164,16 +164,6 @@ class TrtExport(keras_flavor.callback_base()):
           flag_values, **{name: overrides.pop(name) for name in list(overrides) if name in names})
     return cls(export_dir, **dict(settings, **overrides))
 
-  # --- Keras 2 CallbackList asks every callback these (Keras 3 ignores them).
-  _supports_tf_logs = False
-  _chief_worker_only = None
-
-  def _implements_train_batch_hooks(self):
-    return self.save_freq != "epoch"
-
-  def _implements_test_batch_hooks(self):  # pylint: disable=no-self-use
-    return False
-  _implements_predict_batch_hooks = _implements_test_batch_hooks
 
   def _reset_run_state(self):
     self._epoch = 0
@@ -208,14 +198,14 @@ class TrtExport(keras_flavor.callback_base()):
       self._explicit_batches, self._explicit_casts, self._explicit_labels = given_batches(
           self.calibration_data, self._signature, self.calibration_batches or DEFAULT_CALIBRATION_BATCHES,
           self.options.max_batch_size, label_keys=task_labels.label_keys(model))
-    elif "INT8" in self.options.precisions and fit_has_validation(model) is False:
+    elif "INT8" in self.options.precisions and keras_internals.fit_has_validation(model) is False:
       raise invalid_argument(
           "calibration_data", None, "validation data in fit() or `calibration_data` when precisions include INT8",
           hint="INT8 calibrates on batches captured during validation, and this fit() call has no "
                "validation_data or validation_split. Pass one of them, pass `calibration_data=`, or drop INT8.")
     task_labels.check_metric_drops(self.options.max_metric_drop, model)
     if self.input_signature is None and keras_snapshot.signature_from_model(model) is None and \
-        self._explicit_batches is None and fit_has_validation(model) is False:
+        self._explicit_batches is None and keras_internals.fit_has_validation(model) is False:
       raise invalid_argument("input_signature", None, "a TensorSpec structure for this model",
                              hint="The model has no symbolic inputs (subclassed?) and fit() has no validation data "
                                   "to learn the input structure from.")
@@ -245,7 +235,8 @@ class TrtExport(keras_flavor.callback_base()):
     holder = _ROOT_HOLDERS.get(root)
     if holder is None or holder is self or holder._lock is None:  # pylint: disable=protected-access
       return
-    if fit_frames(lambda frame: any(c is holder for c in callbacks_of(frame))):
+    if keras_internals.running_fit_frames(
+        lambda frame: any(c is holder for c in keras_internals.callbacks_of(frame))):
       return
     logging.warning("tftrt_keras: %s was held by a TrtExport whose fit() ended without finishing (interrupted?); "
                     "this run takes it over and stops that run's conversions", root)
@@ -274,12 +265,10 @@ class TrtExport(keras_flavor.callback_base()):
       self._lock = None
 
   def _install_capture(self, model):
-    # Keras 2 returns the function; Keras 3 only sets `model.test_function`.
-    original = model.make_test_function() or model.test_function
+    original = keras_internals.built_test_function(model)
     if isinstance(original, CapturingTestFunction):  # left by a fit() that never reached on_train_end
       original = original.original
-    steps = getattr(model, "_steps_per_execution", None)
-    steps = int(steps.numpy()) if hasattr(steps, "numpy") else int(getattr(model, "steps_per_execution", 1) or 1)
+    steps = keras_internals.steps_per_execution(model)
     verification_samples = self.options.verification_samples if self.options.verify else 0
     reservoir = SplitReservoir(self.calibration_batches, 0, seed=self.seed)
     self._capture = CapturingTestFunction(model, original, reservoir, steps_per_execution=steps,
@@ -287,12 +276,12 @@ class TrtExport(keras_flavor.callback_base()):
                                           label_keys=task_labels.label_keys(model))
     self._original_test_function = original
     self._captured_model = model
-    model.test_function = self._capture
+    keras_internals.set_test_function(model, self._capture)
 
   def _uninstall_capture(self):
     model, capture = self._captured_model, self._capture
-    if model is not None and getattr(model, "test_function", None) is capture:
-      model.test_function = self._original_test_function
+    if model is not None and keras_internals.test_function_of(model) is capture:
+      keras_internals.set_test_function(model, self._original_test_function)
     # `_capture` stays (its last samples and counters) until the next run; the model no longer calls it.
     self._captured_model = None
     self._original_test_function = None

@@ -10,6 +10,7 @@ from absl import logging
 
 from tftrt_keras.errors import invalid_argument
 from tftrt_keras.monitor import improves, mode_from_name
+from tftrt_keras.keras import internals as keras_internals
 
 
 class BatchCounter:
@@ -81,11 +82,8 @@ def _ask_model_checkpoint(model, monitor, mode, initial_value_threshold):
     probe = package.callbacks.ModelCheckpoint(os.path.join(tempfile.gettempdir(), "unused.keras"), monitor=monitor,
                                               mode=mode, initial_value_threshold=initial_value_threshold)
     probe.set_model(model)
-    if probe.monitor_op is None:
-      # Private, and only here: Keras 3.11+ resolves the direction in `MonitorCallback._set_monitor_op` at the
-      # first epoch end (from the compiled metric's `_direction` under "auto"); older Keras sets `monitor_op` in
-      # __init__ from the name. tests/test_keras_modelcheckpoint_parity.py fails when this stops matching.
-      probe._set_monitor_op()  # pylint: disable=protected-access
+    if probe.monitor_op is None:  # Keras 3.11+ resolves it at the first epoch end; older Keras in __init__
+      keras_internals.resolve_monitor_op(probe)
     maximizes = bool(np.asarray(probe.monitor_op(1.0, 0.0)))
   except ValueError as err:
     raise invalid_argument("mode", mode, f"'min' or 'max' for monitor={monitor!r}",

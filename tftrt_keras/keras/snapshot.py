@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from tftrt_keras.errors import invalid_argument
+from tftrt_keras.keras import internals as keras_internals
 
 
 def _spec_with_free_batch(tf, name, shape, dtype):
@@ -120,8 +121,9 @@ class SavedModelSnapshotter:
     # themselves: tracking a Keras 2 model would make tf.saved_model.save serialise every layer's call graphs.
     module.model_variables = list(model.variables)
     # hub.KerasLayer revives its module as an AutoTrackable, not a tf.Module: test for Trackable.
-    module.loaded_resources = [layer._func for layer in _layers(model)  # pylint: disable=protected-access
-                               if isinstance(getattr(layer, "_func", None), tf.__internal__.tracking.Trackable)]
+    module.loaded_resources = [keras_internals.loaded_hub_module(layer) for layer in _layers(model)
+                               if isinstance(keras_internals.loaded_hub_module(layer),
+                                             tf.__internal__.tracking.Trackable)]
 
     def serve(inputs):
       outputs = model(inputs, training=False)

@@ -24,7 +24,7 @@ from absl import logging
 
 from tftrt_keras.options import ConversionOptions
 from tftrt_keras.artifacts.layout import ExportLayout
-from tftrt_keras.pipeline.worker import ExportJob
+from tftrt_keras.pipeline.worker import ConversionWorker
 from tftrt_keras.formats import is_variant
 from tftrt_keras.artifacts.manifest import PENDING, SKIPPED, read_manifest, set_artifact, write_manifest
 from tftrt_keras.pipeline.retention import retain_exports
@@ -124,7 +124,7 @@ class ExportScheduler:
   def _job(self, request):
     foreground = request.version in self._foreground
     self._foreground.discard(request.version)
-    return ExportJob(request, foreground=foreground)
+    return ConversionWorker(request, foreground=foreground)
 
   def _finish(self, manifest, root):
     if manifest is None:  # the job could not close it (logged there); the next run's recovery does

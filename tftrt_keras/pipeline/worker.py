@@ -1,7 +1,7 @@
 """The conversion worker: a child process per export, so a TensorRT crash or an OOM kill cannot take the
 training process down.
 
-Parent side: `ExportJob` starts `python -m tftrt_keras.pipeline.worker <request.json>`, watches it (timeout,
+Parent side: `ConversionWorker` starts `python -m tftrt_keras.pipeline.worker <request.json>`, watches it (timeout,
 death), and closes the manifest when it ends however it ends: the artifact it was writing is `failed` with
 the cause (signal, exit status, timeout), the ones it never reached say "not attempted", and its temp
 directories are removed. Child side: `main()` lowers its priority and bounds its threads (`worker_nice`,
@@ -98,7 +98,7 @@ def _close_pending(manifest, cause, hint, in_progress):
     set_artifact(manifest, name, FAILED, reason=f"{prefix}{cause}{what}{hint}")
 
 
-class ExportJob:
+class ConversionWorker:
   """A running (or finished) worker for one prepared export.
 
   Args:

@@ -70,7 +70,7 @@ def apply_worker_nice(environ=None):
   running gets it too. The I/O priority follows (none set: the kernel derives best-effort (nice + 20) / 5,
   7 at 19). Where the kernel groups processes by session (sched_autogroup_enabled), CPU time is shared
   between groups first and a thread's niceness counts only inside its group. In the trainer's session (as
-  `ExportJob` starts it on Python 3.11+) the worker yields to the trainer; alone in its own session (before
+  `ConversionWorker` starts it on Python 3.11+) the worker yields to the trainer; alone in its own session (before
   3.11) it lowers its group's niceness too, or it would still take half the CPU from training.
   """
   environ = os.environ if environ is None else environ
