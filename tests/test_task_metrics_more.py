@@ -214,3 +214,19 @@ def test_canned_estimator_keys_map_to_the_signature_outputs_and_the_rest_is_name
   assert "not a standard metric" in multi["left_out"]["custom"]
   words = canned_spec({"accuracy": 0.9}, ["logits"], np.array([b"cat", b"dog"]))
   assert words["metrics"] == {} and "label_vocabulary" in words["left_out"]["accuracy"]
+
+
+def test_the_summary_shows_the_own_metrics_as_one_row_per_variant():
+  from tftrt_keras.task_metrics import render  # pylint: disable=g-import-not-at-top
+  manifest = {"task_metrics": {"samples": 500, "normal": {"accuracy": 0.92, "loss": 0.253}, "variants": {
+      "onnx_int8": {"accuracy": {"value": 0.9, "normal": 0.92, "difference": -0.02, "interval": [-0.03, -0.01],
+                                 "verdict": "rejected"},
+                    "loss": {"value": 0.26, "normal": 0.253, "difference": 0.007, "interval": [0.001, 0.013]}},
+      "onnx_fp32": {"accuracy": {"value": 0.92, "normal": 0.92, "difference": 0.0, "interval": [0.0, 0.0]}}}}}
+  lines = render.summary_lines(manifest)
+  assert len(lines) == 5 and "500 labelled samples" in lines[0]
+  assert lines[1].split() == ["accuracy", "loss"]
+  assert lines[2].split() == ["normal", "export", "0.92", "0.253"]
+  assert lines[3].split()[:3] == ["onnx_fp32", "0.92", "+0"] and lines[3].split()[-1] == "-"
+  assert lines[4].split() == ["onnx_int8", "0.9", "-0.02", "[-0.03,", "-0.01]", "rejected", "0.26", "+0.007",
+                              "[+0.001,", "+0.013]"]

@@ -52,8 +52,8 @@ def _gpus_here_expected():
     return "this machine has " + ", ".join(f"GPU {g.index}: {g.name} (compute capability {g.compute_capability})"
                                            for g in status.gpus)
   if not os.path.exists("/proc/driver/nvidia"):
-    return ("CUDA finds no GPU here (cudaGetDeviceCount failed: cudaErrorInsufficientDriver: CUDA driver version is "
-            "insufficient for CUDA runtime version (no NVIDIA driver is loaded: this machine has no usable GPU))")
+    return ("CUDA finds no GPU here (cudaGetDeviceCount failed: cudaErrorInsufficientDriver (no NVIDIA driver is "
+            "loaded: this machine has no usable GPU))")
   return rtx.gpus_here(status)  # a driver without a GPU: CUDA's own words, whatever they are
 
 

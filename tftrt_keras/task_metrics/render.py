@@ -37,13 +37,35 @@ def markdown_lines(manifest):
   return lines + [""]
 
 
+def _short(value):
+  return f"{value:+.2g}"
+
+
 def summary_lines(manifest):
-  """One line per variant and metric for the end-of-training summary ([] when none)."""
+  """The end-of-training summary's table of the model's own metrics: a header, the normal export's values,
+  then one row per variant with each metric's value, difference and paired 95% interval ([] when none)."""
   entry = manifest.get("task_metrics") or {}
   if entry.get("skipped"):
     return [f"Model's own metrics: {entry['skipped']}."]
-  return [f"{name} {metric}: {_number(f['value'])} (normal export {_number(f['normal'])}, difference "
-          f"{f['difference']:+.4g}, 95% interval {_interval(f.get('interval'))})" for name, metric, f in _rows(manifest)]
+  rows = {}
+  for name, metric, f in _rows(manifest):
+    cell = f"{_number(f['value'])} {_short(f['difference'])}"
+    if f.get("interval"):
+      cell += f" [{_short(f['interval'][0])}, {_short(f['interval'][1])}]"
+    if f.get("verdict") not in (None, "ok"):
+      cell += f" {f['verdict']}"
+    rows.setdefault(name, {})[metric] = cell
+  if not rows:
+    return []
+  metrics = sorted({m for cells in rows.values() for m in cells})
+  normal = entry.get("normal") or {}
+  table = [["", *metrics], ["normal export", *(_number(normal.get(m)) for m in metrics)]]
+  table += [[name, *(cells.get(m, "-") for m in metrics)] for name, cells in sorted(rows.items())]
+  widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+  samples = entry.get("samples")
+  head = (f"Model's own metrics on {samples} labelled samples: value, difference from the normal export "
+          "[paired 95% interval]")
+  return [head] + ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
 
 
 def tensorboard_scalars(manifest):

@@ -203,7 +203,9 @@ def export_notes(manifest, width=TEXT_WIDTH):
     for output, words in sorted((verification.get("outputs_one_class") or {}).items()):
       lines += wrap(f"Warning: the normal export's output `{output}` gives one class nearly everywhere ({words}): "
                     "top-1 agreement cannot judge FP16/INT8 variants on it; verdicts by tolerance stand.", width)
-  lines += [w for line in task_metrics_render.summary_lines(manifest) for w in wrap(line, width)]
+  own_metrics = task_metrics_render.summary_lines(manifest)
+  if own_metrics:  # a table: its rows are not wrapped
+    lines += wrap(own_metrics[0], width) + own_metrics[1:]
   lines += split_lines(manifest, width)
   return lines
 

@@ -7,6 +7,7 @@ and 13.x lines); its calls then fail with CUDA's own error, which is exactly wha
 import dataclasses
 
 CUDA_PYTHON_INSTALL = "pip install cuda-python"
+NO_DRIVER = " (no NVIDIA driver is loaded: this machine has no usable GPU)"
 
 
 class CudaUnavailable(RuntimeError):
@@ -50,7 +51,9 @@ def check(result, call):
     text = rt.cudaGetErrorString(error)[1]
     message = f"{call} failed: {_text(name)}: {_text(text)}"
     if error == rt.cudaError_t.cudaErrorInsufficientDriver:
-      message += driver_hint()
+      hint = driver_hint()
+      # Without any driver CUDA's text ("driver version is insufficient") misleads; the hint says what is true.
+      message = f"{call} failed: {_text(name)}{hint}" if hint == NO_DRIVER else message + hint
     raise CudaUnavailable(message)
   if not values:
     return None
@@ -66,7 +69,7 @@ def driver_hint():
   rt = runtime()
   error, driver = rt.cudaDriverGetVersion()
   if error != rt.cudaError_t.cudaSuccess or not driver:
-    return " (no NVIDIA driver is loaded: this machine has no usable GPU)"
+    return NO_DRIVER
   runtime_version = rt.cudaRuntimeGetVersion()[1]
   return (f" (the driver supports CUDA {driver // 1000}.{driver % 1000 // 10}, these bindings are for CUDA "
           f"{runtime_version // 1000}.{runtime_version % 1000 // 10}: `pip install \"cuda-python=={driver // 1000}.*\"`)")
