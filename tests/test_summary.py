@@ -115,6 +115,14 @@ def test_known_skips_are_one_sentence_per_reason_naming_the_variants():
       "tftrt_keras: skipped on this machine: tftrt fp32: no TF-TRT"]
 
 
+def test_known_skips_say_the_first_clause_and_where_the_full_reason_is():
+  text = summary.known_skips_text({"tftrt_fp32": "TensorRT 8.6.1 not found (TensorFlow looks for libnvinfer.so.8.6.1); "
+                                                 "no GPU visible to TensorFlow"}, width=400)
+  assert text.splitlines() == [
+      "tftrt_keras: skipped on this machine: tftrt fp32: TensorRT 8.6.1 not found",
+      "tftrt_keras: the full reasons and what to install: python -m tftrt_keras.preflight"]
+
+
 def test_variants_are_named_by_format_with_their_precisions():
   assert summary.variant_groups(["onnx_fp32", "onnx_int8", "trt_rtx_fp16", "native"]) == (
       "onnx fp32/int8, trt_rtx fp16, native")

@@ -159,10 +159,21 @@ def known_skips_text(skips, width=TEXT_WIDTH):
   by_reason = {}
   for variant, reason in skips.items():
     by_reason.setdefault(" ".join(str(reason).split()), []).append(variant)
-  lines = []
+  lines, shortened = [], False
   for reason, variants in by_reason.items():
-    lines += wrap(f"tftrt_keras: skipped on this machine: {variant_groups(variants)}: {reason}", width)
+    brief = _first_clause(reason)
+    shortened = shortened or brief != reason
+    lines += wrap(f"tftrt_keras: skipped on this machine: {variant_groups(variants)}: {brief}", width)
+  if shortened:  # the console says what; the preflight and each manifest say it in full, with the fix
+    lines.append("tftrt_keras: the full reasons and what to install: python -m tftrt_keras.preflight")
   return "\n".join(lines)
+
+
+def _first_clause(reason):
+  """The reason up to its first parenthesis, semicolon or sentence end: "TensorRT 8.6.1 not found"."""
+  for mark in (" (", "; ", ". "):
+    reason = reason.split(mark, 1)[0]
+  return reason
 
 
 def _rows_of(manifest):
