@@ -383,12 +383,12 @@ def test_verification_figures_reach_tensorboard_next_to_the_training_curves(prim
 
 
 @pytest.mark.parametrize("kind", ["sequential", "functional"])
-def test_fit_with_trtexport_says_only_what_it_does(keras, kind, tmp_path, capsys, caplog):
+def test_fit_with_trtexport_says_only_what_it_does(keras, kind, tmp_path, capsys, caplog, fake_tftrt):
   """No Keras warning that fit without TrtExport would not give, no absl INFO line of ours in the trainer:
   one line per export naming the variants being built, and the table once at the end."""
   model = classifier(keras, kind)
-  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP16", "INT8"), verbose=1,
-                                   backend=FAKE_BACKEND)  # the TEST DOUBLE: the variants are attempted everywhere
+  # fake_tftrt: the TEST DOUBLE converter, so the variants are attempted everywhere.
+  callback = tftrt_keras.TrtExport(tmp_path / "e", formats=TFTRT, precisions=("FP16", "INT8"), verbose=1)
   caplog.set_level(python_logging.DEBUG)
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
@@ -400,7 +400,7 @@ def test_fit_with_trtexport_says_only_what_it_does(keras, kind, tmp_path, capsys
   printed = capsys.readouterr().out.splitlines()
   export_lines = [line for line in printed if line.startswith("tftrt_keras: exported version")]
   assert [line.split(";")[1].strip() for line in export_lines] == [
-      "converting tftrt_fp16, tftrt_int8 in the background"] * 2
+      "converting tftrt fp16/int8 in the background"] * 2
   assert sum(line.startswith("tftrt_keras exports:") for line in printed) == 1
   assert printed.index(export_lines[-1]) < printed.index("tftrt_keras exports:")
 
