@@ -150,3 +150,21 @@ def test_max_metric_drop_rejects_a_damaged_variant_passes_a_sound_one_and_cannot
   assert verdict == expected, reason
   if expected != "ok":
     assert "metric gate: accuracy drop" in reason
+
+
+def test_max_metric_drop_judges_a_variant_the_product_built_badly_and_passes_a_sound_one(keras, tmp_path):
+  """A real, deliberately damaged INT8 variant: calibrated at the 0.5th percentile of each activation (every
+  range clipped to nearly nothing), no FP32 fallback search. Its accuracy drop is gated in the user's terms;
+  the FP32 variant of the same export passes the same gate."""
+  model, x, y = _digits(keras)
+  callback = tftrt_keras.TrtExport(
+      tmp_path / "e", formats=("onnx",), precisions=("FP32", "INT8"), blocking=True, verbose=0,
+      calibration_batches=4, verification_samples=200, max_metric_drop={"accuracy": 0.02},
+      format_options={"onnx": {"int8_calibration": "percentile", "percentile": 0.5, "int8_search_budget": 0}})
+  model.fit(x, y, validation_data=(x[:400], y[:400]), epochs=3, batch_size=32, callbacks=[callback], verbose=0)
+  manifest = _manifest(callback)
+  variants = manifest["task_metrics"]["variants"]
+  damaged, sound = variants["onnx_int8"]["accuracy"], variants["onnx_fp32"]["accuracy"]
+  assert damaged["interval"][1] < -0.02 and damaged["verdict"] == "rejected", damaged
+  assert manifest["artifacts"]["onnx_int8"]["status"] == "rejected"
+  assert sound["verdict"] == "ok" and manifest["artifacts"]["onnx_fp32"]["status"] == "ok", sound
