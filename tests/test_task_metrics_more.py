@@ -230,3 +230,34 @@ def test_the_summary_shows_the_own_metrics_as_one_row_per_variant():
   assert lines[3].split()[:3] == ["onnx_fp32", "0.92", "+0"] and lines[3].split()[-1] == "-"
   assert lines[4].split() == ["onnx_int8", "0.9", "-0.02", "[-0.03,", "-0.01]", "rejected", "0.26", "+0.007",
                               "[+0.001,", "+0.013]"]
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("flavor", keras_models.flavors())
+def test_a_loss_and_a_metric_given_as_objects_are_in_the_spec_and_a_subclassed_model_says_why_not(flavor):
+  """compile(loss=keras.losses.MeanSquaredError()) serializes to one config dict (the keras-io ViT and Wide & Deep
+  examples compile so): it is the loss of every output, not a dict by output name."""
+  from tftrt_keras.keras import task_labels  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.task_metrics import labels as labels_lib  # pylint: disable=g-import-not-at-top
+  keras = keras_models.keras_for(flavor)
+  inputs = keras.Input((3,), name="x")
+  model = keras.Model(inputs, keras.layers.Dense(1, name="y")(inputs))
+  model.compile(optimizer="adam", loss=keras.losses.MeanSquaredError(),
+                metrics=[keras.metrics.MeanAbsoluteError()])
+  spec = task_labels.compile_spec(model)
+  assert list(spec["loss"]) == ["y"] and spec["loss"]["y"]["class_name"] == "MeanSquaredError"
+  assert [c["class_name"] for c in spec["metrics"]["y"]] == ["MeanAbsoluteError"]
+
+  class Subclassed(keras.Model):  # pylint: disable=abstract-method
+    def __init__(self):
+      super().__init__()
+      self.dense = keras.layers.Dense(1)
+
+    def call(self, x):
+      return self.dense(x)
+
+  subclassed = Subclassed()
+  subclassed.compile(optimizer="adam", loss="mse")
+  subclassed(np.zeros((2, 3), "float32"))
+  entry = labels_lib.manifest_entry(task_labels.compile_spec(subclassed), has_labels=False)
+  assert entry["skipped"] == task_labels.NO_OUTPUT_NAMES

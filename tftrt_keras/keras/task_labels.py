@@ -20,11 +20,20 @@ def output_names(model):
   return keras_snapshot._output_names(model, len(tf.nest.flatten(outputs)))  # pylint: disable=protected-access
 
 
+# Why a compiled model without symbolic outputs gets no figures (said in the manifest, not left silent).
+NO_OUTPUT_NAMES = ("the model has no symbolic outputs (a subclassed model), so its labels cannot be matched to "
+                   "the serving signature's outputs")
+
+
 def compile_spec(model):
-  """`task_metrics.spec.compile_spec` of a compiled model (None when uncompiled or not built)."""
+  """`task_metrics.spec.compile_spec` of a compiled model (None when uncompiled; for a model without symbolic
+  outputs, a spec whose `left_out` says why nothing is computed)."""
   names = output_names(model)
   if names is None:
-    return None
+    if not getattr(model, "compiled", getattr(model, "_is_compiled", False)):
+      return None
+    return {"keras": keras_flavor.flavor_name(model), "outputs": [], "loss": {}, "loss_weights": {},
+            "metrics": {}, "weighted_metrics": {}, "left_out": {"compile()": NO_OUTPUT_NAMES}}
   return task_spec.compile_spec(model, names, keras_flavor.flavor_name(model))
 
 

@@ -58,7 +58,9 @@ def num_rows(labels):
 def manifest_entry(spec, has_labels):
   """The manifest's `task_metrics` as the trainer writes it; the worker adds the figures."""
   entry = {"spec": spec}
-  if has_labels:
+  if not spec.get("outputs") and spec.get("left_out"):  # nothing to match labels to: say why
+    entry["skipped"] = "; ".join(spec["left_out"].values())
+  elif has_labels:
     entry["labels_file"] = LABELS_FILE
   else:
     entry["skipped"] = NO_LABELS

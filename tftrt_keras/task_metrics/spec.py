@@ -8,7 +8,7 @@ def _per_output(value, outputs, *, listed):
   `listed`: the per-output value is itself a list (metrics), so a flat list applies to every output."""
   if value is None:
     return {}
-  if isinstance(value, dict):
+  if isinstance(value, dict) and not _is_config(value):  # a serialized loss/metric object is one value
     return {k: v for k, v in value.items() if k in outputs}
   if isinstance(value, (list, tuple)):
     nested = listed and any(isinstance(v, (list, tuple, dict)) and not _is_config(v) for v in value)
