@@ -224,7 +224,7 @@ def test_the_summary_shows_the_own_metrics_as_one_row_per_variant():
                     "loss": {"value": 0.26, "normal": 0.253, "difference": 0.007, "interval": [0.001, 0.013]}},
       "onnx_fp32": {"accuracy": {"value": 0.92, "normal": 0.92, "difference": 0.0, "interval": [0.0, 0.0]}}}}}
   lines = render.summary_lines(manifest)
-  assert len(lines) == 5 and "500 labelled samples" in lines[0]
+  assert len(lines) == 5 and "500 labelled samples" in lines[0] and len(lines[0]) <= 100
   assert lines[1].split() == ["accuracy", "loss"]
   assert lines[2].split() == ["normal", "export", "0.92", "0.253"]
   assert lines[3].split()[:3] == ["onnx_fp32", "0.92", "+0"] and lines[3].split()[-1] == "-"

@@ -63,8 +63,7 @@ def summary_lines(manifest):
   table += [[name, *(cells.get(m, "-") for m in metrics)] for name, cells in sorted(rows.items())]
   widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
   samples = entry.get("samples")
-  head = (f"Model's own metrics on {samples} labelled samples: value, difference from the normal export "
-          "[paired 95% interval]")
+  head = f"Model's own metrics, {samples} labelled samples: value, difference to normal [paired 95% interval]"
   return [head] + ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
 
 
