@@ -30,6 +30,7 @@ def _manifest(callback):
 
 def _digits(keras, count=600, seed=0):
   """A small trained CNN on 8x8 'digits' (a class-dependent blob): deterministic, seconds to train."""
+  keras.utils.set_random_seed(seed)  # the initial weights too
   rng = np.random.default_rng(seed)
   y = rng.integers(0, 4, size=count)
   x = rng.normal(scale=0.3, size=(count, 8, 8, 1)).astype("float32")
