@@ -123,7 +123,7 @@ def _tolerance(default, doc):
   return option(default, doc, check=checks.fraction(_TOLERANCE), kind="float")
 
 
-# THE OPTION TABLE. To add an option (e.g. `max_metric_drop: float = option(0.01, "...",
+# THE OPTION TABLE. To add an option (e.g. `my_fraction: float = option(0.01, "...",
 # check=checks.fraction("a fraction between 0 and 1", upper=1), kind="float")`), add its field here: it becomes a
 # keyword of every entry point in `where`, the flag `--export_<name>`, a line of the docstring below and a value
 # the worker reads; then give it a non-default value in NON_DEFAULT of tests/test_options_table.py, which proves
