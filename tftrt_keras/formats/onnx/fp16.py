@@ -62,15 +62,16 @@ def convert_to_fp16(model, extra_ops=(), keep_nodes=(), check_fp16_ready=True, s
   from tftrt_keras.formats.onnx import fp16_graph as passes  # pylint: disable=g-import-not-at-top
   why = block_list(extra_ops)
   prepared = _outputs_behind_identity(copy.deepcopy(model))
-  integer_nodes = passes.integer_cast_blocks(prepared)
-  out_of_range = passes.out_of_range_nodes(prepared, samples) if samples else {}
-  integer_nodes |= set(out_of_range or ())
-  passes.unshare_initializers(prepared, set(why), integer_nodes)
+  types = passes.tensor_dtypes(prepared)  # shape inference once, for both passes
+  integer_nodes = passes.integer_cast_blocks(prepared, types)
+  out_of_range = (passes.out_of_range_nodes(prepared, samples, types) if samples else None) or {}
+  blocked = integer_nodes | set(out_of_range)
+  passes.unshare_initializers(prepared, set(why), blocked)
   with warnings.catch_warnings():
     # One warning per weight below FP16's smallest normal value (flushed to 1e-7): hundreds, and harmless.
     warnings.filterwarnings("ignore", message="the float32 number", category=UserWarning)
     converted = float16.convert_float_to_float16(prepared, keep_io_types=True, op_block_list=list(why),
-                                                 node_block_list=sorted(integer_nodes | set(keep_nodes)),
+                                                 node_block_list=sorted(blocked | set(keep_nodes)),
                                                  max_finite_val=FP16_MAX, check_fp16_ready=check_fp16_ready)
   passes.collapse_round_trips(converted)
   counts = {}
@@ -79,7 +80,7 @@ def convert_to_fp16(model, extra_ops=(), keep_nodes=(), check_fp16_ready=True, s
       if node.op_type in why:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
   kept = {op: {"nodes": n, "why": why[op]} for op, n in sorted(counts.items())}
-  cast_nodes = integer_nodes - set(out_of_range or ())
+  cast_nodes = integer_nodes - set(out_of_range)  # a node kept for both reasons is counted under range
   if cast_nodes:
     kept["integer casts"] = {"nodes": len(cast_nodes), "why": passes.INTEGER_CASTS_WHY}
   if out_of_range:

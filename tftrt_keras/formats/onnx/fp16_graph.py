@@ -75,12 +75,12 @@ def tensor_dtypes(model):
   return types
 
 
-def integer_cast_blocks(model):
+def integer_cast_blocks(model, types=None):
   """Names of the nodes to keep FP32 because they carry integer values as float: every Cast to float of a
-  non-float tensor, and every comparison fed by one."""
+  non-float tensor, and every comparison fed by one. `types`: `tensor_dtypes(model)` when already computed."""
   import onnx  # pylint: disable=g-import-not-at-top
   floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
-  types = tensor_dtypes(model)
+  types = types if types is not None else tensor_dtypes(model)
   casts = {}
   for graph in graphs(model.graph):
     for node in graph.node:
@@ -184,11 +184,11 @@ def _remove_dead_casts(model):
       return
 
 
-def out_of_range_nodes(model, samples):
+def out_of_range_nodes(model, samples, types=None):
   """{node name: largest |value| seen} of the main graph's nodes that read or write a float32 tensor beyond
   FP16_SAFE_MAX when the FP32 `model` runs on up to 64 of `samples` ({input name: array}): a node reading such a
   value in FP16 would read inf through its input Cast. Nodes inside Loop/Scan bodies are not seen. Returns None
-  when the samples do not match the model's inputs."""
+  when the samples do not match the model's inputs. `types`: `tensor_dtypes(model)` when already computed."""
   import onnx  # pylint: disable=g-import-not-at-top
   import onnxruntime  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -196,7 +196,7 @@ def out_of_range_nodes(model, samples):
     return None
   probe = onnx.ModelProto()
   probe.CopyFrom(model)
-  types = tensor_dtypes(probe)
+  types = types if types is not None else tensor_dtypes(probe)
   known = {v.name for v in probe.graph.output}
   for node in probe.graph.node:
     for name in node.output:
