@@ -32,8 +32,7 @@ def compile_spec(model):
   if names is None:
     if not getattr(model, "compiled", getattr(model, "_is_compiled", False)):
       return None
-    return {"keras": keras_flavor.flavor_name(model), "outputs": [], "loss": {}, "loss_weights": {},
-            "metrics": {}, "weighted_metrics": {}, "left_out": {"compile()": NO_OUTPUT_NAMES}}
+    return task_spec.nothing_computed(keras_flavor.flavor_name(model), [], NO_OUTPUT_NAMES)
   return task_spec.compile_spec(model, names, keras_flavor.flavor_name(model))
 
 

@@ -42,9 +42,7 @@ def compile_spec(model, output_names, flavor):
   try:
     config = model.get_compile_config()
   except Exception as err:  # pylint: disable=broad-except
-    return {"keras": flavor, "outputs": list(output_names), "loss": {}, "loss_weights": {},
-            "metrics": {}, "weighted_metrics": {},
-            "left_out": {"compile()": f"Keras could not serialize it: {type(err).__name__}: {err}"}}
+    return nothing_computed(flavor, output_names, f"Keras could not serialize it: {type(err).__name__}: {err}")
   if not config:
     return None
   outputs = list(output_names)
@@ -56,6 +54,12 @@ def compile_spec(model, output_names, flavor):
           "weighted_metrics": {o: _as_list(v) for o, v in
                                _per_output(config.get("weighted_metrics"), outputs, listed=True).items()},
           "left_out": {}}
+
+
+def nothing_computed(flavor, output_names, why):
+  """A spec with no loss and no metrics whose `left_out` says why (under "compile()")."""
+  return {"keras": flavor, "outputs": list(output_names), "loss": {}, "loss_weights": {}, "metrics": {},
+          "weighted_metrics": {}, "left_out": {"compile()": why}}
 
 
 def config_name(config):
