@@ -79,7 +79,7 @@ def test_a_short_reason_a_whole_row_shares_stands_in_the_table():
   assert "[1]" not in text
 
 
-def test_earlier_exports_are_one_line_each_and_superseded_is_said_once():
+def test_earlier_exports_are_one_statement_and_superseded_is_said_once():
   superseded = "superseded: export version {} was due before this export's conversion started"
   earlier = [_manifest(1)]
   for version in (2, 3):
@@ -87,17 +87,19 @@ def test_earlier_exports_are_one_line_each_and_superseded_is_said_once():
     for name in ("tftrt_fp16", "tftrt_int8", "onnx_fp16", "onnx_int8"):
       manifest["artifacts"][name] = {"status": "skipped", "path": None, "reason": superseded.format(version + 1)}
     earlier.append(manifest)
-  text = summary.summary_table(earlier + [_manifest(4)], root="/exports", width=100)
+  text = summary.summary_table(earlier + [_manifest(4)], root="/exports", width=400, heading="exports:")
   lines = text.splitlines()
-  assert lines[:3] == ["version 1: 2 ok, 1 rejected, 1 failed, 2 skipped",
-                       "version 2: 2 ok, 4 skipped (4 superseded)",
-                       "version 3: 2 ok, 4 skipped (4 superseded)",
-                       ]
-  assert lines[3].startswith("version 4 (latest)  status")
+  # Versions with the same counts are one group; what "superseded" means is said once, after them.
+  assert lines[0] == ("exports: version 1: 2 ok, 1 rejected, 1 failed, 2 skipped; versions 2-3: 2 ok, 4 skipped "
+                      "(4 superseded); " + summary.SUPERSEDED_NOTE)
+  assert lines[1].startswith("version 4 (latest)  status")
   assert set(_rows(text)) == {"native", "calibration", "tftrt", "onnx"}  # the latest in full
-  assert " ".join(text.split()).count(" ".join(summary.SUPERSEDED_NOTE.split())) == 1
   assert text.count("superseded:") == 1 and "version 3 was due" not in text
   assert text.count(LONG_REASON[:40]) == 1  # the earlier exports' reasons are not repeated
+  # Versions apart, or with other counts, are not grouped.
+  assert summary.earlier_text([_manifest(1), earlier[1], _manifest(3)]) == (
+      "version 1: 2 ok, 1 rejected, 1 failed, 2 skipped; version 2: 2 ok, 4 skipped (4 superseded); "
+      "version 3: 2 ok, 1 rejected, 1 failed, 2 skipped; " + summary.SUPERSEDED_NOTE)
 
 
 def test_reasons_said_before_training_are_not_written_again():
@@ -107,20 +109,22 @@ def test_reasons_said_before_training_are_not_written_again():
   assert LONG_REASON[:40] not in text and OTHER_LONG_REASON in " ".join(text.split())
 
 
-def test_known_skips_are_one_sentence_per_reason_naming_the_variants():
+def test_known_skips_are_one_statement_naming_each_format_and_its_reason():
   text = summary.known_skips_text({"trt_fp32": "no TensorRT", "trt_int8": "no TensorRT", "tftrt_fp32": "no TF-TRT"},
                                       width=400)
-  assert text.splitlines() == [
-      "tftrt_keras: skipped on this machine: trt fp32/int8: no TensorRT",
-      "tftrt_keras: skipped on this machine: tftrt fp32: no TF-TRT"]
+  assert text.splitlines() == ["tftrt_keras: skipped on this machine: trt (no TensorRT), tftrt (no TF-TRT)"]
+  assert summary.known_skips_text({}) == ""
 
 
 def test_known_skips_say_the_first_clause_and_where_the_full_reason_is():
   text = summary.known_skips_text({"tftrt_fp32": "TensorRT 8.6.1 not found (TensorFlow looks for libnvinfer.so.8.6.1); "
-                                                 "no GPU visible to TensorFlow"}, width=400)
+                                                 "no GPU visible to TensorFlow",
+                                   "trt_fp16": "TensorRT engines cannot be built here: TensorRT's Python package does "
+                                               "not import (ModuleNotFoundError: No module named 'tensorrt')"},
+                                  width=400)
   assert text.splitlines() == [
-      "tftrt_keras: skipped on this machine: tftrt fp32: TensorRT 8.6.1 not found",
-      "tftrt_keras: the full reasons and what to install: python -m tftrt_keras.preflight"]
+      "tftrt_keras: skipped on this machine: tftrt (TensorRT 8.6.1 not found), trt (TensorRT's Python package does "
+      "not import); why and what to install: python -m tftrt_keras.preflight"]
 
 
 def test_variants_are_named_by_format_with_their_precisions():
@@ -167,9 +171,9 @@ def test_describe_export_says_how_samples_were_split_and_warns(tmp_path):
   lines = text.splitlines()
   assert lines[0].split()[:2] == ["version", "2"] and _rows(text)["onnx"][1] == "failed [2] / rejected [3]"
   assert _footnotes(text)["[1]"] == LONG_REASON  # each reason once
-  assert f"Calibration: {split}." in lines
+  # How the samples were used, one statement; statuses are the table's, not repeated.
+  assert f"Calibration: {split}. Verification judged on 16 held-out samples." in lines
   assert f"Warning: {warning}." in lines
-  assert "Verification judged on 16 held-out samples." in lines  # statuses are the table's, not repeated
   assert lines[-1] == f"Manifest: {path}"
 
 
@@ -179,8 +183,8 @@ def test_describe_export_without_the_listing_keeps_only_the_notes(tmp_path):
   path = _write(tmp_path, manifest)
   text = summary.describe_export(str(path), list_artifacts=False)
   assert text.splitlines() == [
-      "Calibration: of 10 captured samples, 8 calibrate and 2 verify.",
-      "Not verified: verification turned off (ConversionOptions.verify=False).", f"Manifest: {path}"]
+      "Calibration: of 10 captured samples, 8 calibrate and 2 verify. Not verified: verification turned off",
+      "    (ConversionOptions.verify=False).", f"Manifest: {path}"]
 
 
 SPREAD = "spread across samples 2e-07 of its largest value 0.1 (< 0.001)"

@@ -217,20 +217,26 @@ def test_canned_estimator_keys_map_to_the_signature_outputs_and_the_rest_is_name
   assert words["metrics"] == {} and "label_vocabulary" in words["left_out"]["accuracy"]
 
 
-def test_the_summary_shows_the_own_metrics_as_one_row_per_variant():
+def test_the_summary_shows_each_own_metric_with_its_worst_variant_and_what_the_gate_did_not_pass():
   from tftrt_keras.task_metrics import render  # pylint: disable=g-import-not-at-top
   manifest = {"task_metrics": {"samples": 500, "normal": {"accuracy": 0.92, "loss": 0.253}, "variants": {
       "onnx_int8": {"accuracy": {"value": 0.9, "normal": 0.92, "difference": -0.02, "interval": [-0.03, -0.01],
                                  "verdict": "rejected"},
                     "loss": {"value": 0.26, "normal": 0.253, "difference": 0.007, "interval": [0.001, 0.013]}},
+      "onnx_fp16": {"accuracy": {"value": 0.93, "normal": 0.92, "difference": 0.01, "interval": [-0.04, 0.05]},
+                    "loss": {"value": 0.25, "normal": 0.253, "difference": -0.003, "interval": [-0.02, 0.02]}},
       "onnx_fp32": {"accuracy": {"value": 0.92, "normal": 0.92, "difference": 0.0, "interval": [0.0, 0.0]}}}}}
   lines = render.summary_lines(manifest)
-  assert len(lines) == 5 and "500 labelled samples" in lines[0] and len(lines[0]) <= 100
-  assert lines[1].split() == ["accuracy", "loss"]
-  assert lines[2].split() == ["normal", "export", "0.92", "0.253"]
-  assert lines[3].split()[:3] == ["onnx_fp32", "0.92", "+0"] and lines[3].split()[-1] == "-"
-  assert lines[4].split() == ["onnx_int8", "0.9", "-0.02", "[-0.03,", "-0.01]", "rejected", "0.26", "+0.007",
-                              "[+0.001,", "+0.013]"]
+  assert len(lines) == 3 and "500 labelled samples" in lines[0] and len(lines[0]) <= 100
+  # accuracy: higher is better, the worst is the lowest lower bound (fp16's -0.04, though int8 lost more on
+  # average); loss: lower is better, the worst is the highest upper bound (fp16's +0.02).
+  assert lines[1].split() == ["accuracy", "0.92", "worst", "onnx_fp16", "+0.01", "[-0.04,", "+0.05];", "rejected",
+                              "by", "max_metric_drop:", "onnx_int8"]
+  assert lines[2].split() == ["loss", "0.253", "worst", "onnx_fp16", "-0.003", "[-0.02,", "+0.02]"]
+  same = {"task_metrics": {"samples": 9, "normal": {"mae": 1.0}, "variants": {
+      name: {"mae": {"value": 1.0, "normal": 1.0, "difference": 0.0, "interval": [0.0, 0.0]}}
+      for name in ("onnx_fp32", "onnx_int8")}}}
+  assert render.summary_lines(same)[1].split() == ["mae", "1", "every", "variant", "+0", "[+0,", "+0]"]
 
 
 @pytest.mark.tf

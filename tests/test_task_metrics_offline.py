@@ -35,10 +35,10 @@ def test_labelled_calibration_data_and_metrics_flag_give_accuracy_per_variant(tm
   held = np.load(os.path.join(directory, "verification.npz"))["x"]
   held_labels = np.load(os.path.join(directory, "verification_labels.npz"))["label:probabilities"]
   assert figures["normal"] == pytest.approx(np.mean(reference(held)["probabilities"].argmax(axis=1) == held_labels))
-  shown = result.stdout.splitlines()  # the CLI's own-metrics table: a header of metric names, a row per variant
-  normal = next(i for i, line in enumerate(shown) if line.startswith("normal export "))
-  assert "20 labelled samples" in shown[normal - 2] and shown[normal - 1].split() == ["accuracy"]
-  assert any(line.split()[:2] == ["onnx_fp32", f"{figures['value']:.4g}"] for line in shown[normal + 1:])
+  shown = result.stdout.splitlines()  # the CLI's own metrics: a head, then per metric the normal export's value
+  head = next(i for i, line in enumerate(shown) if line.startswith("Model's own metrics, 20 labelled samples"))
+  words = shown[head + 1].split()
+  assert words[:2] == ["accuracy", f"{figures['normal']:.4g}"] and f"{figures['difference']:+.2g}" in words, words
 
 
 def test_labels_of_an_output_the_signature_lacks_exit_2_naming_calibration_data(tmp_path):

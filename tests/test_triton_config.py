@@ -354,4 +354,6 @@ def test_a_usable_variant_with_a_fixed_batch_dimension_is_left_out_with_the_reas
   record = manifest["serving"]["triton"]
   assert record["models"] == {}
   assert "fixed batch dimension (4)" in record["left_out"]["onnx_fp32"]
+  # The summary's reason is why the usable variant was left out, not that nothing could be served.
+  assert (record["status"], record["reason"]) == ("skipped", f"nothing published: onnx_fp32: {record['left_out']['onnx_fp32']}")
   assert os.listdir(repository) == []

@@ -321,7 +321,7 @@ class TrtExport(keras_internals.Keras2CallbackFlags, keras_flavor.callback_base(
           manifests = [read_manifest(p) for p in self._run_manifests if os.path.exists(p)]
           if manifests:
             said = set(self._known_skips.values())  # told at on_train_begin: "said above", not again
-            print("tftrt_keras exports:\n" + summary_table(manifests, self.export_dir, said=said), flush=True)
+            print(summary_table(manifests, self.export_dir, said=said, heading="tftrt_keras exports:"), flush=True)
     finally:
       self._run_manifests = []
       self._scheduler = None

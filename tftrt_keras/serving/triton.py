@@ -376,8 +376,19 @@ def publish_export(run):
   record["status"] = FAILED if failures else OK if record["models"] else SKIPPED
   if record["status"] != OK:
     record["reason"] = ("writing the Triton models failed: " + "; ".join(failures) if failures else
-                        "no variant of this export can be served by Triton (see left_out)")
+                        _nothing_published(run.manifest["artifacts"], record["left_out"]))
   return record
+
+
+def _nothing_published(artifacts, left_out):
+  """Why no model was written: why the usable variants were left out (the first, and how many more), else that
+  no servable variant is usable."""
+  usable = [(v, why) for v, why in left_out.items() if artifacts[v].get("status") in USABLE_STATUSES]
+  if not usable:
+    return "no variant of this export that Triton can serve is usable (see left_out)"
+  variant, why = usable[0]
+  more = f" (and {len(usable) - 1} more; see left_out)" if len(usable) > 1 else ""
+  return f"nothing published: {variant}: {why}{more}"
 
 
 def _staging_dir(export_root, version):

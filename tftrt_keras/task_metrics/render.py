@@ -1,6 +1,8 @@
 """The model's own metrics as users read them: report.md lines, summary lines, TensorBoard scalars. Each reads
 the manifest's `task_metrics` entry only."""
 
+from tftrt_keras.task_metrics import interval
+
 
 def _number(value):
   return "-" if value is None else f"{value:.4g}"
@@ -42,29 +44,49 @@ def _short(value):
 
 
 def summary_lines(manifest):
-  """The end-of-training summary's table of the model's own metrics: a header, the normal export's values,
-  then one row per variant with each metric's value, difference and paired 95% interval ([] when none)."""
+  """The end-of-training summary of the model's own metrics ([] when none): a head line, then per metric the
+  normal export's value and the variant that fares worst, with its difference and paired 95% interval, and any
+  variant the `max_metric_drop` gate did not pass. Every variant's figures are in report.md."""
   entry = manifest.get("task_metrics") or {}
   if entry.get("skipped"):
     return [f"Model's own metrics: {entry['skipped']}."]
-  rows = {}
+  by_metric = {}
   for name, metric, f in _rows(manifest):
-    cell = f"{_number(f['value'])} {_short(f['difference'])}"
-    if f.get("interval"):
-      cell += f" [{_short(f['interval'][0])}, {_short(f['interval'][1])}]"
-    if f.get("verdict") not in (None, "ok"):
-      cell += f" {f['verdict']}"
-    rows.setdefault(name, {})[metric] = cell
-  if not rows:
+    by_metric.setdefault(metric, []).append((name, f))
+  if not by_metric:
     return []
-  metrics = sorted({m for cells in rows.values() for m in cells})
   normal = entry.get("normal") or {}
-  table = [["", *metrics], ["normal export", *(_number(normal.get(m)) for m in metrics)]]
-  table += [[name, *(cells.get(m, "-") for m in metrics)] for name, cells in sorted(rows.items())]
-  widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-  samples = entry.get("samples")
-  head = f"Model's own metrics, {samples} labelled samples: value, difference to normal [paired 95% interval]"
-  return [head] + ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+  table = []
+  for metric, figures in sorted(by_metric.items()):
+    cells = {name: _difference(f) for name, f in figures}
+    if len(set(cells.values())) == 1 and len(cells) > 1:
+      worst = f"every variant {cells.popitem()[1]}"
+    else:
+      name, _ = max(figures, key=lambda named: _harm(metric, named[1]))
+      worst = f"worst {name} {cells[name]}"
+    gated = {}
+    for name, f in figures:
+      if f.get("verdict") not in (None, "ok"):
+        gated.setdefault(f["verdict"], []).append(name)
+    worst += "".join(f"; {verdict} by max_metric_drop: {', '.join(names)}" for verdict, names in sorted(gated.items()))
+    table.append([metric, _number(normal.get(metric)), worst])
+  widths = [max(len(r[i]) for r in table) for i in range(2)]
+  head = (f"Model's own metrics, {entry.get('samples')} labelled samples: normal export; worst variant's "
+          "difference [95% interval]")
+  return [head] + ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths + [0])).rstrip() for r in table]
+
+
+def _difference(figure):
+  text = _short(figure["difference"])
+  if figure.get("interval"):
+    text += f" [{_short(figure['interval'][0])}, {_short(figure['interval'][1])}]"
+  return text
+
+
+def _harm(metric, figure):
+  """How far the variant may be worse than the normal export: the interval's bound on the bad side."""
+  low, high = figure.get("interval") or (figure["difference"], figure["difference"])
+  return high if figure.get("lower_is_better", interval.lower_is_better(metric)) else -low
 
 
 def tensorboard_scalars(manifest):

@@ -28,16 +28,18 @@ def wrap(text, width=TEXT_WIDTH, first_prefix="", indent="    "):
                        subsequent_indent=indent, break_long_words=False, break_on_hyphens=False) or [first_prefix]
 
 
-def summary_table(manifests, root=None, inline_reason_width=INLINE_REASON_WIDTH, width=TEXT_WIDTH, said=()):
-  """Renders a run's exports: each earlier one in one line, the latest (the last given) as a table.
+def summary_table(manifests, root=None, inline_reason_width=INLINE_REASON_WIDTH, width=TEXT_WIDTH, said=(),
+                  heading=None):
+  """Renders a run's exports: the earlier ones in one statement, the latest (the last given) as a table.
 
   Args:
     manifests: manifest dicts, oldest first.
     root: the export root; paths are shown relative to it (else as the manifest records them).
     inline_reason_width: a reason up to this long that a whole row shares stands in the table; any other is a
       footnote `[n]`, written once below the table.
-    width: width the lines below the table wrap at.
+    width: width the lines outside the table wrap at.
     said: reasons already printed (the preflight's skips): shown as "said above", not repeated.
+    heading: words the text starts with ("tftrt_keras exports:"), on the earlier exports' line.
 
   Returns:
     The text (no trailing newline).
@@ -45,24 +47,41 @@ def summary_table(manifests, root=None, inline_reason_width=INLINE_REASON_WIDTH,
   if not manifests:
     return ""
   *earlier, latest = manifests
-  lines = [earlier_line(m) for m in earlier]
+  first = " ".join(part for part in (heading, earlier_text(earlier)) if part)
+  lines = wrap(first, width) if first else []
   table, texts = artifact_table(latest, root, inline_reason_width, said,
                                 title=f"version {latest['version']}{' (latest)' if earlier else ''}")
   lines += table
   for number, reason in enumerate(texts, 1):
     lines += wrap(reason, width, first_prefix=f"[{number}] ", indent=" " * (len(str(number)) + 3))
-  if any(_superseded(e) for m in earlier for _, e in _rows_of(m)):
-    lines += wrap(SUPERSEDED_NOTE, width)
   return "\n".join(lines)
 
 
 # The order counts are given in on an earlier export's line.
 STATUS_ORDER = (OK, UNVERIFIED, REJECTED, FAILED, SKIPPED, PENDING)
-SUPERSEDED_NOTE = "superseded: a newer export was due first (conversion_policy='latest'; 'every' converts all)."
+SUPERSEDED_NOTE = "superseded: a newer export was due first (conversion_policy='every' converts all)."
 
 
-def earlier_line(manifest):
-  """One line for an export that is not the latest: its artifacts counted by status, "superseded" said once."""
+def earlier_text(manifests):
+  """One statement for the exports before the latest: consecutive versions with the same counts by status
+  together ("versions 2-4: 3 ok, 13 skipped (12 superseded)", each), what "superseded" means said once."""
+  groups = []  # [first version, last version, counts text]
+  for manifest in manifests:
+    counts = counts_text(manifest)
+    if groups and groups[-1][2] == counts:
+      groups[-1][1] = manifest["version"]
+    else:
+      groups.append([manifest["version"], manifest["version"], counts])
+  if not groups:
+    return ""
+  parts = [f"version {a}: {c}" if a == b else f"versions {a}-{b}: {c}" for a, b, c in groups]
+  if any(_superseded(e) for m in manifests for _, e in _rows_of(m)):
+    parts.append(SUPERSEDED_NOTE)
+  return "; ".join(parts)
+
+
+def counts_text(manifest):
+  """An export's artifacts counted by status, "superseded" said once: "3 ok, 13 skipped (12 superseded)"."""
   counts, superseded = {}, 0
   for _, entry in _rows_of(manifest):
     counts[entry["status"]] = counts.get(entry["status"], 0) + 1
@@ -70,7 +89,7 @@ def earlier_line(manifest):
   order = list(STATUS_ORDER) + sorted(set(counts) - set(STATUS_ORDER))
   parts = [f"{counts[s]} {s}" + (f" ({superseded} superseded)" if s == SKIPPED and superseded else "")
            for s in order if counts.get(s)]
-  return f"version {manifest['version']}: {', '.join(parts) or 'no artifacts'}"
+  return ", ".join(parts) or "no artifacts"
 
 
 def variant_groups(names):
@@ -150,7 +169,8 @@ def _group_path(named_paths, fmt):
 
 
 def known_skips_text(skips, width=TEXT_WIDTH):
-  """What is said once before the first export about variants this machine cannot build.
+  """What is said once before the first export about variants this machine cannot build: one statement, each
+  reason's first clause after the variants it stops.
 
   Args:
     skips: {variant: reason}, as `preflight.variants_skipped_here` returns it.
@@ -159,21 +179,23 @@ def known_skips_text(skips, width=TEXT_WIDTH):
   by_reason = {}
   for variant, reason in skips.items():
     by_reason.setdefault(" ".join(str(reason).split()), []).append(variant)
-  lines, shortened = [], False
-  for reason, variants in by_reason.items():
-    brief = _first_clause(reason)
-    shortened = shortened or brief != reason
-    lines += wrap(f"tftrt_keras: skipped on this machine: {variant_groups(variants)}: {brief}", width)
-  if shortened:  # the console says what; the preflight and each manifest say it in full, with the fix
-    lines.append("tftrt_keras: the full reasons and what to install: python -m tftrt_keras.preflight")
-  return "\n".join(lines)
+  if not by_reason:
+    return ""
+  # Whole formats (the preflight skips a format for this machine, whatever the precision): "tftrt (TensorRT ...)".
+  parts = [f"{', '.join(fmt for fmt, _ in _by_format(variants))} ({_first_clause(reason)})"
+           for reason, variants in by_reason.items()]
+  shortened = any(_first_clause(reason) != reason for reason in by_reason)
+  # The console says what; the preflight and each manifest say it in full, with the fix.
+  where = "; why and what to install: python -m tftrt_keras.preflight" if shortened else ""
+  return "\n".join(wrap(f"tftrt_keras: skipped on this machine: {', '.join(parts)}{where}", width))
 
 
 def _first_clause(reason):
-  """The reason up to its first parenthesis, semicolon or sentence end: "TensorRT 8.6.1 not found"."""
+  """The reason up to its first parenthesis, semicolon or sentence end, after any "...: " lead-in: "TensorRT 8.6.1
+  not found", "TensorRT's Python package does not import"."""
   for mark in (" (", "; ", ". "):
     reason = reason.split(mark, 1)[0]
-  return reason
+  return reason.rsplit(": ", 1)[-1]
 
 
 def _rows_of(manifest):
@@ -196,18 +218,19 @@ def export_notes(manifest, width=TEXT_WIDTH):
   reasons are the table's: not repeated here."""
   lines = []
   calibration = manifest.get("artifacts", {}).get("calibration") or {}
-  if calibration.get("split"):
-    lines += wrap(f"Calibration: {calibration['split']}.", width)
-  for warning in calibration.get("warnings") or []:
-    lines += wrap(f"Warning: {warning}.", width)
   verification = manifest.get("verification") or {}
+  samples = [f"Calibration: {calibration['split']}."] if calibration.get("split") else []
   if verification.get("skipped"):
-    lines += wrap(f"Not verified: {verification['skipped']}.", width)
+    samples.append(f"Not verified: {verification['skipped']}.")
   elif verification.get("samples") is not None:
     unverified = any(e.get("status") == UNVERIFIED for e in manifest.get("artifacts", {}).values())
-    lines += wrap(f"Verification judged on {verification['samples']} held-out samples"
-                  + (" (unverified: usable, but nothing vouches for them)" if unverified else "") + ".",
-                  width)
+    samples.append(f"Verification judged on {verification['samples']} held-out samples"
+                   + (" (unverified: usable, but nothing vouches for them)" if unverified else "") + ".")
+  if samples:  # one statement: how the captured samples were used
+    lines += wrap(" ".join(samples), width)
+  for warning in calibration.get("warnings") or []:
+    lines += wrap(f"Warning: {warning}.", width)
+  if not verification.get("skipped") and verification.get("samples") is not None:
     for output, words in sorted((verification.get("outputs_not_varying") or {}).items()):
       lines += wrap(f"Warning: the normal export's output `{output}` does not vary over these samples ({words}): "
                     "no variant can be judged on it.", width)
