@@ -122,7 +122,7 @@ def open_memory(cuda_binding=CUDA_PYTHON, device=0):
 
 
 class TensorRTExecutor:
-  """Runs a `tensorrt_build.LoadedEngine` on host arrays: copy in, execute, copy out, wait.
+  """Runs a `build.LoadedEngine` on host arrays: copy in, execute, copy out, wait.
 
   Device buffers are kept per tensor and grown when a larger batch comes; shapes and addresses are set on every
   call, so calls prepared for different batch sizes can alternate (as verification's timing does).
