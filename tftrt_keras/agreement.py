@@ -1,28 +1,14 @@
 """Is a candidate model's output still the reference's? The verdict rule, as pure numpy functions.
 
-Verification (tftrt_keras.verify.verification) judges every artifact with these on the held-out verification samples;
-the INT8 fallback search (tftrt_keras.formats.onnx.int8_fallback) judges its candidates with the same rule on a
-calibration-side hold-out, so that what the search calls passing is what verification will call passing. This
-module imports nothing of tftrt_keras: formats may use it without importing verification (which imports them).
+Verification judges every artifact with these; the INT8 fallback search judges its candidates with the same rule,
+so what the search calls passing is what verification will. Imports nothing of tftrt_keras (formats use it).
 
-A verdict is one of three (the words are the manifest's statuses):
-  `ok`          every output compared within its thresholds, on outputs that vary enough to tell;
-  `rejected`    a figure is outside its thresholds (for an agreement: even its upper confidence bound is below
-                the gate), so the artifact is not the model;
-  `unverified`  nothing failed, but the comparison cannot vouch for the artifact: an agreement whose confidence
-                interval straddles the gate (too few samples to tell), outputs of the normal export that do
-                not vary over the samples (then any artifact returning about the same constant would pass), or a
-                top-1 agreement on outputs that give one class nearly everywhere (a tolerance verdict on such
-                outputs stands: their values still vary).
-
-Which figure judges an output (`compare_output`, `thresholds_for`):
-  rank-2 scores (N, classes)            top-1 agreement per sample (FP16/INT8), else the max relative error;
-  rank >= 3 distributions (N, ..., C)   top-1 agreement per element (a pixel, a token) with bounds on an
-                                        effective element count (`clustered_bounds`) at FP16/INT8, else the
-                                        max relative error;
-  other rank >= 3 floats (dense values) the DENSE_ERROR_QUANTILE quantile of |error| / scale at FP16/INT8,
-                                        else the max relative error; the worst element is reported either way;
-  other floats                          the max relative error; other dtypes: exact agreement per sample.
+Verdicts: `ok` (every output within its thresholds, on outputs that vary enough to tell); `rejected` (a figure
+outside them; for an agreement, even its upper bound below the gate); `unverified` (nothing failed, but the
+comparison cannot vouch: bounds straddling the gate, reference outputs that do not vary, or a top-1 agreement
+on outputs giving one class nearly everywhere). `compare_output` picks the figure: top-1 agreement for
+classifier-like outputs at FP16/INT8 (per element, with `clustered_bounds`, for rank >= 3), a quantile of the
+relative error for other dense rank >= 3 floats, else the max relative error; other dtypes agree exactly.
 """
 
 import collections
@@ -128,17 +114,11 @@ def _bounds(agreeing, total):
 
 
 def clustered_bounds(agreeing_per_sample, elements_per_sample):
-  """Bounds of a per-element agreement whose elements come in samples: the Wilson bounds on an effective count.
+  """Wilson bounds of a per-element agreement on an effective count, since a sample's elements are not independent.
 
-  Elements of one sample are not independent (an image the artifact gets wrong is wrong in many pixels), so
-  counting each element as a trial would claim far too much. The effective count is the element count divided by
-  the design effect: the variance of the agreement estimated across samples (each sample's agreement rate, as a
-  cluster; what drawing other samples would change) over the variance independent elements would give. It lies
-  between the sample count (every element of a sample agrees or none does: each sample counts once) and the
-  element count (disagreements scattered as independent ones would be). With no disagreement at all there is no
-  cluster to see: counted as independent, which keeps the bound monotone (a single disagreeing element gives the
-  same count) and never below counting each sample once. With one sample nothing is known across samples: it
-  counts once.
+  The effective count is the element count over the design effect (variance across samples over the variance of
+  independent elements), between the sample count and the element count. With no disagreement, or one sample,
+  there is no cluster to see: elements count as independent, or the sample counts once.
 
   Args:
     agreeing_per_sample: how many elements of each sample agree (one number per sample).
@@ -167,21 +147,13 @@ def clustered_bounds(agreeing_per_sample, elements_per_sample):
 
 
 def compare_output(reference, candidate):
-  """Figures for one output of one artifact against the normal export.
-
-  Args:
-    reference: the normal export's output, samples along axis 0.
-    candidate: the artifact's output for the same samples.
+  """Figures for one output of one artifact against the normal export (samples along axis 0 in both).
 
   Returns:
-    A dict. Float outputs: `max_abs_error`, `max_relative_error` (max abs error / max |reference|; the error
-    relative to the output's scale, stable where single reference values are near zero) and, when
-    classifier-like, `top1_agreement` (fraction of samples with the same arg-max) with its one-sided 95% Wilson
-    bounds; for per-element classification `element_top1_agreement` (fraction of elements with the same arg-max
-    along the last axis) with `elements`, `effective_elements` and its bounds (`clustered_bounds`); for other
-    dense values `relative_error_quantile` (DENSE_ERROR_QUANTILE of |error| / scale) and `elements`. Other
-    dtypes: `agreement` (fraction of samples whose values are all equal) with its bounds. A shape mismatch gives
-    `shape_mismatch` instead.
+    Float outputs: `max_abs_error`, `max_relative_error` (max abs error / max |reference|) and, by shape,
+    `top1_agreement` with its 95% Wilson bounds, `element_top1_agreement` with `elements`, `effective_elements`
+    and bounds, or `relative_error_quantile` with `elements`. Other dtypes: `agreement` with its bounds.
+    A shape mismatch gives `shape_mismatch` instead.
   """
   reference, candidate = np.asarray(reference), np.asarray(candidate)
   if reference.shape != candidate.shape:
@@ -236,14 +208,11 @@ def output_scale(values):
 # --- does the reference vary? ------------------------------------------------------------------------------------
 
 def output_variation(reference):
-  """How much one output of the normal export varies over the samples; None for non-float outputs (their
-  exact agreement is judged as it is).
+  """How much one output of the normal export varies over the samples; None for non-float outputs.
 
   Returns:
-    {"samples", "scale" (max |reference|), "relative_spread" (the largest per-column standard deviation across
-    samples over the scale; None with fewer than 2 samples)} and, for classifier-like outputs, "top1_class" (the
-    most frequent arg-max), "top1_count" (how many samples have it) and "top1_share"; for per-element
-    classification the same over elements, with "elements".
+    {"samples", "scale", "relative_spread"} and, for classifier-like outputs, "top1_class", "top1_count",
+    "top1_share" (over elements, with "elements", for per-element classification).
   """
   ref = np.asarray(reference)
   if not np.issubdtype(ref.dtype, np.floating) or ref.ndim == 0 or not len(ref):
@@ -354,15 +323,13 @@ def judge(precision, outputs, thresholds, not_varying=None, one_class=None):
     precision: "frozen", "FP32", "FP16", "INT8" (names the threshold in the reason).
     outputs: {output name: `compare_output` figures}.
     thresholds: `thresholds_for(precision, options)`.
-    not_varying: {output name: words} of the outputs that do not vary enough to judge by (`outputs_not_varying`
-      of the reference): such an output can show that an artifact is wrong, never that it is right.
-    one_class: {output name: words} of the outputs giving one class nearly everywhere (`one_class_words`): a top-1
-      agreement on them can show that an artifact is wrong, never that it is right; a tolerance verdict stands.
+    not_varying: {output name: words} of outputs that do not vary enough: they can reject, never vouch.
+    one_class: {output name: words} of outputs giving one class nearly everywhere: a top-1 agreement on them can
+      reject, never vouch; a tolerance verdict stands.
 
   Returns:
-    A `Verdict`: `rejected` when a figure is outside its thresholds (the reason names every one, "verification
-    failed: output `x`: ..."), else `unverified` when an output cannot tell (too few samples for an agreement,
-    an output that does not vary, an agreement on one class; the reason says which), else `ok` with reason None.
+    A `Verdict`: `rejected` (the reason names every failing figure), else `unverified` (the reason says why),
+    else `ok` with reason None.
   """
   rejected, unverified, steady, single = [], [], [], []
   label = {"frozen": "frozen graph", None: "default"}.get(precision, precision)

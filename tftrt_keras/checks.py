@@ -24,9 +24,8 @@ def option(default=None, doc="", *, check, kind, where=ENTRY_POINTS, flag=None, 
     doc: one line for the docs and the flag's help.
     check: callable(name, value) -> the value to store; raises `invalid_argument`.
     kind: how a flag spells the value (see `tftrt_keras.flags.FLAG_KINDS`).
-    where: the entry points that take it as a keyword or flag (`ENTRY_POINTS`).
-    flag: the flag's name (default `export_<name>`).
-    doc_offline: the help of `tftrt-export`'s flag where it differs from `doc`.
+    where: the entry points that take it (`ENTRY_POINTS`).
+    flag: the flag's name (default `export_<name>`); doc_offline: `tftrt-export`'s help where it differs.
   """
   metadata = {"doc": doc, "check": check, "kind": kind, "where": tuple(where), "flag": flag,
               "doc_offline": doc_offline or doc}

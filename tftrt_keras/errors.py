@@ -3,16 +3,13 @@ was received, what is expected)."""
 
 
 def invalid_argument(name, received, expected, *, hint=None):
-  """Builds the ValueError every public entry point raises for bad input.
+  """Returns the ValueError every public entry point raises for bad input: "Received ... Expected ...".
 
   Args:
     name: the argument's (or flag's) name as the user typed it.
     received: the value the user gave.
     expected: a phrase describing what would have been accepted.
     hint: optional extra sentence (how to fix it).
-
-  Returns:
-    A `ValueError` ready to raise.
   """
   message = (f"Invalid value for argument `{name}`. Received: {name}={received!r}. "
              f"Expected {expected}.")

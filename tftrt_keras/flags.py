@@ -1,21 +1,12 @@
 """absl flag definitions for training scripts and `tftrt-export`: `define_export_flags()` defines them.
 
-Nothing is defined at import. Every flag starts with `export_` (`--export_precisions`, `--export_verify`,
-...), so a training script that owns `--precisions`, `--max_batch_size` or `--verify` itself keeps them.
+Nothing is defined at import; every flag starts with `export_`, so a script's own `--precisions` stays its own.
 
 Example:
-  from absl import app, flags
-  import tftrt_keras
-  from tftrt_keras import flags as tftrt_flags
-
-  FLAGS = flags.FLAGS
   tftrt_flags.define_export_flags()
   flags.adopt_module_key_flags(tftrt_flags)  # --help then lists the export flags
-
   def main(_):
-    model.fit(..., callbacks=[tftrt_keras.TrtExport.from_flags(FLAGS)])
-
-  app.run(main)
+    model.fit(..., callbacks=[tftrt_keras.TrtExport.from_flags(flags.FLAGS)])
 """
 
 import json
@@ -203,13 +194,11 @@ def define_export_flags(flag_values=flags.FLAGS, *, export_dir=True, training=Tr
   Args:
     flag_values: the `FlagValues` to define on (absl's global `FLAGS` by default).
     export_dir: define `--export_dir` (the offline exporter names its own `--output_dir` instead).
-    training: define the flags only a training run uses (`--export_calibration_batches`,
-      `--export_save_best_only`, `--export_monitor`, `--export_blocking`, `--export_conversion_policy`,
-      `--export_signature_key`) and word the help for training; False words it for an existing SavedModel
-      (`tftrt-export`, which has its own `--signature_key` and `--calibration_data`).
+    training: also define the flags only a training run uses and word the help for training; False words it
+      for an existing SavedModel (`tftrt-export`).
 
   Returns:
-    {flag name: FlagHolder} of the flags defined (for `flagsaver` in tests, or typed access).
+    {flag name: FlagHolder} of the flags defined.
   """
   fv = flag_values
   before = set(fv)
@@ -260,14 +249,10 @@ class _JsonSerializer(flags.ArgumentSerializer):
 
 
 def conversion_options_from_flags(flag_values=flags.FLAGS, **overrides):
-  """The `ConversionOptions` the export flags describe; `overrides` (option names) win.
-
-  Reads every option flag `flag_values` defines (`tftrt-export` has no `--export_conversion_policy`, for
-  instance); options without a flag keep their defaults.
+  """The `ConversionOptions` the defined export flags describe; `overrides` (option names) win.
 
   Raises:
-    ValueError: a value `ConversionOptions` refuses (flags set programmatically skip the parsers); the message
-      names the flag.
+    ValueError: a value `ConversionOptions` refuses; the message names the flag.
   """
   fv = flag_values
   rows = {row.flag: row for row in option_table() if row.flag in fv}
@@ -291,10 +276,8 @@ def conversion_options_from_flags(flag_values=flags.FLAGS, **overrides):
 
 
 def training_settings_from_flags(flag_values=flags.FLAGS):
-  """The flags of a training run that are not `ConversionOptions`: {argument name: value}.
+  """The flags of a training run that are not `ConversionOptions`: {`TrtExport` argument name: value}.
 
-  Keys are the `TrtExport` / `TrtExporter` argument names (`export_dir`, `exports_to_keep`,
-  `calibration_batches`, `save_best_only`, `monitor`, `blocking`, `signature_key`); flags not defined on
-  `flag_values` are left out.
+  Flags not defined on `flag_values` are left out.
   """
   return {argument: flag_values[flag].value for flag, argument in TRAINING_SETTINGS.items() if flag in flag_values}

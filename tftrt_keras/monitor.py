@@ -2,12 +2,9 @@
 
 
 def mode_from_name(monitor):
-  """The direction `mode="auto"` gives `monitor` from its name alone, as tf.keras 2's `ModelCheckpoint` (and
-  Keras 3's before 3.11) decides it: larger is better when the name contains "acc" or starts with "fmeasure";
-  everything else (`val_auc` and `val_precision` too) is better smaller.
+  """"min" or "max": the direction `mode="auto"` gives `monitor` by name, as tf.keras 2's `ModelCheckpoint` does.
 
-  Returns:
-    "min" or "max".
+  Larger is better when the name contains "acc" or starts with "fmeasure"; everything else is better smaller.
   """
   return "max" if "acc" in monitor or monitor.startswith("fmeasure") else "min"
 
@@ -19,12 +16,9 @@ _LARGER_IS_BETTER = ("acc", "auc", "precision", "recall", "f1", "fbeta", "iou", 
 
 
 def mode_from_metric_name(monitor):
-  """The direction of `monitor` by the metric it names, as Keras 3 metric classes declare it ("max" for
-  accuracy, auc, precision, recall, ...; "min" for losses and errors); the name rule (`mode_from_name`) for any
-  other name.
+  """"min" or "max": the direction of the metric `monitor` names, as Keras 3 metric classes declare it.
 
-  Returns:
-    "min" or "max".
+  Other names fall back to `mode_from_name`.
   """
   key = monitor[len("val_"):] if monitor.startswith("val_") else monitor
   if key.endswith("loss") or "error" in key:

@@ -1,9 +1,7 @@
 """The knobs of one export: the option table every entry point derives from, sent to the worker as JSON.
 
-`ConversionOptions`' fields ARE the table: each is declared once with `checks.option` (default, check, one-line
-doc, flag, entry points). `TrtExport`, `TrtExporter` and `export_saved_model` take the fields as keywords (or
-`options=ConversionOptions(...)`), `tftrt_keras.flags` defines a flag per field, and
-tests/test_options_table.py proves each reaches every entry point it names.
+`ConversionOptions`' fields are the table, each declared once with `checks.option`; tests/test_options_table.py
+proves each reaches every entry point it names.
 """
 
 import dataclasses
@@ -331,9 +329,8 @@ def options_from_keywords(entry_point, options, keywords, caller):
     caller: the entry point's name, for the TypeError.
 
   Raises:
-    TypeError: a keyword that is no option of `entry_point` (as Python says of an unknown argument).
-    ValueError: `options` is no `ConversionOptions`, is given together with option keywords, or a keyword's
-      value is invalid.
+    TypeError: a keyword that is no option of `entry_point`.
+    ValueError: `options` is no `ConversionOptions`, comes with option keywords, or a value is invalid.
   """
   known = {row.name for row in option_table(entry_point)} | DEPRECATED_KEYWORDS
   unknown = sorted(set(keywords) - known)

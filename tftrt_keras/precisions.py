@@ -1,8 +1,4 @@
-"""Precisions and the artifact names they produce.
-
-Variants are named by format and precision (`tftrt_fp16`, `onnx_int8`, `trt_fp16`; see
-`tftrt_keras.formats`).
-"""
+"""Precisions and the artifact names (`onnx_int8`, ...) they produce."""
 
 from tftrt_keras.errors import invalid_argument
 
@@ -12,10 +8,9 @@ BASE_ARTIFACTS = ("native", "frozen", "calibration")
 
 
 def normalize_precisions(precisions, argument="precisions"):
-  """Returns the precisions as an upper-case tuple in canonical order, or raises ValueError.
+  """The precisions as an upper-case tuple in canonical order, from a sequence or a comma-separated string.
 
-  Accepts a sequence ("FP16", "INT8") or a comma-separated string ("fp16,int8"); case and duplicates do not
-  matter. An empty selection is allowed: the export then has the frozen graph and no variant.
+  Empty is allowed (frozen graph, no variant). Raises ValueError.
   """
   try:
     items = precisions.split(",") if isinstance(precisions, str) else list(precisions)

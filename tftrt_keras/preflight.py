@@ -1,16 +1,10 @@
 """What can run here, asked as the export worker would ask it.
 
-`check_tftrt()` (in `tftrt_keras.formats.tftrt.status`, re-exported here) says whether TF-TRT can convert
-in this process; `check_tftrt_as_worker()` asks the same in a child started as the worker is;
-`require_tensorrt_or_raise()` is what `require_tensorrt=True` calls before any training time is spent: at least
-one requested TensorRT format (`tftrt`, `trt`, `trt_rtx`) must build engines here that something here can run
-(TensorRT-RTX engines built ahead of time for GPUs elsewhere do not count).
-
-Run `python -m tftrt_keras.preflight` to print the report (exit status 0 when TF-TRT can convert here, 1 when
-it cannot; the report also says which TensorRT builders are installed, TensorRT and TensorRT-RTX, and what GPU
-here could run engines: `engine_builders_text`), or `python -m tftrt_keras.preflight --json` for the machine-readable answer the export worker would
-get: that command makes TensorRT findable exactly as the worker does (it re-executes itself with the worker's
-library path) before it asks, which is how `require_tensorrt=True` asks the worker's question from a trainer.
+`check_tftrt()` says whether TF-TRT can convert in this process; `check_tftrt_as_worker()` asks in a child
+started as the worker is; `require_tensorrt_or_raise()` is what `require_tensorrt=True` calls before training:
+at least one requested TensorRT format must build engines here that something here can run.
+`python -m tftrt_keras.preflight` prints the report (exit status 1 when TF-TRT cannot convert here); with
+`--json` it first makes TensorRT findable as the worker does, and prints the worker's answer.
 """
 
 import json
@@ -49,9 +43,7 @@ def _package_parent():
 
 
 def check_tftrt_as_worker(conversion_device=None, timeout=300):
-  """Asks the export worker's question in a child process started as the worker is: this package on
-  PYTHONPATH, `conversion_device` applied to CUDA_VISIBLE_DEVICES, and an installed but off-path TensorRT
-  made findable (the child re-executes itself with the worker's LD_LIBRARY_PATH) before TensorFlow is asked.
+  """Asks the export worker's question in a child started as the worker is (PYTHONPATH, device, library path).
 
   Returns:
     The child's `TfTrtStatus`.
@@ -78,11 +70,7 @@ def check_tftrt_as_worker(conversion_device=None, timeout=300):
 def tensorrt_formats_here(options=None):
   """{requested TensorRT format: None when it builds engines here that can run here, else why not}.
 
-  TF-TRT (its own converter) is asked in a worker-like child (`check_tftrt_as_worker`); a test's stand-in
-  converter, TensorRT and TensorRT-RTX answer through their format. `formats="auto"` requests all three.
-
-  Args:
-    options: the export's `ConversionOptions` (formats, conversion_device), or None for the defaults.
+  TF-TRT is asked in a worker-like child; the others through their format. `formats="auto"` requests all three.
   """
   from tftrt_keras import formats as formats_lib  # pylint: disable=g-import-not-at-top
   from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND, converter_spec  # pylint: disable=g-import-not-at-top
@@ -114,11 +102,7 @@ def _cannot_run_here(format_name):
 
 
 def require_tensorrt_or_raise(options=None):
-  """Raises `TensorRTUnavailableError` unless at least one requested TensorRT format can build engines here that
-  can also run here (`tensorrt_formats_here`); returns {format: None or why not}.
-
-  TF-TRT's question is the worker's: asked in a child process started as the worker is (its device,
-  `options.conversion_device`, and its library path).
+  """Raises unless a requested TensorRT format builds runnable engines here; returns {format: None or why not}.
 
   Args:
     options: the export's `ConversionOptions`, or None for the defaults (`formats="auto"`).
@@ -219,12 +203,8 @@ def formats_here(options=None):
 def variants_skipped_here(options):
   """{variant: reason} for the requested variants whose format cannot build here, asked in this process.
 
-  What the per-export line leaves out and what is said once before the first export. A format whose answer
-  could change in the worker (TF-TRT's libraries off this process's loader path, which the worker adds) or
-  whose check fails is left to the worker: its variants are attempted and the manifest says what happened.
-
-  Args:
-    options: the export's `ConversionOptions`.
+  A format whose answer could differ in the worker (TF-TRT off the loader path) or whose check fails is left to
+  the worker, which records what happened.
   """
   from tftrt_keras import formats as formats_lib  # pylint: disable=g-import-not-at-top
   from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND, converter_spec  # pylint: disable=g-import-not-at-top

@@ -1,15 +1,8 @@
 """A quiet console for the entry points: TensorFlow's start-up noise and INFO lines stay out of the user's log.
 
-TensorFlow's C++ start-up lines (cuDNN factories, oneDNN, missing CUDA/TensorRT) and absl's INFO lines are
-nothing a user can act on; the worker keeps its own `worker.log`. `quiet_tensorflow()` must run before
-TensorFlow loads (the C++ log level is read once) and sets only what the user has not (`TF_CPP_MIN_LOG_LEVEL`,
-absl `--verbosity`); `TF_ENABLE_ONEDNN_OPTS` is never touched (it changes numerics). `import_tensorflow()`
-sets file descriptor 2 aside while importing, for the lines Abseil prints before it is initialised (TF 2.18+),
-and shows them only when the import fails.
-
-Example:
-  quiet_console.quiet_tensorflow()   # before `import tensorflow`
-  tf = quiet_console.import_tensorflow()
+`quiet_tensorflow()` runs before TensorFlow loads and sets only what the user has not (`TF_CPP_MIN_LOG_LEVEL`,
+absl verbosity); `TF_ENABLE_ONEDNN_OPTS` is never touched (it changes numerics). `import_tensorflow()` hides
+what the import prints on file descriptor 2, and shows it only when the import fails.
 """
 
 import contextlib
@@ -32,17 +25,13 @@ def tensorflow_is_loaded():
 
 
 def quiet_tensorflow(environ=None):
-  """Hides TensorFlow's C++ start-up noise and INFO logging from this process's console.
-
-  Call it first thing in an entry point, before `import tensorflow`; calling it later still quiets the
-  Python loggers, but the C++ level is already fixed (it returns False then).
+  """Hides TensorFlow's C++ start-up noise and INFO logging from this process's console; call before importing it.
 
   Args:
-    environ: the environment to set `TF_CPP_MIN_LOG_LEVEL` in (`os.environ` by default; a dict in tests).
+    environ: the environment to set `TF_CPP_MIN_LOG_LEVEL` in (`os.environ` by default).
 
   Returns:
-    True when the C++ log level could still take effect (TensorFlow not loaded yet, or the user's own
-    setting was kept), False when TensorFlow was already loaded with another level.
+    False when TensorFlow was already loaded with another C++ log level, else True.
   """
   environ = os.environ if environ is None else environ
   took_effect = True
@@ -73,9 +62,7 @@ def quiet_absl():
 def import_tensorflow():
   """Imports and returns `tensorflow`, keeping what it prints while loading off the console.
 
-  Only when this module quieted the console (the user set no `TF_CPP_MIN_LOG_LEVEL` of their own) and
-  TensorFlow is not loaded yet; otherwise a plain import. If the import fails, everything it printed is
-  written to stderr before the error propagates.
+  Only when this module quieted the console and TensorFlow is not loaded yet; on failure the output goes to stderr.
   """
   quiet_tensorflow()
   if tensorflow_is_loaded() or ORIGINAL_CPP_LOG_LEVEL_VARIABLE not in os.environ:

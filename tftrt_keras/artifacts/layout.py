@@ -1,17 +1,16 @@
 """Where each artifact of each export lives, how it appears atomically, and what retention may delete.
 
-    export_dir/                 TF Serving base path of the normal export: numbered versions, as
-      3/                        `BestExporter` / `model.export` would write them
-      tftrt_fp16/3/             each variant kind is a base path of its own (point TF Serving at it)
-      tftrt_int8/3/
-      frozen/3/frozen_graph.pb  + frozen_graph.json (tensor names, dtypes, shapes, the tables' init op)
-      front/3/                  a split model's TF front (SavedModel + split.json), before its ONNX/TensorRT back
+    export_dir/                 TF Serving base path of the normal export: numbered versions
+      3/                        as `BestExporter` / `model.export` would write them
+      tftrt_fp16/3/             each variant kind is a base path of its own
+      frozen/3/frozen_graph.pb  + frozen_graph.json
+      front/3/                  a split model's TF front (SavedModel + split.json)
       calibration/3/calibration.npz, verification.npz
       manifests/3/manifest.json (+ request.json, worker.log, report.md)
       .tftrt_keras              marks the root as ours; .tftrt_keras.lock is held by the writing process
 
-Everything is written into a hidden `.tmp-...` sibling and renamed, so a server that polls for numbered
-directories never sees half an artifact. Retention deletes only paths a manifest of ours lists.
+Everything is written into a hidden `.tmp-...` sibling and renamed, so a polling server never sees half an
+artifact. Retention deletes only paths a manifest of ours lists.
 """
 
 import errno

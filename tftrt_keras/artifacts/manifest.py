@@ -1,19 +1,9 @@
 """`manifest.json`: what one export produced, skipped or failed, and why.
 
-Statuses of an artifact:
-  `ok`          built, build checks passed, and its outputs compared with the normal export's on held-out
-                samples within its thresholds (the normal export itself and the calibration samples are `ok`
-                when written: the normal export is the reference, not a variant);
-  `unverified`  built and build checks passed, but no comparison vouches for it, and `reason` says why: no
-                device here can run it, verification was off (`verify=False`), there were no held-out samples,
-                too few to tell, or the normal export's outputs do not vary over them. Usable: served, kept,
-                and `tftrt-export` exits 0 for it, saying so. A build records every variant (and the frozen
-                graph) `unverified` ("not verified yet") until verification decides, so a crash in between
-                never leaves `ok` on something no comparison ran on;
-  `rejected`    built, but a verification figure is outside its thresholds (`reason` has the figure);
-  `skipped`     not attempted: the machine cannot build it, or it was superseded;
-  `failed`      attempted and broke (`reason` says how);
-  `pending`     only while a worker is still running (a finished manifest never holds `pending`).
+Statuses: `ok` (built, checked, outputs within thresholds; the normal export and samples when written);
+`unverified` (built and checked, but no comparison vouches for it: `reason` says why; usable, and every build
+starts so until verification decides); `rejected` (a verification figure outside thresholds); `skipped` (not
+attempted: cannot build here, or superseded); `failed` (attempted and broke); `pending` (worker still running).
 """
 
 import datetime

@@ -149,11 +149,9 @@ def _alignments(outputs, specs, start=0):
 def find_feature_tensors(graph, receiver):
   """Finds, in an evaluation graph, the input-pipeline tensors holding the features the serving model takes.
 
-  Estimator evaluates `input_fn`'s dataset through one `IteratorGetNext` op whose outputs are
-  `tf.nest.flatten((features, labels))`: the feature dict's values by sorted key, then the labels. The served
-  features are matched to those outputs in key order by dtype kind and per-sample size. When the evaluation
-  features are exactly the served ones (the usual case) the first outputs are taken; otherwise the match must
-  be unique.
+  `IteratorGetNext`'s outputs are `tf.nest.flatten((features, labels))`; served features are matched to them in
+  key order by dtype kind and per-sample size (the first outputs when the features are exactly the served ones,
+  else the match must be unique).
 
   Returns:
     {feature key: tensor}.
@@ -195,16 +193,10 @@ def find_label_tensor(graph, features):
 
 
 class CalibrationCaptureHook(tf.compat.v1.train.SessionRunHook):
-  """Keeps, from each evaluation pass, a calibration sample and a disjoint verification sample.
+  """Keeps, from each evaluation pass, a calibration sample and a disjoint verification sample (`SplitReservoir`).
 
-  Put it in `EvalSpec(hooks=[exporter.calibration_hook])`. A `SplitReservoir` keeps `calibration_batches`
-  batches plus as many as `verification_samples` fill (sized by the first batch of the first pass) and splits
-  their samples at random at the end of the pass, so both samples are spread uniformly over the whole pass and
-  never share a sample; verification gets `verification_samples` of them. A short pass is shared in proportion,
-  verification keeping its share (see `SplitReservoir`).
-
-  Whether a batch is kept is decided before the step runs; only then are its feature tensors added to the
-  step's fetches, so the batches it does not keep cost nothing.
+  Put it in `EvalSpec(hooks=[exporter.calibration_hook])`. A batch's feature tensors are added to the step's
+  fetches only when the reservoir wants it, so batches not kept cost nothing.
 
   Attributes (of the last captured evaluation):
     batches, indices: the calibration sample ([{feature key: array}]) and its batch positions, in pass order.

@@ -13,9 +13,7 @@ def loss_smaller(best_eval_result, current_eval_result):
 
 
 def metric_compare_fn(monitor):
-  """A `compare_fn` preferring a better `monitor` metric, in the direction the metric itself has (as Keras 3's
-  metric classes declare it: `tftrt_keras.monitor.mode_from_metric_name`): the canned Estimators' `accuracy`,
-  `auc`, `precision` and `recall` larger, `loss` and `average_loss` smaller.
+  """A `compare_fn` preferring a better `monitor` metric, in its own direction (`monitor.mode_from_metric_name`).
 
   `val_` is dropped (`val_loss` is the Estimator's `loss`).
   """
@@ -29,10 +27,7 @@ def metric_compare_fn(monitor):
 
 
 def best_from_event_files(pattern, exclude_step, compare_fn):
-  """The best evaluation in the event files, as `BestExporter` finds it after a restart.
-
-  The evaluation being exported has already written its own event; it is left out (by its step) so that it
-  is compared with the earlier ones instead of with itself.
+  """The best earlier evaluation in the event files, as `BestExporter` finds it after a restart (this step left out).
   """
   best = None
   for event_file in sorted(tf.io.gfile.glob(pattern)):

@@ -1,25 +1,11 @@
 """`TrtExporter`: a `tf.estimator.Exporter` that writes deployment variants next to the normal export (TF 2.15).
 
-The normal export is exactly what `tf.estimator.BestExporter` (or `LatestExporter` / `FinalExporter`, see
-`policy`) writes at `<model_dir>/export/<name>/<timestamp>`; frozen graph, calibration samples,
-deployment variants and the manifest sit beside it in the shared layout (see `tftrt_keras.artifacts.layout`):
-
-    export/<name>/1700000000/                 the normal SavedModel (what BestExporter writes)
-    export/<name>/tftrt_fp16/1700000000/      TF-TRT SavedModels (each a TF Serving base path)
-    export/<name>/onnx_int8/1700000000/       ONNX variants (model.onnx), TensorRT engines (trt_*)
-    export/<name>/frozen/1700000000/
-    export/<name>/calibration/1700000000/
-    export/<name>/manifests/1700000000/manifest.json
-
-Every variant is built from one signature of the normal export: `signature_key`, or the one a user would
-mean (`serving_default` when the export has it, else `predict`, else its only one). A canned Estimator served
-through a raw receiver of float placeholders has only `predict` (its classification and regression
-signatures need one string input, so the Estimator drops them). The manifest names the signature used.
-
-Calibration samples and a disjoint set of verification samples come from the evaluation pass
-(`exporter.calibration_hook` in `EvalSpec(hooks=...)`), both spread over the whole pass; calibration samples
-may come from `calibration_input_fn` instead. They are stored in the form the chosen signature takes:
-serialized `tf.Example`s for a parsing receiver, raw arrays for a raw one.
+The normal export is what `tf.estimator.BestExporter` (or `LatestExporter` / `FinalExporter`) writes at
+`<model_dir>/export/<name>/<timestamp>`; frozen graph, samples, variants and the manifest sit beside it in the
+shared layout (`tftrt_keras.artifacts.layout`). Variants are built from one signature (`signature_key`, else
+`serving_default`, `predict`, or the only one): a canned Estimator behind a raw float receiver has only
+`predict`. Samples come from the evaluation pass (`exporter.calibration_hook`) or `calibration_input_fn`, stored
+as the signature takes them (serialized `tf.Example`s or raw arrays).
 
 Estimator exists only up to TensorFlow 2.15; on newer TensorFlow importing this module raises ImportError.
 """
@@ -114,32 +100,24 @@ class TrtExporter(_exporter_lib.Exporter):
         tf.estimator.EvalSpec(eval_input_fn, exporters=[exporter], hooks=[exporter.calibration_hook]))
 
   Args:
-    name: the exporter's name: exports go to `<model_dir>/export/<name>`.
-    serving_input_receiver_fn: as for `BestExporter`; the normal export's serving signatures.
-    compare_fn: `callable(best_eval_result, current_eval_result)` returning True when the current evaluation is
-      better (policy "best" only). Default: smaller `loss`, as `BestExporter`.
-    exports_to_keep: keep the newest N exports of ours (None: all). Deletes only what our manifests list.
-    calibration_batches: evaluation batches kept for calibration (uniformly sampled over the whole evaluation)
-      by `calibration_hook`; 0 keeps none (and then no verification samples either).
-    calibration_input_fn: alternative source of calibration data: a callable returning an iterable (or a
-      `tf.data.Dataset`) of batches, each a dict keyed by the signature's input names, a features dict, or a
-      (features, labels) tuple. Used instead of the hook's calibration sample; at most `calibration_batches`
-      batches when that is positive. The hook still captures the verification samples when it runs.
-    signature_key: the normal export's signature every variant is built from. None: `serving_default` when
-      the export has it, else `predict`, else its only signature. A key the export lacks raises ValueError
-      (listing the available ones) at the first export.
-    policy: "best" (export when the evaluation improves, as `BestExporter`; the best result is read back from
-      the evaluation event files after a restart), "latest" (every evaluation, as `LatestExporter`) or
-      "final" (only the export at the end of training, as `FinalExporter`).
+    name: exports go to `<model_dir>/export/<name>`.
+    serving_input_receiver_fn: as for `BestExporter`.
+    compare_fn: `callable(best_eval_result, current_eval_result)`, True when current is better (policy "best";
+      default: smaller `loss`).
+    exports_to_keep: keep the newest N exports (None: all). Deletes only what our manifests list.
+    calibration_batches: evaluation batches `calibration_hook` keeps for calibration; 0 keeps none (and no
+      verification samples either).
+    calibration_input_fn: callable returning an iterable or `tf.data.Dataset` of batches (dict by input name,
+      features dict, or (features, labels)), used instead of the hook's calibration sample.
+    signature_key: the signature every variant is built from (None: `serving_default`, `predict`, or the only
+      one). A missing key raises ValueError at the first export.
+    policy: "best" (as `BestExporter`; the best result is reread from event files on restart), "latest" (as
+      `LatestExporter`) or "final" (as `FinalExporter`).
     event_file_pattern: evaluation event files relative to `model_dir`, read for the best result on restart.
-    blocking: wait for each conversion instead of converting in the background while training goes on (the
-      final export always waits).
+    blocking: wait for each conversion instead of converting in the background (the final export always waits).
     assets_extra, as_text: passed to `estimator.export_saved_model`, as by `BestExporter`.
-    options: a `ConversionOptions`, instead of option keywords (`conversion_options=`: its old, deprecated name).
-    **option_keywords: any `ConversionOptions` option (precisions, formats, verification_samples, ...; see its
-      docstring). `verification_samples` are held out of the evaluation apart from the calibration batches.
-      `require_tensorrt=True` raises `TensorRTUnavailableError` here, before any training, when no requested
-      TensorRT format can run.
+    options: a `ConversionOptions`, instead of option keywords (`conversion_options=` is its deprecated name).
+    **option_keywords: any `ConversionOptions` option (precisions, formats, verification_samples, ...).
 
   Raises:
     ValueError: a bad argument (the message names it), or `options` together with option keywords.
@@ -222,11 +200,8 @@ class TrtExporter(_exporter_lib.Exporter):
   def from_flags(cls, flag_values, name, serving_input_receiver_fn, **overrides):
     """A `TrtExporter` configured by the flags of `tftrt_keras.flags.define_export_flags()`.
 
-    The conversion options come from `tftrt_keras.flags.conversion_options_from_flags`; `--export_signature_key`,
-    `--export_calibration_batches`, `--export_exports_to_keep` and `--export_blocking` set the arguments of the
-    same names. `--export_save_best_only` selects policy "best" judged by `--export_monitor` (`val_loss` is the
-    Estimator's `loss`), otherwise "latest". A flag that is not defined leaves its argument at its default.
-    `overrides` (any constructor argument) win over the flags.
+    `--export_save_best_only` selects policy "best" judged by `--export_monitor` (`val_loss` is the Estimator's
+    `loss`), otherwise "latest". An undefined flag leaves its argument at its default; `overrides` win.
     """
     from tftrt_keras import flags as tftrt_flags  # pylint: disable=g-import-not-at-top
     fv = flag_values
@@ -302,11 +277,10 @@ class TrtExporter(_exporter_lib.Exporter):
     """Writes the normal export when the policy says so, then starts its conversion.
 
     Returns:
-      What `estimator.export_saved_model` returned (the normal export's path), or None when not exporting.
+      The normal export's path, or None when not exporting.
 
     Raises:
-      ValueError: the normal export has no signature `signature_key` (or, with signature_key=None, several
-        signatures and none a user would mean); raised at the first export, after the normal export is written.
+      ValueError: the normal export has no usable signature (raised after the normal export is written).
       TensorRTUnavailableError: `require_tensorrt=True` and the worker cannot run TensorRT.
     """
     export_path = os.fspath(export_path)

@@ -69,7 +69,7 @@ def canned_spec(eval_result, output_names, label):
   Args:
     eval_result: the evaluation's result (its keys say which metrics the head reports).
     output_names: the exported signature's output names.
-    label: one captured labels array (its dtype decides whether the labels can be compared), or None.
+    label: one captured labels array (its dtype decides whether labels can be compared), or None.
   """
   keys = {k for k in (eval_result or {}) if k != "global_step"}
   head = _head(keys)
@@ -87,13 +87,7 @@ def canned_spec(eval_result, output_names, label):
 
 
 def task_inputs(samples, signature, eval_result):
-  """`prepare_export`'s keyword arguments for the model's own metrics: labels, verification_labels, task_spec.
-
-  Args:
-    samples: the exporter's `EvaluationSamples`, after `collect`.
-    signature: the exported signature's `SignatureInfo`.
-    eval_result: the evaluation's result.
-  """
+  """`prepare_export`'s keyword arguments for the model's own metrics: labels, verification_labels, task_spec."""
   calibration, verification = samples.last_labels
   first = (verification or calibration or [None])[0]
   spec = canned_spec(eval_result, [t.name for t in signature.outputs], first)

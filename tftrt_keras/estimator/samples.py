@@ -31,9 +31,8 @@ class EvaluationSamples:
     """Calibration and verification batches keyed by the signature's input names, and where they came from.
 
     Returns:
-      (calibration batches, verification batches or None, origin for the manifest, the casts' manifest
-      entries). Verification batches are None when the evaluation gave none apart from the calibration
-      batches: the pipeline then holds out a part of the calibration samples.
+      (calibration batches, verification batches or None (then a part of calibration is held out), origin for the
+      manifest, the casts' manifest entries).
 
     Raises:
       CalibrationUnusable: with the reason the manifest records.

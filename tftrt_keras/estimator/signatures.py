@@ -13,15 +13,10 @@ def choose_signature_key(available, requested=None):
 
   Args:
     available: the export's signature keys.
-    requested: the key the user asked for, or None: `serving_default` when available, else `predict`, else
-      the only one.
-
-  Returns:
-    The key.
+    requested: the key asked for, or None: `serving_default`, else `predict`, else the only one.
 
   Raises:
-    ValueError: `requested` is not available, or none was requested and the choice is ambiguous (several
-      signatures, none of them `serving_default` or `predict`); the message lists the available ones.
+    ValueError: `requested` is not available, or the choice is ambiguous; the message lists the available ones.
   """
   available = sorted(available)
   if requested is not None:

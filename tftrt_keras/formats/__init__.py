@@ -5,15 +5,9 @@
     trt     TensorRT engines (plans) built from the ONNX variants onnx_<p> -> trt_<p>
     trt_rtx TensorRT-RTX engines, built on any machine (GPU or not)  onnx_<p> -> trt_rtx_<p>
 
-`trt` and `trt_rtx` share one folder (`formats/tensorrt`): one builder and one runner serve both TensorRT
-editions, asking the module (`tensorrt`, `tensorrt_rtx`) what it offers.
-
 A format module is imported only when its variants are built or verified (never by `import tftrt_keras`).
-
-A package adds a format with an entry point in the `tftrt_keras.formats` group: its name is the format's name,
-its value the module exposing `FORMAT` (a `formats.base.Format`), or `module:attribute`. For example, in
-pyproject.toml: `[project.entry-points."tftrt_keras.formats"]` then `echo = "my_package.echo_format"`. Its
-variants are built, verified and offered to Triton (as its `serving` says) like the built-in formats'.
+Another package adds a format with an entry point in the `tftrt_keras.formats` group: name the format's name,
+value the module exposing `FORMAT` (a `formats.base.Format`) or `module:attribute`.
 """
 
 import importlib
@@ -68,8 +62,7 @@ def load_format(name):
 def normalize_formats(formats, argument="formats"):
   """"auto", or a tuple of format names in canonical order; raises ValueError naming `argument`.
 
-  Accepts "auto", a sequence ("onnx", "trt") or a comma-separated string ("onnx,trt"); case and duplicates do
-  not matter. An empty selection means no variants (the normal export, frozen graph and samples only).
+  Accepts "auto", a sequence or a comma-separated string, any case; empty means no variants.
   """
   if isinstance(formats, str) and formats.strip().lower() == AUTO:
     return AUTO
@@ -95,11 +88,7 @@ def resolve_formats(formats):
 
 
 def variant_names(formats, precisions):
-  """The variants an export with these (resolved) formats and precisions has, sources included, in order.
-
-  A variant's source is built even when not asked for (`onnx_fp32` for `onnx_int8`, `onnx_fp16` for
-  `trt_fp16`): it is recorded like any other variant.
-  """
+  """The variants an export with these formats and precisions has, sources included (`onnx_fp32` for `onnx_int8`)."""
   wanted = []
 
   def add(format_name, precision):
@@ -136,13 +125,9 @@ def is_variant(name):
 
 
 def open_runner(artifact, path, job, load=load_format):
-  """A `Runner` on a built model artifact: the frozen graph's, or the one its variant's format opens.
+  """A `Runner` on a built artifact ("frozen" or a variant name) in its version directory `path`.
 
-  Args:
-    artifact: "frozen" or a variant name.
-    path: the artifact's version directory.
-    job: the export's `BuildJob`.
-    load: format name -> `Format` (`load_format`; injectable).
+  `load` (format name -> `Format`) is injectable.
   """
   if artifact == FROZEN:
     from tftrt_keras.formats.frozen import FrozenGraphRunner  # pylint: disable=g-import-not-at-top

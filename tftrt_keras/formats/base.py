@@ -1,15 +1,10 @@
 """What every deployment format implements, and the plain values the pipeline hands it.
 
 A *variant* is a (format, precision) pair: `onnx_int8` is format `onnx` at precision INT8. Each format is one
-module of `tftrt_keras.formats` exposing `FORMAT`, an instance of a `Format` subclass. The pipeline asks it
-which artifact each precision is built from (`source_of`), whether it can run here (`unavailable_reason`),
-builds each variant into an empty directory (`build`) and opens a `Runner` on the result for verification
-(`open_runner`). Nothing else in the library knows a format's files or tools, so adding a format adds one
-module and one line in `tftrt_keras.formats.BUILTIN_FORMATS` (or an entry point, for another package), and
-touches no other format.
-
-Modelled on Polygraphy's backends: each framework has its loaders and its runner, and every comparison goes
-through the same runner interface.
+module exposing `FORMAT`, a `Format` instance: the pipeline asks it for each precision's source (`source_of`),
+whether it can run here (`unavailable_reason`), to `build` each variant, and for a `Runner` on the result
+(`open_runner`). Nothing else knows a format's files or tools, so a new format is one module plus one line in
+`tftrt_keras.formats.BUILTIN_FORMATS` (or an entry point). Modelled on Polygraphy's backends and runners.
 """
 
 import dataclasses
@@ -120,22 +115,19 @@ class Runner:
 
 @dataclasses.dataclass
 class BuildJob:
-  """Everything a format may read while building one export's variants (a plain value, JSON-friendly but for
-  the sample loader).
+  """Everything a format may read while building one export's variants (JSON-friendly but for the sample loader).
 
   Attributes:
     root: the export root (formats keep caches there, e.g. TensorRT's timing cache).
     version: the export's version.
     native_dir: the normal export (a SavedModel).
     signature_key: the serving signature all variants are built from.
-    signature: {"inputs": [...], "outputs": [...]}, each {"name", "dtype", "shape"} in the SavedModel's terms
-      (shape with None for unknown dimensions, batch first), sorted by name.
+    signature: {"inputs": [...], "outputs": [...]}, each {"name", "dtype", "shape"}, batch first, sorted by name.
     options: the export's `ConversionOptions`.
     calibration_batch_sizes: sizes of the captured calibration batches (empty without calibration data).
-    load_calibration: zero-argument callable returning {input name: array} of every calibration sample, or
-      None when the export has none.
-    split: None, or for a model whose string/lookup front TensorFlow runs: {"frozen_dir", "front_dir", "plan"}
-      (see `formats.split_graph`); then `signature` and the samples are the back's, from the cut tensors on.
+    load_calibration: callable returning {input name: array} of every calibration sample, or None.
+    split: None, or {"frozen_dir", "front_dir", "plan"} for a model whose string/lookup front TensorFlow runs
+      (see `formats.split_graph`); `signature` and samples are then the back's.
   """
 
   root: str
@@ -187,14 +179,16 @@ class Format:
     return NATIVE
 
   def triton_batching(self, metadata, input_names, max_batch_size, batch_sizes):
-    """How Triton batches one variant: {"max_batch_size", "preferred_batch_sizes", "cc_model_filenames",
-    "default_model_filename", "notes"}; raises Unservable. This default serves the export's max batch size.
+    """How Triton batches one variant; raises Unservable. This default serves the export's max batch size.
 
     Args:
       metadata: the variant's `model.json`.
       input_names: its input names.
       max_batch_size: the largest batch the export serves (`BuildJob.max_batch_size`).
       batch_sizes: the captured batch sizes; the largest of them is preferred.
+
+    Returns:
+      {"max_batch_size", "preferred_batch_sizes", "cc_model_filenames", "default_model_filename", "notes"}.
     """
     del metadata, input_names
     if not max_batch_size or max_batch_size < 1:
@@ -220,8 +214,10 @@ class Format:
     return {}
 
   def build(self, job, precision, source_dir, output_dir):
-    """Builds the variant at `precision` from `source_dir` (the source artifact's directory) into the empty
-    `output_dir`. Returns a dict of details for the manifest entry (what was built, counts, sizes).
+    """Builds the variant at `precision` from `source_dir` into the empty `output_dir`.
+
+    Returns:
+      A dict of details for the manifest entry (what was built, counts, sizes).
 
     Raises:
       VariantUnavailable: it cannot be built here (skipped).

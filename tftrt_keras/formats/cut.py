@@ -1,14 +1,9 @@
-"""Where a frozen graph's string and lookup front ends: the cut between what TensorFlow must run and what ONNX
-and TensorRT can take. Pure: nodes are anything with `name`, `op` and `input` (a `NodeDef`, or a tuple in tests).
+"""Where a frozen graph's string and lookup front ends: what TensorFlow must run vs what ONNX and TensorRT take.
 
-    front  the nodes ONNX variants cannot carry (a string or resource tensor in or out, a lookup-table op)
-           and everything they need;
-    cut    the numeric tensors the front hands to the rest, each with a batch dimension first;
-    back   the rest: from the cut tensors and the numeric inputs to the numeric outputs.
-
-A front tensor whose first dimension is not the batch (a sparse tensor's indices or values, a shape) cannot be
-handed across: a server batches requests along the first dimension. Its consumers join the front until every
-cut tensor is batch-major (a feature column's `SparseToDense` ends the front of an Estimator).
+Pure: nodes are anything with `name`, `op` and `input`. The *front* is the nodes with a string or resource
+tensor or a lookup op and everything they need; the *cut* is the numeric tensors it hands on; the *back* is
+the rest. Cut tensors must be batch-major (a server batches along the first dimension), so consumers of other
+front tensors (sparse indices, shapes) join the front until they are.
 """
 
 import dataclasses
@@ -101,13 +96,13 @@ def sanitized_name(tensor, taken):
 
 
 def find_cut(nodes, tensor_types, inputs, outputs, is_batch_major=lambda tensor: True, reserved=()):
-  """The cut of a frozen graph, or None when nothing in it needs TensorFlow (no string, resource or lookup).
+  """The cut of a frozen graph, or None when nothing in it needs TensorFlow.
 
   Args:
     nodes: the graph's nodes (`name`, `op`, `input`).
     tensor_types: {tensor name: (dtype name, shape tuple or None)} of every node output.
-    inputs: the graph's input tensors (placeholders), e.g. ["color:0", "x:0"].
-    outputs: the numeric output tensors the back must compute (string outputs are not asked for).
+    inputs: the graph's input tensors (placeholders).
+    outputs: the numeric output tensors the back must compute.
     is_batch_major: tensor name -> whether its first dimension is the batch.
     reserved: names cut tensors must not take (the signature's input names).
 

@@ -41,8 +41,7 @@ def freeze_signature(saved_model_dir, signature_key, output_dir):
   """Writes `frozen_graph.pb` and `frozen_graph.json` (tensor names, dtypes, shapes) into `output_dir`.
 
   Returns:
-    The dict stored in `frozen_graph.json`: {"inputs": [...], "outputs": [...]}, each entry with the
-    signature `key`, graph `tensor` name, `dtype` and `shape`.
+    The `frozen_graph.json` dict: {"inputs": [...], "outputs": [...]} of {"key", "tensor", "dtype", "shape"}.
 
   Raises:
     FreezeRefused: the graph keeps state a frozen graph cannot hold (a table it changes, unfoldable variables).
@@ -126,11 +125,7 @@ def _dangling_collections(graph):
 
 
 class FrozenGraphRunner(Runner):
-  """A frozen graph imported into a fresh `tf.compat.v1` graph and session, as a TF1 server would load it: the
-  frozen artifact's `Runner` (one import serves every batch; the graph holds no state).
-
-  Args:
-    frozen_dir: directory with `frozen_graph.pb` and `frozen_graph.json`.
+  """The frozen artifact's `Runner`: the graph imported once into a fresh `tf.compat.v1` session, as a TF1 server would.
   """
 
   def __init__(self, frozen_dir):
@@ -166,14 +161,7 @@ class FrozenGraphRunner(Runner):
 
 
 def run_frozen_graph(frozen_dir, feeds):
-  """Runs a frozen graph once in a fresh `tf.compat.v1` graph and session.
-
-  Args:
-    frozen_dir: directory with `frozen_graph.pb` and `frozen_graph.json`.
-    feeds: {signature input key: array}.
-
-  Returns:
-    {signature output key: numpy array}.
+  """Runs a frozen graph once in a fresh `tf.compat.v1` session: {signature input key: array} -> {output key: array}.
   """
   with FrozenGraphRunner(frozen_dir) as session:
     return session.run(feeds)

@@ -1,12 +1,8 @@
 """Lookup tables in a frozen graph: their contents become constants and an init op fills them, as a TF1 graph does.
 
-Freezing folds variables into constants but not tables: a TF2 signature captures each table as a `resource`
-input, filled by the SavedModel's restore path; a TF1 SavedModel (an Estimator's) keeps the `HashTableV2` op but
-fills it from its `table_initializer` collection, outside the signature. Either way the frozen graph would hold
-an empty table. Here each table's contents are read from the loaded SavedModel (`LookupTableExportV2`: whatever
-filled it, a vocabulary list or an asset file) and written into the graph: a `HashTableV2` node under the
-table's own name and an `InitializeTableV2` from two constants, grouped under `INIT_OP`, which a session runs
-once before serving (and a TF1 SavedModel as its main op).
+Freezing folds variables but not tables, so the frozen graph would hold empty ones. Each table's contents are
+read from the loaded SavedModel (`LookupTableExportV2`) and written in as a `HashTableV2` under its own name plus
+an `InitializeTableV2` from constants, grouped under `INIT_OP`, run once before serving.
 """
 
 INIT_OP = "tftrt_keras_init_tables"

@@ -49,8 +49,7 @@ def check_saved_model_dir(saved_model_dir, argument="saved_model_dir"):
 def load_signature(saved_model_dir, signature_key=DEFAULT_SIGNATURE_KEY, argument="saved_model_dir"):
   """Loads the SavedModel and returns (loaded_object, concrete_function, SignatureInfo).
 
-  The caller must keep `loaded_object` referenced while it uses the function: a signature function dies with
-  its loaded object ("Called a function referencing variables which have been deleted").
+  Keep `loaded_object` referenced while using the function: the function dies with it.
 
   Raises:
     ValueError: the directory is not a loadable SavedModel, or it has no signature `signature_key`.

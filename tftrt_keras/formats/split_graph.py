@@ -1,14 +1,8 @@
 """A split deployment from a frozen graph: TensorFlow runs the string/lookup front, ONNX and TensorRT the rest.
 
-    frozen/<v>/frozen_graph.pb --`plan_split`--> the cut (`formats.cut`)
-                               --`write_front`--> front/<v>/: a TF1 SavedModel of the front (signature
-                                                  `serving_default`: the model's inputs it reads -> the cut
-                                                  tensors, by their sanitised names; its main op fills the
-                                                  tables) + split.json (the plan)
-                               --`back_graph`--> the GraphDef ONNX converts: each cut tensor a placeholder
-
-The back's inputs are the cut tensors and the model's numeric inputs the back reads itself; its outputs are the
-model's numeric outputs, under their signature names.
+`plan_split` finds the cut (`formats.cut`); `write_front` writes front/<v>/, a TF1 SavedModel of the front
+(`serving_default`: the inputs it reads -> the cut tensors; its main op fills the tables) plus split.json;
+`back_graph` is the GraphDef ONNX converts, each cut tensor a placeholder, outputs under their signature names.
 """
 
 import json
@@ -89,14 +83,13 @@ def plan_split(frozen_dir, samples=None):
 
   Args:
     frozen_dir: a frozen graph written by `freeze_signature`.
-    samples: {input key: array} of real samples (optional): probed with, beside synthetic feeds.
+    samples: {input key: array} of real samples (optional), probed beside synthetic feeds.
 
   Returns:
-    {"cut": [{"name", "tensor", "dtype", "shape"}], "front_inputs": [keys], "back_inputs": [keys],
-     "outputs": [keys the back computes], "runs_in_tf": {op: count}}.
+    {"cut": [{"name", "tensor", "dtype", "shape"}], "front_inputs", "back_inputs", "outputs", "runs_in_tf"}.
 
   Raises:
-    CutRefused: the graph has a string/lookup front but no cut hands the rest to ONNX (the message says why).
+    CutRefused: there is a string/lookup front but no cut hands the rest to ONNX (the message says why).
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   graph_def, io = _load(frozen_dir)

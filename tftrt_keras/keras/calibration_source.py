@@ -31,8 +31,7 @@ def is_calibration_source(data):
 
 
 def check_calibration_source(data, input_signature=None):
-  """Checks `calibration_data` before any model is known: its kind, its sample counts, and its names against
-  the user's `input_signature` when there is one.
+  """Checks `calibration_data` (kind, sample counts, names against `input_signature`) before any model is known.
 
   Raises:
     ValueError: naming `calibration_data`.
@@ -90,13 +89,13 @@ def given_batches(data, signature_for, max_batches, max_batch_size, label_keys=N
     data: the `calibration_data` argument.
     signature_for: callable(raw batches) -> the serving signature's TensorSpec structure, or None.
     max_batches, max_batch_size: as `batches_from`.
-    label_keys: callable(y, sample_weight) -> the batch's labels by output name (`task_metrics.labels`).
+    label_keys: callable(y, sample_weight) -> the batch's labels by output name.
 
   Returns:
-    ([{input name: array}], the casts' manifest entries, [labels per batch] or None when unlabelled).
+    ([{input name: array}], the casts' manifest entries, [labels per batch] or None).
 
   Raises:
-    ValueError: naming `calibration_data`, when its structure cannot be matched to the inputs by name.
+    ValueError: naming `calibration_data`, when it cannot be matched to the inputs by name.
   """
   first = batches_from(data, max_batches, max_batch_size)
   signature = signature_for(first)

@@ -35,17 +35,11 @@ _ROOT_HOLDERS = weakref.WeakValueDictionary()
 
 class TrtExport(keras_internals.Keras2CallbackFlags, keras_flavor.callback_base()):
   """Exports the model at checkpoint time: the normal SavedModel, its frozen graph, calibration samples and the
-  deployment variants (TF-TRT SavedModels, ONNX models, TensorRT engines), each verified against the normal
-  export, with a manifest per export of what was made, skipped, rejected or failed and why.
+  deployment variants (TF-TRT, ONNX, TensorRT engines), each verified against the normal export, with a manifest.
 
-  Calibration and verification samples are captured from `fit`'s validation pass: two disjoint uniform random
-  samples over the whole pass, inputs only, keyed by input name, bounded memory. Conversion runs in a child
-  process while training goes on; `fit` waits at its end for the conversions still running (at most
-  `timeout_seconds` each).
-
-  An interrupted `fit` (Ctrl-C in a notebook) does not block the next one: a new `TrtExport` on the same
-  `export_dir` in the same process takes the directory over from the interrupted one, stops its conversion
-  worker, and closes what it left `pending` with the reason.
+  Samples are captured from `fit`'s validation pass; conversion runs in a child process while training goes on,
+  and `fit` waits at its end for those still running. A new `TrtExport` on the `export_dir` of an interrupted
+  `fit` in the same process takes the directory over.
 
   Example:
     model.fit(x, y, validation_data=(x_val, y_val), epochs=5,
@@ -55,26 +49,18 @@ class TrtExport(keras_internals.Keras2CallbackFlags, keras_flavor.callback_base(
 
   Args:
     export_dir: export root. Each export gets a new version number, also across resumed runs.
-    monitor, verbose, save_best_only, mode, save_freq, initial_value_threshold: as in the
-      `keras.callbacks.ModelCheckpoint` of the model's Keras, decided by its rules: `save_freq` counts batches
-      (with `steps_per_execution` too), `mode="auto"` takes that Keras' direction for the metric, a missing
-      monitored value exports on Keras 3.10+ and skips on older Keras, and the best value carries over to the
-      next `fit`. `verbose`: 0 silent; 1 one line per export and the summary table at the end of `fit`.
-    calibration_batches: validation batches kept for INT8 calibration (0: capture nothing, no verification
-      sample either).
-    calibration_data: overrides capture: a `tf.data.Dataset` of batches (x or (x, y)), a numpy array, or a
-      list/tuple (input order) or dict (input names) of arrays, samples along axis 0, cast to the inputs'
-      dtypes as `fit` casts them; checked before the first step. A random part is held out for verification.
-    exports_to_keep: keep only the newest N exports (default 5, as `TrtExporter`; None: all). Retention deletes
-      only what this library wrote.
+    monitor, verbose, save_best_only, mode, save_freq, initial_value_threshold: as in the model's Keras'
+      `keras.callbacks.ModelCheckpoint`. `verbose`: 0 silent; 1 a line per export and a summary at the end.
+    calibration_batches: validation batches kept for INT8 calibration (0: none, no verification sample either).
+    calibration_data: overrides capture: a `tf.data.Dataset` of batches, a numpy array, or a list (input order)
+      or dict (input names) of arrays, samples along axis 0. A random part is held out for verification.
+    exports_to_keep: keep only the newest N exports (default 5; None: all). Deletes only what this library wrote.
     blocking: wait for each conversion instead of converting in the background.
-    input_signature: TensorSpec (or list/dict of them) for the serving signature; default: the model's own
-      inputs, or the structure of the validation batches.
-    log_dir: TensorBoard directory for verification scalars (e.g. the `TensorBoard` callback's log_dir).
+    input_signature: TensorSpec (or list/dict of them) for the serving signature; default: the model's inputs.
+    log_dir: TensorBoard directory for verification scalars.
     seed: seeds the batch sampling (identical on every worker of a distributed run).
     options: a `ConversionOptions`, instead of option keywords.
-    **option_keywords: any `ConversionOptions` option (precisions, formats, format_options, max_batch_size,
-      require_tensorrt, verify, verify_tolerance_fp16, ...; see its docstring for each).
+    **option_keywords: any `ConversionOptions` option (precisions, formats, format_options, verify, ...).
 
   Raises:
     ValueError: a bad argument (the message names it), or `options` together with option keywords.
@@ -140,14 +126,7 @@ class TrtExport(keras_internals.Keras2CallbackFlags, keras_flavor.callback_base(
 
   @classmethod
   def from_flags(cls, flag_values, **overrides):
-    """Builds the callback from flags defined by `tftrt_keras.flags.define_export_flags()`.
-
-    Args:
-      flag_values: the parsed `FlagValues` (usually `absl.flags.FLAGS`).
-      **overrides: TrtExport arguments that win over the flags.
-
-    Returns:
-      A `TrtExport`.
+    """Builds the callback from flags of `tftrt_keras.flags.define_export_flags()`; `overrides` win over the flags.
 
     Raises:
       ValueError: `--export_dir` is not set (and no `export_dir` override), or a flag's value is invalid.
@@ -228,9 +207,7 @@ class TrtExport(keras_internals.Keras2CallbackFlags, keras_flavor.callback_base(
   def _take_over_from_interrupted_run(self, root):
     """Ends the run of an earlier TrtExport of this process on `root` whose fit() is no longer running.
 
-    A fit() interrupted by Ctrl-C never calls on_train_end: its callback still holds the root's lock, its worker
-    may still convert, and its test function may still be installed. A fit() still running (in another thread,
-    or around this one) keeps the root: RootLock then refuses this run with ExportRootBusy.
+    A fit() interrupted by Ctrl-C never calls on_train_end, so its lock, worker and test function linger.
     """
     holder = _ROOT_HOLDERS.get(root)
     if holder is None or holder is self or holder._lock is None:  # pylint: disable=protected-access

@@ -1,24 +1,12 @@
 """Capturing validation batches while `fit` validates, without touching the user's data pipeline.
 
-Keras 2 and Keras 3 both run validation through `model.test_function(iterator)`, obtained from
-`make_test_function()`, which returns the cached function when one is set. During `fit` the callback sets a
-`CapturingTestFunction` there. For each step it first asks the reservoir whether the next batch is wanted
-(a decision that depends only on the seed and the step index):
-- not wanted (almost every step): Keras' own compiled function runs on the iterator, untouched;
-- wanted: the batch is pulled from the iterator, its inputs are copied out, and the same `test_step` runs on
-  it through a `tf.function` of ours, under the model's distribution strategy.
-Nothing runs inside Keras' compiled step (Keras 3 may XLA-compile it; a py_function there would break that);
-our own step is compiled the way Keras compiles its own (XLA where the model's `jit_compile` says so), so the
-validation metrics are those Keras computes without capture.
-
-Our step function is traced once per model and kept for the next `fit` calls (a notebook's cell run again, a
-benchmark's repeats): the first validation pass of a later `fit` costs no tracing. The cache is keyed by Keras'
-own test function and the distribution strategy, which `compile()` and a new strategy replace, so a recompiled
-model (new metrics, new loss) is traced again.
-
-Two disjoint samples are kept (see `tftrt_keras.samples.reservoir.SplitReservoir`): calibration batches and
-verification samples, both uniform over the whole pass and split sample by sample. The verification sample is
-sized in samples; the number of batches the reservoir keeps for it follows from the first validation batch's size.
+During `fit` the callback sets a `CapturingTestFunction` as `model.test_function` (Keras 2 and 3 both reuse it).
+Per step the reservoir decides (from the seed and step index) whether the batch is wanted: if not, Keras' own
+compiled function runs untouched; if so, the batch is pulled, its inputs copied, and the same `test_step` runs
+through a `tf.function` of ours, compiled as Keras compiles its own, so validation metrics are unchanged.
+Nothing runs inside Keras' compiled step (it may be XLA-compiled). Our step is traced once per model, keyed by
+Keras' test function and the strategy, so recompiling traces again. Calibration and verification samples are
+two disjoint uniform samples (`tftrt_keras.samples.reservoir.SplitReservoir`).
 """
 
 import math
@@ -126,13 +114,10 @@ class CapturingTestFunction:
     model: the Keras model.
     original: the test function Keras built (`model.make_test_function()`).
     reservoir: a `SplitReservoir` (or a `BatchReservoir`, for calibration only).
-    steps_per_execution: batches one call of `original` consumes. The reservoir decides once per call (an
-      execution is its unit); a kept execution contributes its first batch.
-    verification_samples: samples the verification sample aims for (0: none); its number of batches is set
-      from the first validation batch's size.
-    label_keys: callable(y, sample_weight) -> {key: array} of a batch's labels ({} when it has none), or None
-      to capture inputs only. Labels travel with their inputs through the reservoir and are kept for the
-      verification samples only (`last_verification_labels`).
+    steps_per_execution: batches one call of `original` consumes; a kept execution contributes its first batch.
+    verification_samples: samples the verification sample aims for (0: none).
+    label_keys: callable(y, sample_weight) -> {key: array} of a batch's labels, or None for inputs only.
+      Labels are kept for the verification samples only (`last_verification_labels`).
   """
 
   def __init__(self, model, original, reservoir, steps_per_execution=1, verification_samples=0, label_keys=None):

@@ -37,11 +37,11 @@ class BestValue:
   """The monitored metric's best value so far and its direction, as the model's `ModelCheckpoint` has them.
 
   Args:
-    model: the model being trained (its Keras, and on Keras 3.11+ its compiled metrics, decide `mode="auto"`).
+    model: the model being trained (its Keras, and on Keras 3.11+ its metrics, decide `mode="auto"`).
     monitor, mode, initial_value_threshold: as in `ModelCheckpoint`.
 
   Raises:
-    ValueError: Keras cannot tell the direction of `monitor` under `mode="auto"` (Keras 3.11+ raises then too).
+    ValueError: Keras cannot tell the direction of `monitor` under `mode="auto"`.
   """
 
   def __init__(self, model, monitor, mode, initial_value_threshold):

@@ -1,7 +1,6 @@
 """Which Keras a model belongs to: Keras 2 (`tf.keras` on TF 2.15, `tf_keras` on TF 2.17) or Keras 3.
 
-One callback class serves both: it subclasses Keras 3's `Callback` where Keras 3 is installed and carries the
-few hooks Keras 2's `CallbackList` asks every callback for, so `tf_keras` on TF 2.17 accepts it too.
+One callback class serves both: a Keras 3 `Callback` carrying the hooks Keras 2's `CallbackList` asks for.
 """
 
 import importlib

@@ -25,18 +25,14 @@ def input_shapes(signature):
 
 
 def batches_by_name(signature, batches, *, argument, extra="error", report=None):
-  """Keys every batch (tensor, list, tuple or dict, as `fit` takes it) by input name and casts it to the
-  signature's dtypes and ranks, as Keras casts and expands inputs to each `Input` in `fit`.
+  """Keys every batch by input name and casts it to the signature's dtypes and ranks, as `fit` does.
 
   Args:
     signature: the serving signature's TensorSpec structure (named specs).
     batches: input batches (numpy structures).
     argument: named in the error.
-    extra: "drop" dict keys that name no input (what `fit` does with captured batches), or "error".
+    extra: "drop" dict keys that name no input (as `fit` does), or "error".
     report: a `by_name.CastReport` counting what the casts lost.
-
-  Returns:
-    [{input name: array}].
 
   Raises:
     ValueError: a batch cannot be matched to the inputs by name, or a string/number mismatch.
@@ -48,12 +44,10 @@ def batches_by_name(signature, batches, *, argument, extra="error", report=None)
 
 
 def captured_by_name(signature, batches, verification):
-  """Captured validation batches keyed by input name; a structure that cannot be matched is recorded, never
-  raised (training goes on).
+  """Captured validation batches keyed by input name; a mismatch is recorded, never raised (training goes on).
 
   Returns:
-    (calibration batches, verification batches or None, the casts' manifest entries, why the samples cannot
-    be used or None).
+    (calibration batches, verification batches or None, the casts' manifest entries, why unusable or None).
   """
   report = by_name.CastReport()
   try:

@@ -1,8 +1,7 @@
 """Every use this package makes of Keras' internals, in one place, each with the reason no public hook serves.
 
-`missing(keras_package)` names what a Keras no longer has; tests/test_keras_internals.py runs it on every Keras
-of every supported line (Keras 2.15, tf_keras 2.17, Keras 3.6, Keras 3.15), so a Keras release that changes one
-fails there, loudly, instead of quietly in a user's `fit`.
+`missing(keras_package)` names what a Keras no longer has; tests/test_keras_internals.py runs it on every
+supported Keras, so a release that changes one fails there instead of in a user's `fit`.
 """
 
 import inspect
@@ -99,12 +98,7 @@ class Keras2CallbackFlags:
 
 
 def missing(keras_package, hub=None):
-  """What of the above `keras_package` (tf.keras, tf_keras or keras) lacks: one sentence each, [] when all hold.
-
-  Args:
-    keras_package: the Keras module whose models TrtExport sees.
-    hub: the `tensorflow_hub` module when installed (its KerasLayer is checked too), else None.
-  """
+  """What of the above `keras_package` lacks, one sentence each ([] when all hold); `hub`: tensorflow_hub or None."""
   gone = []
   fit = inspect.unwrap(keras_package.Model.fit)
   local_names = set(getattr(getattr(fit, "__code__", None), "co_varnames", ()))

@@ -1,9 +1,7 @@
 """Writing a Keras model's normal SavedModel quickly, again and again during training.
 
-The serving function is traced once (first export) and kept: later exports only serialise the graph and the
-current variable values, which is what makes an export at every checkpoint cheap. The SavedModel has a
-`serving_default` signature over `model(inputs, training=False)`, with inputs named after the model's inputs
-and outputs named like `model.export()` / `tf.saved_model.save(model)` name them.
+The serving function is traced once and kept; later exports only serialise the graph and current variables.
+The `serving_default` signature wraps `model(inputs, training=False)`, named as `model.export()` names them.
 """
 
 import os
@@ -65,9 +63,7 @@ def signature_from_model(model):
 def _input_structure(model):
   """The nesting of inputs the model's `call` expects: a single tensor, a list or a dict.
 
-  Keras 3 warns ("The structure of `inputs` doesn't match the expected structure") when a single-input model is
-  called with a one-element list, and a Keras 3 `Sequential` lists its inputs (`model.inputs`) while the
-  functional model it wraps (`_functional`) expects one tensor: its structure is the one that counts.
+  A Keras 3 `Sequential` lists its inputs while the functional model it wraps expects one tensor (Keras warns).
   """
   for owner in (getattr(model, "_functional", None), model):
     if owner is None:
@@ -145,11 +141,8 @@ class SavedModelSnapshotter:
   def save(self, directory):
     """Writes the SavedModel into the (empty) `directory`.
 
-    The first call runs `tf.saved_model.save`. The graph never changes between checkpoints, only the variable
-    values do, so later calls write the first call's `saved_model.pb` and assets (vocabulary files: a static
-    table's contents come from them or from constants in the graph) again plus a fresh checkpoint of the same
-    object graph, which holds the variables and a MutableHashTable's contents (about 10x quicker; measured by
-    benchmarks/bench_keras_export_blocking.py). Assets over ASSETS_KEPT_BYTES take the full path every time.
+    The first call runs `tf.saved_model.save`; the graph never changes, so later calls rewrite its `saved_model.pb`
+    and assets plus a fresh checkpoint (variables, mutable tables). Assets over ASSETS_KEPT_BYTES take the full path.
     """
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     if self._graph is None:

@@ -44,28 +44,24 @@ def export_saved_model(saved_model_dir, output_dir, *, signature_key=DEFAULT_SIG
                        **option_keywords):
   """Copies a SavedModel into `output_dir`'s layout as a new version and builds every artifact for it.
 
-  All arguments are checked before anything is written; a bad one raises ValueError naming it.
-
   Args:
     saved_model_dir: an existing SavedModel.
     output_dir: export root (created when missing).
     signature_key: the signature to freeze and convert.
-    calibration_data: `.npz` path or {input name: array}, samples along axis 0. Required for INT8. Arrays
-      named `label:<output>` (and `sample_weight:<output>`) are the samples' labels, for `metrics`.
-    calibration_batch_size: how the samples are batched for calibration and engine building
-      (default: `options.max_batch_size` or 8).
+    calibration_data: `.npz` path or {input name: array}, samples along axis 0; required for INT8. Arrays
+      named `label:<output>` (and `sample_weight:<output>`) are labels, for `metrics`.
+    calibration_batch_size: batch size for calibration and engine building (default `max_batch_size` or 8).
     source: extra fields for the manifest's `source`.
     exports_to_keep: keep only this many versions in `output_dir`.
     options: a `ConversionOptions`, instead of option keywords.
-    **option_keywords: any `ConversionOptions` option (precisions, formats, ...; see its docstring).
-    metrics: Keras metrics computed on every variant from the labels, e.g. ["accuracy"] (every labelled
-      output) or {output: ["mae"]}; see `max_metric_drop` for a gate on them.
+    **option_keywords: any `ConversionOptions` option (precisions, formats, ...).
+    metrics: Keras metrics computed on every variant from the labels, e.g. ["accuracy"] or {output: ["mae"]}.
 
   Returns:
     The closed manifest (a dict).
 
   Raises:
-    ValueError: a bad argument (the message names it), or `options` together with option keywords.
+    ValueError: a bad argument (checked before anything is written), or `options` with option keywords.
     TypeError: an unknown keyword.
     TensorRTUnavailableError: `options.require_tensorrt` and no requested TensorRT format can run here.
   """

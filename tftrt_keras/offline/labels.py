@@ -35,8 +35,7 @@ def _flavor():
 
 
 def metrics_spec(metrics, labels):
-  """The `task_metrics` spec for `metrics` (Keras identifiers or configs: a list for every labelled output, or
-  {output: list}) on the outputs `labels` covers; None without labels.
+  """The `task_metrics` spec for `metrics` (a list for every labelled output, or {output: list}); None without labels.
 
   Raises:
     ValueError: naming `metrics`, when it is not a list or dict of identifiers, or names an unlabelled output.

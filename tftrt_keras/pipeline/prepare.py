@@ -31,26 +31,19 @@ def prepare_export(root, version, source, options, *, write_native=None, native_
   """Publishes the normal export and the samples, and writes the manifest and the worker's request.
 
   Args:
-    root: export root.
-    version: version number for this export (must not exist yet).
-    source: dict for the manifest's `source` (kind, epoch, step, metrics...).
+    root, version: export root and the new version number.
+    source: the manifest's `source` dict.
     options: `ConversionOptions`.
-    write_native: callable(directory) writing the normal SavedModel into an empty directory; it is written
-      to a temp sibling and renamed to `root/<version>`. Exclusive with `native_dir`.
-    native_dir: where a normal export already is (the Estimator wrote it); it must be `root/<version>`.
-    batches: captured calibration batches, list of {input name: array}.
-    verification_batches: held-out batches captured apart from `batches` (disjoint from them). None: a part
-      of `batches` is held out (see `split_holdout`).
+    write_native: callable(directory) writing the normal SavedModel (to a temp sibling, then renamed).
+    native_dir: where the normal export already is (`root/<version>`); exclusive with `write_native`.
+    batches: calibration batches, list of {input name: array}.
+    verification_batches: held-out batches disjoint from `batches`; None: a part of `batches` is held out.
     signature_key: the signature every variant is built from.
-    calibration_skip_reason: what the manifest says when there are no batches (the caller knows why).
+    calibration_skip_reason: what the manifest says when there are no batches.
     more_samples: how a user gets more calibration samples, in the caller's own argument or flag names.
-    sample_casts: `samples.by_name.CastReport.entries()` of the samples' casts to the signature's dtypes; the
-      calibration entry lists them, and warns of those that lost information.
-    labels: the labels of `batches` ({"label:<output>": array...} per batch, see `task_metrics.labels`),
-      for when verification samples are held out of them; None: none.
-    verification_labels: the labels of `verification_batches`, batch for batch; None: none.
-    task_spec: the model's compiled loss and metrics (`task_metrics.spec.compile_spec`) for the worker to
-      compute on every variant; None: none.
+    sample_casts: `CastReport.entries()` of the samples' casts to the signature's dtypes.
+    labels, verification_labels: per-batch labels of `batches` / `verification_batches`; None: none.
+    task_spec: the model's compiled loss and metrics (`task_metrics.spec.compile_spec`); None: none.
 
   Returns:
     The `ExportRequest` for the worker.
@@ -119,10 +112,9 @@ def prepare_export(root, version, source, options, *, write_native=None, native_
 
 
 def record_failed_export(root, version, source, options, reason, signature_key="serving_default"):
-  """Writes the manifest of an export that broke before its worker could start; returns its path.
+  """Writes the manifest of an export that broke before its worker started; returns its path.
 
-  The normal export keeps `ok` when it was published before the failure; everything else is `failed` with
-  `reason`. Temp directories of the version are removed, so nothing half-written stays behind.
+  The normal export keeps `ok` if published; the rest is `failed` with `reason`; temp directories are removed.
   """
   layout = ExportLayout(root)
   manifest = _new_manifest(version, source, options, signature_key)

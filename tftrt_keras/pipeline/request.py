@@ -19,8 +19,7 @@ class ExportRequest:
     signature_key: signature of the normal export to freeze and convert.
     options: `ConversionOptions`.
     calibration_batch_sizes: sizes of the captured batches, in order; engines are prebuilt for these shapes.
-    has_calibration: whether `calibration/<version>/calibration.npz` was written.
-    has_verification: whether `calibration/<version>/verification.npz` (held-out samples) was written.
+    has_calibration, has_verification: whether `calibration.npz` / `verification.npz` were written.
   """
 
   root: str

@@ -93,10 +93,8 @@ def _environment(options, variant_formats):
 def run_export(request):
   """Freezes, builds and verifies one prepared export; returns the closed manifest.
 
-  Every artifact ends `ok`, `unverified`, `skipped`, `failed` or `rejected`, each but `ok` with a reason; an
-  exception inside one step is recorded and the next step still runs. A built artifact is `unverified` until
-  verification gives its verdict. Only a dead process leaves `pending` behind, and the parent (or the next run)
-  closes that as failed.
+  An exception inside one step is recorded and the next step still runs; only a dead process leaves `pending`,
+  which the parent (or the next run) closes as failed.
   """
   run = ExportRun(request)
   variants = [n for n in run.manifest["artifacts"] if formats_lib.is_variant(n)]

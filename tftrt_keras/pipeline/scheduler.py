@@ -1,19 +1,11 @@
 """At most one conversion worker per export root at a time, with a bounded queue.
 
-Policy when an export is due while the previous worker still runs: the new export's normal SavedModel and
-samples are written at once (the normal export is never delayed or lost); its worker waits in the queue. Every
-queued export gets its worker in turn, so every checkpoint gets its frozen graph and verification (cheap, no
-TensorRT). What may be superseded is only the expensive part, the variants, and only under
-`ConversionOptions.conversion_policy="latest"` (the default): when more than `max_queued` (default 1) exports
-wait with their variants still to build, the oldest waiting one keeps its frozen graph but its variants are
-recorded `skipped` ("superseded by version N"): the newest weights are the ones worth converting. Under
-"every", every export is converted in turn. Two workers never write into one export root, and never into one
-version.
-
-When the training process exits with work outstanding (Ctrl-C, an exception), an exit hook kills the running
-worker and closes the queued exports as `skipped` ("interrupted: ..."), so no manifest stays `pending`. A
-process killed outright (SIGKILL, an unhandled SIGTERM) runs no hook: its worker dies with it
-(PR_SET_PDEATHSIG) and the next run's `ExportLayout.recover_interrupted` closes what it left.
+A due export's normal SavedModel and samples are written at once; its worker waits in the queue, and every
+queued export gets its frozen graph and verification. Under `conversion_policy="latest"` (default), when more
+than `max_queued` exports wait, the oldest one's variants are `skipped` ("superseded by version N"); under
+"every" all are converted. When training exits with work outstanding, an exit hook kills the worker and closes
+queued exports as `skipped`; a process killed outright takes its worker with it (PR_SET_PDEATHSIG) and
+`ExportLayout.recover_interrupted` closes what it left on the next run.
 """
 
 import atexit

@@ -1,10 +1,8 @@
-"""Step 2b of an export: where a model's string/lookup front ends, TensorFlow keeps it and the variants take the rest.
+"""Step 2b of an export: TensorFlow keeps a model's string/lookup front, the variants take the rest.
 
-After freezing, the frozen graph's cut is planned (`formats.split_graph`). With one, the front is written as the
-artifact `front` (a small TF SavedModel, checked against the frozen graph at the cut), the manifest's `split`
-says where the cut is and what runs where, and the build job is pointed at the back: the ONNX variants convert
-the frozen graph from the cut tensors on, their samples are the front's outputs on the captured samples, and the
-TensorRT engines follow from them. Verification runs front + variant end to end on the user's samples.
+With a cut (`formats.split_graph`), the front is written as artifact `front`, the manifest's `split` says what
+runs where, and the build job points at the back (samples: the front's outputs). Verification runs front +
+variant end to end on the user's samples.
 """
 
 import time
@@ -36,10 +34,9 @@ def _some_samples(run):
 
 
 def plan_front(run, frozen_dir):
-  """Plans the cut of the frozen graph in `frozen_dir` and, where there is one, writes and checks the front.
+  """Plans the cut of the frozen graph and, where there is one, writes and checks the front; never raises.
 
-  Records `run.manifest["split"]` (the cut, the front's path, what runs in TensorFlow, or why no cut could be
-  made) and sets `run.job.split`; never raises.
+  Records `run.manifest["split"]` and sets `run.job.split`.
   """
   started = time.monotonic()
   samples = _some_samples(run)

@@ -1,14 +1,9 @@
-"""The conversion worker: a child process per export, so a TensorRT crash or an OOM kill cannot take the
-training process down.
+"""The conversion worker: a child process per export, so a TensorRT crash or an OOM kill cannot take training down.
 
-Parent side: `ConversionWorker` starts `python -m tftrt_keras.pipeline.worker <request.json>`, watches it (timeout,
-death), and closes the manifest when it ends however it ends: the artifact it was writing is `failed` with
-the cause (signal, exit status, timeout), the ones it never reached say "not attempted", and its temp
-directories are removed. Child side: `main()` lowers its priority and bounds its threads (`worker_nice`,
-`worker_threads`: see `worker_setup.worker_limits`), picks its device (`conversion_device` ->
-CUDA_VISIBLE_DEVICES, before TensorFlow loads), makes an installed-but-unfindable TensorRT findable
-(re-executing itself), sets the GPU memory budget, records its limits in the manifest (`worker.limits`) and
-runs `pipeline.run.run_export`.
+Parent side: `ConversionWorker` starts `python -m tftrt_keras.pipeline.worker <request.json>`, watches it, and
+closes the manifest however it ends (the artifact in progress `failed` with the cause, the rest "not
+attempted", temp directories removed). Child side: `main()` applies its limits and device, makes TensorRT
+findable, sets the GPU memory budget and runs `pipeline.run.run_export`.
 """
 
 import atexit
@@ -39,16 +34,11 @@ _PARENT_PID = "TFTRT_KERAS_TRAINER_PID"
 
 
 def _die_with_parent():
-  """Runs first in the worker: the kernel sends it SIGKILL when the training process dies, whatever kills it
-  (SIGKILL included), so no worker is ever orphaned.
+  """Runs first in the worker: the kernel SIGKILLs it when the training process dies, however it dies.
 
-  Set here rather than in a `preexec_fn`: a `preexec_fn` makes Python fork the whole training process
-  (tens of ms per export, measured by benchmarks/bench_keras_export_blocking.py) instead of using vfork.
-  A trainer that died before this ran is caught by the parent-pid check in `main`.
-
-  The kernel ties this to the *thread* that started the worker: start jobs from the long-lived training
-  thread (as `ExportScheduler` does when called from callbacks), never from a short-lived helper thread, or
-  the worker is killed when that thread ends."""
+  Not a `preexec_fn`: that makes Python fork the whole trainer instead of vfork. The kernel ties this to the
+  *thread* that started the worker, so start workers from the long-lived training thread only.
+  """
   try:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
   except OSError:
@@ -104,8 +94,7 @@ class ConversionWorker:
   Args:
     request: the `ExportRequest` written by `pipeline.prepare.prepare_export`.
     on_done: optional callable(manifest) run once the manifest is closed (in the watcher thread).
-    foreground: nothing else runs while this worker does (the caller waits for it): "auto" worker limits
-      then take every core at the caller's priority instead of being polite.
+    foreground: the caller waits for it: "auto" limits then take every core at the caller's priority.
   """
 
   def __init__(self, request, on_done=None, foreground=False):

@@ -48,8 +48,8 @@ def worker_limits(options, foreground, cores=None):
 
   Args:
     options: `ConversionOptions`.
-    foreground: nothing else runs meanwhile (`blocking=True`, `tftrt-export`): "auto" then takes every core
-      at the caller's priority; beside training it takes max(1, cores // 4) at the lowest priority.
+    foreground: nothing else runs meanwhile: "auto" takes every core at the caller's priority; beside training
+      it takes max(1, cores // 4) at the lowest priority.
     cores: the cores this process may use (default: its CPU affinity).
   """
   cores = usable_cores() if cores is None else cores
@@ -63,15 +63,13 @@ def worker_limits(options, foreground, cores=None):
 
 
 def apply_worker_nice(environ=None):
-  """Lowers this process's CPU priority to the niceness its parent asked for (never raises it: only root
-  may). Returns {"nice": the niceness now in effect, "autogroup_nice": its autogroup's, None without one}.
+  """Lowers this process's CPU priority to the niceness its parent asked for (never raises it).
 
-  Linux keeps a niceness per thread, inherited by the threads created after it: every thread already
-  running gets it too. The I/O priority follows (none set: the kernel derives best-effort (nice + 20) / 5,
-  7 at 19). Where the kernel groups processes by session (sched_autogroup_enabled), CPU time is shared
-  between groups first and a thread's niceness counts only inside its group. In the trainer's session (as
-  `ConversionWorker` starts it on Python 3.11+) the worker yields to the trainer; alone in its own session (before
-  3.11) it lowers its group's niceness too, or it would still take half the CPU from training.
+  Every running thread gets it (Linux keeps niceness per thread). With sched_autogroup a process alone in its
+  session also lowers its group's niceness, or it would still take half the CPU from training.
+
+  Returns:
+    {"nice": the niceness now in effect, "autogroup_nice": its autogroup's, None without one}.
   """
   environ = os.environ if environ is None else environ
   wanted = environ.get(NICE_VARIABLE, "")
@@ -134,14 +132,9 @@ def configure_tensorflow_threads(tf, environ=None):
 
 
 def visible_devices_for(conversion_device, inherited):
-  """The CUDA_VISIBLE_DEVICES a worker on `conversion_device` runs with, or None to leave it as inherited.
+  """The CUDA_VISIBLE_DEVICES a worker on `conversion_device` runs with, or None to leave it as inherited. Pure.
 
-  Pure. "gpu:<i>" counts among the GPUs the trainer sees: with CUDA_VISIBLE_DEVICES="2,3" inherited, "gpu:1"
-  is physical GPU 3.
-
-  Args:
-    conversion_device: `ConversionOptions.conversion_device`: None, "cpu" or "gpu:<index>".
-    inherited: the trainer's CUDA_VISIBLE_DEVICES (None when unset).
+  "gpu:<i>" counts among the GPUs the trainer sees ("gpu:1" under "2,3" is physical GPU 3).
 
   Raises:
     ValueError: the index is not among the GPUs the trainer sees.
@@ -161,11 +154,9 @@ def visible_devices_for(conversion_device, inherited):
 
 
 def select_conversion_device(conversion_device, environ=None):
-  """Sets CUDA_VISIBLE_DEVICES in `environ` (default: this process's) for `conversion_device`, once.
+  """Sets CUDA_VISIBLE_DEVICES in `environ` for `conversion_device` once; returns the value in effect (or None).
 
-  Must run before TensorFlow loads. Idempotent across the worker's re-exec: the value it set is marked done in
-  the environment, so a re-executed worker does not apply the index a second time to an already-narrowed list.
-  Returns the CUDA_VISIBLE_DEVICES now in effect (None when unset).
+  Must run before TensorFlow loads. Marked done in the environment, so a re-executed worker does not narrow twice.
   """
   environ = os.environ if environ is None else environ
   if not environ.get(DEVICE_DONE):

@@ -1,11 +1,8 @@
-"""Samples keyed by the serving signature's input names, whatever structure the data has, and cast to the
-signature's dtypes as Keras casts inputs in `fit`.
+"""Samples keyed by the serving signature's input names, cast to its dtypes as Keras casts inputs in `fit`.
 
-Every entry point (captured validation batches, `calibration_data=`, Estimator samples, `tftrt-export`) turns
-its data into `{input name: array}` here: a dict is matched by key (as Keras matches dict keys to input names),
-a list or tuple by position, a single array to a single input. What cannot be matched by name is refused with
-both sides named. A cast that loses information (fractions truncated, values out of range) is counted in a
-`CastReport`, which the manifest's calibration entry shows.
+Every entry point turns its data into `{input name: array}` here: a dict by key, a list or tuple by position,
+a single array to a single input; what cannot be matched is refused with both sides named. Lossy casts are
+counted in a `CastReport`, shown in the manifest's calibration entry.
 """
 
 import numpy as np
@@ -31,17 +28,13 @@ class _Mismatch(Exception):
 
 
 def key_by_name(data, expected, *, argument="calibration_data", extra="error"):
-  """Maps one batch of model inputs to `{input name: numpy array}`.
+  """Maps one batch of model inputs to `{input name: numpy array}`, in the order of `leaf_names(expected)`.
 
   Args:
     data: an array, a list/tuple of arrays (by position), a dict (by key), or a nesting of these.
-    expected: how the model takes its inputs: an input name, a list/tuple of names, or a dict
-      {key: name}, nested alike. A dict fed to a list of inputs is matched by input name, as Keras does.
+    expected: an input name, a list/tuple of names, or a dict {key: name}, nested alike.
     argument: the argument named in the error.
     extra: "error", or "drop" for dict keys that name no input (Keras ignores them in `fit`).
-
-  Returns:
-    {input name: np.ndarray}, in the order of `leaf_names(expected)`.
 
   Raises:
     ValueError: the data cannot be matched by name (missing key, extra key, count mismatch).
@@ -135,19 +128,14 @@ def cast_warnings(entries):
 
 
 def cast_to_dtypes(arrays, dtypes, report=None, argument="calibration_data"):
-  """Casts `{name: array}` to `{name: dtype name}` (TensorFlow names: "float32", "string"...).
+  """Casts `{name: array}` to `{name: dtype name}` (TensorFlow names); names or dtypes not known are left as they are.
 
   Args:
-    arrays: samples keyed by input name.
-    dtypes: the signature's dtype per input; names it lacks, or dtypes numpy has not, are left as they are.
     report: a `CastReport` to count the casts in (None: not counted).
     argument: the argument named in the error.
 
-  Returns:
-    {name: array of the signature's dtype}.
-
   Raises:
-    ValueError: strings for a numeric input or numbers for a string input (no cast between them).
+    ValueError: strings for a numeric input or numbers for a string input.
   """
   out = {}
   for name, value in arrays.items():
@@ -211,9 +199,7 @@ def _lost(value, cast, target):
 
 
 def adjust_ranks(arrays, shapes):
-  """Gives a sample one rank off from its input's shape the rank Keras gives it in `fit`: a trailing axis of 1
-  added ((N,) fed to an `Input(shape=(1,))`, as the keras-io structured-data examples feed a DataFrame's
-  columns) or dropped; other shapes are left for the signature to refuse.
+  """Adds or drops a trailing axis of 1 where a sample is one rank off its input's shape, as Keras does in `fit`.
 
   Args:
     arrays: {name: array} samples.

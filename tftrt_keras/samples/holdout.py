@@ -15,12 +15,8 @@ MIN_VERIFICATION_SAMPLES = 100
 def split_holdout(batches, verification_samples, seed=0):
   """Splits captured batches into (calibration, verification, note): the two never share a sample.
 
-  A quarter of the samples (at most `verification_samples`, at least one when there are two or more) are
-  held out, chosen at random over the whole pass, so neither side sees only one end of a sorted validation
-  set. Calibration keeps the captured batch size (the engines' profile depends on it).
-
-  Returns:
-    (calibration batches, verification batches, a sentence saying how the samples were split).
+  A quarter of the samples (at most `verification_samples`) is held out at random over the whole pass;
+  calibration keeps the captured batch size (the engines' profile depends on it). `note` says how.
   """
   if not batches:
     return [], [], None

@@ -1,18 +1,9 @@
 """Uniform random samples of batches over one pass of unknown length, in bounded memory.
 
-`BatchReservoir` keeps k batches with reservoir sampling (Vitter's Algorithm R): batch i (0-based) enters the
-reservoir with probability k/(i+1), replacing a uniformly chosen resident. Whether a batch is wanted is decided
-*before* it is read (`wants()`), so capture costs nothing on the batches it does not keep: the caller only pulls
-a batch's values out of the device for the ~k(1 + ln(n/k)) batches that enter the reservoir. Memory holds at
-most k batches, whatever n is.
-
-With `reuse_pass_length=True`, a pass after the first one that ended normally draws its k positions in advance
-among the previous pass's n (validation passes of one `fit` have the same length): exactly k batches are
-pulled instead of ~k(1 + ln(n/k)). Batches beyond n, if the pass turns out longer, continue with Algorithm R's
-rule, so the sample stays uniform over the whole pass either way.
-
-`SplitReservoir` keeps two disjoint uniform samples of one pass (calibration and verification): one reservoir
-of both sizes together, whose kept samples are split at random, sample by sample, at the end of the pass.
+`BatchReservoir` is reservoir sampling (Vitter's Algorithm R), decided *before* a batch is read (`wants()`), so
+only the ~k(1 + ln(n/k)) batches that enter are pulled off the device. With `reuse_pass_length=True` a later
+pass draws its k positions in advance from the previous pass's length (exactly k pulls), falling back to
+Algorithm R beyond it. `SplitReservoir` keeps two disjoint uniform samples (calibration and verification).
 """
 
 import random
@@ -25,10 +16,9 @@ class BatchReservoir:
 
   Args:
     capacity: k, the number of batches kept.
-    seed: the sampling decisions depend only on the seed, the batch index and the previous pass's length, so
-      every worker of a distributed run makes the same decisions (they trace and run identical steps).
-    reuse_pass_length: draw the positions in advance from the previous pass's length (see the module
-      docstring); the sample is uniform either way, this only pulls fewer batches.
+    seed: decisions depend only on it, the batch index and the previous pass's length, so every worker of a
+      distributed run decides the same.
+    reuse_pass_length: draw positions in advance from the previous pass's length (fewer pulls, same sample).
   """
 
   def __init__(self, capacity, seed=0, reuse_pass_length=False):
@@ -123,22 +113,15 @@ def verification_share(total, calibration_wanted, verification_wanted):
 class SplitReservoir:
   """Two disjoint uniform samples from each pass, split by sample: calibration and verification.
 
-  One reservoir keeps `calibration_capacity + verification_capacity` batches together (a uniform sample of the
-  pass, at most that many batches in memory). At the end of the pass their samples are assigned at random, row
-  by row: verification gets `verification_samples`, calibration up to `calibration_capacity` batches' worth,
-  re-batched at the captured batch size. A pass with fewer samples than both want together is shared in
-  proportion to the two wants, verification getting at least min(verification_samples, a quarter of the
-  samples) and calibration at least one sample (`verification_share`). Decisions depend only on the seed, the
-  pass count and the pass's batches, so every worker of a distributed run makes the same ones.
-
-  Batches are numpy arrays or lists/tuples/dicts of them (nested), samples along axis 0.
+  One reservoir keeps both capacities' batches; at the end of the pass their samples are assigned at random:
+  verification gets `verification_samples`, calibration the rest, re-batched. A short pass is shared in
+  proportion (`verification_share`). Batches are (nested) numpy arrays, samples along axis 0.
 
   Args:
     calibration_capacity: batches kept for calibration.
-    verification_capacity: batches kept for verification; may be set later with `set_verification_capacity`
-      while the first pass is still filling (the number of batches may depend on the first batch's size).
-    seed: as for `BatchReservoir`.
-    reuse_pass_length: as for `BatchReservoir`.
+    verification_capacity: batches kept for verification; `set_verification_capacity` may set it during the
+      first pass (it depends on the first batch's size).
+    seed, reuse_pass_length: as for `BatchReservoir`.
     verification_samples: samples verification wants (default: `verification_capacity` full batches).
   """
 

@@ -1,28 +1,14 @@
 """A Triton model repository from every export: one Triton model per ONNX and TensorRT variant.
 
-    <triton_repository>/
-      <name>_onnx_fp32/              platform onnxruntime_onnx
-        config.pbtxt                 inputs/outputs by the variant's names, batch dim as max_batch_size
-        .tftrt_keras                 marks the model as ours (retention touches nothing else)
-        3/model.onnx (+ model.json)  versions = export versions, files hard-linked (or copied) from the variant
-      <name>_trt_fp16/               platform tensorrt_plan, cc_model_filenames {"8.6": "model.plan"}, and a
-                                     default file that does not exist (no other GPU loads the plan)
-        config.pbtxt
-        3/model.plan
+    <triton_repository>/<name>_onnx_fp32/   config.pbtxt, .tftrt_keras (ours: retention touches nothing else),
+                                            3/model.onnx (+ model.json), hard-linked or copied from the variant
+    <triton_repository>/<name>_trt_fp16/    config.pbtxt (cc_model_filenames per GPU), 3/model.plan
 
-`publish_export(run)` is called by the export worker after verification (see `pipeline.run_export`); usable
-variants are published (`ok`, and `unverified`: built and build-checked, not compared; the manifest's record of
-each model says which). A variant whose signature Triton cannot express (unknown rank, a fixed batch dimension,
-strings into a TensorRT plan, ...) is left out with the reason in `manifest["serving"]["triton"]`, never written
-half-right. `retain_triton` applies the export's retention to the repository.
-
-Triton polls the repository, so nothing appears half-written: a version is hard-linked into a hidden directory
-inside its model directory (Triton ignores non-numeric version names) and renamed; `config.pbtxt` is replaced
-with `os.replace`; a new model directory is staged in the export root and renamed into the repository. A hidden
-directory in the repository itself would not do: Triton takes every directory there for a model.
-
-`config.pbtxt` is written as text by hand (no protobuf or tritonclient dependency); the tests parse it with
-Triton's own `model_config` protobuf definitions.
+`publish_export(run)` runs in the export worker after verification and publishes usable variants (`ok`,
+`unverified`); one Triton cannot express is left out with the reason in `manifest["serving"]["triton"]`.
+Triton polls the repository, so nothing appears half-written: versions are staged in a hidden directory inside
+the model directory (a hidden one in the repository would be taken for a model) and renamed. `config.pbtxt` is
+written by hand (no protobuf dependency); tests parse it with Triton's own definitions.
 """
 
 import errno

@@ -1,10 +1,8 @@
 """The model's loss and compiled metrics, rebuilt in the export worker from their Keras configs, on the normal
-export's outputs and on each variant's, over the same labelled verification samples.
+export's outputs and each variant's, over the same labelled verification samples.
 
-A metric that is a mean of per-sample values (a loss, a `MeanMetricWrapper` such as accuracy or MAE, a plain
-function) is evaluated once per sample and bootstrapped as weighted means; any other metric (AUC, precision...)
-is recomputed by its own Keras object on each resample (fewer resamples). The interval is paired: each resample
-draws the same samples for the variant and for the normal export.
+Per-sample means (losses, `MeanMetricWrapper`s) are bootstrapped as weighted means; other metrics (AUC, ...) are
+recomputed on each resample. The interval is paired: each resample draws the same samples for both.
 """
 
 import importlib
@@ -246,8 +244,7 @@ class TaskMetrics:
     return {name: _value(e, everything) for name, e in self._reference.items()}
 
   def compare(self, outputs, max_metric_drop=None):
-    """Per metric: the variant's value, the normal export's, the difference and its interval, and the gate's
-    verdict for the metrics `max_metric_drop` names.
+    """Per metric: the variant's value, the normal export's, their difference with its interval, and the gate's verdict.
 
     Returns:
       ({metric name: figures}, (verdict, reason) of the gate, or None when no gated metric was computed).

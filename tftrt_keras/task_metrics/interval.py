@@ -46,8 +46,8 @@ def percentile_interval(differences):
 def gate(name, difference_interval, allowed):
   """The `max_metric_drop` verdict: ("ok"|"rejected"|"unverified", reason).
 
-  A drop is normal - variant for a metric where higher is better, variant - normal (a rise) for losses and
-  errors; rejected when the whole interval of the drop lies above `allowed`, ok when it lies at or below it.
+  The drop is normal - variant (variant - normal for losses and errors); rejected when its whole interval is
+  above `allowed`, ok when at or below it.
   """
   if difference_interval is None:
     return "unverified", f"{name}: no interval (the metric is undefined on these samples)"

@@ -36,8 +36,7 @@ def compile_spec(model, output_names, flavor):
     flavor: "keras3", "tf_keras" or "tf.keras": the Keras the worker rebuilds them with.
 
   Returns:
-    {"keras": flavor, "outputs": [...], "loss": {output: config}, "loss_weights": {output: weight},
-    "metrics": {output: [config]}, "weighted_metrics": {output: [config]}, "left_out": {what: why}}.
+    {"keras", "outputs", "loss", "loss_weights", "metrics", "weighted_metrics", "left_out": {what: why}}.
   """
   try:
     config = model.get_compile_config()

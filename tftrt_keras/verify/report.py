@@ -84,8 +84,7 @@ def verification_table(manifest, notes=True):
 
   Args:
     manifest: a closed manifest (dict).
-    notes: add one line per rejected or unverified artifact below the table, with its reason (False when the
-      reasons are printed elsewhere, as in `tftrt-export`'s artifact table).
+    notes: add a line per rejected or unverified artifact with its reason (False where printed elsewhere).
   """
   rows = verification_rows(manifest)
   if not rows:
@@ -157,13 +156,12 @@ def _cut_text(manifest, summary):
 
 
 def render_markdown(manifest, latency_plot=LATENCY_PLOT_FILE, plot_missing_reason=None):
-  """`report.md`'s text: how the samples were split, the verification table, per-output figures and
-  thresholds, what was not verified.
+  """`report.md`'s text: sample split, verification table, per-output figures and thresholds, what was not verified.
 
   Args:
     manifest: a closed manifest (dict).
     latency_plot: file name of the latency chart to link, or None.
-    plot_missing_reason: one line saying why there is no chart although latency was measured, or None.
+    plot_missing_reason: why there is no chart although latency was measured, or None.
   """
   summary = manifest.get("verification") or {}
   lines = [f"# Export {manifest['version']}: verification", ""] + serving_lines(manifest) + _calibration_lines(manifest)
@@ -302,15 +300,12 @@ def matplotlib_missing_reason():
 
 
 def write_report(manifest, directory, redraw=True):
-  """Writes `report.md`, then `latency.png`, into `directory` (the export's manifest directory).
+  """Writes `report.md`, then `latency.png` (needs the optional matplotlib), into the manifest's `directory`.
 
-  The markdown comes first and never depends on matplotlib (an optional extra): without it the chart is
-  skipped and `report.md` says so in one line, with the install command. `redraw=False` rewrites the
-  markdown only, linking the chart already drawn.
+  `redraw=False` rewrites the markdown only, linking the chart already drawn.
 
   Returns:
-    {"report": path of report.md, "latency_plot": path of latency.png (absent when nothing was timed or
-    matplotlib is missing)}.
+    {"report": path, "latency_plot": path (absent when nothing was timed or matplotlib is missing)}.
   """
   has_latency = any((e.get("verification") or {}).get("latency") for e in manifest["artifacts"].values())
   missing = matplotlib_missing_reason() if has_latency else None
@@ -329,15 +324,13 @@ def write_report(manifest, directory, redraw=True):
 def write_tensorboard_scalars(manifest, log_dir, step):
   """Writes each verified artifact's figures as TensorBoard scalars under `verification/<artifact>/`.
 
-  Scalars: `max_abs_error` (worst output), `top1_agreement` (worst classifier-like output, per sample or per
-  element, when there is one),
-  and `latency_p50_ms_batch<N>` for each timed batch size. Plain `tf.summary`; loads no TensorRT, so the
-  training process may call it.
+  Scalars: `max_abs_error`, `top1_agreement` (worst output of each) and `latency_p50_ms_batch<N>`. Plain
+  `tf.summary`, no TensorRT, so the training process may call it.
 
   Args:
     manifest: a closed manifest (dict).
     log_dir: TensorBoard log directory (a writer is opened and closed here).
-    step: the step to record the scalars at (the training step of the export).
+    step: the training step of the export.
 
   Returns:
     {tag: value} of what was written.

@@ -1,9 +1,7 @@
 """Front + variant as one runner: a split model's variant judged end to end on the user's own inputs.
 
-A variant built on the back of a split model (manifest entry `after_front`) takes the cut tensors, which the TF
-front computes from the model's inputs. Verification feeds the user's samples to this composition, through the
-same runner interface as any artifact, and compares what comes out with the normal export: a wrong front, a
-wrong cut or a wrong back all show.
+A variant on the back of a split model takes cut tensors; feeding the user's samples through the TF front first
+means a wrong front, cut or back all show.
 """
 
 from tftrt_keras.formats import split_graph

@@ -1,32 +1,12 @@
-"""Step 4 of an export: is each artifact still the model, and how fast is it?
+"""Step 4 of an export: is each built artifact still the model, and how fast is it?
 
-Runs in the export worker (never in the training process: loading a variant may load TensorRT). Every artifact
-that was built -- the frozen graph, each usable variant of every format (recorded `unverified`, "not verified
-yet", by its build) -- runs through its format's `Runner` on the held-out verification samples (captured apart
-from, and never used for, calibration) and is compared with the normal export, output by output: max absolute
-error, max error relative to the output's scale, and for classifier-like outputs the top-1 agreement. The verdict
-(`tftrt_keras.agreement.judge`) becomes the artifact's status:
-
-  `ok`          compared, and within its precision's thresholds (see `ConversionOptions.verify_*`);
-  `rejected`    a figure outside them (the figure that failed is in the reason);
-  `unverified`  built and build-checked, but no comparison can vouch for it, and the reason says why:
-                verification is off (`verify=False`), there are no held-out samples, nothing here can run it
-                (its format's `open_runner` raised `RunnerUnavailable`), verifying it raised, an agreement's
-                95% bounds straddle the gate (too few samples to tell), or the normal export's outputs do not
-                vary over the samples (then any artifact returning about the same constant would pass), or
-                a top-1 agreement on outputs that give one class nearly everywhere (a tolerance verdict on
-                them stands). A variant built from an artifact that ended `rejected` is `rejected`, one built
-                from an artifact that `failed` is `skipped`, whatever its own comparison said (`follow_sources`).
-
-Latency is timed for every runnable artifact and the normal export, at batch size 1 and at the largest
-verification batch: a timed first call (TF-TRT builds engines lazily there), warm-up calls, then median and p99
-over `verify_timed_runs` calls, or fewer (at least MIN_TIMED_RUNS) once the timed calls of that batch size have
-taken `verify_latency_budget_seconds`; each latency row records how many it timed.
-
-Results go into the manifest (`artifacts[name]["verification"]`, plus a top-level `verification` summary),
-and `report.md` + `latency.png` beside it. Verification never fails an export: an exception while verifying
-one artifact is recorded in that artifact's `verification.error`, the artifact stays `unverified`, and the next
-artifact is verified.
+Runs in the export worker (loading a variant may load TensorRT). Each artifact runs through its format's
+`Runner` on the held-out verification samples and is compared with the normal export output by output;
+`tftrt_keras.agreement.judge` turns the figures into `ok`, `rejected` or `unverified` (with the reason), and
+`follow_sources` passes a source's rejection or failure on to what was built from it. Latency is timed at batch
+size 1 and the largest verification batch. Results go into the manifest, `report.md` and `latency.png`.
+Verification never fails an export: an exception is recorded in `verification.error`, the artifact stays
+`unverified`, and the next one is verified.
 """
 
 import os
@@ -82,16 +62,14 @@ def measure_latency(call, warmup_runs, timed_runs, clock=time.perf_counter, budg
 
   Args:
     call: zero-argument callable that runs the model once and waits for its result.
-    warmup_runs: calls after the first one that are not timed.
+    warmup_runs: untimed calls after the first.
     timed_runs: calls the median and p99 are taken over, at most.
     clock: seconds as a float (injectable for tests).
-    budget_seconds: once the timed calls have taken this long in all, timing stops as soon as `min_timed_runs`
-      of them are in (None: all `timed_runs`). A big model's batch costs seconds a call; its median is as
-      well known after a few calls as after twenty.
+    budget_seconds: once timed calls have taken this long, stop after `min_timed_runs` (None: no budget).
     min_timed_runs: timed calls made whatever the budget (at most `timed_runs`).
 
   Returns:
-    {"first_call_ms", "p50_ms", "p99_ms", "timed_runs"}: `timed_runs` is how many calls were timed.
+    {"first_call_ms", "p50_ms", "p99_ms", "timed_runs"}.
   """
   start = clock()
   call()
@@ -182,10 +160,9 @@ def source_reason(source, entry):
 
 
 def follow_sources(manifest):
-  """A variant is usable only while its source is: one built from an artifact that ended `rejected` ends
-  `rejected`, one built from an artifact that `failed` (or is not there) ends `skipped`, each with the source's
-  reason (its own verdict's reason after it, when it was rejected itself). Repeated until nothing changes, so a
-  chain follows its first unusable link, in whatever order verification reached them.
+  """A variant built from a `rejected` source ends `rejected`; one from a `failed` or missing source, `skipped`.
+
+  Repeated until nothing changes, so a chain follows its first unusable link.
 
   Returns:
     The names whose status changed, in the order they changed.
@@ -230,20 +207,16 @@ def _unverified(run):
 def verify_export(run, clock=time.monotonic, load_format=formats_lib.load_format):
   """Verifies and times every built artifact of `run` (a `pipeline.ExportRun`); never raises an Exception.
 
-  Updates `run.manifest` in place and saves it: each built artifact's status becomes its verdict (`ok`,
-  `rejected` or `unverified`, with the reason for the last two), `artifacts[name]["verification"]` holds the
-  figures for the normal export and each runnable artifact, a top-level `verification` summary, and
-  `report.md` and `latency.png` are written into the manifest's directory. Without verification (`verify=False`,
-  no held-out samples) every built artifact stays `unverified` with that reason, and no report is written.
+  Updates and saves `run.manifest` (statuses, `artifacts[name]["verification"]`, a top-level summary) and writes
+  `report.md` and `latency.png`; without verification every built artifact stays `unverified` with the reason.
 
   Args:
     run: the export's `pipeline.ExportRun`.
     clock: seconds as a float (injectable for tests).
-    load_format: format name -> `Format` whose runner verifies that format's variants (injectable: a test runs a
-      format that cannot run here without one on disk).
+    load_format: format name -> `Format` whose runner verifies that format's variants (injectable for tests).
 
   Returns:
-    The top-level summary dict stored in `run.manifest["verification"]`.
+    The summary stored in `run.manifest["verification"]`.
   """
   options = run.request.options
   started = clock()

@@ -1,9 +1,8 @@
 """SavedModel signature -> ONNX model with tf2onnx, in this process (the export worker).
 
-The graph's inputs and outputs carry the signature's own names (`image`, `probabilities`), not tf2onnx's
-(`image:0`, `Identity:0`) or Keras' positional ones; the batch dimension is dynamic and called `batch`.
-tf2onnx leaves an op it has no handler for in the graph under its TensorFlow name (and only logs it), so the
-result is checked against ONNX's own op schemas and any such op is named in a `ConversionError`.
+Graph inputs and outputs carry the signature's own names; the batch dimension is dynamic and called `batch`.
+tf2onnx leaves an op it cannot handle in the graph (and only logs it), so the result is checked against ONNX's
+op schemas and such an op is named in a `ConversionError`.
 """
 
 from tftrt_keras.formats.onnx import tf2onnx_private
@@ -39,9 +38,8 @@ def refused_tensors(signature):
 def convertible_signature(signature):
   """(the signature the ONNX variants carry, {left-out output: why}).
 
-  Outputs ONNX variants cannot carry (strings: a canned Estimator classifier's `classes` beside its numeric
-  `class_ids` and `probabilities`) are left out, said per output, as long as one numeric output remains; inputs
-  cannot be left out (the model needs them), so those stay in and are refused by `convert_saved_model`.
+  String outputs (a canned classifier's `classes`) are left out while a numeric output remains; string inputs
+  stay in, for `convert_saved_model` to refuse.
   """
   kept = [t for t in signature.get("outputs", []) if t["dtype"] in CONVERTIBLE_DTYPES]
   if not kept:
@@ -52,22 +50,17 @@ def convertible_signature(signature):
 
 
 def convert_saved_model(saved_model_dir, signature_key, signature, opset, routes=None):
-  """Converts one signature of a SavedModel to an ONNX `ModelProto`.
+  """Converts one signature of a SavedModel to an ONNX `ModelProto` named, typed and ranked as `signature`.
 
   Args:
-    saved_model_dir: the normal export.
-    signature_key: the signature to convert.
-    signature: {"inputs": [...], "outputs": [...]} in the SavedModel's terms (`BuildJob.signature`), reduced by
-      `convertible_signature` to the outputs the model should have.
+    saved_model_dir, signature_key: the normal export and the signature to convert.
+    signature: `BuildJob.signature` reduced by `convertible_signature`.
     opset: the ONNX opset to target (tf2onnx 1.17 writes 7-18).
-    routes: a dict that receives {stage: which route ran} for the shortcuts of `SHORTCUTS` (None: not kept).
-
-  Returns:
-    The model; its graph inputs and outputs are named, typed and ranked as in `signature`.
+    routes: a dict receiving {stage: which route ran} for `SHORTCUTS` (None: not kept).
 
   Raises:
-    ConversionError: a string/resource tensor in the signature, an op tf2onnx cannot convert, or a conversion
-      error inside tf2onnx (the message names the op or reason).
+    ConversionError: a string/resource tensor in the signature, an op tf2onnx cannot convert, or an error
+      inside tf2onnx (the message names the op or reason).
   """
   refused = refused_tensors(signature)
   if refused:
@@ -95,16 +88,14 @@ def convert_saved_model(saved_model_dir, signature_key, signature, opset, routes
 
 
 def convert_graph_def(graph_def, inputs, outputs, renames, signature, opset, label, routes=None):
-  """Converts a frozen GraphDef between named tensors (any tensors: the back of a split model) to ONNX.
+  """Converts a frozen GraphDef between named tensors (e.g. the back of a split model) to ONNX.
 
   Args:
     graph_def: a frozen GraphDef whose `inputs` are placeholders.
     inputs, outputs: tensor names (`name:0`).
     renames: {tensor name: name in the ONNX graph}, for every input and output.
-    signature: {"inputs", "outputs"} the model must have, under the renamed names.
-    opset: the ONNX opset to target.
+    signature, opset, routes: as for `convert_saved_model`, under the renamed names.
     label: what the model is, for its doc string.
-    routes: as for `convert_saved_model`.
 
   Raises:
     ConversionError: as `convert_saved_model`.

@@ -1,57 +1,17 @@
 """ONNX models (`onnx_fp32`, `onnx_fp16`, `onnx_int8`): the route to TensorRT from every TensorFlow line.
 
     native --tf2onnx--> onnx_fp32 --onnxconverter-common--> onnx_fp16
-                                  --ONNX Runtime quantize_static (Q/DQ)--> onnx_int8
+                                  --ONNX Runtime quantize_static (symmetric Q/DQ, zero point 0)--> onnx_int8
 
-Precision is written in the model itself, as current TensorRT wants it: FP16 types, INT8 as symmetric
-QuantizeLinear/DequantizeLinear pairs with zero point 0 (TensorRT 10 deprecated and 11 removed the implicit
-INT8 calibrators). Each version directory holds `model.onnx` and `model.json`; everything runs on a CPU-only
-machine, and `OnnxRuntimeRunner` runs each variant for verification.
+Precision lives in the model itself (TensorRT 11 has no implicit INT8 calibrators). Each version directory holds
+`model.onnx` and `model.json`; everything runs on a CPU-only machine.
 
-`model.json` (read by the Triton helper; keep this schema stable, add fields rather than change them):
-
-    format            "onnx"
-    precision         "FP32" | "FP16" | "INT8"
-    artifact          "onnx_fp32" | "onnx_fp16" | "onnx_int8"
-    file              "model.onnx"
-    opset             the default-domain ONNX opset of model.onnx (int); ir_version likewise
-    signature_key     the SavedModel signature converted
-    inputs, outputs   [{"name", "dtype", "shape"}] in the SavedModel's terms: the signature's own names (also
-                      the ONNX graph's names), dtype a numpy name like "float32", shape a list with null for
-                      dynamic dimensions, batch first; sorted by name. FP16 and INT8 models keep FP32 inputs
-                      and outputs, so these are the same for every precision.
-    outputs_left_out  (only when some were) {output name: why}: signature outputs the model does not carry
-                      (strings beside numeric outputs, e.g. a canned classifier's `classes`)
-    source_version    the export version (`BuildJob.version`) whose normal SavedModel this came from
-    built_from        "native" or the artifact converted ("onnx_fp32")
-    tools             {"tensorflow", "tf2onnx", "onnx", "onnxruntime", "onnxconverter-common": version}
-    computes_in,      (FP32 only, when the graph computes below float32: mixed precision, see `mixed`):
-    mixed_precision   "float16" (kept as trained) or "float32" (bfloat16 training: converted in float32), and
-                      {"dtype": the lower dtype found, "casts", "weights", "compute_nodes": {op: count},
-                      "computes_in", "note": a sentence}; the manifest entry carries "computes_in" and the note
-    fp16              (FP16 only) {"kept_fp32": {op: {"nodes", "why"}} present in this model,
-                      "block_list": {op: why} of every op type that would be kept, "fp16_nodes": count,
-                      "converted_from" (mixed precision only: the float32 view, in words)}
-    int8              (INT8 only) {"settings": {...quantize_static settings...}, "calibration_samples": n
-                      (the samples the shipped model was calibrated on: all the calibration samples, less a
-                      last batch shorter than 32 for Percentile), "quantized_ops": {op: count},
-                      "ops_total": {op: count}, "qdq_nodes": {op: count}, "quantized_from" (mixed precision
-                      only), "kept_fp32": {node: why} (MatMul/Gemm with a weight dimension below 16, and the
-                      nodes the fallback kept), "zero_points": "all 0",
-                      "fallback": see `onnx_int8_fallback`: "searched" (bool), "why", "calibration_requested",
-                      "calibration_chosen", "calibration_why", "methods" {method: hold-out figures},
-                      "calibration_samples" (the calibration part the judged models were calibrated on),
-                      "holdout_samples", "before"/"after" (hold-out figures of the models calibrated on the
-                      calibration part: "passed", "margin", "outputs"), "kept" [{"node", "op_type", "rank",
-                      "local_relative_error", "agreement_delta"}], "steps" [{"kept", "margin", "passed",
-                      "samples_judged", "seconds", "whole_holdout_margin" (a step stopped early, when none
-                      passed)}], "nodes_quantizable", "plain_build_seconds", "holdout_check_seconds", "search_seconds", "budget_seconds",
-                      "budget_exhausted", "reached_gate" ("after" passed), "final_calibration_samples" (= the
-                      shipped model's "calibration_samples"), "final_build_seconds", "final_calibration" (a
-                      sentence: the shipped model was recalibrated on all N samples with the method and nodes
-                      chosen on the halves, so "before"/"after" do not judge it; verification does)}. With
-                      fewer than 200 calibration samples there is no hold-out: "searched" false, "why",
-                      "calibration_requested", "calibration_chosen", "final_calibration_samples".
+`model.json` (read by the Triton helper: add fields, never change them): format "onnx", precision, artifact,
+file, opset, ir_version, signature_key, inputs/outputs [{"name", "dtype", "shape"}] in the signature's terms
+(FP32 at every precision, null for dynamic dims, sorted by name), outputs_left_out {name: why}, source_version,
+built_from, tools {package: version}; FP32 of a mixed-precision graph: computes_in, mixed_precision (see `mixed`);
+FP16: fp16 {"kept_fp32", "block_list", "fp16_nodes"}; INT8: int8 {"settings", "calibration_samples",
+"quantized_ops", "ops_total", "qdq_nodes", "kept_fp32", "zero_points", "fallback" (see `int8_fallback`)}.
 """
 
 import dataclasses
@@ -84,17 +44,12 @@ class OnnxOptions:
   Attributes:
     opset: ONNX opset tf2onnx targets (13-18; default 17, see `DEFAULT_OPSET`).
     int8_calibration: "auto" (default: MinMax, and Percentile too when MinMax misses the gate on the
-      calibration-side hold-out; the better one is kept, see `onnx_int8_fallback`), "minmax" (range of the
-      calibration samples) or "percentile" (clip each activation range at `percentile`, for activations with
-      rare outliers). Entropy is not offered: through ONNX Runtime's `quantize_static` it equals MinMax, or
-      with 2048 bins wrecks MobileNetV2.
+      calibration-side hold-out; the better one is kept), "minmax" or "percentile" (clip each activation range
+      at `percentile`). No Entropy: through `quantize_static` it equals MinMax or wrecks MobileNetV2.
     percentile: the percentile kept by "percentile" calibration, in (0, 100] (default 99.999).
-    int8_search_budget: when plain INT8 misses the gate on the calibration-side hold-out, the search for the
-      layers to keep FP32 (and the calibration method choice) may take this many times the plain INT8 build's
-      seconds (default 5; 0: no search, the best method's model goes to verification as it is). Whatever is
-      chosen, the model shipped is calibrated on all the calibration samples, a build not charged to the budget.
-    fp16_keep_fp32_ops: more ONNX op types to keep in FP32 in `onnx_fp16`, beyond those listed in
-      `tftrt_keras.formats.onnx.fp16` (e.g. ("Sigmoid",)).
+    int8_search_budget: when plain INT8 misses the gate, the search for layers to keep FP32 may take this many
+      times the plain INT8 build's seconds (default 5; 0: no search).
+    fp16_keep_fp32_ops: more ONNX op types to keep FP32 in `onnx_fp16` (e.g. ("Sigmoid",)).
   """
 
   opset: int = DEFAULT_OPSET

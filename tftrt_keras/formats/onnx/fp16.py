@@ -52,9 +52,8 @@ def convert_to_fp16(model, extra_ops=(), keep_nodes=(), check_fp16_ready=True, s
     model: the FP32 `onnx.ModelProto` (not modified).
     extra_ops: more op types to keep in FP32.
     keep_nodes: names of nodes to leave as they are (the float32 view's Casts at float16 graph inputs/outputs).
-    check_fp16_ready: False for a float32 view whose graph inputs/outputs are float16 (the converter refuses any
-      float16 tensor otherwise).
-    samples: calibration samples {input name: array}; nodes whose outputs leave FP16's range on them stay FP32.
+    check_fp16_ready: False for a float32 view whose graph inputs/outputs are float16.
+    samples: calibration samples {input name: array}; nodes leaving FP16's range on them stay FP32.
   """
   import copy  # pylint: disable=g-import-not-at-top
   import warnings  # pylint: disable=g-import-not-at-top
@@ -93,9 +92,7 @@ def convert_to_fp16(model, extra_ops=(), keep_nodes=(), check_fp16_ready=True, s
 def _outputs_behind_identity(model):
   """Gives every graph output its own Identity node, so no graph output feeds another node.
 
-  keep_io_types casts a graph output back to FP32 where it is produced; when that tensor also feeds another
-  node (`logits` feeding the Softmax of `probabilities`), onnxconverter-common 1.16 types the consumer's
-  side wrong and ONNX Runtime refuses the model. Behind an Identity the producer's tensor is internal.
+  onnxconverter-common 1.16 mistypes the consumer of a graph output that keep_io_types casts back to FP32.
   """
   import onnx  # pylint: disable=g-import-not-at-top
   graph = model.graph

@@ -1,28 +1,11 @@
 """Graph passes around onnxconverter-common's FP16 conversion, for what its block lists alone get wrong.
 
-onnxconverter-common 1.16 (`float16.convert_float_to_float16`) retypes every float32 value_info to float16
-and keeps the nodes in `op_block_list`/`node_block_list` in FP32 behind Cast nodes. Three things break on
-models tf2onnx writes from Keras layers, each found on the zoo (tests/zoo_models.py):
-
-  * tf2onnx compares int tensors in float: `Cast(int -> float) -> Less` for Keras 3's Embedding (negative
-    index check) and for the counters of every TensorFlow while loop (GRU, SimpleRNN as ONNX Loop). The
-    converter retypes the Cast's output to float16 but leaves its `to=FLOAT`, and ONNX Runtime refuses the
-    model ("Type (tensor(float16)) of output arg ... does not match expected type (tensor(float))"). Such
-    casts and the comparisons they feed stay FP32 (`integer_cast_blocks`): FP16 holds integers exactly only
-    up to 2048, and a loop counter or token id must not round.
-  * The other way round, token ids fed as float (the keras-io functional API guide declares its Embedding
-    inputs `keras.Input(shape=(None,))`, float32) reach `Cast(float -> int)` through the FP16 graph input
-    cast: id 9999 rounds to 10000 and Gather fails out of range. Such casts, and the shape-only ops between
-    them and a graph input, stay FP32 too.
-  * An initializer read by a kept-FP32 node and by an FP16 node stays float32 for both (the converter keeps
-    every input of a blocked node), so the FP16 consumer gets a float32 tensor: `unshare_initializers` gives
-    the kept nodes their own copy first.
-  * Between two kept-FP32 nodes the converter inserts Cast(to FP16) -> Cast(to FP32), rounding the value
-    on the way; it removes such pairs only in the main graph and only when the first Cast has one consumer.
-    `collapse_round_trips` removes them everywhere, so what is kept FP32 really stays FP32.
-  * Values beyond FP16's range: a model fed raw features (the keras-io Wide & Deep & Cross example's cross
-    layers reach 3.7e10) becomes inf in FP16. `out_of_range_nodes` runs the FP32 model on calibration samples
-    and keeps the nodes whose outputs leave FP16's safe range in FP32.
+Each is needed by tf2onnx's graphs of Keras layers (found on tests/zoo_models.py):
+  * `integer_cast_blocks`: int -> float casts feeding comparisons (Embedding checks, loop counters) and
+    float -> int casts of token ids stay FP32: FP16 holds integers exactly only up to 2048.
+  * `unshare_initializers`: an initializer read by a kept-FP32 node and an FP16 node gets a copy per side.
+  * `collapse_round_trips`: Cast(FP16) -> Cast(FP32) pairs between kept nodes are removed everywhere.
+  * `out_of_range_nodes`: nodes whose outputs on calibration samples leave FP16's range stay FP32.
 """
 
 # Comparisons tf2onnx writes on int tensors cast to float; their outputs are bool, so keeping them in FP32

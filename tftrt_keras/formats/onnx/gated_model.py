@@ -1,9 +1,8 @@
 """The Q/DQ model with a gate on every quantized input, so that one ONNX Runtime session runs any set of nodes
-quantized or FP32 (`GatedModel`), and the session helpers the INT8 fallback (`int8_fallback`) runs models with.
+quantized or FP32 (`GatedModel`), and the session helpers the INT8 fallback runs models with.
 
-Why gates and not rebuilds: the fallback judges tens of node sets per model, and a `quantize_static` build with
-`nodes_to_exclude` costs a calibration and a graph copy each (1-5 s on the zoo's CNNs), where a gated run costs
-an inference (0.1-0.3 s on the calibration-side hold-out).
+Gates, not rebuilds: the fallback judges tens of node sets, and each rebuild costs a calibration; a gated run
+costs an inference.
 """
 
 import numpy as np
@@ -34,12 +33,10 @@ def run_session(session, samples, dtypes, extra_feeds=None):
 
 
 class GatedModel:
-  """The Q/DQ model with a boolean gate on every dequantized input: on = quantized as in the Q/DQ model, off =
-  the FP32 tensor. `run(fp32_nodes=...)` sets the gates as `nodes_to_exclude` would leave the model, so one
-  session serves every subset of nodes (exact: `Where` selects, and Q/DQ pairs are dedicated per consumer).
+  """The Q/DQ model with a boolean gate on every dequantized input: on = quantized, off = the FP32 tensor.
 
-  ONNX Runtime also hands the dequantized tensor to the other consumers of a tensor it quantizes (a residual
-  Add beside the Conv it feeds): such an input is quantized while any quantized node consuming that tensor is.
+  `run(fp32_nodes=...)` gives exactly what `nodes_to_exclude` would. An input ONNX Runtime also dequantizes for
+  other consumers (a residual Add) stays quantized while any quantized node consuming that tensor is.
   """
 
   def __init__(self, fp32_model, qdq_model):

@@ -1,17 +1,11 @@
 """INT8 that earns its gate: choose the calibration method, and keep the layers that cost most in FP32.
 
-`build_int8` runs in the export worker. The calibration samples are split into a calibrating part and a
-hold-out judged by verification's rule (`tftrt_keras.agreement`); the verification samples never reach it.
-  1. Each method in play (`int8_calibration`; "auto": MinMax, then Percentile if MinMax misses the gate) is
-     built by ONNX Runtime's `quantize_static` and judged on the hold-out; one that passes ends the search.
-  2. Otherwise one gated model (`Where(gate, dequantized, fp32)` per Conv/MatMul/Gemm input) lets any set of
-     nodes run FP32 in one session without recalibrating; a probe model ranks the nodes by local error.
-  3. The most sensitive nodes are kept FP32, fewest first (1, 2, 4, ..., then bisection), until the gate holds
-     or `int8_search_budget` times the plain build's seconds is spent; else the best margin found is kept.
-  4. The chosen model is built with those nodes excluded and judged once more ("after"); the model shipped is
-     calibrated on all calibration samples with the same decisions, and verification judges it.
-Everything stays as TensorRT parses it: symmetric, zero point 0, no INT32 bias, FP32 where excluded.
-Figures (agreement before/after, cost on the zoo's CNNs): benchmarks/README.md.
+`build_int8` splits the calibration samples into a calibrating part and a hold-out judged by verification's rule
+(`tftrt_keras.agreement`): each method in play is judged and one that passes ends the search; otherwise a gated
+model (`Where(gate, dequantized, fp32)` per quantized input) lets node sets run FP32 without recalibrating, and
+the most sensitive nodes are kept FP32, fewest first, until the gate holds or `int8_search_budget` is spent.
+The shipped model is calibrated on all calibration samples with those decisions; verification judges it.
+Figures: benchmarks/README.md.
 """
 
 import os
@@ -71,11 +65,9 @@ class HoldoutJudge:
     self.reference = run_session(open_session(fp32_path), holdout, dtypes)
 
   def figures(self, outputs):
-    """{"passed", "verdict", "margin", "outputs": per-output figures}; margin >= 0 exactly when passed, larger is
-    better: the agreement bound above the threshold, or the error below the tolerance as a fraction of it.
+    """{"passed", "verdict", "margin", "outputs"}; margin >= 0 exactly when passed, larger is better.
 
-    Passed means verification's `ok`: a verdict of `unverified` (the hold-out too small for the bounds to clear
-    the gate) is not a pass here, so the search goes on looking for a model whose lower bound does.
+    Passed means verification's `ok`: `unverified` (bounds straddling the gate) is not a pass, so the search goes on.
     """
     per_output = {name: agreement.compare_output(ref, outputs[name]) for name, ref in self.reference.items()}
     verdict, reason = agreement.judge("INT8", per_output, self.thresholds)
@@ -204,8 +196,7 @@ def _methods(requested):
 
 
 def build_int8(fp32_path, output_path, samples, dtypes, options, onnx_options, clock=time.monotonic):
-  """Writes the INT8 Q/DQ model to `output_path` and returns `quantize_int8`'s details plus a "fallback"
-  record for `model.json` (see this module's docstring: decided on the halves, calibrated on all `samples`).
+  """Writes the INT8 Q/DQ model to `output_path`; returns `quantize_int8`'s details plus a "fallback" record.
 
   Args:
     fp32_path: the `onnx_fp32` model file.

@@ -1,19 +1,10 @@
 """Models trained with mixed precision: what their ONNX graph computes in, and its float32 view.
 
-Under `mixed_float16` Keras layers cast their inputs and weights to float16 and compute there, and tf2onnx
-keeps that: Cast(to float16) after the inputs, float16 weights, float16 Conv/MatMul, Cast(to float32) where a
-layer asks for float32 (pooling means, a `dtype="float32"` output layer). `onnx_fp32` keeps the graph as
-trained (the normal export computes so too); `onnx_fp16` and `onnx_int8` start from its float32 view, in which
-every float16 weight, cast and tensor is float32, so that the FP16 converter and the INT8 quantizer see the
-float32 model they are written for: the FP16 variant is then the same FP16 model a float32-trained network
-gets, and INT8 Q/DQ nodes sit at float32 points with float32 scales (opset 17's QuantizeLinear and TensorRT's
-explicit quantization take no others).
-
-`mixed_bfloat16`: tf2onnx 1.17 writes TensorFlow's Cast to bfloat16 as a Cast to float16 beside bfloat16
-weights (a graph no runtime accepts), or with onnx 1.18 cannot write a bfloat16 constant at all, and ONNX
-Runtime's CPU has no bfloat16 MatMul/Conv anyway. So the frozen TensorFlow graph is made float32 before tf2onnx
-(`bfloat16_as_float32`; bfloat16 values are exact in float32) and every variant, `onnx_fp32` included, computes
-from float32; what was found is kept in the ONNX model's metadata (`BFLOAT16_PROP`).
+`mixed_float16`: `onnx_fp32` keeps the graph as trained (as the normal export computes); `onnx_fp16` and
+`onnx_int8` start from its float32 view, so the FP16 converter and the INT8 quantizer (float32 scales only) see
+the float32 model they are written for.
+`mixed_bfloat16`: tf2onnx 1.17 cannot write it correctly and ONNX Runtime's CPU has no bfloat16 MatMul/Conv, so
+the frozen graph is made float32 before tf2onnx (`bfloat16_as_float32`, exact) and recorded in `BFLOAT16_PROP`.
 """
 
 import copy

@@ -1,20 +1,10 @@
 """FP32 ONNX -> INT8 by explicit quantization: QuantizeLinear/DequantizeLinear pairs, as TensorRT wants them.
 
-ONNX Runtime's `quantize_static` in QDQ format, set up for TensorRT's explicit-precision networks (TensorRT 10
-deprecated and 11 removed the implicit INT8 calibrators):
-  * Q/DQ only on the inputs of Conv, ConvTranspose, MatMul and Gemm (the layers TensorRT runs in INT8), never on
-    their outputs (what follows may need the range of FP32, ORT's own note for TensorRT) and never on biases
-    (TensorRT fuses FP32 biases; it has no INT32 DequantizeLinear);
-  * symmetric INT8 everywhere, so every zero point is 0 (TensorRT rejects others), per-channel weights;
-  * a dedicated Q/DQ pair per consumer (TensorRT cannot share one pair between nodes);
-  * calibration by MinMax (default) or Percentile. Not Entropy: through `quantize_static` it silently equals
-    MinMax with ORT's default bins, and with 2048 bins it wrecked MobileNetV2 here (cosine 0.66);
-  * MatMul/Gemm whose constant weight has a dimension below 16 (a classifier's 10-class head) stay FP32, as
-    NVIDIA ModelOpt leaves them (its `_MIN_MATMUL_DIM = 16`): INT8 buys nothing there (TensorRT's INT8
-    kernels want dimensions in multiples of 16) and costs the most accuracy, right before the decision
-    (benchmarks/bench_int8_quality.py: with it, top-1 agreement equals ModelOpt's on both models); unless
-    they are all the model has, for then they are the INT8 variant.
-After quantizing, every Q/DQ zero point is read back and must be 0.
+ONNX Runtime's `quantize_static` in QDQ format, set up for TensorRT: Q/DQ only on the inputs of Conv,
+ConvTranspose, MatMul and Gemm (never outputs or biases); symmetric INT8 (every zero point 0, checked after
+quantizing), per-channel weights; a Q/DQ pair per consumer; MinMax or Percentile calibration (Entropy equals
+MinMax through `quantize_static`). MatMul/Gemm whose constant weight has a dimension below 16 stay FP32, as
+NVIDIA ModelOpt does (`_MIN_MATMUL_DIM`): INT8 buys nothing there and costs accuracy right before the decision.
 """
 
 import contextlib
@@ -109,20 +99,17 @@ def quantize_int8(fp32_path, output_path, samples, input_dtypes, calibration="mi
   """Writes the INT8 Q/DQ model of the FP32 ONNX model at `fp32_path` to `output_path`.
 
   Args:
-    fp32_path: the `onnx_fp32` model file.
-    output_path: where the quantized model goes.
+    fp32_path, output_path: the `onnx_fp32` model file and where the quantized model goes.
     samples: {graph input name: array} calibration samples, samples along axis 0.
     input_dtypes: {graph input name: numpy dtype} to cast the samples to.
-    calibration: "minmax" or "percentile".
-    percentile: the percentile kept for "percentile" calibration (e.g. 99.999).
+    calibration: "minmax" or "percentile"; percentile: the percentile kept (e.g. 99.999).
     batch_size: samples per calibration run.
-    keep_fp32: {node name: why} of more quantizable nodes to leave unquantized (the INT8 fallback's choice).
-    calibration_cache: a JSON file for ONNX Runtime's calibration ranges: written by the first call, read by the
-      next ones with the same samples and method (which then skip calibration), where ONNX Runtime has it (1.32).
+    keep_fp32: {node name: why} of more nodes to leave unquantized (the INT8 fallback's choice).
+    calibration_cache: JSON file of ONNX Runtime's calibration ranges, reused by later calls with the same
+      samples and method, where ONNX Runtime supports it.
 
   Returns:
-    {"quantized_ops": {op type: count}, "qdq_nodes": {op type: count}, "settings": ...,
-     "calibration_samples": samples calibrated on}.
+    {"quantized_ops", "qdq_nodes", "settings", "calibration_samples"}.
 
   Raises:
     QuantizationError: a Q/DQ zero point is not 0, or nothing was quantized.

@@ -13,8 +13,8 @@ _PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExe
 def available_providers(prefer_tensorrt=False):
   """The execution providers this ONNX Runtime build has, best first (CPU always last).
 
-  TensorRT's provider is left out unless asked for: it builds engines on first use (minutes) and a
-  verification that wants ONNX Runtime's own result must not time TensorRT instead.
+  TensorRT's provider is left out unless asked for: it builds engines on first use, and verification must time
+  ONNX Runtime itself.
   """
   import onnxruntime  # pylint: disable=g-import-not-at-top
   present = set(onnxruntime.get_available_providers())
@@ -36,8 +36,7 @@ def session_options():
 class OnnxRuntimeRunner(Runner):
   """One ONNX variant directory (`model.onnx` + `model.json`) in an ONNX Runtime session.
 
-  Inputs are bound by the signature's names and cast to the dtypes `model.json` records (a float64 batch
-  fed to a float32 model is cast, not refused); outputs come back by the signature's names.
+  Inputs are bound by the signature's names and cast to `model.json`'s dtypes; outputs come back by name.
 
   Args:
     path: the variant's version directory.

@@ -1,9 +1,8 @@
 """Every use of tf2onnx's (and, for its loader, TensorFlow's) private internals, in one place.
 
-Two shortcuts make a conversion faster without changing its result; each falls back to tf2onnx's own route,
-recorded in `model.json`'s "conversion_routes", when an internal is missing. `PRIVATE_SYMBOLS` lists what they
-touch; `missing_private_symbols` says which moved, and a test per supported TF/tf2onnx line runs it, so a change
-is named there instead of showing only as a slower conversion.
+Two shortcuts speed up a conversion without changing its result; each falls back to tf2onnx's own route
+(recorded in `model.json`'s "conversion_routes") when an internal is missing. `missing_private_symbols` names
+what moved, checked by a test per supported TF/tf2onnx line.
 """
 
 import contextlib
@@ -44,13 +43,10 @@ _OPTIMIZER_NEEDS = {
 
 @contextlib.contextmanager
 def freezing_without_rewrap(tf_loader, routes=None):
-  """tf2onnx's loader freezes the signature with TF's `convert_variables_to_constants_v2`, which builds the
-  frozen GraphDef and then wraps it into a new ConcreteFunction (`wrap_function.function_from_graph_def`:
-  import, prune, and `lift_to_graph` copying every op in Python), only for tf2onnx to take the GraphDef back
-  out (`frozen_func.graph.as_graph_def(add_shapes=True)`). On ResNet50 the wrapping was 17 of the conversion's
-  ~50 s. Here the loader gets the same GraphDef imported into a plain graph, with shapes, and no wrapping;
-  its nodes the wrapping would have pruned (none reach the outputs) are removed by tf2onnx's own grappler pass
-  and output pruning after it. Where TensorFlow's private freezing functions are not found, nothing changes.
+  """tf2onnx's loader, minus wrapping the frozen GraphDef into a ConcreteFunction only to take it back out.
+
+  The GraphDef is imported into a plain graph with shapes; nodes the wrapping would prune are removed by
+  tf2onnx's grappler pass. Without TensorFlow's private freezing functions nothing changes.
   """
   try:
     from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-import-not-at-top
@@ -90,19 +86,11 @@ class _FrozenFunction:
 
 
 def optimize(graph, optimizer, routes=None):
-  """tf2onnx's graph optimizers, with the inapplicable ones left out, without a copy per optimizer, and
-  without writing the whole graph back to protobuf after every pass.
+  """tf2onnx's graph optimizers, minus the inapplicable ones, the deep copy per pass and `update_proto` per pass.
 
-  `optimize_graph(catch_errors=True)` deep-copies the whole graph, weights included, before each of its ~36
-  optimizer passes so that a failing optimizer can be skipped (18 of ResNet50's 38 s of conversion). Here
-  one copy is kept, the passes run in place, and only if one raises are they rerun tf2onnx's careful way on
-  the copy: the same result as before whenever every optimizer succeeds, and the same fallback when not.
-
-  Each pass also ends with `Graph.update_proto()`, which copies every node's attributes, every weight
-  included, into its NodeProto (0.45 s a pass on ResNet50's 94 MB, 10 s in all). No optimizer reads those
-  protos (they work on the nodes' Python state), and `make_graph` writes them once at the end, so for a
-  graph without subgraphs the passes skip it. A graph with Loop/Scan/If bodies keeps tf2onnx's own pass:
-  there `update_proto` also prunes and sorts each body between passes.
+  One copy is kept and passes run in place; if one raises, they rerun tf2onnx's careful way on the copy.
+  `update_proto` is skipped between passes (no optimizer reads the protos; `make_graph` writes them once) except
+  for graphs with Loop/Scan/If bodies, where it also prunes and sorts each body.
   """
   import copy  # pylint: disable=g-import-not-at-top
   present = _tf2onnx_op_types(graph)

@@ -1,26 +1,11 @@
 """What Keras 3 puts in a TensorFlow graph that tf2onnx 1.17 cannot take as it is, made convertible.
 
-1. Ops tf2onnx has no handler for, written as ONNX ops it can emit (`CUSTOM_OP_HANDLERS`).
+1. Ops tf2onnx has no handler for, written as ONNX ops it can emit (`CUSTOM_OP_HANDLERS`: Erfc for exact
+   GELU, Expm1, Log1p, Bucketize for Discretization, Bincount); passed as tf2onnx's per-conversion
+   `custom_op_handlers`, so nothing is registered globally.
 2. Functions grappler will not inline (`inline_xla_functions`).
 
-
-Passed to tf2onnx as `custom_op_handlers` (its per-conversion extension point: {TF op: (handler, [])}, the
-handler called as handler(ctx, node, name, args) on tf2onnx's graph), so nothing is registered globally and
-a later tf2onnx that gains its own handler is simply overridden by an identical rewrite for our conversions.
-
-Found by running every `keras.activations` function and normalization layer through the conversion
-(tests/test_onnx_keras_layers.py):
-
-    Erfc   exact GELU (Keras 3's default `gelu`: tf.nn.gelu(approximate=False) is 0.5 * x * erfc(-x / sqrt 2)),
-           hence ConvNeXt and most transformer blocks. erfc(x) = 1 - erf(x); ONNX has Erf since opset 9.
-    Expm1  `celu` (alpha * expm1(x / alpha) for x < 0). expm1(x) = exp(x) - 1.
-    Log1p  `keras.ops.log1p` (used by custom layers and losses). log1p(x) = log(1 + x).
-    Bucketize  `keras.layers.Discretization` (bin_boundaries): the bucket of x is the number of boundaries
-           <= x, i.e. ReduceSum(Cast(x[..., None] >= boundaries)) over the new axis (opset 13's ReduceSum).
-
-The rewrites lose relative precision where the result is near 0 (erfc of large x, expm1 and log1p of tiny x),
-but only in absolute terms below FP32's epsilon of the other operand, which is what the layers above add or
-multiply it into; the layer sweep checks each against TensorFlow.
+tests/test_onnx_keras_layers.py checks each rewrite against TensorFlow.
 """
 
 
@@ -88,10 +73,8 @@ def _bucketize(ctx, node, name, args):
 def _bincount(ctx, node, name, args):
   """(Dense)Bincount(x, size, weights) -> ReduceMax/ReduceSum(OneHot(x, size), axis -2) (times the weights).
 
-  tf2onnx's own handler uses Unique and ScatterND; TensorRT parses neither Unique nor a data-dependent
-  scatter, so Keras' IntegerLookup/StringLookup/CategoryEncoding with output_mode "multi_hot"/"count" (the
-  keras-io structured-data examples) left TensorRT without an engine. Negative ids (TensorFlow refuses them)
-  map to `size`, which ONNX's OneHot gives all zeros, as TensorFlow ignores ids >= size.
+  tf2onnx's own handler uses Unique and ScatterND, which TensorRT cannot parse. Negative ids map to `size`, which
+  OneHot gives all zeros, as TensorFlow ignores ids >= size.
   """
   del name, args
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -169,9 +152,7 @@ def inline_xla_functions(graph_def, input_names, output_names):
 def out_of_range_one_hot(graph_def):
   """`graph_def` with each OneHot's negative indices moved to `depth`.
 
-  TensorFlow's OneHot gives all `off_value` for an index of -1 (an out-of-vocabulary id of a feature column or
-  StringLookup); ONNX's OneHot, which tf2onnx maps it to, counts a negative index from the end (-1 is the last
-  class). An index of `depth` is out of range for both, so the rewrite keeps TensorFlow's result and ONNX agrees.
+  TensorFlow's OneHot gives all `off_value` for -1 (an out-of-vocabulary id); ONNX's counts it from the end.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   one_hots = [node for node in graph_def.node if node.op == "OneHot"]

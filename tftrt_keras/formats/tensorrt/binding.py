@@ -1,9 +1,7 @@
 """Binding a signature's feeds to an engine's tensors by name, and its outputs back. Pure: numpy only.
 
-A runner on a compiled engine (TensorRT here; ONNX Runtime in the tests, through the very same code) has to
-check that every input is there under its name, in a dtype the engine takes and a shape inside its
-optimization profile, and to hand outputs back under the signature's names and dtypes. That logic lives here,
-apart from any device or library, so it runs under test on machines without a GPU.
+Names, dtypes and shapes inside the profile are checked here, apart from any device, so this runs under test
+without a GPU (ONNX Runtime stands in for the engine).
 """
 
 import dataclasses
@@ -46,10 +44,7 @@ class BindingError(ValueError):
 
 
 def match_outputs(engine_outputs, signature_outputs):
-  """{engine output name: signature output name}.
-
-  ONNX models converted from a SavedModel name their outputs after the signature's; a converter that kept the
-  graph's tensor names (`probabilities:0`) is matched without the `:0`; a single output matches a single output.
+  """{engine output name: signature output name}: by name, without a `:0`, or single to single.
 
   Raises:
     BindingError: the names cannot be matched (both lists are in the message).
@@ -97,11 +92,9 @@ class EngineBinding:
   """Feeds in, outputs out, for one engine.
 
   Args:
-    inputs: the engine's input `TensorSpec`s.
-    outputs: the engine's output `TensorSpec`s.
-    profile: {input name: {"min": [...], "max": [...]}} the engine serves (its optimization profile).
-    signature: the signature ({"inputs", "outputs"} of {"name", "dtype", "shape"}) outputs are returned
-      under, or None to return the engine's own names and dtypes.
+    inputs, outputs: the engine's `TensorSpec`s.
+    profile: {input name: {"min": [...], "max": [...]}} the engine serves.
+    signature: the signature outputs are returned under, or None for the engine's own names and dtypes.
   """
 
   def __init__(self, inputs, outputs, profile, signature=None):
@@ -115,8 +108,8 @@ class EngineBinding:
     """{engine input name: C-contiguous array in the engine's dtype} for `feeds` ({name: array-like}).
 
     Raises:
-      BindingError: a missing or unexpected name, a dtype of another kind (see `castable`), a shape of another rank, a static dimension of another
-        size, or a dimension outside the engine's profile.
+      BindingError: a missing or unexpected name, a dtype of another kind (see `castable`), another rank, another
+        static size, or a dimension outside the profile.
     """
     names = [spec.name for spec in self.inputs]
     missing = [n for n in names if n not in feeds]

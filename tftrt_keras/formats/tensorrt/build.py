@@ -1,17 +1,10 @@
 """The one module that talks to TensorRT, either edition: builds an engine from an ONNX file, and loads one to run it.
 
-Two editions share every line here: TensorRT (module `tensorrt`, format `trt`) and TensorRT-RTX (module
-`tensorrt_rtx`, format `trt_rtx`; version 1.x, strongly typed only, no EXPLICIT_BATCH, compute-capability targets,
-builds without a GPU). What to call is decided by what the module offers (`hasattr`), never by its version
-number: TensorRT-RTX 1.7 is "older" than TensorRT 8 by number and newer by API. Nothing else in the library
-imports either module; everything around these calls (profiles, caches, metadata, binding feeds) is plain
-Python and runs under test.
-
-Precision comes from the ONNX model itself: FP16 types, INT8 as Q/DQ pairs. Where the module has strongly typed
-networks (TensorRT 9.1+, TensorRT-RTX) the network is created strongly typed and follows the model's types
-exactly; where it has not (TensorRT 8.6) the builder flag matching the variant's precision allows those types
-(INT8 without a calibrator: the Q/DQ scales are in the model). Modelled on Polygraphy's `backend/trt/loader.py`
-(NetworkFromOnnxPath, EngineBytesFromNetwork with its timing cache) and `runner.py`.
+Both editions share every line: TensorRT (`tensorrt`, format `trt`) and TensorRT-RTX (`tensorrt_rtx`, format
+`trt_rtx`). What to call is decided by what the module offers (`hasattr`), never by its version number:
+TensorRT-RTX 1.7 is "older" than TensorRT 8 by number and newer by API. Precision comes from the ONNX model:
+networks are strongly typed where the module has them (TensorRT 9.1+, TensorRT-RTX), else (TensorRT 8.6) the
+precision's builder flag allows the model's types. Modelled on Polygraphy's `backend/trt/loader.py`.
 """
 
 import dataclasses
@@ -90,18 +83,15 @@ class BuildSettings:
   """How to build one engine.
 
   Attributes:
-    precision: the variant's precision (FP32/FP16/INT8); it selects builder flags only where the module has no
-      strongly typed networks.
+    precision: FP32/FP16/INT8; selects builder flags only where networks are not strongly typed.
     workspace_bytes: the builder's workspace memory pool limit.
     builder_optimization_level: 0-5 or None for the builder's default (3).
     use_timing_cache: build with a timing cache (and return it).
     timing_cache: bytes of a trusted earlier cache (see `cache`), or None to start empty.
-    compute_capabilities: names of `ComputeCapability` members to target ("SM86", "CURRENT"), or None to leave
-      the builder's default (TensorRT-RTX: its portable set). Only for a module that has compute-capability targets.
-    hardware_compatibility: a `HardwareCompatibilityLevel` member name ("AMPERE_PLUS", "SAME_COMPUTE_CAPABILITY",
-      "NONE"), or None to leave the builder's default.
+    compute_capabilities: `ComputeCapability` member names ("SM86", "CURRENT"), or None for the default.
+    hardware_compatibility: a `HardwareCompatibilityLevel` member name, or None for the default.
     version_compatible: build with BuilderFlag.VERSION_COMPATIBLE (runs on later TensorRT versions).
-    exclude_lean_runtime: with `version_compatible`, leave the lean runtime out of the plan (EXCLUDE_LEAN_RUNTIME).
+    exclude_lean_runtime: with `version_compatible`, leave the lean runtime out (EXCLUDE_LEAN_RUNTIME).
   """
   precision: str
   workspace_bytes: int
@@ -282,8 +272,7 @@ def build_engine(onnx_path, settings, profile, edition=TENSORRT):
     A `BuiltEngine`.
 
   Raises:
-    VariantFailed: TensorRT could not parse the model, accept the profile or options, or build an engine
-      (unsupported layer, out of memory...); the message carries TensorRT's own error lines.
+    VariantFailed: parsing, profile, options or build failed; the message carries TensorRT's own error lines.
   """
   trt = import_tensorrt(edition)
   name = EDITION_NAMES[edition]

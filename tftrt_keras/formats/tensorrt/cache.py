@@ -1,17 +1,13 @@
 """TensorRT's timing cache, kept in the export root and reused by every later export on the same GPU.
 
-Building an engine times many kernels ("tactics") per layer; the timing cache keeps those timings, so the next
-export of the same model on the same GPU and TensorRT builds in a fraction of the time. A cache only means
-something for the GPU model, compute capability and TensorRT version that measured it, so each cache file has
-a key file beside it saying which, plus the cache's SHA-256. A cache whose key file is missing, unreadable,
-for another GPU or TensorRT, or whose bytes do not match is ignored (with the reason logged), never trusted:
-the build then times from scratch and writes a fresh cache.
+A cache holds only for the GPU model, compute capability and TensorRT version that measured it, so a key file
+beside it says which, with its SHA-256; a cache whose key is missing, different or mismatched is ignored (the
+reason logged) and the build starts fresh.
 
     <export root>/.trt_timing_cache/<GPU>-sm<cc>-trt<version>.cache   TensorRT's serialized ITimingCache
                                    /<GPU>-sm<cc>-trt<version>.json    the key: GPU, cc, version, sha256, bytes
 
-The directory is hidden: servers polling the root for numbered versions never see it, and retention (which
-deletes only what manifests list) never touches it.
+Hidden, so servers polling the root never see it and retention never touches it.
 """
 
 import dataclasses

@@ -1,12 +1,8 @@
 """Whether a `trt` plan can run on this GPU and TensorRT, told from its `model.json` before deserializing. Pure.
 
-A TensorRT plan runs only where it was built unless it was built for more: a hardware compatibility level
-(`ampere_plus`: any GPU of compute capability 8.0 or later; `same_compute_capability`: any GPU of the building
-GPU's compute capability) and version compatibility (`version_compatible`: the building TensorRT and later ones,
-within the major version and across the documented major steps). TensorRT's general runtime has no preflight
-API (TensorRT 11.4 support matrix: "deserialize ... require a non-null engine"), and the plan header's layout is
-not documented, so the facts come from `model.json`, written by the build; where it lacks one, or the installed
-TensorRT does not know a level, that is said (a note) and TensorRT decides, instead of a guess.
+A plan runs only where it was built unless built for more (`hardware_compatibility`, `version_compatible`).
+TensorRT has no preflight API and the plan header is undocumented, so the facts come from `model.json`; what it
+lacks, or a level the installed TensorRT does not know, is noted and left to TensorRT, never guessed.
 """
 
 import re
@@ -53,14 +49,13 @@ def runs_on(metadata):
 
 
 def plan_refusal(metadata, installed_version, gpu, known_levels=None):
-  """(reason, notes): why the plan described by `metadata` cannot run on `gpu` with TensorRT `installed_version`
-  (None when nothing known says it cannot), and what could not be told.
+  """(reason or None, notes): why the plan cannot run on `gpu` with TensorRT `installed_version`, and what was unknown.
 
   Args:
     metadata: the plan's `model.json` (`format.engine_metadata`).
     installed_version: the installed TensorRT's version.
     gpu: the `cuda_devices.Gpu` it would run on.
-    known_levels: names of the installed TensorRT's `HardwareCompatibilityLevel` members (None: not asked).
+    known_levels: the installed TensorRT's `HardwareCompatibilityLevel` member names (None: not asked).
   """
   notes = []
   compatibility = metadata.get("compatibility") or {}

@@ -1,7 +1,6 @@
 """Which GPUs this process can see, asked through cuda-python's runtime bindings.
 
-cuda-python installs from wheels and imports without a driver (`from cuda.bindings import runtime`, its 12.x
-and 13.x lines); its calls then fail with CUDA's own error, which is exactly what a user should read.
+cuda-python imports without a driver; its calls then fail with CUDA's own error, which is what a user should read.
 """
 
 import dataclasses
@@ -87,11 +86,10 @@ class Gpu:
 
 
 def list_gpus():
-  """Every visible GPU.
+  """Every visible GPU ([] with a driver and no GPU).
 
   Raises:
-    CudaUnavailable: cuda-python is missing, or CUDA cannot count devices (e.g. no driver). A machine with a
-      driver and no GPU returns [].
+    CudaUnavailable: cuda-python is missing, or CUDA cannot count devices (e.g. no driver).
   """
   rt = runtime()
   result = rt.cudaGetDeviceCount()

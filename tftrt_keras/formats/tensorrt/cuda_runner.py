@@ -1,9 +1,7 @@
-"""Running a TensorRT plan: device memory and a stream from cuda-python (or pycuda, on request), the engine
-from `tensorrt.build`, names, dtypes and shapes from `tensorrt.binding`.
+"""Running a TensorRT plan: device memory and a stream from cuda-python (or pycuda, on request), the engine from
+`build`, names, dtypes and shapes from `binding`.
 
-cuda-python is the default: it installs from wheels, imports without a driver, and TensorRT's own samples moved
-to it (10.14). pycuda is used for the few memory and stream calls only where a user asks for it
-(`format_options={"trt": {"cuda_binding": "pycuda"}}`) and it imports; otherwise cuda-python, with a warning.
+cuda-python is the default (wheels, imports without a driver); pycuda only where asked for and importable.
 """
 
 from absl import logging
@@ -22,7 +20,7 @@ class CudaPythonMemory:
   Args:
     stream: a `cudaStream_t` to run on (not destroyed by `close`); None creates one.
 
-  Raises (from the constructor):
+  Raises:
     CudaUnavailable: cuda-python is missing, or no stream can be created (no driver, no device).
   """
 
@@ -124,7 +122,7 @@ def open_memory(cuda_binding=CUDA_PYTHON, device=0):
 
 
 class TensorRTExecutor:
-  """Runs a `tensorrt_build.LoadedEngine` on host arrays: copy in, execute, copy out, wait.
+  """Runs a `build.LoadedEngine` on host arrays: copy in, execute, copy out, wait.
 
   Device buffers are kept per tensor and grown when a larger batch comes; shapes and addresses are set on every
   call, so calls prepared for different batch sizes can alternate (as verification's timing does).
@@ -181,9 +179,8 @@ def open_plan_runner(plan_path, signature=None, cuda_binding=CUDA_PYTHON, device
     signature: the signature outputs are returned under, or None for the engine's own names.
     cuda_binding: CUDA_PYTHON or PYCUDA (see `open_memory`).
     device: the GPU to run on.
-    edition: `build.TENSORRT` (default) or `build.TENSORRT_RTX`: which runtime deserializes the plan.
-    host_code_allowed: let the runtime run the lean runtime a version-compatible plan carries (a trusted plan
-      only: see `compat.host_code_allowed`).
+    edition: `build.TENSORRT` (default) or `build.TENSORRT_RTX`.
+    host_code_allowed: run a version-compatible plan's lean runtime (trusted plans only: `compat`).
 
   Raises:
     CudaUnavailable: no usable GPU or CUDA binding.

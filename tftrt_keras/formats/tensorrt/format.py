@@ -1,19 +1,12 @@
 """TensorRT engines (`trt_fp32`, `trt_fp16`, `trt_int8`), each built from the ONNX variant of its precision.
 
-    trt_int8/3/model.plan    the serialized engine, raw bytes: `trtexec --loadEngine`, Triton's tensorrt_plan
-    trt_int8/3/model.json    TensorRT version, GPU and compute capability, optimization profile, builder
-                             options, SHA-256 of the source model.onnx, build time, engine size, inputs/outputs,
-                             the checks it passed (see `variant`), TensorRT's warnings
+    trt_int8/3/model.plan    the serialized engine: `trtexec --loadEngine`, Triton's tensorrt_plan
+    trt_int8/3/model.json    TensorRT version, GPU, profile, builder options, source SHA-256, checks, warnings
 
-An engine runs only on the GPU model and TensorRT version that built it, so it is built in the export worker on
-the machine's GPU (`format_options={"trt": {"device": 1}}` picks another), with a profile from the captured
-batch sizes (see `tensorrt_profile`) and the export root's timing cache (see `tensorrt_cache`). Where TensorRT
-or a GPU is missing every `trt_*` variant is `skipped` with `unavailable_reason`; a build TensorRT refuses is
-`failed` with TensorRT's own error lines. Only `tensorrt_build` imports TensorRT.
-
-Example:
-  options = ConversionOptions(formats=("onnx", "trt"), max_batch_size=32,
-                              format_options={"trt": {"workspace_mb": 2048, "builder_optimization_level": 4}})
+An engine runs only on the GPU model and TensorRT version that built it, so the export worker builds it on the
+machine's GPU, with a profile from the captured batch sizes (`profile`) and the root's timing cache (`cache`).
+Without TensorRT or a GPU every `trt_*` variant is `skipped`; a build TensorRT refuses is `failed` with its
+error lines. Only `build` imports TensorRT.
 """
 
 import dataclasses
@@ -42,20 +35,15 @@ class TensorRTOptions:
   """Options of the `trt` format (`ConversionOptions(format_options={"trt": {...}})`).
 
   Attributes:
-    workspace_mb: the builder's workspace memory pool limit in MiB; None: `max_workspace_size_bytes` of the
-      conversion options (the seed's knob). With `gpu_memory_limit_mb` it is the TensorFlow/TensorRT split.
-    builder_optimization_level: TensorRT's builder optimization level, 0 (fastest build) to 5 (most tactics);
-      None: TensorRT's default (3). Needs TensorRT 8.6 or later.
+    workspace_mb: the builder's workspace pool limit in MiB; None: `max_workspace_size_bytes`.
+    builder_optimization_level: 0 (fastest build) to 5; None: TensorRT's default (3). TensorRT 8.6+.
     device: index of the GPU to build on, among those the export worker sees; None: the first.
-    timing_cache: keep TensorRT's timing cache in the export root and reuse it (see `tensorrt_cache`).
-    cuda_binding: "cuda-python" (default) or "pycuda" for the runner's memory and stream calls; pycuda is used
-      only where it imports, else cuda-python (with a warning).
-    hardware_compatibility: which GPUs the plan runs on: "none" (default: GPUs of the building GPU's compute
-      capability, tuned for that GPU model), "same_compute_capability" (TensorRT 10.x's level for any GPU of that
-      compute capability), "ampere_plus" (any GPU of compute capability 8.0 or later; built on one; slower).
-    version_compatible: build a plan later TensorRT versions run too (it carries a lean runtime; may be slower).
-    exclude_lean_runtime: with `version_compatible`, leave the lean runtime out (a smaller plan; another TensorRT
-      version then needs the building version's lean runtime library loaded).
+    timing_cache: keep TensorRT's timing cache in the export root and reuse it.
+    cuda_binding: "cuda-python" (default) or "pycuda" (where it imports, else cuda-python with a warning).
+    hardware_compatibility: "none" (default: the building GPU's compute capability), "same_compute_capability"
+      or "ampere_plus" (any GPU of compute capability 8.0+; slower).
+    version_compatible: build a plan later TensorRT versions run too (carries a lean runtime; may be slower).
+    exclude_lean_runtime: with `version_compatible`, leave the lean runtime out (smaller plan).
   """
 
   workspace_mb: int = None
@@ -164,7 +152,7 @@ def compatibility_record(options, built):
 
 def engine_metadata(*, precision, source_artifact, source_sha256, built, gpu, profile, builder_options,
                     timing_cache, layers, checks, created=None, compatibility=None):
-  """The content of `model.json` beside a `trt` plan (everything a server or a user needs to trust the plan).
+  """The content of `model.json` beside a `trt` plan.
 
   Args:
     precision, source_artifact, source_sha256, built, profile, checks, created: see `variant.plan_metadata`.
@@ -172,7 +160,7 @@ def engine_metadata(*, precision, source_artifact, source_sha256, built, gpu, pr
     builder_options: dict of the builder settings used.
     timing_cache: what happened to the timing cache (a sentence).
     layers: `variant.layer_precisions` of the engine.
-    compatibility: `compatibility_record` (None: built without the options, as before them).
+    compatibility: `compatibility_record` (None: built without the options).
   """
   extra = {}
   if compatibility is not None:

@@ -1,10 +1,7 @@
 """What TensorRT says, kept per piece of work (one build, one loaded engine), for reasons and `model.json`.
 
-TensorRT keeps the first logger a process gives a builder or runtime for as long as any of them lives and ignores
-the next ones ("The logger passed into createInferBuilder differs from one already registered for an existing
-builder, runtime, or refitter. So the current new logger is ignored": seen with TensorRT-RTX 1.7 while a runtime
-was open). A logger per build would then hear nothing, and a failed build would lose TensorRT's own words. So
-each module (`tensorrt`, `tensorrt_rtx`) gets one process-wide logger, and it hands every message to each
+TensorRT keeps the first logger a process registers while any builder or runtime lives and ignores later ones,
+so each module (`tensorrt`, `tensorrt_rtx`) gets one process-wide logger that hands every message to each
 `TensorRTLog` open at that moment. Nothing here imports TensorRT: the module is passed in.
 """
 
@@ -21,11 +18,10 @@ _LOCK = threading.Lock()
 
 
 class TensorRTLog:
-  """TensorRT's warnings and errors while this record is open, in the order it said them.
+  """TensorRT's warnings and errors while this record is open, in order.
 
   Attributes:
-    errors: ERROR and INTERNAL_ERROR messages.
-    warnings: WARNING messages.
+    errors, warnings: ERROR/INTERNAL_ERROR and WARNING messages.
     lines: both, in order (`mark`/`since` read the lines of one call).
   """
 

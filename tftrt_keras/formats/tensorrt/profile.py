@@ -1,9 +1,7 @@
 """The optimization profile a TensorRT engine is built with, from what the export captured. Pure: no TensorRT.
 
-An engine with dynamic dimensions serves only shapes inside its profile (per input: `min`, `opt`, `max`) and is
-tuned for `opt`. The batch dimension runs from 1 to `max_batch_size` (or the largest captured batch) and is
-tuned for the batch size validation showed most; any other dynamic dimension (a sequence length, an image
-side) spans the range the captured samples showed, tuned for the value seen most.
+The batch dimension runs from 1 to `max_batch_size` (or the largest captured batch), tuned for the batch size
+seen most; other dynamic dimensions span the range the samples showed, tuned for the value seen most.
 """
 
 import collections
@@ -20,14 +18,11 @@ def most_seen(values):
 
 
 def batch_range(batch_sizes, max_batch_size=None):
-  """(min, opt, max) of the batch dimension.
+  """(1, the batch size seen most but at most the max, the max) of the batch dimension.
 
   Args:
     batch_sizes: sizes of the captured batches (may be empty).
     max_batch_size: the largest batch the engine must serve; None: the largest captured batch (1 without any).
-
-  Returns:
-    (1, the batch size seen most but at most the max, the max).
   """
   seen = [int(size) for size in batch_sizes or () if size]
   largest = int(max_batch_size) if max_batch_size else max(seen, default=1)
@@ -48,16 +43,12 @@ def _sample_shapes(value):
 
 
 def input_profile(spec, batch, samples=None):
-  """The profile of one input.
+  """{"min": [...], "opt": [...], "max": [...]} of one input.
 
   Args:
-    spec: {"name", "shape"} with `shape` a list (None for a dynamic dimension, batch first) or None (rank
-      unknown: taken from the samples).
+    spec: {"name", "shape"} (shape None for unknown rank: taken from the samples).
     batch: (min, opt, max) of the batch dimension (see `batch_range`).
-    samples: this input's captured samples (see `_sample_shapes`), or None.
-
-  Returns:
-    {"min": [...], "opt": [...], "max": [...]}.
+    samples: this input's captured samples, or None.
 
   Raises:
     ProfileError: a dynamic dimension no sample sizes, or samples that contradict a static dimension.
@@ -92,13 +83,13 @@ def input_profile(spec, batch, samples=None):
 
 
 def engine_profile(inputs, batch_sizes, max_batch_size=None, samples=None):
-  """{input name: {"min", "opt", "max"}} for every input of a model (static inputs too: min = opt = max).
+  """{input name: {"min", "opt", "max"}} for every input of a model (static inputs: min = opt = max).
 
   Args:
-    inputs: the model's inputs, [{"name", "dtype", "shape"}] as in the ONNX variant's `model.json`.
+    inputs: [{"name", "dtype", "shape"}] as in the ONNX variant's `model.json`.
     batch_sizes: `BuildJob.calibration_batch_sizes`.
     max_batch_size: `ConversionOptions.max_batch_size` (None: the largest captured batch).
-    samples: `BuildJob.calibration_samples()` ({input name: array or list of arrays}) or None.
+    samples: `BuildJob.calibration_samples()` or None.
 
   Raises:
     ProfileError: see `input_profile`.

@@ -1,24 +1,14 @@
 """TensorRT-RTX engines (`trt_rtx_fp32`, `trt_rtx_fp16`, `trt_rtx_int8`), each built from the ONNX variant of its
-precision, on any machine: TensorRT-RTX's builder and ONNX parser compile ahead of time without a GPU.
+precision, on any machine: TensorRT-RTX compiles ahead of time without a GPU.
 
-    trt_rtx_int8/3/model.plan   the serialized engine, raw bytes (TensorRT-RTX's Runtime loads it; Triton cannot)
-    trt_rtx_int8/3/model.json   TensorRT-RTX version, the compute capabilities it targets, optimization profile,
-                                builder settings, SHA-256 of the source model.onnx, build time, checks, warnings
+    trt_rtx_int8/3/model.plan   the serialized engine (TensorRT-RTX's Runtime loads it; Triton cannot)
+    trt_rtx_int8/3/model.json   TensorRT-RTX version, targeted compute capabilities, profile, builder settings,
+                                SHA-256 of the source model.onnx, build time, checks, warnings
 
-The builder and runner are the `trt` format's (`build`, `cuda_runner`), asked for the `tensorrt_rtx` module.
-TensorRT-RTX networks are strongly typed (no FP16/INT8 builder flags: precision is in the ONNX model), and a plan
-targets compute capabilities, not one GPU: by default TensorRT-RTX's portable set (8.6, 8.9, 12.0), or those
-named in `compute_capabilities` (7.5 only as a device-specific build), or the GPU present (`"current"`).
-
-Running a plan needs a GPU of a targeted compute capability and a driver. Where there is one, the build also
-deserializes the plan and counts its layers by precision, as `trt` does, and verification runs it through the
-same cuda-python runner; elsewhere `open_runner` raises `RunnerUnavailable` naming the GPUs that can run it, and
-`model.json` says which checks could not run here. TensorRT-RTX's timing cache is not used: it does not change
-its engines (deprecated in TensorRT-RTX 1.2) and loading one needs a GPU.
-
-Example:
-  options = ConversionOptions(formats=("onnx", "trt_rtx"),
-                              format_options={"trt_rtx": {"compute_capabilities": ("SM86", "SM89", "SM120")}})
+Builder and runner are the `trt` format's (`build`, `cuda_runner`). Networks are strongly typed (precision is in
+the ONNX model); a plan targets compute capabilities, not one GPU (`compute_capabilities`). Running it needs a
+GPU of a targeted compute capability: elsewhere `open_runner` raises `RunnerUnavailable` and `model.json` says
+which checks could not run. No timing cache: it does not change TensorRT-RTX engines and loading one needs a GPU.
 """
 
 import dataclasses
@@ -61,10 +51,8 @@ class TensorRTRTXOptions:
   """Options of the `trt_rtx` format (`ConversionOptions(format_options={"trt_rtx": {...}})`).
 
   Attributes:
-    compute_capabilities: "portable" (default: TensorRT-RTX's portable set, compute capability 8.6, 8.9, 12.0),
-      "current" (the GPU the export worker sees; only where it has one TensorRT-RTX supports), or a tuple of
-      `tensorrt_rtx.ComputeCapability` names among `COMPUTE_CAPABILITIES`, e.g. ("SM75",) for a device-specific
-      Turing build.
+    compute_capabilities: "portable" (default: 8.6, 8.9, 12.0), "current" (the export worker's GPU), or a tuple
+      of `COMPUTE_CAPABILITIES` names, e.g. ("SM75",) for a device-specific Turing build.
     workspace_mb: the builder's workspace memory pool limit in MiB; None: `max_workspace_size_bytes`.
     builder_optimization_level: 0 (fastest build) to 5; None: TensorRT-RTX's default (3).
   """

@@ -1,16 +1,11 @@
-"""What both engine formats (`trt` with TensorRT, `trt_rtx` with TensorRT-RTX) do around the builder call.
-
-Each builds one variant directory from the ONNX variant of its precision:
+"""What both engine formats (`trt`, `trt_rtx`) do around the builder call; no TensorRT import.
 
     <format>_<precision>/<version>/model.plan   the serialized engine, raw bytes (no header of ours)
                                   /model.json   versions, targets, profile, builder settings, source SHA-256,
                                                 build time, checks, TensorRT's warnings, inputs/outputs
 
-Here: the source model and its profile (`source_model`), the build checks every plan passes before it is
-written (`build_checks`: a non-empty plan for the network parsed from that exact file, the signature's inputs
-and outputs, a profile covering batch 1..max), the engine inspector's layer count where the engine can be loaded
-(`inspect_layers`), the shared part of `model.json` (`plan_metadata`), and writing both files. No TensorRT
-import: the builder and the runtime are `build`'s.
+The source model and profile (`source_model`), the checks every plan passes before it is written
+(`build_checks`), the layer count by precision where the engine loads (`inspect_layers`), and `plan_metadata`.
 """
 
 import collections
@@ -99,10 +94,10 @@ def build_checks(built, io, profile, source, max_batch_size):
 
   Args:
     built: the `build.BuiltEngine`.
-    io: the source model's {"inputs", "outputs"} (`model_io`), in the signature's names and dtypes.
-    profile: the profile asked for; TensorRT's own read-back (`built.profile`) is checked where there is one.
+    io: the source model's {"inputs", "outputs"} (`model_io`).
+    profile: the profile asked for; TensorRT's read-back (`built.profile`) is checked where there is one.
     source: the source artifact's name (for the sentences).
-    max_batch_size: the largest batch the engine must serve (`BuildJob.max_batch_size`).
+    max_batch_size: the largest batch the engine must serve.
 
   Raises:
     VariantFailed: a check failed; the message says which and what was found.
@@ -191,13 +186,10 @@ def _is_int8_layer(layer):
 
 
 def layer_precisions(information):
-  """{precision: layer count} of an engine, from the engine inspector's JSON (`LoadedEngine.layer_information`).
+  """{precision: layer count} of an engine, from the inspector's JSON (`LoadedEngine.layer_information`).
 
-  "int8" counts the layers that run INT8 arithmetic (`_is_int8_layer`); any other layer counts under the
-  datatype of its first input ("fp32", "fp16", "uint8", ...; "unknown" where the inspector wrote "N/A"), or of its
-  first output where it only reads INT8 (a Dequantize).
-  Reformat layers only copy and are not counted. Engines built without DETAILED profiling verbosity list layer
-  names only: "unknown".
+  "int8" counts layers running INT8 arithmetic; others count under their first input's datatype (first output's
+  for a Dequantize), "unknown" without DETAILED verbosity. Reformat layers are not counted.
   """
   counts = collections.Counter()
   for layer in (information or {}).get("Layers", []):
@@ -248,8 +240,7 @@ def plan_metadata(*, format_name, precision, source_artifact, source_sha256, bui
   Args:
     format_name: "trt" or "trt_rtx".
     precision: FP32/FP16/INT8.
-    source_artifact: the ONNX variant it was built from (`onnx_int8`).
-    source_sha256: SHA-256 of that variant's model.onnx.
+    source_artifact, source_sha256: the ONNX variant it was built from and its model.onnx's SHA-256.
     built: the `build.BuiltEngine`.
     profile: {input name: {"min", "opt", "max"}}.
     builder: the builder settings used (dict).

@@ -1,22 +1,10 @@
 """The one small interface every converter implements, and how the worker finds the configured one.
 
-A backend turns a SavedModel plus sample batches into a variant directory. It raises
-`ConversionUnavailable` when it cannot run on this machine (recorded as `skipped`) and any other exception
-when the conversion itself failed (recorded as `failed`).
-
-    class Backend:
-      name = "tftrt"                      # artifact prefix: tftrt_fp16, ...
-      def unavailable_reason(self): ...   # None when it can run; else one line saying why not
-      def environment(self): ...          # dict for the manifest's `environment`
-      def convert(self, saved_model_dir, signature_key, precision, options,
-                  calibration_batches, build_batches, output_dir): ...
-                                          # returns its summary of what it built: a dict with at least
-                                          # "trt_engine_ops", "segments", "ops_converted", "ops_in_tensorflow"
-                                          # (see `tftrt_keras.formats.tftrt.convert.conversion_summary`)
-
-The product's converter is TF-TRT's (`DEFAULT_BACKEND`); tests put a double in its place through
-`CONVERTER_VARIABLE`. The format (`tftrt_keras.formats.tftrt.format`) judges that summary together with the engines it finds serialized in
-`output_dir/assets`: a conversion that built no engine is `failed`, whatever the backend says.
+A backend (`name`, `unavailable_reason()`, `environment()`, `convert(saved_model_dir, signature_key, precision,
+options, calibration_batches, build_batches, output_dir)` returning a `convert.conversion_summary`-like dict)
+raises `ConversionUnavailable` when it cannot run here (`skipped`) and anything else when conversion failed
+(`failed`). The product's is TF-TRT's (`DEFAULT_BACKEND`); tests set a double through `CONVERTER_VARIABLE`.
+The format judges its summary with the engines serialized in `output_dir/assets`: no engine is `failed`.
 """
 
 import importlib

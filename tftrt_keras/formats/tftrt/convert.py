@@ -1,16 +1,9 @@
 """The only module that talks to TF-TRT: build the converter's arguments, call it, translate its errors, and
 read what it built.
 
-The converter call (`TfTrtBackend.convert`) is covered by the `trt` test tier. What it built is read by plain
-functions on protos and files, tested everywhere on synthetic SavedModels:
-
-  * `conversion_summary(graph_def)`: what `TrtGraphConverterV2.summary()` prints, as a dict (TRTEngineOp
-    count, native segments, ops converted and ops left in TensorFlow), counted the same way.
-  * `engine_op_names(graph_def)` / `saved_model_engine_ops(dir)`: TRTEngineOp nodes in a GraphDef or a saved
-    SavedModel, function library included.
-  * `read_engine_assets(dir)`: the engines TF-TRT serialized into the SavedModel's assets
-    (`assets/trt-serialized-engine.<op name>`, a TFRecord file of `TRTEngineInstance` protos, one record per
-    engine, each with the input shapes it was built for; see tf2tensorrt's `SerializeTRTResource` kernel).
+The converter call (`TfTrtBackend.convert`) is covered by the `trt` test tier; what it built is read by pure
+functions on protos and files (`conversion_summary`, `engine_op_names`, `saved_model_engine_ops`,
+`read_engine_assets`), tested everywhere on synthetic SavedModels.
 """
 
 import os
@@ -53,13 +46,10 @@ def conversion_summary(graph_def):
   """What TF-TRT converted, counted as `TrtGraphConverterV2.summary()` counts it. Pure.
 
   Args:
-    graph_def: the converted function's GraphDef (`converter.convert()`'s result `.graph.as_graph_def()`), or a
-      saved SavedModel's graph (its engines then sit inside library functions).
+    graph_def: the converted function's GraphDef, or a saved SavedModel's graph (engines in library functions).
 
   Returns:
-    {"trt_engine_ops": TRTEngineOp nodes (distinct canonical names), "segments": native segments found for
-    them, "ops_converted": nodes inside those segments, "ops_in_tensorflow": the other nodes of the graphs that
-    hold the engines (TensorFlow runs them), "converted_op_types": {op: count} inside the segments}.
+    {"trt_engine_ops", "segments", "ops_converted", "ops_in_tensorflow", "converted_op_types": {op: count}}.
   """
   segments = {f.signature.name: f for f in graph_def.library.function}
   engines, hosts = {}, set()
@@ -157,13 +147,11 @@ def _engine_instance(record):
 
 
 def read_engine_assets(saved_model_dir):
-  """The TensorRT engines serialized in a TF-TRT SavedModel's assets.
+  """The TensorRT engines serialized in a TF-TRT SavedModel's assets (`assets/trt-serialized-engine.<op name>`).
 
   Returns:
-    [{"engine": op name, "file": "assets/trt-serialized-engine.<op name>", "bytes": file size,
-      "instances": [{"input_shapes": [[dims of each input]], "engine_bytes": n}, ...]}], sorted by name. An
-    engine file without a record (TF-TRT writes one per built engine and skips failed builds) has no instances.
-    An unreadable file has "error" instead of "instances".
+    [{"engine", "file", "bytes", "instances": [{"input_shapes", "engine_bytes"}]}] sorted by name; a file
+    without a record (a failed build) has no instances, an unreadable one has "error" instead.
   """
   assets = os.path.join(saved_model_dir, "assets")
   found = []
@@ -214,19 +202,15 @@ class TfTrtBackend:
     """Converts, calibrates (INT8), prebuilds engines for `build_batches`' shapes, and saves to `output_dir`.
 
     Args:
-      saved_model_dir: the normal export.
-      signature_key: signature to convert.
+      saved_model_dir, signature_key: the normal export and the signature to convert.
       precision: "FP32", "FP16" or "INT8".
       options: `ConversionOptions`.
-      calibration_batches: list of {input name: array}, all of one shape (TF-TRT builds its calibration
-        profile from the first); fed to INT8 calibration.
-      build_batches: list of {input name: array} whose shapes the engines' dynamic-shape profile is built from,
-        so the first request in serving builds nothing. Empty: engines build lazily on first use.
+      calibration_batches: list of {input name: array}, all of one shape (TF-TRT profiles from the first).
+      build_batches: batches whose shapes the engines are prebuilt for; empty: engines build lazily on first use.
       output_dir: where the converted SavedModel goes.
 
     Returns:
-      `conversion_summary` of the converted graph, plus "trt_engine_ops_saved" (TRTEngineOp names in the saved
-      SavedModel) and "converter_report" (the totals lines of `converter.summary()`).
+      `conversion_summary` plus "trt_engine_ops_saved" and "converter_report".
 
     Raises:
       ConversionUnavailable: TF-TRT cannot run here (the preflight's reason, or TF-TRT's own refusal).

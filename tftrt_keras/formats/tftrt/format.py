@@ -1,8 +1,7 @@
 """TF-TRT SavedModels (`tftrt_fp32`, `tftrt_fp16`, `tftrt_int8`): TensorFlow 2.15-2.17 only.
 
-The converter itself is `tftrt_keras.formats.tftrt.convert:TfTrtBackend` (the only module that talks to TF-TRT;
-see `backend` for the test hook that replaces it); this module decides what to build it with (calibration and build batches) and
-what its result must show to count as a variant.
+The converter is `convert.TfTrtBackend` (replaceable in tests, see `backend`); this module decides what to build
+it with (calibration and build batches) and what its result must show to count as a variant.
 """
 
 from tftrt_keras.formats.tftrt.backend import DEFAULT_BACKEND, ConversionUnavailable, converter_spec, load_backend
@@ -47,20 +46,18 @@ def _num_samples(samples):
 
 
 def calibration_batches(samples, captured_sizes, max_batch_size):
-  """INT8 calibration batches inside the engine profile, using every sample. Pure.
+  """INT8 calibration batches of one size inside the engine profile, using every sample. Pure.
 
-  TF-TRT builds its calibration profile from the first calibration batch and wants every batch in that shape,
-  so all batches get one size: the largest captured batch, but never more than `max_batch_size` (nor than the
-  samples there are). The last batch is filled up with samples from the start rather than dropped or cut short.
+  TF-TRT profiles calibration from the first batch and wants every batch in that shape, so all batches get the
+  largest captured size (at most `max_batch_size`); the last is filled up with samples from the start.
 
   Args:
-    samples: {input name: array}, samples along axis 0 (all captured calibration samples).
+    samples: {input name: array}, all captured calibration samples along axis 0.
     captured_sizes: sizes of the batches as captured.
     max_batch_size: the largest batch the engines serve.
 
   Returns:
-    (batches, {"samples", "batch_size", "batches", "repeated"}): "repeated" counts the samples used twice to
-    fill the last batch.
+    (batches, {"samples", "batch_size", "batches", "repeated"}).
   """
   total = _num_samples(samples)
   if not total:
@@ -81,19 +78,16 @@ _SYNTHETIC_KINDS = {"float16": "f", "float32": "f", "float64": "f", "bfloat16": 
 
 
 def synthesize_build_inputs(signature, sizes, seed=0):
-  """Build inputs made from the signature alone, for an export without captured samples. Pure.
+  """Build inputs from the signature alone, for an export without captured samples. Pure.
 
-  TensorRT builds an engine from shapes, not values, so FP32 and FP16 engines can be prebuilt from synthetic
-  inputs (uniform [0, 1) floats, zeros for integers and booleans). INT8 cannot: its scales come from real data.
+  Engines are built from shapes, so FP32/FP16 engines can be prebuilt from synthetic inputs; INT8 cannot.
 
   Args:
-    signature: `BuildJob.signature` ({"inputs": [{"name", "dtype", "shape"}], ...}; shape batch first, None
-      for unknown dimensions).
+    signature: `BuildJob.signature`.
     sizes: the batch sizes to build for.
 
   Returns:
-    (batches, None), or ([], why not) when an input has an unknown rank, an unknown non-batch dimension, or a
-    dtype that cannot be synthesized (e.g. strings).
+    (batches, None), or ([], why not) for an unknown rank or non-batch dimension, or a dtype like strings.
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
   inputs = (signature or {}).get("inputs") or []
@@ -131,19 +125,18 @@ def judge_conversion(summary, engines, build_sizes, max_batch_size, minimum_segm
   """Whether a TF-TRT conversion is a variant, and the manifest details that say what it holds. Pure.
 
   Args:
-    summary: the backend's summary (`trt_convert.conversion_summary` plus "trt_engine_ops_saved").
-    engines: `trt_convert.read_engine_assets` of the converted SavedModel.
+    summary: the backend's summary (`convert.conversion_summary` plus "trt_engine_ops_saved").
+    engines: `convert.read_engine_assets` of the converted SavedModel.
     build_sizes: batch sizes the engines' profile was built from (empty when nothing was built).
     max_batch_size: the largest batch the variant must serve.
     minimum_segment_size: the option, named in the reason when no segment was found.
-    no_build_reason: why engines were not prebuilt (no build inputs), if so.
+    no_build_reason: why engines were not prebuilt, if so.
 
   Returns:
     The details dict for the manifest entry.
 
   Raises:
-    VariantFailed: TF-TRT found no segment, or serialized no engine (the variant would only run TensorFlow's
-      native graph, and verification would pass trivially).
+    VariantFailed: no segment or no serialized engine (it would only run TensorFlow, and pass trivially).
   """
   engine_ops = summary.get("trt_engine_ops_saved")
   engine_count = len(engine_ops) if engine_ops is not None else int(summary.get("trt_engine_ops", 0))

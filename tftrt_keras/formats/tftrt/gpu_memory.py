@@ -28,8 +28,7 @@ def parse_nvidia_smi_memory(text):
 def query_gpu_memory(nvidia_smi="nvidia-smi", timeout=15):
   """Free and used memory of every GPU, from `nvidia-smi`; "unknown" (with why) where it cannot be asked.
 
-  nvidia-smi lists physical GPUs whatever CUDA_VISIBLE_DEVICES says, so the indices are physical ones; the
-  visible set is recorded beside them.
+  nvidia-smi ignores CUDA_VISIBLE_DEVICES: indices are physical, and the visible set is recorded beside them.
   """
   visible = os.environ.get("CUDA_VISIBLE_DEVICES")
   base = {"cuda_visible_devices": visible} if visible is not None else {}

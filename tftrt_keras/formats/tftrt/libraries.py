@@ -66,8 +66,7 @@ def find_tensorrt_libraries(search_dirs=None, on_loader_path=None):
 
   Args:
     search_dirs: directories to look in; None: `on_loader_path` then `candidate_dirs()`.
-    on_loader_path: the directories the dynamic loader searches (a library found there is marked
-      `on_loader_path`); None: `loader_dirs()`.
+    on_loader_path: the dynamic loader's directories (marks what it finds there); None: `loader_dirs()`.
   """
   loader = [os.path.realpath(d) for d in (loader_dirs() if on_loader_path is None else on_loader_path)]
   directories = list(search_dirs) if search_dirs is not None else loader + candidate_dirs()
@@ -84,12 +83,7 @@ def find_tensorrt_libraries(search_dirs=None, on_loader_path=None):
 
 
 def compatible_library(libraries, linked):
-  """The library that can stand in for the linked version, or None.
-
-  TensorFlow dlopens `libnvinfer.so.<linked major>` first and `libnvinfer.so.<major.minor.patch>` on some
-  builds; a library is usable when its major version equals the linked one and it does not name a
-  different minor version.
-  """
+  """The library that can stand in for the linked version (same major, no other minor named), or None."""
   if not linked:
     return None
   for library in libraries:
@@ -107,10 +101,8 @@ def linked_file_name(base, linked):
 def loader_dirs_for(status, cache_dir=None):
   """Directories to put on a worker's LD_LIBRARY_PATH so that TensorFlow finds the installed TensorRT.
 
-  TensorFlow 2.15-2.17 dlopens `libnvinfer.so.8.6.1` and `libnvinfer_plugin.so.8.6.1` by their full version,
-  while the pip `tensorrt` 8.6 wheel ships `libnvinfer.so.8`: the library is there but never found. Where
-  the file names differ, a private directory of symlinks under the full names is made (the real library is
-  loaded; nothing is copied).
+  TensorFlow 2.15-2.17 dlopens `libnvinfer.so.8.6.1` while the pip wheel ships `libnvinfer.so.8`, so where the
+  names differ a private directory of symlinks under the full names is made.
   """
   if status is None or not status.library_dir_to_add:
     return []

@@ -100,8 +100,7 @@ def _tftrt_probe():
 def check_tftrt(search_dirs=None, on_loader_path=None, nvidia_smi="nvidia-smi"):
   """Reports whether TF-TRT can convert in this process, and the exact fix when it cannot.
 
-  A trainer that wants the export worker's answer (its library path and device included) asks
-  `check_tftrt_as_worker()` instead.
+  `check_tftrt_as_worker()` gives the export worker's answer instead.
 
   Args:
     search_dirs: where to look for `libnvinfer.so.*` (see `find_tensorrt_libraries`); None: the usual places.
@@ -110,10 +109,6 @@ def check_tftrt(search_dirs=None, on_loader_path=None, nvidia_smi="nvidia-smi"):
 
   Returns:
     A `TfTrtStatus`; `str()` of it is the printable report, `.reason` a one-line summary.
-
-  Example:
-    >>> status = tftrt_keras.check_tftrt()
-    >>> print(status)
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   linked, loaded, enabled = _tftrt_probe()
@@ -129,14 +124,10 @@ def diagnose(tensorflow_version, linked, loaded, enabled, gpus, libraries):
 
   Args:
     tensorflow_version: `tf.__version__`.
-    linked: TensorRT version TensorFlow was built against, e.g. (8, 6, 1); () when built without TF-TRT.
-    loaded: TensorRT version actually loaded; () when none.
+    linked, loaded: TensorRT versions TensorFlow was built against and actually loaded, e.g. (8, 6, 1); ().
     enabled: whether TensorFlow could load TensorRT (`is_tensorrt_enabled()`).
     gpus: names of the GPUs TensorFlow sees.
     libraries: `TensorRTLibrary` records found on disk.
-
-  Returns:
-    A `TfTrtStatus`.
   """
   linked, loaded = tuple(linked or ()), tuple(loaded or ())
   # TensorFlow 2.18+ answers the linked-version question with 0.0.0: built without TF-TRT.
@@ -191,12 +182,10 @@ def diagnose(tensorflow_version, linked, loaded, enabled, gpus, libraries):
 
 
 def ensure_tensorrt_findable(argv, module):
-  """Re-executes `python -m <module> argv[1:]` with TensorRT's directory on LD_LIBRARY_PATH when it is
-  installed off-path (the loader reads LD_LIBRARY_PATH only at process start); returns when nothing needs
-  adding or this process is already the re-executed one.
+  """Re-executes `python -m <module> argv[1:]` with an off-path TensorRT's directory on LD_LIBRARY_PATH.
 
-  A worker that builds TF-TRT variants (`Format.prepare_worker`) and `python -m tftrt_keras.preflight --json` both call this before asking: the answer a
-  trainer gets is the one the worker will get.
+  The loader reads LD_LIBRARY_PATH only at process start. Returns when nothing needs adding or this process is
+  the re-executed one. The worker and `python -m tftrt_keras.preflight --json` both call it, so they agree.
   """
   if os.environ.get(LIBRARY_PATH_DONE):
     return
