@@ -63,11 +63,12 @@ def define_flags(flag_values=FLAGS):
   tftrt_flags.define_export_flags(flag_values, export_dir=False, training=False)
 
 
-def render_result(manifest, manifest_path, output_dir):
-  """The text `tftrt-export` prints for one finished export: artifacts, sample notes, verification, manifest."""
+def render_result(manifest, manifest_path, output_dir, said=()):
+  """The text `tftrt-export` prints for one finished export: artifacts, sample notes, verification, manifest.
+  `said`: reasons printed before the export (this machine's skips), shown as "said above"."""
   from tftrt_keras.verify.report import verification_table  # pylint: disable=g-import-not-at-top
   from tftrt_keras.verify.summary import export_notes, summary_table  # pylint: disable=g-import-not-at-top
-  parts = [summary_table([manifest], root=output_dir)]
+  parts = [summary_table([manifest], root=output_dir, said=said)]
   notes = export_notes(manifest)
   if notes:
     parts.append("\n".join(notes))
@@ -85,8 +86,14 @@ def run_from_flags(flag_values=FLAGS, out=sys.stdout):
   from tftrt_keras.artifacts.layout import ExportLayout  # pylint: disable=g-import-not-at-top
   from tftrt_keras.artifacts.manifest import FAILED, REJECTED, serving_failed  # pylint: disable=g-import-not-at-top
   from tftrt_keras.offline.export import export_saved_model  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.preflight import variants_skipped_here  # pylint: disable=g-import-not-at-top
+  from tftrt_keras.verify.summary import known_skips_text  # pylint: disable=g-import-not-at-top
   try:
     options = tftrt_flags.conversion_options_from_flags(flag_values)
+    # As in training: what this machine cannot build is said once, first, in brief (the manifest has it in full).
+    skips = {} if flag_values.json else variants_skipped_here(options)
+    if skips:
+      print(known_skips_text(skips), file=out, flush=True)
     manifest = export_saved_model(
         flag_values.saved_model_dir, flag_values.output_dir, signature_key=flag_values.signature_key,
         calibration_data=flag_values.calibration_data, calibration_batch_size=flag_values.calibration_batch_size,
@@ -98,7 +105,7 @@ def run_from_flags(flag_values=FLAGS, out=sys.stdout):
   if flag_values.json:
     print(json.dumps(manifest, indent=2), file=out)
   else:
-    print(render_result(manifest, manifest_path, flag_values.output_dir), file=out)
+    print(render_result(manifest, manifest_path, flag_values.output_dir, said=set(skips.values())), file=out)
   failed = any(e["status"] in (FAILED, REJECTED) for e in manifest["artifacts"].values())
   return 1 if failed or serving_failed(manifest) else 0
 

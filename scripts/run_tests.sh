@@ -7,14 +7,18 @@
 # side, each in its own process with its own temporary directory, because one line keeps about one core busy
 # (its time goes to child processes starting TensorFlow, waiting workers and servers): on 2 cores the three
 # together take about as long as the slowest alone. TFTRT_TEST_JOBS=1 runs them one after another instead.
-# Each line's output is printed whole, in line order, once it has finished; its log stays in .venv/logs.
+# The slowest line (2.21) runs in two processes (--shard=1/2, 2/2: whole test files, dealt by the weights in
+# tests/shard_weights.json), so its tail does not run alone on one core once the others are done;
+# TFTRT_TEST_SHARDS="2.21=2" says which lines are split and in how many parts ("" splits none).
+# Each part's output is printed whole, in line order, once it has finished; its log stays in .venv/logs.
 # Ends with one line for all: "total: N passed, N failed, N skipped".
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 mkdir -p .venv/logs
 lines=(2.15 2.17 2.21)
-jobs="${TFTRT_TEST_JOBS:-${#lines[@]}}"
+declare -A parts_of=()
+for split in ${TFTRT_TEST_SHARDS-2.21=2}; do parts_of[${split%%=*}]="${split#*=}"; done
 status=0
 passed=0; failed=0; skipped=0
 started=$SECONDS
@@ -32,7 +36,17 @@ for line in "${lines[@]}"; do
     echo "environment for TF $line could not be built"; status=1; failed=$((failed + 1))
   fi
 done
-echo "=== environments ready after $((SECONDS - started)) s; tests: up to $jobs line(s) at a time"
+# A job is a line, or one part of a split line ("2.21:1/2").
+pending=()
+for line in "${lines[@]}"; do
+  [ -n "${python_of[$line]:-}" ] || continue
+  parts="${parts_of[$line]:-1}"
+  if [ "$parts" -le 1 ]; then pending+=("$line"); else
+    for ((k = 1; k <= parts; k++)); do pending+=("$line:$k/$parts"); done
+  fi
+done
+jobs="${TFTRT_TEST_JOBS:-${#pending[@]}}"
+echo "=== environments ready after $((SECONDS - started)) s; tests: ${pending[*]}, up to $jobs at a time"
 
 # Each line its own pytest base temp: concurrent sessions sharing /tmp/pytest-of-$USER would prune each other's.
 temp_root="$(mktemp -d "${TMPDIR:-/tmp}/tftrt_keras-tests.XXXXXX")"
@@ -40,22 +54,23 @@ trap 'rm -rf "$temp_root"' EXIT
 # Each line in a session of its own: the kernel shares the CPU between sessions first (autogroup), and a
 # conversion worker runs at nice 19 inside its trainer's session, yielding to that trainer only. Three lines in
 # one session would starve every worker behind the other lines' training, as no user's machine does.
-run_line() {  # line python log -> pytest's exit code
-  local line="$1" python="$2" log="$3"
-  setsid --wait "$python" -m pytest -p no:cacheprovider -q -rs --durations=15 --basetemp="$temp_root/tf$line" \
-    "${@:4}" > "$log" 2>&1
+name_of() { local job="${1/:/-}"; echo "tf${job/\//of}"; }  # 2.21:1/2 -> tf2.21-1of2
+run_job() {  # job python log -> pytest's exit code
+  local job="$1" python="$2" log="$3" shard=()
+  [ "$job" = "${job#*:}" ] || shard=("--shard=${job#*:}")
+  setsid --wait "$python" -m pytest -p no:cacheprovider -q -rs --durations=15 \
+    --basetemp="$temp_root/$(name_of "$job")" ${shard[@]+"${shard[@]}"} "${@:4}" > "$log" 2>&1
+  local rc=$?
+  # A part that the given arguments left without a test (pytest's 5) is not a failure; a whole line is.
+  [ "$rc" -eq 5 ] && [ ${#shard[@]} -gt 0 ] && return 0
+  return "$rc"
 }
 
 declare -A pid_of
-pending=()
-for line in "${lines[@]}"; do
-  [ -n "${python_of[$line]:-}" ] || continue
-  pending+=("$line")
-done
 next=0
-report() {  # prints one finished line's log and adds its counts
-  local line="$1" rc="$2" log=".venv/logs/pytest-tf$1.log"
-  echo "=== TensorFlow $line: tests"
+report() {  # prints one finished job's log and adds its counts
+  local job="$1" rc="$2" log=".venv/logs/pytest-$(name_of "$1").log"
+  echo "=== TensorFlow ${job/:/ part }: tests"
   cat "$log"
   [ "$rc" -eq 0 ] || status=1
   local summary p f s
@@ -67,21 +82,21 @@ report() {  # prints one finished line's log and adds its counts
   if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
 }
 start_next() {
-  local line="${pending[$next]}"
+  local job="${pending[$next]}"
   next=$((next + 1))
-  run_line "$line" "${python_of[$line]}" ".venv/logs/pytest-tf$line.log" "$@" &
-  pid_of[$line]=$!
+  run_job "$job" "${python_of[${job%%:*}]}" ".venv/logs/pytest-$(name_of "$job").log" "$@" &
+  pid_of[$job]=$!
 }
 running=0
 for ((i = 0; i < ${#pending[@]}; i++)); do
-  # Results are printed in line order: wait for each line in turn, keeping up to $jobs running.
+  # Results are printed in order: wait for each job in turn, keeping up to $jobs running.
   while [ "$next" -lt "${#pending[@]}" ] && [ "$running" -lt "$jobs" ]; do
     start_next "$@"; running=$((running + 1))
   done
-  line="${pending[$i]}"
-  wait "${pid_of[$line]}"; rc=$?
+  job="${pending[$i]}"
+  wait "${pid_of[$job]}"; rc=$?
   running=$((running - 1))
-  report "$line" "$rc"
+  report "$job" "$rc"
 done
 echo "=== all lines done after $((SECONDS - started)) s"
 echo "total: $passed passed, $failed failed, $skipped skipped"

@@ -14,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 from tests import keras_models  # noqa: E402  (needs ROOT on sys.path)
+from tests import sharding  # noqa: E402
 
 
 @pytest.fixture
@@ -41,6 +42,26 @@ def pytest_addoption(parser):
   parser.addoption("--require-tier", action="append", default=[], metavar="MARKER",
                    help="a test carrying MARKER that skips fails instead, and a run in which no test carrying it "
                         "ran fails (scripts/run_gpu_tests.sh: the tier it was asked to run must run)")
+  parser.addoption("--shard", default=None, metavar="K/N",
+                   help="run the K-th of N parts of the tests, whole files each (tests/sharding.py)")
+
+
+def pytest_configure(config):
+  if config.getoption("--shard"):
+    try:
+      sharding.parse(config.getoption("--shard"))
+    except ValueError as err:
+      raise pytest.UsageError(str(err)) from err
+
+
+def pytest_collection_modifyitems(config, items):
+  if not config.getoption("--shard"):
+    return
+  kept, dropped = sharding.select(items, config.getoption("--shard"),
+                                  lambda item: os.path.relpath(str(item.path), ROOT))
+  if dropped:
+    config.hook.pytest_deselected(items=dropped)
+    items[:] = kept
 
 
 @pytest.hookimpl(hookwrapper=True)

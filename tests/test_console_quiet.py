@@ -178,3 +178,13 @@ def test_the_cli_prints_its_tables_and_manifest_path_only(model):
   assert len(re.findall(r"(?m)^version 1 +status", out)) == 1  # the artifact table
   assert len(re.findall(r"(?m)^artifact +status +max abs err", out)) == 1  # the verification table
   assert out.rstrip().endswith(f"Manifest: {out_dir}/manifests/1/manifest.json")
+  # As in training: what this machine cannot build is said once, first and in brief; the table says "said above".
+  from tftrt_keras.artifacts.manifest import read_manifest  # pylint: disable=g-import-not-at-top
+  artifacts = read_manifest(out_dir / "manifests" / "1" / "manifest.json")["artifacts"]
+  skipped_here = {n: " ".join(e["reason"].split()) for n, e in artifacts.items()
+                  if e["status"] == "skipped" and n.startswith(("tftrt_", "trt_"))}
+  flat = " ".join(out.split())
+  assert out.count("python -m tftrt_keras.preflight") == (1 if skipped_here else 0), out
+  if skipped_here:
+    assert out.startswith("tftrt_keras: skipped on this machine: ") and "said above" in out, out
+    assert not any(reason in flat for reason in skipped_here.values()), out
