@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from tests import test_console_quiet
+
 pytestmark = pytest.mark.tf
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "examples", "train_keras.py")
@@ -28,19 +30,22 @@ def test_help_reads_well(tmp_path):
 
 @pytest.mark.slow
 def test_trains_and_ends_with_verified_onnx_variants_and_a_triton_repository(tmp_path):
-  """Defaults of the main job except two epochs: >= 500 verification samples, ONNX variants verified here."""
+  """Defaults of the main job except three epochs, in the user's environment (TensorFlow's start-up lines not
+  silenced by the test session): >= 500 verification samples, ONNX variants verified here, and the console a
+  person reads (tests/test_console_quiet.py says what it holds)."""
   export_dir = tmp_path / "export"
-  result = _run([f"--export_dir={export_dir}", "--epochs=2"], tmp_path)
+  result = subprocess.run([sys.executable, SCRIPT, f"--export_dir={export_dir}", "--epochs=3"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600, env=test_console_quiet.user_environment())
   assert result.returncode == 0, result.stderr[-3000:]
   out = result.stdout
-  assert "Epoch 2/2" in out and "val_accuracy" in out  # per-epoch lines while it trains
-  assert "tftrt_keras exports:" in out  # the summary table
-  with open(export_dir / "manifests" / "2" / "manifest.json") as f:
+  assert "Epoch 3/3" in out and "val_accuracy" in out  # per-epoch lines while it trains
+  test_console_quiet.check_main_job_console(result, export_dir, epochs=3)
+  with open(export_dir / "manifests" / "3" / "manifest.json") as f:
     manifest = json.load(f)
   artifacts = manifest["artifacts"]
   statuses = {k: v["status"] for k, v in artifacts.items()}
   assert statuses["native"] == statuses["frozen"] == statuses["calibration"] == "ok"
-  assert manifest["source"]["epoch"] == 2 and manifest["source"]["metrics"]["val_accuracy"] > 0.5
+  assert manifest["source"]["epoch"] == 3 and manifest["source"]["metrics"]["val_accuracy"] > 0.5
   assert manifest["verification"]["samples"] >= 500
   assert f"Verification judged on {manifest['verification']['samples']} held-out samples" in out
   for name in ("onnx_fp32", "onnx_fp16", "onnx_int8"):
@@ -62,8 +67,8 @@ def test_trains_and_ends_with_verified_onnx_variants_and_a_triton_repository(tmp
   triton = tmp_path / "runs" / "train_keras" / "triton"
   assert os.path.realpath(manifest["serving"]["triton"]["repository"]) == os.path.realpath(triton)
   assert (triton / "digits_onnx_fp32" / "config.pbtxt").is_file()
-  assert os.path.isfile(export_dir / "2" / "saved_model.pb")
-  assert os.path.isfile(export_dir / "frozen" / "2" / "frozen_graph.pb")
+  assert os.path.isfile(export_dir / "3" / "saved_model.pb")
+  assert os.path.isfile(export_dir / "frozen" / "3" / "frozen_graph.pb")
 
 
 def _assert_trt_rtx_engines(manifest, export_dir, out):
@@ -78,7 +83,7 @@ def _assert_trt_rtx_engines(manifest, export_dir, out):
   for name in ("trt_rtx_fp32", "trt_rtx_fp16", "trt_rtx_int8"):
     entry = manifest["artifacts"][name]
     assert entry["built_from"] == "onnx_" + name.rsplit("_", 1)[1], entry
-    assert os.path.getsize(export_dir / name / "2" / "model.plan") == entry["engine_bytes"] > 100_000
+    assert os.path.getsize(export_dir / name / str(manifest["version"]) / "model.plan") == entry["engine_bytes"] > 100_000
     assert "\ntrt_rtx " in out  # a row of the table at the end of training
     if runnable:
       assert entry["status"] == "ok" and entry["verification"]["passed"], entry
