@@ -97,6 +97,8 @@ def test_earlier_exports_are_one_statement_and_superseded_is_said_once():
   assert text.count("superseded:") == 1 and "version 3 was due" not in text
   assert text.count(LONG_REASON[:40]) == 1  # the earlier exports' reasons are not repeated
   # Versions apart, or with other counts, are not grouped.
+  assert summary.earlier_text([_manifest(1), _manifest(3)]).startswith("version 1: 2 ok, 1 rejected, 1 failed, 2 "
+                                                                       "skipped; version 3: ")
   assert summary.earlier_text([_manifest(1), earlier[1], _manifest(3)]) == (
       "version 1: 2 ok, 1 rejected, 1 failed, 2 skipped; version 2: 2 ok, 4 skipped (4 superseded); "
       "version 3: 2 ok, 1 rejected, 1 failed, 2 skipped; " + summary.SUPERSEDED_NOTE)

@@ -68,7 +68,7 @@ def earlier_text(manifests):
   groups = []  # [first version, last version, counts text]
   for manifest in manifests:
     counts = counts_text(manifest)
-    if groups and groups[-1][2] == counts:
+    if groups and groups[-1][2] == counts and int(manifest["version"]) == int(groups[-1][1]) + 1:
       groups[-1][1] = manifest["version"]
     else:
       groups.append([manifest["version"], manifest["version"], counts])
