@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tftrt_keras
 from tftrt_keras.samples.calibration_data import load_samples
 from tftrt_keras.task_metrics.labels import LABELS_FILE
 
@@ -82,3 +83,12 @@ def test_binary_classifier_through_the_classification_signature_reports_auc_prec
   for name in ("accuracy", "auc", "precision", "recall"):
     assert 0.5 < figures[name]["normal"] <= 1 and figures[name]["difference"] == pytest.approx(0, abs=1e-6)
   assert {"label/mean", "accuracy_baseline", "prediction/mean", "loss"} <= set(metrics["left_out"])
+
+
+def test_max_metric_drop_naming_a_key_no_estimator_export_computes_fails_before_training(tmp_path):
+  receiver = tf.estimator.export.build_raw_serving_input_receiver_fn({"x": tf.zeros([1, FEATURES], tf.float32)})
+  for name in ("val_accuracy", "loss"):  # a Keras name; a key that is no figure of the model's answers
+    with pytest.raises(ValueError, match=rf"max_metric_drop.*{name}.*evaluation keys among \['accuracy'"):
+      tftrt_keras.TrtExporter("e", receiver, formats=("onnx",), max_metric_drop={name: 0.01})
+  exporter = tftrt_keras.TrtExporter("e", receiver, formats=("onnx",), max_metric_drop={"auc": 0.01})
+  assert exporter.options.max_metric_drop == {"auc": 0.01}

@@ -24,6 +24,7 @@ from tftrt_keras.options import (DEFAULT_CALIBRATION_BATCHES, DEFAULT_EXPORTS_TO
                                  options_from_keywords, with_option_keywords)
 from tftrt_keras.estimator.calibration import (CalibrationCaptureHook, CalibrationUnusable, ReceiverSpec, signature_keys,
                                                signature_of)
+from tftrt_keras.estimator import own_metrics
 from tftrt_keras.estimator.own_metrics import task_inputs
 from tftrt_keras.estimator.export_policy import best_from_event_files, loss_smaller, metric_compare_fn
 from tftrt_keras.estimator.samples import EvaluationSamples
@@ -160,6 +161,7 @@ class TrtExporter(_exporter_lib.Exporter):
                                hint="conversion_options is the old name of options; pass one of them.")
       options = option_keywords.pop("conversion_options")
     options = options_from_keywords(ESTIMATOR, options, option_keywords, type(self).__name__)
+    own_metrics.check_metric_drops(options.max_metric_drop)
     if "INT8" in options.precisions and calibration_batches == 0 and calibration_input_fn is None:
       raise invalid_argument("calibration_batches", calibration_batches,
                              "1 or more when precisions include INT8 and no calibration_input_fn is given",
@@ -380,14 +382,14 @@ class TrtExporter(_exporter_lib.Exporter):
       batches, verification_batches, calibration_origin, casts = self._samples.collect(native_dir, signature_key)
     except CalibrationUnusable as err:
       batches, verification_batches, calibration_problem = [], None, str(err)
-    own_metrics = task_inputs(self._samples, signature_of(native_dir, signature_key)[0], eval_result)
+    metric_inputs = task_inputs(self._samples, signature_of(native_dir, signature_key)[0], eval_result)
     source = self._source(checkpoint_path, eval_result, calibration=calibration_origin,
                           signature={"key": signature_key, "available": available, "requested": self._signature_key})
     request = prepare_export(
         root=layout.root, version=version, source=source, options=self._options, native_dir=native_dir,
         batches=batches, verification_batches=verification_batches, signature_key=signature_key, sample_casts=casts,
         calibration_skip_reason=calibration_problem or "calibration_batches=0 and no calibration_input_fn",
-        more_samples="raise calibration_batches", **own_metrics)
+        more_samples="raise calibration_batches", **metric_inputs)
     self._scheduler.submit(request, blocking=self._blocking or bool(is_the_final_export))
 
   def _record_failure(self, native_dir, signature_key, checkpoint_path, eval_result, err):

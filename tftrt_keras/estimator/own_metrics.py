@@ -5,6 +5,7 @@ the evaluation labels the calibration hook captured, for the worker to compute o
 
 import numpy as np
 
+from tftrt_keras.errors import invalid_argument
 from tftrt_keras.task_metrics.compute import LABEL_PREFIX
 
 FLAVOR = "tf.keras"  # Estimator runs on TF 2.15 only, whose tf.keras is Keras 2
@@ -16,6 +17,20 @@ _NOT_COMPARED = {
     "accuracy_baseline": "a statistic of the labels, the same for every variant",
     "prediction/mean": "the mean prediction, not a figure against the labels",
 }
+
+
+# Every evaluation key `_metrics_of` can compute on a variant (the head decides which of them a model reports).
+COMPUTED_KEYS = ("accuracy", "average_loss", "auc", "auc_precision_recall", "precision", "recall")
+
+
+def check_metric_drops(max_metric_drop):
+  """Raises ValueError naming `max_metric_drop` when it names a key no Estimator export here computes: known
+  before training, where an evaluation's own keys are not (an unknown name would only ever be `unverified`)."""
+  unknown = sorted(set(max_metric_drop or {}) - set(COMPUTED_KEYS))
+  if unknown:
+    raise invalid_argument("max_metric_drop", max_metric_drop, f"evaluation keys among {list(COMPUTED_KEYS)}",
+                           hint=f"{unknown} cannot be computed on the variants of an Estimator export; "
+                                f"{sorted(_NOT_COMPARED)} are not figures of the model's answers.")
 
 
 def _metric(class_name, name, **config):
