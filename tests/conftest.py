@@ -14,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 from tests import keras_models  # noqa: E402  (needs ROOT on sys.path)
+from tests import corpus_scripts  # noqa: E402
 from tests import sharding  # noqa: E402
 
 
@@ -55,6 +56,13 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+  line = corpus_scripts.tf_line()
+  for item in items:
+    marker = item.get_closest_marker("lines")
+    if marker and line not in marker.args:
+      # Not a pass: said as a skip, with the lines that do run it.
+      item.add_marker(pytest.mark.skip(reason=f"runs on TF {' and '.join(marker.args)} only (this is TF {line}): "
+                                              f"{marker.kwargs.get('why', 'the machinery it checks is ours')}"))
   if not config.getoption("--shard"):
     return
   kept, dropped = sharding.select(items, config.getoption("--shard"),

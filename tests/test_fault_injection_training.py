@@ -19,7 +19,7 @@ import pytest
 from tests import fault_helpers as fh
 from tftrt_keras.artifacts.layout import ExportLayout
 
-pytestmark = pytest.mark.tf
+pytestmark = [pytest.mark.tf, pytest.mark.lines("2.15", "2.21", why="process-level fault handling of our worker and scheduler; 2.15 (Keras 2) and 2.21 (Keras 3) cover both Keras generations 2.17 carries")]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 3
 NEVER = "/nonexistent-gate-never-opens"

@@ -28,7 +28,8 @@ from tftrt_keras.artifacts.layout import ExportLayout, ExportRootBusy
 from tftrt_keras.pipeline.scheduler import ExportScheduler
 from tftrt_keras.pipeline.worker import ConversionWorker
 
-pytestmark = [pytest.mark.tf, pytest.mark.usefixtures("fake_tftrt")]
+pytestmark = [pytest.mark.tf, pytest.mark.usefixtures("fake_tftrt"),
+              pytest.mark.lines("2.15", "2.21", why="process-level fault handling of our worker and scheduler; 2.15 (Keras 2) and 2.21 (Keras 3) cover both Keras generations 2.17 carries")]
 CONVERSIONS = ("tftrt_fp32", "tftrt_fp16")
 X = samples(5, seed=3)["x"]
 

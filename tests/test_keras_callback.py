@@ -445,6 +445,7 @@ def test_an_interrupted_fit_does_not_block_the_next_run_and_its_exports_are_clos
 
 
 @pytest.mark.slow
+@pytest.mark.lines("2.21", why="the retention default is the export layout's; seven exports cost 40-80 s a line")
 def test_exports_to_keep_defaults_to_five(primary_keras, tmp_path):
   model = classifier(primary_keras)
   callback = tftrt_keras.TrtExport(tmp_path / "e", formats=(), precisions=(), verify=False, save_freq=1, verbose=0)

@@ -52,3 +52,16 @@ def test_weights_are_seconds_per_file_from_a_junit_report(tmp_path):
                     '<testcase classname="tests.test_b.TestThing" name="test_3" time="0.5"/>'
                     '</testsuite></testsuites>')
   assert sharding.weights_from_junit(report) == {"tests/test_a.py": 3.2, "tests/test_b.py": 0.5}
+
+
+def test_a_test_marked_for_other_lines_is_skipped_with_the_lines_that_run_it():
+  """tests/conftest.py's `lines` marker, seen through pytest itself: the marked test is skipped here, with why."""
+  from tests import corpus_scripts  # pylint: disable=g-import-not-at-top
+  line = corpus_scripts.tf_line()
+  if line == "2.21":
+    pytest.skip("on TF 2.21 the marked test runs in the suite itself; its skip is checked on 2.15 and 2.17")
+  result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs",
+                           "tests/test_keras_callback.py::test_exports_to_keep_defaults_to_five"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, check=False)
+  assert "1 skipped" in result.stdout and f"runs on TF 2.21 only (this is TF {line}): the retention default" in (
+      result.stdout), result.stdout[-2000:]
