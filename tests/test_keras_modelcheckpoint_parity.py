@@ -16,7 +16,9 @@ import tftrt_keras
 from tests.keras_models import classifier, train_data
 from tftrt_keras.estimator.export_policy import metric_compare_fn
 
-pytestmark = pytest.mark.tf
+pytestmark = [pytest.mark.tf, pytest.mark.lines(
+    "2.15", "2.21", why="Keras 2 (tf.keras 2.15, tf_keras 2.21) and Keras 3 (3.15 on 2.21) side by side with "
+                       "ModelCheckpoint; 2.17 carries the same two generations")]
 CHEAP = dict(formats=(), precisions=(), verify=False, calibration_batches=0, exports_to_keep=None, verbose=0)
 
 

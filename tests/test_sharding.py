@@ -50,7 +50,9 @@ def test_weights_are_seconds_per_file_from_a_junit_report(tmp_path):
                     '<testcase classname="tests.test_a" name="test_1" time="1.25"/>'
                     '<testcase classname="tests.test_a" name="test_2[x]" time="2.0"/>'
                     '<testcase classname="tests.test_b.TestThing" name="test_3" time="0.5"/>'
+                    '<testcase classname="tests.test_c" name="test_4" time="0.01"><skipped message="x"/></testcase>'
                     '</testsuite></testsuites>')
+  # test_c was never run: not measured, so left out (it weighs DEFAULT_SECONDS a test where it runs).
   assert sharding.weights_from_junit(report) == {"tests/test_a.py": 3.2, "tests/test_b.py": 0.5}
 
 
