@@ -220,9 +220,10 @@ def export_notes(manifest, width=TEXT_WIDTH):
   calibration = manifest.get("artifacts", {}).get("calibration") or {}
   verification = manifest.get("verification") or {}
   samples = [f"Calibration: {calibration['split']}."] if calibration.get("split") else []
+  judged = not verification.get("skipped") and verification.get("samples") is not None
   if verification.get("skipped"):
     samples.append(f"Not verified: {verification['skipped']}.")
-  elif verification.get("samples") is not None:
+  elif judged:
     unverified = any(e.get("status") == UNVERIFIED for e in manifest.get("artifacts", {}).values())
     samples.append(f"Verification judged on {verification['samples']} held-out samples"
                    + (" (unverified: usable, but nothing vouches for them)" if unverified else "") + ".")
@@ -230,7 +231,7 @@ def export_notes(manifest, width=TEXT_WIDTH):
     lines += wrap(" ".join(samples), width)
   for warning in calibration.get("warnings") or []:
     lines += wrap(f"Warning: {warning}.", width)
-  if not verification.get("skipped") and verification.get("samples") is not None:
+  if judged:  # warnings about the outputs verification judged, after the samples' own
     for output, words in sorted((verification.get("outputs_not_varying") or {}).items()):
       lines += wrap(f"Warning: the normal export's output `{output}` does not vary over these samples ({words}): "
                     "no variant can be judged on it.", width)
